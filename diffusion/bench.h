@@ -1,0 +1,10 @@
+/* Shared helpers of the benchmarks. */
+#ifndef VKD_BENCH_H
+#define VKD_BENCH_H
+#include "gpu.h"
+
+double bench_now(void);
+/* The device's fp32 FMA throughput measured with the peak shader, GFLOP/s. */
+enum status bench_peak(struct gpu *g, double *gflops);
+
+#endif

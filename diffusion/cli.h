@@ -1,0 +1,33 @@
+/* The vkdiffusion command line: one function per subcommand, option helpers. */
+#ifndef VKD_CLI_H
+#define VKD_CLI_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "gpu.h"
+
+struct command {
+  const char *name;
+  const char *summary;
+  int (*run)(int argc, char **argv); /* argv[0] is the subcommand name */
+};
+
+int cmd_devices(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_encode(int argc, char **argv);
+
+/* Option parsing: argv[*i] is the option; its value is argv[*i + 1] (advances *i).
+ * Prints an error and returns NULL when the value is missing. */
+const char *cli_value(int argc, char **argv, int *i);
+bool cli_int(const char *opt, const char *s, long lo, long hi, long *out);
+bool cli_is_help(const char *a);
+/* Prints "vkdiffusion <cmd>: <message>" for a failed library call; returns 1. */
+int cli_fail(const char *cmd, const char *what);
+/* The gpu for a command: --device (index, -1 for default). Prints errors. */
+struct gpu *cli_gpu(const char *cmd, int device);
+/* Validation messages seen: printed, and turned into a failing exit code. */
+int cli_finish_gpu(struct gpu *g, int rc);
+
+#endif

@@ -1,0 +1,225 @@
+/* vkdiffusion bench: speed measurements (never part of a test's pass/fail). */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bench.h"
+#include "cli.h"
+#include "half.h"
+#include "ops.h"
+
+double bench_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+enum status bench_peak(struct gpu *g, double *gflops) {
+  struct gpu_arena *a = NULL;
+  const uint32_t groups = 64, iters = 4096;
+  enum status st = gpu_arena_create(g, groups * 256 * 4 + 4096, "peak", &a);
+  struct gpu_tensor y;
+  if (!st) st = gpu_arena_alloc(a, DT_F32, 1, (int64_t[]){groups * 256}, &y);
+  double best = 1e30;
+  for (int rep = 0; rep < 3 && !st; rep++) {
+    double t0 = bench_now();
+    if (!(st = gpu_begin(g))) st = op_peak(g, &y, groups, iters);
+    if (!st) st = gpu_submit(g);
+    double t = bench_now() - t0;
+    if (t < best) best = t;
+  }
+  gpu_arena_destroy(a);
+  *gflops = st ? 0 : (double)groups * 256 * iters * 64 / best * 1e-9;
+  return st;
+}
+
+static void fill_random(float *p, size_t n, uint32_t seed) {
+  uint32_t s = seed * 2654435761u + 1;
+  for (size_t i = 0; i < n; i++) {
+    s = s * 1664525u + 1013904223u;
+    p[i] = ((s >> 8) * (1.0f / 16777216.0f)) * 2.0f - 1.0f;
+  }
+}
+
+static enum status upload_random(struct gpu *g, const struct gpu_tensor *t, uint32_t seed) {
+  size_t n = (size_t)gpu_tensor_numel(t);
+  float *f = malloc(n * sizeof *f);
+  if (!f) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+  fill_random(f, n, seed);
+  enum status st;
+  if (t->dtype == DT_F16) {
+    uint16_t *h = malloc(n * sizeof *h);
+    if (!h) {
+      free(f);
+      return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+    }
+    for (size_t i = 0; i < n; i++) h[i] = half_from_float(f[i]);
+    st = gpu_upload(g, t, h, n * 2);
+    free(h);
+  } else {
+    st = gpu_upload(g, t, f, n * 4);
+  }
+  free(f);
+  return st;
+}
+
+/* Times `reps` repetitions recorded in one command buffer (after one warm-up); seconds per op. */
+typedef enum status (*bench_fn)(struct gpu *g, void *ctx);
+static enum status time_op(struct gpu *g, bench_fn fn, void *ctx, int reps, double *seconds) {
+  enum status st;
+  for (int pass = 0; pass < 2; pass++) {
+    int n = pass ? reps : 1;
+    double t0 = bench_now();
+    if ((st = gpu_begin(g))) return st;
+    for (int r = 0; r < n && !st; r++) st = fn(g, ctx);
+    if (st) {
+      gpu_submit(g);
+      return st;
+    }
+    if ((st = gpu_submit(g))) return st;
+    *seconds = (bench_now() - t0) / n;
+  }
+  return STATUS_OK;
+}
+
+struct linear_ctx {
+  struct gpu_tensor x, w, b, y;
+};
+static enum status run_linear(struct gpu *g, void *c) {
+  struct linear_ctx *l = c;
+  return op_linear(g, &l->x, &l->w, &l->b, &l->y, ACT_NONE);
+}
+
+struct attn_ctx {
+  struct gpu_tensor q, k, v, o;
+  int heads;
+  bool causal;
+};
+static enum status run_attention(struct gpu *g, void *c) {
+  struct attn_ctx *a = c;
+  int64_t d = a->q.shape[2] / a->heads;
+  return op_attention(g, &a->q, &a->k, &a->v, &a->o, a->heads, a->causal, 1.0f / sqrtf((float)d));
+}
+
+static int bench_ops(struct gpu *g, double peak) {
+  struct {
+    int64_t m, n, k;
+    enum dtype wdt;
+    const char *what;
+  } lin[] = {
+      {77, 768, 768, DT_F16, "CLIP q/k/v/out"}, {77, 3072, 768, DT_F16, "CLIP fc1"},
+      {77, 768, 3072, DT_F16, "CLIP fc2"},      {1024, 1024, 1024, DT_F16, "1024^3"},
+      {77, 768, 768, DT_F32, "CLIP q/k/v/out"}, {1024, 1024, 1024, DT_F32, "1024^3"},
+  };
+  printf("device: %s (%s); measured FMA peak %.1f GFLOP/s\n\n", gpu_info(g)->name, gpu_info(g)->type, peak);
+  printf("%-34s %10s %10s %8s\n", "op", "ms", "GFLOP/s", "% peak");
+  for (size_t i = 0; i < sizeof lin / sizeof *lin; i++) {
+    struct gpu_arena *a = NULL;
+    struct linear_ctx c;
+    int64_t m = lin[i].m, n = lin[i].n, k = lin[i].k;
+    VkDeviceSize bytes = gpu_aligned_size(g, m * k * 4) + gpu_aligned_size(g, n * k * 4) +
+                         gpu_aligned_size(g, n * 4) + gpu_aligned_size(g, m * n * 4);
+    enum status st = gpu_arena_create(g, bytes, "bench", &a);
+    if (!st) st = gpu_arena_alloc(a, DT_F32, 2, (int64_t[]){m, k}, &c.x);
+    if (!st) st = gpu_arena_alloc(a, lin[i].wdt, 2, (int64_t[]){n, k}, &c.w);
+    if (!st) st = gpu_arena_alloc(a, DT_F32, 1, (int64_t[]){n}, &c.b);
+    if (!st) st = gpu_arena_alloc(a, DT_F32, 2, (int64_t[]){m, n}, &c.y);
+    if (!st) st = upload_random(g, &c.x, 1);
+    if (!st) st = upload_random(g, &c.w, 2);
+    if (!st) st = upload_random(g, &c.b, 3);
+    double s = 0;
+    if (!st) st = time_op(g, run_linear, &c, m * n * k > 100000000 ? 3 : 10, &s);
+    gpu_arena_destroy(a);
+    if (st) return cli_fail("bench", "linear");
+    double gf = 2.0 * m * n * k / s * 1e-9;
+    char label[64];
+    snprintf(label, sizeof label, "linear %lldx%lldx%lld %s (%s)", (long long)m, (long long)n, (long long)k,
+             dtype_name(lin[i].wdt), lin[i].what);
+    printf("%-34s %10.3f %10.2f %7.1f%%\n", label, s * 1e3, gf, 100 * gf / peak);
+  }
+  struct {
+    int64_t t, tk, width;
+    int heads;
+    bool causal;
+    const char *what;
+  } att[] = {{77, 77, 768, 12, true, "CLIP"}, {4096, 4096, 320, 8, false, "U-Net 512^2 self"},
+             {4096, 77, 320, 8, false, "U-Net 512^2 cross"}};
+  for (size_t i = 0; i < sizeof att / sizeof *att; i++) {
+    struct gpu_arena *a = NULL;
+    struct attn_ctx c = {.heads = att[i].heads, .causal = att[i].causal};
+    int64_t t = att[i].t, tk = att[i].tk, w = att[i].width;
+    VkDeviceSize bytes = 2 * gpu_aligned_size(g, t * w * 4) + 2 * gpu_aligned_size(g, tk * w * 4);
+    enum status st = gpu_arena_create(g, bytes, "bench", &a);
+    if (!st) st = gpu_arena_alloc(a, DT_F32, 3, (int64_t[]){1, t, w}, &c.q);
+    if (!st) st = gpu_arena_alloc(a, DT_F32, 3, (int64_t[]){1, tk, w}, &c.k);
+    if (!st) st = gpu_arena_alloc(a, DT_F32, 3, (int64_t[]){1, tk, w}, &c.v);
+    if (!st) st = gpu_arena_alloc(a, DT_F32, 3, (int64_t[]){1, t, w}, &c.o);
+    if (!st) st = upload_random(g, &c.q, 4);
+    if (!st) st = upload_random(g, &c.k, 5);
+    if (!st) st = upload_random(g, &c.v, 6);
+    double s = 0;
+    if (!st) st = time_op(g, run_attention, &c, t > 1000 ? 1 : 10, &s);
+    gpu_arena_destroy(a);
+    if (st) return cli_fail("bench", "attention");
+    double flops = 4.0 * t * tk * w * (att[i].causal ? 0.5 : 1.0);
+    double gf = flops / s * 1e-9;
+    char label[64];
+    snprintf(label, sizeof label, "attention T=%lld Tk=%lld (%s)", (long long)t, (long long)tk, att[i].what);
+    printf("%-34s %10.3f %10.2f %7.1f%%\n", label, s * 1e3, gf, 100 * gf / peak);
+  }
+  return 0;
+}
+
+int cmd_bench(int argc, char **argv) {
+  long device = -1;
+  const char *what = NULL;
+  int first_rest = argc;
+  for (int i = 1; i < argc; i++) {
+    if (cli_is_help(argv[i]) && !what) {
+      printf("usage: vkdiffusion bench ops [--device N]\n"
+             "       vkdiffusion bench tokenize [--tokenizer PATH]\n"
+             "       vkdiffusion bench encode --model PATH [--precision fp16|fp32]\n\n"
+             "ops: linear at the CLIP shapes and 1024^3, attention at T=77 and T=4096: time, GFLOP/s and\n"
+             "the ratio to the device's FMA peak measured by a peak-FLOPs shader.\n");
+      return 0;
+    }
+    if (!what && argv[i][0] != '-') {
+      what = argv[i];
+      first_rest = i + 1;
+      break;
+    }
+    if (!strcmp(argv[i], "--device")) {
+      const char *v = cli_value(argc, argv, &i);
+      if (!v || !cli_int("--device", v, 0, 64, &device)) return 2;
+    } else {
+      fprintf(stderr, "vkdiffusion bench: unknown option '%s'\n", argv[i]);
+      return 2;
+    }
+  }
+  if (!what) {
+    fprintf(stderr, "vkdiffusion bench: what to measure? (ops, tokenize, encode)\n");
+    return 2;
+  }
+  int rest_argc = argc - first_rest + 1;
+  char **rest = argv + first_rest - 1; /* rest[0] = the benchmark's name */
+  if (!strcmp(what, "ops")) {
+    for (int i = 1; i < rest_argc; i++) {
+      if (!strcmp(rest[i], "--device")) {
+        const char *v = cli_value(rest_argc, rest, &i);
+        if (!v || !cli_int("--device", v, 0, 64, &device)) return 2;
+      } else {
+        fprintf(stderr, "vkdiffusion bench ops: unknown option '%s'\n", rest[i]);
+        return 2;
+      }
+    }
+    struct gpu *g = cli_gpu("bench", (int)device);
+    if (!g) return 1;
+    double peak = 0;
+    if (bench_peak(g, &peak)) return cli_finish_gpu(g, cli_fail("bench", "peak"));
+    return cli_finish_gpu(g, bench_ops(g, peak));
+  }
+  fprintf(stderr, "vkdiffusion bench: unknown benchmark '%s' (ops, tokenize, encode)\n", what);
+  return 2;
+}

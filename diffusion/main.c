@@ -1,0 +1,38 @@
+/* vkdiffusion: CLIP text encoding and latent diffusion on Vulkan. Subcommand dispatch. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const struct command commands[] = {
+    {"devices", "list the Vulkan devices", cmd_devices},
+    {"bench", "measure speed: bench ops", cmd_bench},
+};
+
+static void usage(FILE *f) {
+  fprintf(f, "usage: vkdiffusion <command> [options]   (vkdiffusion <command> --help)\n\ncommands:\n");
+  for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+    fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+  fprintf(f, "\nenvironment: VKDIFFUSION_DEVICE=N picks a device, VKDIFFUSION_VALIDATION=1 enables the Khronos\n"
+             "validation layer, VKDIFFUSION_PROFILE=1 prints GPU time per kernel.\n");
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  if (cli_is_help(argv[1])) {
+    usage(stdout);
+    return 0;
+  }
+  if (!strcmp(argv[1], "--version")) {
+    printf("vkdiffusion 0.1.0\n");
+    return 0;
+  }
+  for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+    if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+  fprintf(stderr, "vkdiffusion: unknown command '%s'\n", argv[1]);
+  usage(stderr);
+  return 2;
+}

@@ -1,0 +1,17 @@
+// activation: y = act(x), element-wise; act = ACT_GELU (erf form: torch F.gelu(x)),
+// ACT_QUICK_GELU (x * sigmoid(1.702 x)) or ACT_SILU (F.silu). y may alias x.
+// Bindings: 0 x f32 [n], 1 y f32 [n]. Dispatch: (ceil(n / WG), 1, 1).
+#version 450
+#extension GL_GOOGLE_include_directive : require
+#include "push.h"
+#include "common.glsl"
+
+layout(local_size_x_id = 0) in;
+layout(push_constant) uniform Push { eltwise_push p; };
+layout(set = 0, binding = 0) readonly buffer X { float x[]; };
+layout(set = 0, binding = 1) writeonly buffer Y { float y[]; };
+
+void main() {
+  uint i = gl_GlobalInvocationID.x;
+  if (i < p.n) y[i] = vkd_act(x[i], p.act);
+}

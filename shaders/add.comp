@@ -1,0 +1,16 @@
+// add: y = a + b, element-wise, same shapes (torch: a + b). y may alias a.
+// Bindings: 0 a f32 [n], 1 b f32 [n], 2 y f32 [n]. Dispatch: (ceil(n / WG), 1, 1).
+#version 450
+#extension GL_GOOGLE_include_directive : require
+#include "push.h"
+
+layout(local_size_x_id = 0) in;
+layout(push_constant) uniform Push { eltwise_push p; };
+layout(set = 0, binding = 0) readonly buffer A { float a[]; };
+layout(set = 0, binding = 1) readonly buffer Bb { float b[]; };
+layout(set = 0, binding = 2) writeonly buffer Y { float y[]; };
+
+void main() {
+  uint i = gl_GlobalInvocationID.x;
+  if (i < p.n) y[i] = a[i] + b[i];
+}
