@@ -1,0 +1,231 @@
+/* Every kernel against its plain-C twin (tests/ref.c) on random inputs, at CLIP ViT-L/14 shapes
+ * (T=77, D=768, NH=12, MLP 3072) and awkward ones (1, 7, 77, 769). Outputs are poisoned with NaN
+ * before each run, so an element the kernel fails to write fails the comparison.
+ * Tolerances: fp32 paths atol 1e-4 + rtol 1e-4 (values are O(1): weights scaled by 1/sqrt(K));
+ * fp16 weights are compared against a reference on the same fp16-rounded weights (fp32
+ * accumulation), so the same bound holds. */
+#include "half.h"
+#include "ops.h"
+#include "ref.h"
+#include "test.h"
+
+#define NAN_BITS 0x7fc00000u
+
+static struct gpu *g;
+static struct gpu_arena *arena;
+
+static struct gpu_tensor upload(enum dtype dt, int ndim, const int64_t *shape, const void *host) {
+  struct gpu_tensor t;
+  CHECK_OK(gpu_arena_alloc(arena, dt, ndim, shape, &t));
+  size_t n = (size_t)gpu_tensor_numel(&t);
+  if (dt == DT_F16) {
+    uint16_t *h = malloc(n * 2 + 2);
+    for (size_t i = 0; i < n; i++) h[i] = half_from_float(((const float *)host)[i]);
+    CHECK_OK(gpu_upload(g, &t, h, n * 2));
+    free(h);
+  } else {
+    CHECK_OK(gpu_upload(g, &t, host, n * 4));
+  }
+  return t;
+}
+
+static struct gpu_tensor output(int ndim, const int64_t *shape) {
+  struct gpu_tensor t;
+  CHECK_OK(gpu_arena_alloc(arena, DT_F32, ndim, shape, &t));
+  return t;
+}
+
+static float *download(const struct gpu_tensor *t) {
+  size_t n = (size_t)gpu_tensor_numel(t);
+  float *h = malloc(n * 4 + 4);
+  CHECK_OK(gpu_download(g, t, h, n * 4));
+  return h;
+}
+
+static float *random_array(size_t n, unsigned seed, float scale) {
+  float *p = malloc(n * sizeof *p + 4);
+  test_random(p, n, seed);
+  for (size_t i = 0; i < n; i++) p[i] *= scale;
+  return p;
+}
+
+static void round_f16(float *p, size_t n) {
+  for (size_t i = 0; i < n; i++) p[i] = half_to_float(half_from_float(p[i]));
+}
+
+static void test_linear(int64_t M, int64_t N, int64_t K, enum dtype wdt, bool bias, int act,
+                        enum linear_variant variant) {
+  gpu_arena_reset(arena, 0);
+  float *x = random_array(M * K, 1, 1.0f), *w = random_array(N * K, 2, 1.0f / sqrtf((float)K));
+  float *b = random_array(N, 3, 0.5f), *ref = malloc(M * N * 4 + 4);
+  if (wdt == DT_F16) round_f16(w, N * K);
+  struct gpu_tensor tx = upload(DT_F32, 2, (int64_t[]){M, K}, x), tw = upload(wdt, 2, (int64_t[]){N, K}, w);
+  struct gpu_tensor tb = upload(DT_F32, 1, (int64_t[]){N}, b), ty = output(2, (int64_t[]){M, N});
+  CHECK_OK(gpu_begin(g));
+  CHECK_OK(gpu_fill(g, &ty, NAN_BITS));
+  CHECK_OK(op_linear_variant(g, &tx, &tw, bias ? &tb : NULL, &ty, act, variant));
+  CHECK_OK(gpu_submit(g));
+  float *got = download(&ty);
+  ref_linear(x, w, bias ? b : NULL, ref, M, N, K, act);
+  char what[128];
+  snprintf(what, sizeof what, "linear %s %lldx%lldx%lld %s%s act%d", variant == LINEAR_TILED ? "tiled" : "generic",
+           (long long)M, (long long)N, (long long)K, dtype_name(wdt), bias ? " +b" : "", act);
+  CHECK_CLOSE(what, got, ref, M * N, 1e-4, 1e-4);
+  free(x), free(w), free(b), free(ref), free(got);
+}
+
+static void test_layernorm(int64_t rows, int64_t cols) {
+  gpu_arena_reset(arena, 0);
+  float *x = random_array(rows * cols, 4, 3.0f), *gm = random_array(cols, 5, 1.0f), *bt = random_array(cols, 6, 1.0f);
+  for (int64_t i = 0; i < rows * cols; i++) x[i] += 0.5f; /* non-zero mean */
+  float *ref = malloc(rows * cols * 4);
+  struct gpu_tensor tx = upload(DT_F32, 2, (int64_t[]){rows, cols}, x);
+  struct gpu_tensor tg = upload(DT_F32, 1, (int64_t[]){cols}, gm), tb = upload(DT_F32, 1, (int64_t[]){cols}, bt);
+  struct gpu_tensor ty = output(2, (int64_t[]){rows, cols});
+  CHECK_OK(gpu_begin(g));
+  CHECK_OK(gpu_fill(g, &ty, NAN_BITS));
+  CHECK_OK(op_layernorm(g, &tx, &tg, &tb, &ty, 1e-5f));
+  CHECK_OK(gpu_submit(g));
+  float *got = download(&ty);
+  ref_layernorm(x, gm, bt, ref, rows, cols, 1e-5f);
+  char what[64];
+  snprintf(what, sizeof what, "layernorm %lldx%lld", (long long)rows, (long long)cols);
+  CHECK_CLOSE(what, got, ref, rows * cols, 1e-4, 1e-4);
+  free(x), free(gm), free(bt), free(ref), free(got);
+}
+
+static void test_embedding(int64_t N, int64_t T, int64_t D, int64_t vocab, enum dtype dt) {
+  gpu_arena_reset(arena, 0);
+  float *tok = random_array(vocab * D, 7, 0.05f), *pos = random_array(T * D, 8, 0.05f);
+  if (dt == DT_F16) round_f16(tok, vocab * D), round_f16(pos, T * D);
+  int32_t *ids = malloc(N * T * 4);
+  for (int64_t i = 0; i < N * T; i++) ids[i] = (int32_t)((i * 7919 + 13) % vocab);
+  ids[0] = (int32_t)vocab - 1;
+  float *ref = malloc(N * T * D * 4);
+  struct gpu_tensor ti;
+  CHECK_OK(gpu_arena_alloc(arena, DT_I32, 2, (int64_t[]){N, T}, &ti));
+  CHECK_OK(gpu_upload(g, &ti, ids, N * T * 4));
+  struct gpu_tensor tt = upload(dt, 2, (int64_t[]){vocab, D}, tok), tp = upload(dt, 2, (int64_t[]){T, D}, pos);
+  struct gpu_tensor ty = output(3, (int64_t[]){N, T, D});
+  CHECK_OK(gpu_begin(g));
+  CHECK_OK(gpu_fill(g, &ty, NAN_BITS));
+  CHECK_OK(op_embedding(g, &ti, &tt, &tp, &ty));
+  CHECK_OK(gpu_submit(g));
+  float *got = download(&ty);
+  ref_embedding(ids, tok, pos, ref, N, T, D);
+  char what[64];
+  snprintf(what, sizeof what, "embedding %lldx%lldx%lld %s", (long long)N, (long long)T, (long long)D, dtype_name(dt));
+  CHECK_CLOSE(what, got, ref, N * T * D, 1e-6, 1e-6);
+  free(tok), free(pos), free(ids), free(ref), free(got);
+}
+
+static void test_attention(int64_t N, int64_t Tq, int64_t Tk, int heads, int64_t D, bool causal) {
+  gpu_arena_reset(arena, 0);
+  int64_t W = heads * D;
+  float *q = random_array(N * Tq * W, 9, 2.0f), *k = random_array(N * Tk * W, 10, 2.0f);
+  float *v = random_array(N * Tk * W, 11, 1.0f), *ref = malloc(N * Tq * W * 4);
+  struct gpu_tensor tq = upload(DT_F32, 3, (int64_t[]){N, Tq, W}, q), tk = upload(DT_F32, 3, (int64_t[]){N, Tk, W}, k);
+  struct gpu_tensor tv = upload(DT_F32, 3, (int64_t[]){N, Tk, W}, v), to = output(3, (int64_t[]){N, Tq, W});
+  float scale = 1.0f / sqrtf((float)D);
+  CHECK_OK(gpu_begin(g));
+  CHECK_OK(gpu_fill(g, &to, NAN_BITS));
+  CHECK_OK(op_attention(g, &tq, &tk, &tv, &to, heads, causal, scale));
+  CHECK_OK(gpu_submit(g));
+  float *got = download(&to);
+  ref_attention(q, k, v, ref, N, Tq, Tk, heads, D, causal, scale);
+  char what[96];
+  snprintf(what, sizeof what, "attention N%lld Tq%lld Tk%lld %dx%lld%s", (long long)N, (long long)Tq, (long long)Tk,
+           heads, (long long)D, causal ? " causal" : "");
+  CHECK_CLOSE(what, got, ref, N * Tq * W, 1e-4, 1e-4);
+  free(q), free(k), free(v), free(ref), free(got);
+}
+
+static void test_eltwise(int64_t n) {
+  gpu_arena_reset(arena, 0);
+  float *a = random_array(n, 12, 4.0f), *b = random_array(n, 13, 4.0f), *ref = malloc(n * 4);
+  struct gpu_tensor ta = upload(DT_F32, 1, (int64_t[]){n}, a), tb = upload(DT_F32, 1, (int64_t[]){n}, b);
+  struct gpu_tensor ty = output(1, (int64_t[]){n});
+  const int acts[] = {ACT_GELU, ACT_QUICK_GELU, ACT_SILU};
+  const char *names[] = {"gelu", "quick_gelu", "silu"};
+  for (int i = 0; i < 4; i++) {
+    CHECK_OK(gpu_begin(g));
+    CHECK_OK(gpu_fill(g, &ty, NAN_BITS));
+    if (i == 3)
+      CHECK_OK(op_add(g, &ta, &tb, &ty));
+    else if (i == 0)
+      CHECK_OK(op_gelu(g, &ta, &ty));
+    else if (i == 1)
+      CHECK_OK(op_quick_gelu(g, &ta, &ty));
+    else
+      CHECK_OK(op_activation(g, &ta, &ty, acts[i]));
+    CHECK_OK(gpu_submit(g));
+    float *got = download(&ty);
+    if (i == 3)
+      ref_add(a, b, ref, n);
+    else
+      ref_activation(a, ref, n, acts[i]);
+    char what[64];
+    snprintf(what, sizeof what, "%s n=%lld", i == 3 ? "add" : names[i], (long long)n);
+    CHECK_CLOSE(what, got, ref, n, 1e-6, 1e-5);
+    free(got);
+  }
+  free(a), free(b), free(ref);
+}
+
+static void test_errors(void) {
+  gpu_arena_reset(arena, 0);
+  struct gpu_tensor x = output(2, (int64_t[]){7, 8}), w = output(2, (int64_t[]){5, 9}), y = output(2, (int64_t[]){7, 5});
+  CHECK_OK(gpu_begin(g));
+  CHECK(op_linear(g, &x, &w, NULL, &y, ACT_NONE) == STATUS_INVALID_ARGUMENT);
+  CHECK(strstr(status_message(), "[7, 8]") != NULL);
+  CHECK_OK(gpu_submit(g));
+  /* dispatch outside a command buffer */
+  struct gpu_tensor w2 = output(2, (int64_t[]){5, 8});
+  CHECK(op_linear(g, &x, &w2, NULL, &y, ACT_NONE) == STATUS_INVALID_ARGUMENT);
+  /* buffers beyond the device limits are errors, not undefined behaviour */
+  struct gpu_buffer *b = NULL;
+  VkDeviceSize too_big = gpu_info(g)->max_allocation + 1;
+  CHECK(gpu_buffer_create(g, too_big, "test buffer", &b) == STATUS_OUT_OF_MEMORY);
+  CHECK(strstr(status_message(), "maxMemoryAllocationSize") != NULL);
+  CHECK(b == NULL);
+}
+
+int main(void) {
+  int rc = 0;
+  g = test_gpu(&rc);
+  if (!g) return rc;
+  CHECK_OK(gpu_arena_create(g, 256u << 20, "test", &arena));
+  const enum linear_variant variants[] = {LINEAR_GENERIC, LINEAR_TILED};
+  for (int v = 0; v < 2; v++) {
+    test_linear(77, 768, 768, DT_F16, true, ACT_NONE, variants[v]);
+    test_linear(77, 3072, 768, DT_F16, true, ACT_QUICK_GELU, variants[v]);
+    test_linear(77, 768, 3072, DT_F32, true, ACT_NONE, variants[v]);
+    test_linear(7, 769, 76, DT_F32, false, ACT_GELU, variants[v]);
+    test_linear(769, 7, 12, DT_F16, true, ACT_SILU, variants[v]);
+    test_linear(1, 1, 4, DT_F32, true, ACT_NONE, variants[v]);
+    test_linear(9, 33, 20, DT_F32, true, ACT_NONE, variants[v]);
+  }
+  test_linear(7, 77, 769, DT_F32, true, ACT_NONE, LINEAR_GENERIC);
+  test_linear(1, 7, 1, DT_F16, true, ACT_GELU, LINEAR_GENERIC);
+  test_linear(77, 769, 7, DT_F32, true, ACT_NONE, LINEAR_AUTO);
+  test_layernorm(77, 768);
+  test_layernorm(7, 769);
+  test_layernorm(1, 7);
+  test_layernorm(3, 1);
+  test_embedding(2, 77, 768, 1000, DT_F16);
+  test_embedding(1, 7, 769, 50, DT_F32);
+  test_embedding(3, 1, 7, 3, DT_F32);
+  test_attention(2, 77, 77, 12, 64, true);
+  test_attention(1, 77, 77, 12, 64, false);
+  test_attention(2, 7, 77, 3, 7, false);
+  test_attention(1, 1, 1, 1, 1, true);
+  test_attention(1, 769, 7, 2, 16, false);
+  test_eltwise(77 * 768);
+  test_eltwise(1);
+  test_eltwise(7);
+  test_eltwise(769);
+  test_errors();
+  gpu_arena_destroy(arena);
+  test_gpu_done(g);
+  return test_result("test_ops");
+}
