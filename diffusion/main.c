@@ -6,7 +6,8 @@
 
 static const struct command commands[] = {
     {"devices", "list the Vulkan devices", cmd_devices},
-    {"bench", "measure speed: bench ops", cmd_bench},
+    {"tokenize", "CLIP token ids of texts (JSON, one line per 77-token chunk)", cmd_tokenize},
+    {"bench", "measure speed: bench ops | tokenize | encode", cmd_bench},
 };
 
 static void usage(FILE *f) {
