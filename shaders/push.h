@@ -45,6 +45,10 @@ struct eltwise_push {
   u32 act;
 };
 
+struct gather_push {
+  u32 n, rows, cols;
+};
+
 struct peak_push {
   u32 iters;
 };

@@ -76,3 +76,8 @@ void ref_add(const float *a, const float *b, float *y, int64_t n) {
 void ref_activation(const float *x, float *y, int64_t n, int act) {
   for (int64_t i = 0; i < n; i++) y[i] = ref_act(x[i], act);
 }
+
+void ref_gather_rows(const int32_t *index, const float *x, float *y, int64_t n, int64_t cols) {
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t c = 0; c < cols; c++) y[i * cols + c] = x[(int64_t)index[i] * cols + c];
+}

@@ -11,6 +11,7 @@ void ref_layernorm(const float *x, const float *g, const float *b, float *y, int
 void ref_embedding(const int32_t *ids, const float *tok, const float *pos, float *y, int64_t N, int64_t T, int64_t D);
 void ref_attention(const float *q, const float *k, const float *v, float *o, int64_t N, int64_t Tq, int64_t Tk,
                    int n_head, int64_t D, bool causal, float scale);
+void ref_gather_rows(const int32_t *index, const float *x, float *y, int64_t n, int64_t cols);
 void ref_add(const float *a, const float *b, float *y, int64_t n);
 void ref_activation(const float *x, float *y, int64_t n, int act);
 

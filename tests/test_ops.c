@@ -172,6 +172,26 @@ static void test_eltwise(int64_t n) {
   free(a), free(b), free(ref);
 }
 
+static void test_gather(int64_t n, int64_t rows, int64_t cols) {
+  gpu_arena_reset(arena, 0);
+  float *x = random_array(rows * cols, 14, 1.0f), *ref = malloc(n * cols * 4);
+  int32_t *idx = malloc(n * 4);
+  for (int64_t i = 0; i < n; i++) idx[i] = (int32_t)((i * 31 + 5) % rows);
+  struct gpu_tensor ti, tx = upload(DT_F32, 2, (int64_t[]){rows, cols}, x), ty = output(2, (int64_t[]){n, cols});
+  CHECK_OK(gpu_arena_alloc(arena, DT_I32, 1, (int64_t[]){n}, &ti));
+  CHECK_OK(gpu_upload(g, &ti, idx, n * 4));
+  CHECK_OK(gpu_begin(g));
+  CHECK_OK(gpu_fill(g, &ty, NAN_BITS));
+  CHECK_OK(op_gather_rows(g, &ti, &tx, &ty));
+  CHECK_OK(gpu_submit(g));
+  float *got = download(&ty);
+  ref_gather_rows(idx, x, ref, n, cols);
+  char what[64];
+  snprintf(what, sizeof what, "gather_rows %lld of %lldx%lld", (long long)n, (long long)rows, (long long)cols);
+  CHECK_CLOSE(what, got, ref, n * cols, 0, 0);
+  free(x), free(ref), free(idx), free(got);
+}
+
 static void test_errors(void) {
   gpu_arena_reset(arena, 0);
   struct gpu_tensor x = output(2, (int64_t[]){7, 8}), w = output(2, (int64_t[]){5, 9}), y = output(2, (int64_t[]){7, 5});
@@ -224,6 +244,8 @@ int main(void) {
   test_eltwise(1);
   test_eltwise(7);
   test_eltwise(769);
+  test_gather(8, 616, 768);
+  test_gather(1, 7, 769);
   test_errors();
   gpu_arena_destroy(arena);
   test_gpu_done(g);

@@ -697,18 +697,31 @@ enum status gpu_download(struct gpu *g, const struct gpu_tensor *t, void *dst, s
   return transfer(g, t, dst, bytes, false);
 }
 
+/* Everything recorded after waits for the writes recorded before (shaders and copies alike). */
 static void barrier(VkCommandBuffer cmd) {
   VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
                         .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
-                        .dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT};
-  vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
-                       VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1, &mb, 0, NULL, 0, NULL);
+                        .dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
+                                         VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT};
+  VkPipelineStageFlags stages = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
+  vkCmdPipelineBarrier(cmd, stages, stages, 0, 1, &mb, 0, NULL, 0, NULL);
 }
 
 enum status gpu_fill(struct gpu *g, const struct gpu_tensor *t, uint32_t pattern) {
   if (!g->recording) return status_set(STATUS_INVALID_ARGUMENT, "gpu_fill outside gpu_begin/gpu_submit");
   VkDeviceSize bytes = (t->bytes + 3) / 4 * 4;
   vkCmdFillBuffer(g->cmd, t->buf->buf, t->offset, bytes, pattern);
+  barrier(g->cmd);
+  return STATUS_OK;
+}
+
+enum status gpu_copy(struct gpu *g, const struct gpu_tensor *src, const struct gpu_tensor *dst) {
+  if (!g->recording) return status_set(STATUS_INVALID_ARGUMENT, "gpu_copy outside gpu_begin/gpu_submit");
+  if (src->bytes != dst->bytes) return status_set(STATUS_INVALID_ARGUMENT, "gpu_copy: %llu bytes into %llu",
+                                                  (unsigned long long)src->bytes, (unsigned long long)dst->bytes);
+  if (!src->bytes) return STATUS_OK;
+  VkBufferCopy region = {.srcOffset = src->offset, .dstOffset = dst->offset, .size = src->bytes};
+  vkCmdCopyBuffer(g->cmd, src->buf->buf, dst->buf->buf, 1, &region);
   barrier(g->cmd);
   return STATUS_OK;
 }
@@ -740,8 +753,9 @@ enum status gpu_submit(struct gpu *g) {
   enum status st = run_and_wait(g, g->cmd);
   if (st) return st;
   g->last_submit_seconds = 0;
+  uint64_t *ts = NULL;
   if (g->profile && g->n_queries > 1) {
-    uint64_t *ts = calloc(g->n_queries, sizeof *ts);
+    ts = calloc(g->n_queries, sizeof *ts);
     if (!ts) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
     VK_TRY(vkGetQueryPoolResults(g->device, g->queries, 0, g->n_queries, g->n_queries * sizeof *ts, ts,
                                  sizeof *ts, VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT));
@@ -753,9 +767,11 @@ enum status gpu_submit(struct gpu *g) {
     }
     g->last_submit_seconds = (double)(ts[g->n_queries - 1] - ts[0]) * period;
     free(ts);
+    ts = NULL;
   }
   return STATUS_OK;
 fail:
+  free(ts);
   return st;
 }
 

@@ -114,6 +114,9 @@ enum status gpu_download(struct gpu *g, const struct gpu_tensor *t, void *dst, s
 /* Fills a tensor with a 32-bit pattern (tests poison outputs with NaN); recorded, not immediate. */
 enum status gpu_fill(struct gpu *g, const struct gpu_tensor *t, uint32_t pattern);
 
+/* Records a copy of src into dst (same byte size). */
+enum status gpu_copy(struct gpu *g, const struct gpu_tensor *src, const struct gpu_tensor *dst);
+
 /* Command recording: everything between begin and submit is one command buffer. */
 enum status gpu_begin(struct gpu *g);
 enum status gpu_submit(struct gpu *g); /* ends, submits, waits; collects profile timings */

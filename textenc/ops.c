@@ -7,6 +7,7 @@ _Static_assert(sizeof(struct layernorm_push) <= GPU_PUSH_SIZE, "push constants t
 _Static_assert(sizeof(struct embedding_push) <= GPU_PUSH_SIZE, "push constants too large");
 _Static_assert(sizeof(struct attention_push) <= GPU_PUSH_SIZE, "push constants too large");
 _Static_assert(sizeof(struct eltwise_push) <= GPU_PUSH_SIZE, "push constants too large");
+_Static_assert(sizeof(struct gather_push) <= GPU_PUSH_SIZE, "push constants too large");
 
 #define WG 64u
 
@@ -155,6 +156,18 @@ enum status op_gelu(struct gpu *g, const struct gpu_tensor *x, const struct gpu_
 
 enum status op_quick_gelu(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *y) {
   return op_activation(g, x, y, ACT_QUICK_GELU);
+}
+
+enum status op_gather_rows(struct gpu *g, const struct gpu_tensor *index, const struct gpu_tensor *x,
+                           const struct gpu_tensor *y) {
+  int64_t cols = last_dim(x), rows = gpu_tensor_numel(x) / (cols ? cols : 1), n = gpu_tensor_numel(index);
+  if (index->dtype != DT_I32) return shape_error("gather_rows", "index", index, "[n] i32");
+  if (!is_f32(x)) return shape_error("gather_rows", "x", x, "[rows, cols] f32");
+  if (!is_f32(y) || gpu_tensor_numel(y) != n * cols) return shape_error("gather_rows", "y", y, "[n, cols] f32");
+  struct gather_push p = {.n = (u32)n, .rows = (u32)rows, .cols = (u32)cols};
+  uint32_t spec[] = {WG};
+  struct gpu_arg args[] = {{index, 0}, {x, 0}, {y, 0}};
+  return gpu_dispatch(g, KERNEL_gather_rows, spec, 1, args, 3, &p, sizeof p, div_up(cols, WG), (uint32_t)n, 1);
 }
 
 enum status op_peak(struct gpu *g, const struct gpu_tensor *y, uint32_t groups, uint32_t iters) {

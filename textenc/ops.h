@@ -32,6 +32,9 @@ enum status op_add(struct gpu *g, const struct gpu_tensor *a, const struct gpu_t
 enum status op_activation(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *y, int act);
 enum status op_gelu(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *y);
 enum status op_quick_gelu(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *y);
+/* y[i] = x[index[i]]: index i32 [n] (checked by the caller), x [rows, cols], y [n, cols]. */
+enum status op_gather_rows(struct gpu *g, const struct gpu_tensor *index, const struct gpu_tensor *x,
+                           const struct gpu_tensor *y);
 /* FMA throughput probe: `groups` work groups of 256 invocations, 64 flops per iteration each. */
 enum status op_peak(struct gpu *g, const struct gpu_tensor *y, uint32_t groups, uint32_t iters);
 

@@ -1,0 +1,173 @@
+#include "checkpoint.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "half.h"
+#include "weights.h"
+
+static const struct clip_spec specs[] = {
+    {"tiny", 64, 2, 4, 256, 49408, 77, 64, false},
+    {"tiny_gelu", 64, 2, 4, 256, 49408, 77, 64, true},
+    {"vitl14", 768, 12, 12, 3072, 49408, 77, 768, false},
+};
+
+const struct clip_spec *clip_spec(const char *name) {
+  for (size_t i = 0; i < sizeof specs / sizeof *specs; i++)
+    if (!strcmp(specs[i].name, name)) return &specs[i];
+  return NULL;
+}
+
+struct pool {
+  void **bufs;
+  int n;
+};
+
+static void *keep(struct pool *p, void *b) {
+  p->bufs = realloc(p->bufs, (size_t)(p->n + 1) * sizeof *p->bufs);
+  p->bufs[p->n++] = b;
+  return b;
+}
+
+static float *rule(const char *name, int ndim, const int64_t *shape, uint64_t seed) {
+  int64_t n = 1;
+  for (int i = 0; i < ndim; i++) n *= shape[i];
+  float *v = malloc((size_t)n * sizeof *v + 4);
+  weights_fill(name, ndim, shape, seed, v);
+  return v;
+}
+
+/* converts v (n floats) into the checkpoint dtype and adds it */
+static void add(struct st_writer *w, struct pool *p, const struct ckpt_options *o, const char *canon, const char *key,
+                int ndim, int64_t *shape, float *v) {
+  if (o->drop && !strcmp(canon, o->drop)) {
+    free(v);
+    return;
+  }
+  int64_t n = 1;
+  for (int i = 0; i < ndim; i++) n *= shape[i];
+  if (o->poison && !strcmp(canon, o->poison)) v[3] = NAN;
+  if (o->reshape && !strcmp(canon, o->reshape)) { /* one column more: a shape mismatch */
+    int64_t rows = n / shape[ndim - 1], cols = shape[ndim - 1];
+    float *b = calloc((size_t)(rows * (cols + 1)), sizeof *b);
+    for (int64_t r = 0; r < rows; r++) memcpy(b + r * (cols + 1), v + r * cols, (size_t)cols * sizeof *v);
+    free(v);
+    v = b;
+    shape[ndim - 1]++;
+    n = rows * (cols + 1);
+  }
+  keep(p, v);
+  if (o->dtype == ST_F32) {
+    st_writer_add(w, key, ST_F32, ndim, shape, v);
+    return;
+  }
+  uint16_t *h = keep(p, malloc((size_t)n * 2 + 2));
+  for (int64_t i = 0; i < n; i++) h[i] = o->dtype == ST_F16 ? half_from_float(v[i]) : bf16_from_float(v[i]);
+  st_writer_add(w, key, o->dtype, ndim, shape, h);
+}
+
+static float *concat3(const float *a, const float *b, const float *c, int64_t n) {
+  float *v = malloc((size_t)(3 * n) * sizeof *v);
+  memcpy(v, a, (size_t)n * 4);
+  memcpy(v + n, b, (size_t)n * 4);
+  memcpy(v + 2 * n, c, (size_t)n * 4);
+  return v;
+}
+
+int write_clip_checkpoint(const char *path, const struct clip_spec *s, const struct ckpt_options *o) {
+  struct st_writer *w;
+  if (st_writer_create(&w)) return 1;
+  struct pool p = {0};
+  char key[512], canon[256];
+  int64_t D = s->width, M = s->mlp;
+  const char *pre = o->prefix ? o->prefix : "";
+  bool oc = o->openclip_names;
+#define SHAPE(...) ((int64_t[]){__VA_ARGS__})
+  {
+    int64_t sh[] = {s->vocab, D};
+    snprintf(canon, sizeof canon, "text_model.embeddings.token_embedding.weight");
+    snprintf(key, sizeof key, "%s%s", pre, oc ? "token_embedding.weight" : canon);
+    add(w, &p, o, canon, key, 2, sh, rule(canon, 2, sh, o->seed));
+    int64_t ps[] = {s->ctx, D};
+    snprintf(canon, sizeof canon, "text_model.embeddings.position_embedding.weight");
+    snprintf(key, sizeof key, "%s%s", pre, oc ? "positional_embedding" : canon);
+    add(w, &p, o, canon, key, 2, ps, rule(canon, 2, ps, o->seed));
+  }
+  static const char *const hf[] = {"layer_norm1.weight", "layer_norm1.bias", "self_attn.out_proj.weight",
+                                   "self_attn.out_proj.bias", "layer_norm2.weight", "layer_norm2.bias",
+                                   "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias"};
+  static const char *const ocn[] = {"ln_1.weight", "ln_1.bias", "attn.out_proj.weight", "attn.out_proj.bias",
+                                    "ln_2.weight", "ln_2.bias", "mlp.c_fc.weight", "mlp.c_fc.bias",
+                                    "mlp.c_proj.weight", "mlp.c_proj.bias"};
+  for (int l = 0; l < s->layers; l++) {
+    for (int k = 0; k < 10; k++) {
+      int64_t sh[2];
+      int nd = strstr(hf[k], "weight") && !strstr(hf[k], "norm") ? 2 : 1;
+      sh[0] = k == 6 || k == 7 ? M : D;
+      sh[1] = k == 8 ? M : D;
+      snprintf(canon, sizeof canon, "text_model.encoder.layers.%d.%s", l, hf[k]);
+      if (oc)
+        snprintf(key, sizeof key, "%stransformer.resblocks.%d.%s", pre, l, ocn[k]);
+      else
+        snprintf(key, sizeof key, "%s%s", pre, canon);
+      add(w, &p, o, canon, key, nd, sh, rule(canon, nd, sh, o->seed));
+    }
+    const char *qkv[] = {"q_proj", "k_proj", "v_proj"};
+    float *wt[3], *bs[3];
+    for (int k = 0; k < 3; k++) {
+      snprintf(canon, sizeof canon, "text_model.encoder.layers.%d.self_attn.%s.weight", l, qkv[k]);
+      wt[k] = rule(canon, 2, SHAPE(D, D), o->seed);
+      if (!oc) {
+        snprintf(key, sizeof key, "%s%s", pre, canon);
+        add(w, &p, o, canon, key, 2, SHAPE(D, D), wt[k]);
+      }
+      snprintf(canon, sizeof canon, "text_model.encoder.layers.%d.self_attn.%s.bias", l, qkv[k]);
+      bs[k] = rule(canon, 1, SHAPE(D), o->seed);
+      if (!oc) {
+        snprintf(key, sizeof key, "%s%s", pre, canon);
+        add(w, &p, o, canon, key, 1, SHAPE(D), bs[k]);
+      }
+    }
+    if (oc) {
+      snprintf(key, sizeof key, "%stransformer.resblocks.%d.attn.in_proj_weight", pre, l);
+      add(w, &p, o, "in_proj_weight", key, 2, SHAPE(3 * D, D), concat3(wt[0], wt[1], wt[2], D * D));
+      snprintf(key, sizeof key, "%stransformer.resblocks.%d.attn.in_proj_bias", pre, l);
+      add(w, &p, o, "in_proj_bias", key, 1, SHAPE(3 * D), concat3(bs[0], bs[1], bs[2], D));
+      for (int k = 0; k < 3; k++) free(wt[k]), free(bs[k]);
+    }
+  }
+  const char *fin[] = {"text_model.final_layer_norm.weight", "text_model.final_layer_norm.bias"};
+  const char *fin_oc[] = {"ln_final.weight", "ln_final.bias"};
+  for (int k = 0; k < 2; k++) {
+    snprintf(key, sizeof key, "%s%s", pre, oc ? fin_oc[k] : fin[k]);
+    add(w, &p, o, fin[k], key, 1, SHAPE(D), rule(fin[k], 1, SHAPE(D), o->seed));
+  }
+  if (o->projection) {
+    float *pw = rule("text_projection.weight", 2, SHAPE(s->proj, D), o->seed);
+    if (oc) { /* OpenCLIP stores [width, proj] */
+      float *t = malloc((size_t)(s->proj * D) * sizeof *t);
+      for (int64_t r = 0; r < s->proj; r++)
+        for (int64_t c = 0; c < D; c++) t[c * s->proj + r] = pw[r * D + c];
+      free(pw);
+      snprintf(key, sizeof key, "%stext_projection", pre);
+      add(w, &p, o, "text_projection.weight", key, 2, SHAPE(D, s->proj), t);
+    } else {
+      snprintf(key, sizeof key, "%stext_projection.weight", pre);
+      add(w, &p, o, "text_projection.weight", key, 2, SHAPE(s->proj, D), pw);
+    }
+  }
+  int64_t *pos_ids = keep(&p, malloc(77 * sizeof(int64_t)));
+  for (int i = 0; i < 77; i++) pos_ids[i] = i;
+  if (!oc) {
+    snprintf(key, sizeof key, "%stext_model.embeddings.position_ids", pre);
+    st_writer_add(w, key, ST_I64, 2, SHAPE(1, 77), pos_ids);
+  }
+#undef SHAPE
+  int rc = st_writer_finish(w, path) != STATUS_OK;
+  st_writer_destroy(w);
+  for (int i = 0; i < p.n; i++) free(p.bufs[i]);
+  free(p.bufs);
+  return rc;
+}

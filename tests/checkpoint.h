@@ -1,0 +1,31 @@
+/* Builds checkpoints from the deterministic weight rule (weights.h), so tests use real-size
+ * models without storing them: CLIP text towers in HF or OpenCLIP names under any prefix. */
+#ifndef VKD_TEST_CHECKPOINT_H
+#define VKD_TEST_CHECKPOINT_H
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "safetensors.h"
+
+struct clip_spec {
+  const char *name; /* tiny, tiny_gelu, vitl14 */
+  int width, layers, heads, mlp, vocab, ctx, proj;
+  bool gelu;
+};
+const struct clip_spec *clip_spec(const char *name);
+
+struct ckpt_options {
+  enum st_dtype dtype;   /* ST_F32, ST_F16 or ST_BF16 */
+  const char *prefix;    /* "" or "cond_stage_model.transformer." ... */
+  bool openclip_names;   /* OpenCLIP layout */
+  bool projection;
+  uint64_t seed;
+  const char *drop;      /* a canonical tensor name to leave out (missing-tensor tests) */
+  const char *reshape;   /* a canonical tensor name to store with one column more */
+  const char *poison;    /* a canonical tensor name whose element 3 is NaN */
+};
+
+/* Writes the checkpoint; returns 0 on success. */
+int write_clip_checkpoint(const char *path, const struct clip_spec *spec, const struct ckpt_options *o);
+
+#endif

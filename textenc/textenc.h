@@ -1,0 +1,115 @@
+/* textenc: the CLIP tokenizer and text encoder of vkdiffusion, on any Vulkan device.
+ *
+ * Usage (link with `pkg-config --cflags --libs textenc`):
+ *
+ *   #include <textenc.h>
+ *
+ *   struct textenc *te;
+ *   struct textenc_options opt = textenc_default_options();
+ *   opt.model_path = "sd15.safetensors";          // or a diffusers folder
+ *   if (textenc_create(&opt, &te) != TEXTENC_OK) {
+ *     fprintf(stderr, "%s\n", textenc_last_error());
+ *     return 1;
+ *   }
+ *   struct textenc_info info;
+ *   textenc_info(te, &info);                       // width 768, context 77, ...
+ *   const char *prompts[] = {"a photo of a cat", "a (red:1.3) car"};
+ *   int chunks;                                    // 77-token chunks per prompt
+ *   textenc_count_chunks(te, prompts, 2, &chunks);
+ *   float *cond = malloc(sizeof(float) * 2 * 77 * chunks * info.width);
+ *   float *pooled = malloc(sizeof(float) * 2 * info.width);
+ *   textenc_encode(te, prompts, 2, chunks, cond, pooled, NULL);
+ *   // cond: [2, 77 * chunks, width] (SD's conditioning), pooled: [2, width]
+ *   textenc_destroy(te);
+ *
+ * Every function returns a status (TEXTENC_OK = 0); on failure textenc_last_error() holds a
+ * one-line message for the calling thread. Nothing prints, nothing exits. A struct textenc is
+ * not thread-safe: use one per thread. */
+#ifndef TEXTENC_H
+#define TEXTENC_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(TEXTENC_BUILDING)
+#define TEXTENC_API __attribute__((visibility("default")))
+#else
+#define TEXTENC_API
+#endif
+
+/* The same values as the library's internal status codes. */
+enum textenc_status {
+  TEXTENC_OK = 0,
+  TEXTENC_INVALID_ARGUMENT,
+  TEXTENC_IO,
+  TEXTENC_FORMAT,
+  TEXTENC_NOT_FOUND,
+  TEXTENC_UNSUPPORTED,
+  TEXTENC_OUT_OF_MEMORY,
+  TEXTENC_NO_DEVICE,
+  TEXTENC_VULKAN,
+  TEXTENC_NUMERIC,
+};
+
+enum textenc_precision {
+  TEXTENC_FP16 = 0, /* fp16 weights on the device where supported (fp32 accumulation) */
+  TEXTENC_FP32 = 1, /* fp32 everywhere, for exact comparison */
+};
+
+struct gpu; /* a vkdiffusion device, for sharing one between components */
+
+struct textenc_options {
+  const char *model_path;     /* .safetensors (HF CLIPTextModel, SD 1.x/2.x single file, OpenCLIP) or a folder */
+  const char *tokenizer_path; /* NULL: the model's folder, $VKDIFFUSION_TOKENIZER, the installed one */
+  const char *config_path;    /* NULL: config.json beside the weights; else --config's JSON (text_encoder member) */
+  const char *prefix;         /* NULL: detected from the tensor names */
+  int device_index;           /* -1: $VKDIFFUSION_DEVICE or the best device */
+  struct gpu *device;         /* borrowed device, or NULL to create one (device_index) */
+  enum textenc_precision precision;
+  int clip_skip;              /* 1 (the last layer, default) or more (A1111 numbering) */
+  int literal;                /* 1: prompts are plain text; 0: A1111 syntax (emphasis, BREAK) */
+  const char *hidden_act;     /* NULL: config.json, else gelu for OpenCLIP names, quick_gelu otherwise */
+  int pad_id;                 /* -1: 0 for OpenCLIP / gelu towers (SD 2.x), EOT otherwise */
+};
+
+struct textenc_info {
+  int width, layers, heads, context, vocab, mlp;
+  int projection_dim; /* 0 when the checkpoint has no text_projection */
+  int fp16;           /* weights stored as fp16 on the device */
+  const char *activation; /* "gelu" or "quick_gelu" */
+  const char *layout;     /* "hf" or "openclip" */
+  const char *prefix;
+  const char *device_name;
+  uint64_t weight_bytes;
+};
+
+struct textenc;
+
+TEXTENC_API struct textenc_options textenc_default_options(void);
+TEXTENC_API int textenc_create(const struct textenc_options *opt, struct textenc **out);
+TEXTENC_API void textenc_destroy(struct textenc *te); /* accepts NULL */
+TEXTENC_API int textenc_info(const struct textenc *te, struct textenc_info *info);
+TEXTENC_API const char *textenc_last_error(void);
+
+/* The number of 77-token chunks the longest of the prompts needs (every prompt is padded to it). */
+TEXTENC_API int textenc_count_chunks(struct textenc *te, const char *const *prompts, int n, int *chunks);
+/* Token ids [n, 77 * chunks] and per-token weights (may be NULL) of the prompts, padded to `chunks`. */
+TEXTENC_API int textenc_tokenize(struct textenc *te, const char *const *prompts, int n, int chunks, int32_t *ids,
+                                 float *weights);
+/* Encodes prompts (tokenized with the model's tokenizer, padded to `chunks` chunks) into
+ * caller-provided arrays: cond [n, 77 * chunks, width], pooled [n, width] (first chunk),
+ * projected [n, projection_dim]; any may be NULL. Prompt weights are applied to cond with the
+ * mean of each chunk restored, as AUTOMATIC1111 does. The whole batch runs as one GPU batch. */
+TEXTENC_API int textenc_encode(struct textenc *te, const char *const *prompts, int n, int chunks, float *cond,
+                               float *pooled, float *projected);
+/* The same from token ids of another tokenizer: ids [n, 77 * chunks], weights NULL or the same shape. */
+TEXTENC_API int textenc_encode_ids(struct textenc *te, const int32_t *ids, const float *weights, int n, int chunks,
+                                   float *cond, float *pooled, float *projected);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
