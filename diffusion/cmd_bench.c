@@ -9,6 +9,8 @@
 #include "cli.h"
 #include "half.h"
 #include "ops.h"
+#include "prompt.h"
+#include "textenc.h"
 
 double bench_now(void) {
   struct timespec ts;
@@ -172,6 +174,99 @@ static int bench_ops(struct gpu *g, double peak) {
   return 0;
 }
 
+static int bench_tokenize(const char *tok_path) {
+  struct tokenizer *tok;
+  if (tokenizer_find(tok_path, NULL, &tok)) return cli_fail("bench", NULL);
+  const char *para =
+      "A breathtaking ultra-detailed matte painting of an ancient elven city built into giant trees, glowing "
+      "lanterns, waterfalls, mist, volumetric god rays, golden hour. The quick brown fox jumps over the lazy dog; "
+      "it's 3.14 o'clock and we've got 1,000,000 reasons to photograph an astronaut riding a horse on Mars! ";
+  size_t plen = strlen(para), n = 1 << 20; /* 1 MiB of English text */
+  char *text = malloc(n + 1);
+  if (!text) return cli_fail("bench", "out of memory");
+  for (size_t i = 0; i < n; i++) text[i] = para[i % plen];
+  text[n] = 0;
+  struct token_list ids = {0};
+  int rc = 0;
+  for (int pass = 0; pass < 2 && !rc; pass++) { /* pass 0 warms the word cache */
+    ids.n = 0;
+    double t0 = bench_now();
+    if (tokenizer_encode(tok, text, n, &ids)) rc = cli_fail("bench", NULL);
+    double t = bench_now() - t0;
+    if (!rc)
+      printf("tokenize: %zu bytes -> %zu tokens in %.1f ms: %.2f M tokens/s, %.1f MB/s (%s cache)\n", n, ids.n,
+             t * 1e3, ids.n / t * 1e-6, n / t * 1e-6, pass ? "warm" : "cold");
+  }
+  token_list_free(&ids);
+  free(text);
+  tokenizer_destroy(tok);
+  return rc;
+}
+
+static int bench_encode(int argc, char **argv, long device) {
+  struct textenc_options o = textenc_default_options();
+  for (int i = 1; i < argc; i++) {
+    const char *v;
+    if (!strcmp(argv[i], "--model") && (v = cli_value(argc, argv, &i))) o.model_path = v;
+    else if (!strcmp(argv[i], "--tokenizer") && (v = cli_value(argc, argv, &i))) o.tokenizer_path = v;
+    else if (!strcmp(argv[i], "--config") && (v = cli_value(argc, argv, &i))) o.config_path = v;
+    else if (!strcmp(argv[i], "--precision") && (v = cli_value(argc, argv, &i))) o.precision = strcmp(v, "fp32") ? TEXTENC_FP16 : TEXTENC_FP32;
+    else if (!strcmp(argv[i], "--device") && (v = cli_value(argc, argv, &i)) && cli_int("--device", v, 0, 64, &device)) ;
+    else {
+      fprintf(stderr, "vkdiffusion bench encode: bad option '%s'\n", argv[i]);
+      return 2;
+    }
+  }
+  if (!o.model_path) {
+    fprintf(stderr, "vkdiffusion bench encode: --model is required\n");
+    return 2;
+  }
+  struct gpu *g = cli_gpu("bench", (int)device);
+  if (!g) return 1;
+  double peak = 0;
+  if (bench_peak(g, &peak)) return cli_finish_gpu(g, cli_fail("bench", "peak"));
+  gpu_memory_reset_peak(g);
+  o.device = g;
+  struct textenc *te;
+  if (textenc_create(&o, &te)) return cli_finish_gpu(g, cli_fail("bench", NULL));
+  struct textenc_info info;
+  textenc_info(te, &info);
+  double T = info.context, D = info.width, M = info.mlp;
+  double flops = info.layers * (2 * T * (4 * D * D + 2 * D * M) + 2 * T * T * D) + 2 * D * info.projection_dim;
+  printf("model: %d layers, width %d, %s weights (%.1f MB) on %s; FMA peak %.1f GFLOP/s\n", info.layers, info.width,
+         info.fp16 ? "fp16" : "fp32", info.weight_bytes / 1e6, info.device_name, peak);
+  printf("%.2f GFLOP per prompt\n", flops * 1e-9);
+  int32_t *ids = malloc(8 * 77 * sizeof *ids);
+  float *cond = malloc(8 * 77 * (size_t)info.width * sizeof *cond);
+  const char *prompt = "a photograph of an astronaut riding a horse, highly detailed, 8k";
+  int rc = 0;
+  if (!ids || !cond || textenc_tokenize(te, &prompt, 1, 1, ids, NULL)) rc = cli_fail("bench", NULL);
+  for (int i = 1; i < 8 && !rc; i++) memcpy(ids + i * 77, ids, 77 * sizeof *ids);
+  double per1 = 0;
+  const int batches[] = {1, 8};
+  for (int b = 0; b < 2 && !rc; b++) {
+    int n = batches[b], reps = n == 1 ? 3 : 2;
+    if (textenc_encode_ids(te, ids, NULL, n, 1, cond, NULL, NULL)) { /* warm-up */
+      rc = cli_fail("bench", NULL);
+      break;
+    }
+    double t0 = bench_now();
+    for (int r = 0; r < reps && !rc; r++)
+      if (textenc_encode_ids(te, ids, NULL, n, 1, cond, NULL, NULL)) rc = cli_fail("bench", NULL);
+    double per = (bench_now() - t0) / reps / n;
+    if (n == 1) per1 = per;
+    if (!rc)
+      printf("batch %d: %8.1f ms per prompt, %6.2f prompts/s, %6.2f GFLOP/s (%4.1f%% of peak)%s\n", n, per * 1e3,
+             1 / per, flops / per * 1e-9, 100 * flops / per * 1e-9 / peak,
+             n > 1 ? "" : "");
+    if (!rc && n > 1) printf("batch %d throughput: %.2fx batch 1\n", n, per1 / per);
+  }
+  printf("peak device memory: %.1f MB (weights, activations for batch 8, staging)\n", gpu_memory_peak(g) / 1e6);
+  free(ids), free(cond);
+  textenc_destroy(te);
+  return cli_finish_gpu(g, rc);
+}
+
 int cmd_bench(int argc, char **argv) {
   long device = -1;
   const char *what = NULL;
@@ -220,6 +315,16 @@ int cmd_bench(int argc, char **argv) {
     if (bench_peak(g, &peak)) return cli_finish_gpu(g, cli_fail("bench", "peak"));
     return cli_finish_gpu(g, bench_ops(g, peak));
   }
+  if (!strcmp(what, "tokenize")) {
+    const char *tok = NULL;
+    for (int i = 1; i < rest_argc; i++) {
+      if (!strcmp(rest[i], "--tokenizer") && (tok = cli_value(rest_argc, rest, &i))) continue;
+      fprintf(stderr, "vkdiffusion bench tokenize: bad option '%s'\n", rest[i]);
+      return 2;
+    }
+    return bench_tokenize(tok);
+  }
+  if (!strcmp(what, "encode")) return bench_encode(rest_argc, rest, device);
   fprintf(stderr, "vkdiffusion bench: unknown benchmark '%s' (ops, tokenize, encode)\n", what);
   return 2;
 }

@@ -7,6 +7,7 @@
 static const struct command commands[] = {
     {"devices", "list the Vulkan devices", cmd_devices},
     {"tokenize", "CLIP token ids of texts (JSON, one line per 77-token chunk)", cmd_tokenize},
+    {"encode", "CLIP conditioning embeddings of prompts into safetensors", cmd_encode},
     {"bench", "measure speed: bench ops | tokenize | encode", cmd_bench},
 };
 

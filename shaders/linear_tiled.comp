@@ -11,7 +11,7 @@
 #include "common.glsl"
 
 layout(local_size_x_id = 0) in;
-layout(constant_id = 1) const int BM = 8;
+layout(constant_id = 1) const int BM = 16;
 layout(constant_id = 2) const int BN = 16;
 layout(push_constant) uniform Push { linear_push p; };
 layout(set = 0, binding = 0) readonly buffer B { float bias[]; };

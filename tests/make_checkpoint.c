@@ -1,0 +1,52 @@
+/* make_checkpoint: writes a checkpoint from the deterministic weight rule (../shared/ref/README.md),
+ * for benchmarks and manual checks with real-size models.
+ *   make_checkpoint clip tiny|tiny_gelu|vitl14 [--dtype f32|f16|bf16] [--prefix P] [--openclip]
+ *                   [--projection] [--seed S] -o OUT.safetensors */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "checkpoint.h"
+
+int main(int argc, char **argv) {
+  if (argc < 3 || strcmp(argv[1], "clip")) {
+    fprintf(stderr, "usage: make_checkpoint clip tiny|tiny_gelu|vitl14 [--dtype f32|f16|bf16] [--prefix P] "
+                    "[--openclip] [--projection] [--seed S] -o OUT.safetensors\n");
+    return 2;
+  }
+  const struct clip_spec *spec = clip_spec(argv[2]);
+  if (!spec) {
+    fprintf(stderr, "make_checkpoint: unknown config '%s'\n", argv[2]);
+    return 2;
+  }
+  struct ckpt_options o = {.dtype = ST_F32, .prefix = "", .seed = 1};
+  const char *out = NULL;
+  for (int i = 3; i < argc; i++) {
+    if (!strcmp(argv[i], "--dtype") && i + 1 < argc) {
+      const char *d = argv[++i];
+      o.dtype = !strcmp(d, "f16") ? ST_F16 : !strcmp(d, "bf16") ? ST_BF16 : ST_F32;
+    } else if (!strcmp(argv[i], "--prefix") && i + 1 < argc) {
+      o.prefix = argv[++i];
+    } else if (!strcmp(argv[i], "--seed") && i + 1 < argc) {
+      o.seed = strtoull(argv[++i], NULL, 10);
+    } else if (!strcmp(argv[i], "--openclip")) {
+      o.openclip_names = true;
+    } else if (!strcmp(argv[i], "--projection")) {
+      o.projection = true;
+    } else if (!strcmp(argv[i], "-o") && i + 1 < argc) {
+      out = argv[++i];
+    } else {
+      fprintf(stderr, "make_checkpoint: bad option '%s'\n", argv[i]);
+      return 2;
+    }
+  }
+  if (!out) {
+    fprintf(stderr, "make_checkpoint: -o is required\n");
+    return 2;
+  }
+  if (write_clip_checkpoint(out, spec, &o)) {
+    fprintf(stderr, "make_checkpoint: writing %s failed\n", out);
+    return 1;
+  }
+  return 0;
+}
