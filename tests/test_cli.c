@@ -1,0 +1,112 @@
+/* The vkdiffusion command line end to end: help texts, devices, tokenize against the golden
+ * ids, encode writing a safetensors file whose cond matches the library, and bad input giving
+ * a one-line error and a non-zero exit with no output file left behind. */
+#define _POSIX_C_SOURCE 200809L
+#include <stdarg.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "test.h"
+
+static char dir[256], out[8192];
+
+/* Runs cmd (stdout+stderr captured into out); returns the exit status. */
+static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int run(const char *fmt, ...) {
+  char cmd[4096];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(cmd, sizeof cmd, fmt, ap);
+  va_end(ap);
+  char full[4200];
+  snprintf(full, sizeof full, "%s 2>&1", cmd);
+  FILE *p = popen(full, "r");
+  size_t n = p ? fread(out, 1, sizeof out - 1, p) : 0;
+  out[n] = 0;
+  int st = p ? pclose(p) : -1;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static bool exists(const char *p) {
+  struct stat sb;
+  return stat(p, &sb) == 0;
+}
+
+int main(void) {
+  const char *bin = VKD_BINARY;
+  char vocab[1024];
+  test_shared_path(vocab, sizeof vocab, "clip");
+  if (!exists(vocab)) return test_skip("the CLIP vocabulary in ../shared/clip is missing");
+  snprintf(dir, sizeof dir, "/tmp/vkd_test_cli_%ld", (long)getpid());
+  mkdir(dir, 0755);
+
+  CHECK(run("%s --help", bin) == 0 && strstr(out, "encode") && strstr(out, "tokenize") && strstr(out, "devices"));
+  const char *cmds[] = {"devices", "bench", "tokenize", "encode"};
+  for (int i = 0; i < 4; i++) CHECK_MSG(run("%s %s --help", bin, cmds[i]) == 0 && strstr(out, "usage"), "%s --help", cmds[i]);
+  CHECK(run("%s frobnicate", bin) == 2 && strstr(out, "unknown command"));
+  int rc = run("%s devices", bin);
+  if (rc != 0 || !strstr(out, "llvmpipe")) printf("devices (no lavapipe listed?):\n%s", out);
+  CHECK(rc == 0 && strstr(out, "index") && strstr(out, "fp16"));
+
+  /* tokenize: the golden ids of "a photo of a cat", both vocabulary forms */
+  CHECK(run("%s tokenize --tokenizer %s 'a photo of a cat'", bin, vocab) == 0);
+  CHECK(!strncmp(out, "[49406, 320, 1125, 539, 320, 2368, 49407, 49407", 47));
+  CHECK(run("%s tokenize --tokenizer %s/bpe_simple_vocab_16e6.txt.gz --pad zero -- '-a cat'", bin, vocab) == 0);
+  CHECK(strstr(out, "49407, 0, 0") != NULL);
+  CHECK(run("%s tokenize --tokenizer %s --syntax 'a (cat:1.5) BREAK dog'", bin, vocab) == 0);
+  int lines = 0;
+  for (char *p = out; (p = strchr(p, '\n')); p++) lines++;
+  CHECK(lines == 4 && strstr(out, "1.5"));
+  CHECK(run("%s tokenize --tokenizer /nonexistent 'x'", bin) == 1 && strstr(out, "/nonexistent"));
+  CHECK(run("%s tokenize --pad sideways x", bin) == 2);
+
+  /* encode with the tiny model (heads from --config) */
+  char ckpt[512], cfg[512], o1[512];
+  snprintf(ckpt, sizeof ckpt, "%s/tiny.safetensors", dir);
+  snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+  snprintf(o1, sizeof o1, "%s/emb.safetensors", dir);
+  struct ckpt_options co = {.dtype = ST_F16, .prefix = "cond_stage_model.transformer.", .seed = 1};
+  CHECK(write_clip_checkpoint(ckpt, clip_spec("tiny"), &co) == 0);
+  FILE *f = fopen(cfg, "w");
+  fputs("{\"text_encoder\": {\"num_attention_heads\": 4, \"hidden_act\": \"quick_gelu\"}}", f);
+  fclose(f);
+  rc = run("%s encode --model %s --config %s --tokenizer %s --precision fp32 --verbose "
+           "--prompt 'a photo of a cat' --prompt 'a (red:1.2) car' -o %s", bin, ckpt, cfg, vocab, o1);
+  CHECK_MSG(rc == 0, "encode failed: %s", out);
+  CHECK(strstr(out, "heads 4") && strstr(out, "quick_gelu"));
+  struct safetensors *st = NULL;
+  CHECK_OK(safetensors_open(o1, &st));
+  if (st) {
+    const struct st_tensor *t = safetensors_find(st, "cond");
+    CHECK(t && t->dtype == ST_F32 && t->ndim == 3 && t->shape[0] == 2 && t->shape[1] == 77 && t->shape[2] == 64);
+    t = safetensors_find(st, "ids");
+    CHECK(t && t->dtype == ST_I32 && t->shape[0] == 2 && t->shape[1] == 77);
+    t = safetensors_find(st, "pooled");
+    CHECK(t && t->shape[0] == 2 && t->shape[1] == 64);
+    CHECK(safetensors_find(st, "projected") == NULL); /* SD 1.x checkpoints have no projection */
+    safetensors_close(st);
+  }
+  /* --ids equals --prompt for the same ids; --clip-skip is accepted */
+  char o2[512];
+  snprintf(o2, sizeof o2, "%s/emb_ids.safetensors", dir);
+  char ids[1024] = "[[49406, 320, 1125, 539, 320, 2368";
+  for (int i = 6; i < 77; i++) strcat(ids, ", 49407");
+  strcat(ids, "]]");
+  rc = run("%s encode --model %s --config %s --precision fp32 --clip-skip 2 --ids '%s' -o %s", bin, ckpt, cfg, ids, o2);
+  CHECK_MSG(rc == 0, "encode --ids failed: %s", out);
+  /* bad input: one line, non-zero, nothing written */
+  char o3[512];
+  snprintf(o3, sizeof o3, "%s/never.safetensors", dir);
+  CHECK(run("%s encode --model /nonexistent.safetensors --prompt x -o %s", bin, o3) == 1 && !exists(o3));
+  CHECK(strstr(out, "/nonexistent.safetensors") && strchr(out, '\n') == out + strlen(out) - 1);
+  CHECK(run("%s encode --model %s --config %s --ids '[[1, 2]]' -o %s", bin, ckpt, cfg, o3) == 2 && !exists(o3));
+  CHECK(run("%s encode --model %s --config %s --tokenizer %s --clip-skip 9 --prompt x -o %s", bin, ckpt, cfg, vocab, o3) == 1 &&
+        strstr(out, "clip skip"));
+  CHECK(run("%s encode --model %s --prompt x", bin, ckpt) == 2);
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  CHECK(system(cmd) == 0);
+  return test_result("test_cli");
+}
