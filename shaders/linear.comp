@@ -1,7 +1,7 @@
-// linear: y[m, n] = act(sum_k x[m, k] * W[n, k] + b[n])      (torch: act(F.linear(x, W, b)))
-// Generic path for any K (the tiled kernel needs K % 4 == 0).
-// Bindings: 0 x f32 [M, K], 1 b f32 [N] (x when absent), 2 y f32 [M, N];
-//           8 W uniform texel buffer R32F or R16F [N, K] (fp32 accumulation).
+// linear: the generic matrix product for any K (linear_tiled needs K % 4 == 0):
+//   y[y_offset + m * ldy + n] = act(sum_k a[m, k] * b[n, k] + bias) (+ y when accumulate)
+// Bindings: 0 a f32 [M, K], 1 bias f32 [M or N] (any buffer when absent), 2 y f32;
+//           8 b uniform texel buffer R32F or R16F [N, K] (fp32 accumulation).
 // Dispatch: (ceil(N / WG), M, 1); one output per invocation.
 #version 450
 #extension GL_GOOGLE_include_directive : require
@@ -11,8 +11,8 @@
 layout(local_size_x_id = 0) in;
 layout(push_constant) uniform Push { linear_push p; };
 layout(set = 0, binding = 0) readonly buffer X { float x[]; };
-layout(set = 0, binding = 1) readonly buffer B { float bias[]; };
-layout(set = 0, binding = 2) writeonly buffer Y { float y[]; };
+layout(set = 0, binding = 1) readonly buffer Bias { float bias[]; };
+layout(set = 0, binding = 2) buffer Y { float y[]; };
 layout(set = 0, binding = 8) uniform samplerBuffer W;
 
 void main() {
@@ -22,6 +22,9 @@ void main() {
   int wo = int(n * p.inner);
   float acc = 0.0;
   for (uint k = 0; k < p.inner; k++) acc += x[xo + k] * texelFetch(W, wo + int(k)).x;
-  if (p.has_bias != 0) acc += bias[n];
-  y[m * p.cols + n] = vkd_act(acc, p.act);
+  if (p.bias_mode == BIAS_COL) acc += bias[p.bias_offset + n];
+  if (p.bias_mode == BIAS_ROW) acc += bias[p.bias_offset + m];
+  acc = vkd_act(acc, p.act);
+  uint o = p.y_offset + m * p.ldy + n;
+  y[o] = p.accumulate != 0 ? y[o] + acc : acc;
 }

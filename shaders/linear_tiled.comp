@@ -1,9 +1,12 @@
-// linear_tiled: y[m, n] = act(sum_k x[m, k] * W[n, k] + b[n])   (torch: act(F.linear(x, W, b)))
+// linear_tiled: the matrix product behind linear layers and convolutions:
+//   y[y_offset + m * ldy + n] = act(sum_k a[m, k] * b[n, k] + bias) (+ y[m * ldy + n] when accumulate)
+// linear: a = x [M, K], b = W [N, K], bias per column (torch: act(F.linear(x, W, bias)));
+// convolution: a = W [Cout, K], b = im2col patches [pixels, K], bias per row, y = NCHW rows.
 // Register-blocked: each invocation computes a BM x BN block of y, reading 4 values of K at a
 // time through texel buffers (fast on lavapipe, where storage-buffer loads are scalar loops, and
 // cached on GPUs). Requires K % 4 == 0. Rows/cols past the end are clamped on load, not stored.
-// Bindings: 0 b f32 [N] (any buffer when absent), 1 y f32 [M, N];
-//           8 x RGBA32F texels [M, K/4], 9 W RGBA32F or RGBA16F texels [N, K/4].
+// Bindings: 0 bias f32 [M or N] (any buffer when absent), 1 y f32;
+//           8 a RGBA32F or RGBA16F texels [M, K/4], 9 b RGBA32F or RGBA16F texels [N, K/4].
 // Dispatch: (ceil(ceil(N / BN) / WG), ceil(M / BM), 1).
 #version 450
 #extension GL_GOOGLE_include_directive : require
@@ -14,27 +17,27 @@ layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const int BM = 16;
 layout(constant_id = 2) const int BN = 16;
 layout(push_constant) uniform Push { linear_push p; };
-layout(set = 0, binding = 0) readonly buffer B { float bias[]; };
-layout(set = 0, binding = 1) writeonly buffer Y { float y[]; };
-layout(set = 0, binding = 8) uniform samplerBuffer X;
-layout(set = 0, binding = 9) uniform samplerBuffer W;
+layout(set = 0, binding = 0) readonly buffer Bias { float bias[]; };
+layout(set = 0, binding = 1) buffer Y { float y[]; };
+layout(set = 0, binding = 8) uniform samplerBuffer A;
+layout(set = 0, binding = 9) uniform samplerBuffer B;
 
 void main() {
   int n0 = int(gl_GlobalInvocationID.x) * BN, m0 = int(gl_GlobalInvocationID.y) * BM;
   int M = int(p.rows), N = int(p.cols), K4 = int(p.inner) / 4;
   if (n0 >= N || m0 >= M) return;
-  int xr[BM], wr[BN];
-  for (int i = 0; i < BM; i++) xr[i] = min(m0 + i, M - 1) * K4;
-  for (int j = 0; j < BN; j++) wr[j] = min(n0 + j, N - 1) * K4;
+  int ar[BM], br[BN];
+  for (int i = 0; i < BM; i++) ar[i] = min(m0 + i, M - 1) * K4;
+  for (int j = 0; j < BN; j++) br[j] = min(n0 + j, N - 1) * K4;
   float acc[BM][BN];
   for (int i = 0; i < BM; i++)
     for (int j = 0; j < BN; j++) acc[i][j] = 0.0;
   for (int k = 0; k < K4; k++) {
-    vec4 a[BM];
-    for (int i = 0; i < BM; i++) a[i] = texelFetch(X, xr[i] + k);
+    vec4 av[BM];
+    for (int i = 0; i < BM; i++) av[i] = texelFetch(A, ar[i] + k);
     for (int j = 0; j < BN; j++) {
-      vec4 w = texelFetch(W, wr[j] + k);
-      for (int i = 0; i < BM; i++) acc[i][j] += dot(a[i], w);
+      vec4 bv = texelFetch(B, br[j] + k);
+      for (int i = 0; i < BM; i++) acc[i][j] += dot(av[i], bv);
     }
   }
   for (int i = 0; i < BM; i++) {
@@ -44,8 +47,11 @@ void main() {
       int n = n0 + j;
       if (n >= N) break;
       float v = acc[i][j];
-      if (p.has_bias != 0) v += bias[n];
-      y[m * N + n] = vkd_act(v, p.act);
+      if (p.bias_mode == BIAS_COL) v += bias[p.bias_offset + n];
+      if (p.bias_mode == BIAS_ROW) v += bias[p.bias_offset + m];
+      v = vkd_act(v, p.act);
+      uint o = p.y_offset + uint(m) * p.ldy + uint(n);
+      y[o] = p.accumulate != 0 ? y[o] + v : v;
     }
   }
 }

@@ -20,9 +20,19 @@ typedef float f32;
 #define ACT_QUICK_GELU 2 /* x * sigmoid(1.702 x) */
 #define ACT_SILU 3       /* x * sigmoid(x) */
 
+/* bias modes of the matrix product */
+#define BIAS_NONE 0
+#define BIAS_COL 1 /* b[n]: a linear layer */
+#define BIAS_ROW 2 /* b[m]: a convolution, whose rows are output channels */
+
+/* y[m * ldy + n] = act(sum_k a[m, k] b[n, k] + bias) (+ y when accumulate) */
 struct linear_push {
-  u32 rows, cols, inner; /* M, N, K: y[M, N] = x[M, K] W[N, K]^T + b[N] */
-  u32 has_bias, act;
+  u32 rows, cols, inner; /* M, N, K */
+  u32 bias_mode, act;
+  u32 ldy;        /* row stride of y, >= N */
+  u32 accumulate; /* 1: add the result to y (residual connections) */
+  u32 y_offset;   /* elements: y starts here in its binding (a batch element of a convolution) */
+  u32 bias_offset;
 };
 
 struct layernorm_push {
@@ -43,6 +53,38 @@ struct attention_push {
 struct eltwise_push {
   u32 n;
   u32 act;
+};
+
+struct im2col_push {
+  u32 channels, height, width;    /* input image (one batch element) */
+  u32 out_height, out_width;
+  u32 kernel, stride, pad;        /* square kernels */
+  u32 pixel0, pixels;             /* output pixels [pixel0, pixel0 + pixels) */
+  u32 cols;                       /* row length of col: channels * kernel^2 rounded up to 4 */
+  u32 x_offset;                   /* elements: the image's start in x */
+};
+
+struct groupnorm_push {
+  u32 channels, groups, pixels; /* per batch element: [channels, pixels] */
+  f32 eps;
+  u32 silu; /* 1: y = silu(norm(x)) */
+};
+
+struct upsample_push {
+  u32 planes, height, width; /* planes = N * C; output is 2H x 2W */
+};
+
+struct concat_push {
+  u32 batch, inner_a, inner_b; /* per batch element: a then b */
+};
+
+struct timestep_push {
+  u32 batch, dim;
+  f32 max_period;
+};
+
+struct geglu_push {
+  u32 rows, cols; /* x [rows, 2 * cols] -> y [rows, cols] = a * gelu(gate) */
 };
 
 struct gather_push {

@@ -81,3 +81,63 @@ void ref_gather_rows(const int32_t *index, const float *x, float *y, int64_t n, 
   for (int64_t i = 0; i < n; i++)
     for (int64_t c = 0; c < cols; c++) y[i * cols + c] = x[(int64_t)index[i] * cols + c];
 }
+
+void ref_conv2d(const float *x, const float *w, const float *b, float *y, int64_t N, int64_t C, int64_t H, int64_t W,
+                int64_t Co, int k, int stride, int pad) {
+  int64_t Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1;
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t co = 0; co < Co; co++)
+      for (int64_t oy = 0; oy < Ho; oy++)
+        for (int64_t ox = 0; ox < Wo; ox++) {
+          double s = b ? b[co] : 0;
+          for (int64_t c = 0; c < C; c++)
+            for (int ky = 0; ky < k; ky++)
+              for (int kx = 0; kx < k; kx++) {
+                int64_t iy = oy * stride - pad + ky, ix = ox * stride - pad + kx;
+                if (iy < 0 || ix < 0 || iy >= H || ix >= W) continue;
+                s += (double)w[((co * C + c) * k + ky) * k + kx] * x[((n * C + c) * H + iy) * W + ix];
+              }
+          y[((n * Co + co) * Ho + oy) * Wo + ox] = (float)s;
+        }
+}
+
+void ref_group_norm(const float *x, const float *g, const float *b, float *y, int64_t N, int64_t C, int64_t P,
+                    int groups, float eps, bool silu) {
+  int64_t cpg = C / groups;
+  for (int64_t n = 0; n < N; n++)
+    for (int gr = 0; gr < groups; gr++) {
+      const float *xs = x + (n * C + gr * cpg) * P;
+      double mean = 0, var = 0;
+      for (int64_t i = 0; i < cpg * P; i++) mean += xs[i];
+      mean /= cpg * P;
+      for (int64_t i = 0; i < cpg * P; i++) var += (xs[i] - mean) * (xs[i] - mean);
+      var /= cpg * P;
+      for (int64_t i = 0; i < cpg * P; i++) {
+        int64_t c = gr * cpg + i / P;
+        double v = (xs[i] - mean) / sqrt(var + eps) * g[c] + b[c];
+        if (silu) v = v / (1 + exp(-v));
+        y[(n * C + gr * cpg) * P + i] = (float)v;
+      }
+    }
+}
+
+void ref_upsample2x(const float *x, float *y, int64_t planes, int64_t H, int64_t W) {
+  for (int64_t q = 0; q < planes; q++)
+    for (int64_t oy = 0; oy < 2 * H; oy++)
+      for (int64_t ox = 0; ox < 2 * W; ox++) y[(q * 2 * H + oy) * 2 * W + ox] = x[(q * H + oy / 2) * W + ox / 2];
+}
+
+void ref_timestep_embedding(const float *t, float *emb, int64_t N, int64_t dim, double max_period) {
+  int64_t half = dim / 2;
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t j = 0; j < dim; j++) {
+      int64_t k = j < half ? j : j - half;
+      double a = t[n] * exp(-log(max_period) * (double)k / (double)half);
+      emb[n * dim + j] = j >= 2 * half ? 0.0f : (float)(j < half ? cos(a) : sin(a));
+    }
+}
+
+void ref_geglu(const float *x, float *y, int64_t rows, int64_t F) {
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t c = 0; c < F; c++) y[r * F + c] = (float)((double)x[r * 2 * F + c] * ref_act(x[r * 2 * F + F + c], ACT_GELU));
+}

@@ -192,6 +192,151 @@ static void test_gather(int64_t n, int64_t rows, int64_t cols) {
   free(x), free(ref), free(idx), free(got);
 }
 
+/* weights [Co, C, k, k] -> the device layout [Co, Kp] (zero padded) */
+static float *conv_layout(const float *w, int64_t Co, int64_t C, int k) {
+  int64_t K = C * k * k, Kp = conv_weight_cols(C, k);
+  float *d = calloc((size_t)(Co * Kp), sizeof *d);
+  for (int64_t o = 0; o < Co; o++) memcpy(d + o * Kp, w + o * K, (size_t)K * sizeof *w);
+  return d;
+}
+
+static void test_conv(int64_t N, int64_t C, int64_t H, int64_t W, int64_t Co, int k, int stride, int pad, enum dtype wdt,
+                      int64_t scratch_elems, bool per_image_bias, bool accumulate) {
+  gpu_arena_reset(arena, 0);
+  int64_t Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1, out = N * Co * Ho * Wo;
+  float *x = random_array(N * C * H * W, 15, 1.0f), *w = random_array(Co * C * k * k, 16, 1.0f / sqrtf((float)(C * k * k)));
+  float *b = random_array(per_image_bias ? N * Co : Co, 17, 0.5f), *ref = malloc(out * 4 + 4), *y0 = random_array(out, 18, 1.0f);
+  if (wdt == DT_F16) round_f16(w, Co * C * k * k);
+  float *wd = conv_layout(w, Co, C, k);
+  struct gpu_tensor tx = upload(DT_F32, 4, (int64_t[]){N, C, H, W}, x);
+  struct gpu_tensor tw = upload(wdt, 2, (int64_t[]){Co, conv_weight_cols(C, k)}, wd);
+  struct gpu_tensor tb = upload(DT_F32, 1, (int64_t[]){per_image_bias ? N * Co : Co}, b);
+  struct gpu_tensor ty = upload(DT_F32, 4, (int64_t[]){N, Co, Ho, Wo}, y0), scratch = output(1, (int64_t[]){scratch_elems});
+  CHECK_OK(gpu_begin(g));
+  if (!accumulate) CHECK_OK(gpu_fill(g, &ty, NAN_BITS));
+  CHECK_OK(op_conv2d(g, &tx, &tw, &tb, &ty, k, stride, pad, accumulate, &scratch));
+  CHECK_OK(gpu_submit(g));
+  float *got = download(&ty);
+  for (int64_t n = 0; n < N; n++)
+    ref_conv2d(x + n * C * H * W, w, b + (per_image_bias ? n * Co : 0), ref + n * Co * Ho * Wo, 1, C, H, W, Co, k, stride, pad);
+  if (accumulate)
+    for (int64_t i = 0; i < out; i++) ref[i] += y0[i];
+  char what[128];
+  snprintf(what, sizeof what, "conv2d %lldx%lldx%lldx%lld->%lld k%d s%d %s%s%s", (long long)N, (long long)C, (long long)H,
+           (long long)W, (long long)Co, k, stride, dtype_name(wdt), per_image_bias ? " bias/img" : "", accumulate ? " +=" : "");
+  CHECK_CLOSE(what, got, ref, out, 1e-4, 1e-4);
+  free(x), free(w), free(wd), free(b), free(ref), free(y0), free(got);
+}
+
+static void test_group_norm(int64_t N, int64_t C, int64_t P, int groups, bool silu) {
+  gpu_arena_reset(arena, 0);
+  float *x = random_array(N * C * P, 19, 2.0f), *gm = random_array(C, 20, 1.0f), *bt = random_array(C, 21, 1.0f);
+  for (int64_t i = 0; i < N * C * P; i++) x[i] += 0.3f;
+  float *ref = malloc(N * C * P * 4);
+  struct gpu_tensor tx = upload(DT_F32, 3, (int64_t[]){N, C, P}, x), tg = upload(DT_F32, 1, (int64_t[]){C}, gm);
+  struct gpu_tensor tb = upload(DT_F32, 1, (int64_t[]){C}, bt), ty = output(3, (int64_t[]){N, C, P});
+  CHECK_OK(gpu_begin(g));
+  CHECK_OK(gpu_fill(g, &ty, NAN_BITS));
+  CHECK_OK(op_group_norm(g, &tx, &tg, &tb, &ty, groups, 1e-6f, silu));
+  CHECK_OK(gpu_submit(g));
+  float *got = download(&ty);
+  ref_group_norm(x, gm, bt, ref, N, C, P, groups, 1e-6f, silu);
+  char what[96];
+  snprintf(what, sizeof what, "group_norm %lldx%lldx%lld g%d%s", (long long)N, (long long)C, (long long)P, groups,
+           silu ? " +silu" : "");
+  CHECK_CLOSE(what, got, ref, N * C * P, 1e-4, 1e-4);
+  free(x), free(gm), free(bt), free(ref), free(got);
+}
+
+static void test_small_ops(void) {
+  gpu_arena_reset(arena, 0);
+  /* upsample */
+  int64_t planes = 7, H = 3, W = 5;
+  float *x = random_array(planes * H * W, 22, 1.0f), *ref = malloc(planes * 4 * H * W * 4);
+  struct gpu_tensor tx = upload(DT_F32, 4, (int64_t[]){1, planes, H, W}, x), ty = output(4, (int64_t[]){1, planes, 2 * H, 2 * W});
+  CHECK_OK(gpu_begin(g));
+  CHECK_OK(gpu_fill(g, &ty, NAN_BITS));
+  CHECK_OK(op_upsample2x(g, &tx, &ty));
+  CHECK_OK(gpu_submit(g));
+  float *got = download(&ty);
+  ref_upsample2x(x, ref, planes, H, W);
+  CHECK_CLOSE("upsample2x 7x3x5", got, ref, planes * 4 * H * W, 0, 0);
+  free(x), free(ref), free(got);
+  /* concat */
+  float *a = random_array(2 * 3 * 7, 23, 1.0f), *b = random_array(2 * 5 * 7, 24, 1.0f), *cref = malloc(2 * 8 * 7 * 4);
+  struct gpu_tensor ta = upload(DT_F32, 4, (int64_t[]){2, 3, 7, 1}, a), tb = upload(DT_F32, 4, (int64_t[]){2, 5, 7, 1}, b);
+  struct gpu_tensor tc = output(4, (int64_t[]){2, 8, 7, 1});
+  CHECK_OK(gpu_begin(g));
+  CHECK_OK(gpu_fill(g, &tc, NAN_BITS));
+  CHECK_OK(op_concat(g, &ta, &tb, &tc));
+  CHECK_OK(gpu_submit(g));
+  got = download(&tc);
+  for (int n = 0; n < 2; n++) {
+    memcpy(cref + n * 56, a + n * 21, 21 * 4);
+    memcpy(cref + n * 56 + 21, b + n * 35, 35 * 4);
+  }
+  CHECK_CLOSE("concat [2,3,7]+[2,5,7]", got, cref, 2 * 56, 0, 0);
+  free(a), free(b), free(cref), free(got);
+  /* timestep embedding, fractional and large t */
+  float t[3] = {999.0f, 261.5f, 1.0f};
+  float *eref = malloc(3 * 320 * 4);
+  struct gpu_tensor tt = upload(DT_F32, 1, (int64_t[]){3}, t), te = output(2, (int64_t[]){3, 320});
+  CHECK_OK(gpu_begin(g));
+  CHECK_OK(gpu_fill(g, &te, NAN_BITS));
+  CHECK_OK(op_timestep_embedding(g, &tt, &te, 10000.0f));
+  CHECK_OK(gpu_submit(g));
+  got = download(&te);
+  ref_timestep_embedding(t, eref, 3, 320, 10000.0);
+  /* the angle t*f is formed in fp32 (as ldm does): |t f| <= 1000 loses up to 6e-5 to rounding */
+  CHECK_CLOSE("timestep_embedding 3x320", got, eref, 3 * 320, 2e-4, 0);
+  free(eref), free(got);
+  /* geglu */
+  float *gx = random_array(7 * 2 * 769, 25, 3.0f), *gref = malloc(7 * 769 * 4);
+  struct gpu_tensor tgx = upload(DT_F32, 2, (int64_t[]){7, 2 * 769}, gx), tgy = output(2, (int64_t[]){7, 769});
+  CHECK_OK(gpu_begin(g));
+  CHECK_OK(gpu_fill(g, &tgy, NAN_BITS));
+  CHECK_OK(op_geglu(g, &tgx, &tgy));
+  CHECK_OK(gpu_submit(g));
+  got = download(&tgy);
+  ref_geglu(gx, gref, 7, 769);
+  CHECK_CLOSE("geglu 7x769", got, gref, 7 * 769, 1e-5, 1e-5);
+  free(gx), free(gref), free(got);
+}
+
+static void test_residual_and_nchw(void) {
+  gpu_arena_reset(arena, 0);
+  int64_t M = 77, K = 64, N = 40;
+  float *x = random_array(M * K, 26, 1.0f), *w = random_array(N * K, 27, 0.125f), *b = random_array(N, 28, 0.5f);
+  float *y0 = random_array(M * N, 29, 1.0f), *ref = malloc(M * N * 4);
+  struct gpu_tensor tx = upload(DT_F32, 2, (int64_t[]){M, K}, x), tw = upload(DT_F16, 2, (int64_t[]){N, K}, w);
+  struct gpu_tensor tb = upload(DT_F32, 1, (int64_t[]){N}, b), ty = upload(DT_F32, 2, (int64_t[]){M, N}, y0);
+  round_f16(w, N * K);
+  CHECK_OK(gpu_begin(g));
+  CHECK_OK(op_linear_residual(g, &tx, &tw, &tb, &ty));
+  CHECK_OK(gpu_submit(g));
+  float *got = download(&ty);
+  ref_linear(x, w, b, ref, M, N, K, ACT_NONE);
+  for (int64_t i = 0; i < M * N; i++) ref[i] += y0[i];
+  CHECK_CLOSE("linear residual 77x40x64 f16", got, ref, M * N, 1e-4, 1e-4);
+  free(got);
+  /* tokens [2, P, C] -> NCHW [2, Co, P] with w [Co, C] */
+  int64_t P = 77, C = 64, Co = 40;
+  float *tok = random_array(2 * P * C, 30, 1.0f), *nref = malloc(2 * Co * P * 4), *lin = malloc(P * Co * 4);
+  struct gpu_tensor tt = upload(DT_F32, 3, (int64_t[]){2, P, C}, tok), tn = output(3, (int64_t[]){2, Co, P});
+  CHECK_OK(gpu_begin(g));
+  CHECK_OK(gpu_fill(g, &tn, NAN_BITS));
+  CHECK_OK(op_matmul_nchw(g, &tw, &tt, &tb, &tn, false));
+  CHECK_OK(gpu_submit(g));
+  got = download(&tn);
+  for (int n = 0; n < 2; n++) {
+    ref_linear(tok + n * P * C, w, b, lin, P, Co, C, ACT_NONE);
+    for (int64_t p = 0; p < P; p++)
+      for (int64_t c = 0; c < Co; c++) nref[(n * Co + c) * P + p] = lin[p * Co + c];
+  }
+  CHECK_CLOSE("matmul_nchw 2x77x64 -> 2x40x77", got, nref, 2 * Co * P, 1e-4, 1e-4);
+  free(x), free(w), free(b), free(y0), free(ref), free(got), free(tok), free(nref), free(lin);
+}
+
 static void test_errors(void) {
   gpu_arena_reset(arena, 0);
   struct gpu_tensor x = output(2, (int64_t[]){7, 8}), w = output(2, (int64_t[]){5, 9}), y = output(2, (int64_t[]){7, 5});
@@ -244,6 +389,19 @@ int main(void) {
   test_eltwise(1);
   test_eltwise(7);
   test_eltwise(769);
+  test_conv(2, 32, 16, 24, 64, 3, 1, 1, DT_F16, 1 << 20, true, false);  /* tiny U-Net ResBlock */
+  test_conv(1, 320, 8, 8, 320, 3, 1, 1, DT_F16, 1 << 20, false, true);  /* SD 1.x widths, residual */
+  test_conv(2, 4, 16, 16, 320, 3, 1, 1, DT_F32, 1 << 20, false, false); /* conv_in */
+  test_conv(1, 64, 15, 9, 64, 3, 2, 1, DT_F32, 1 << 20, false, false);  /* downsample, odd sizes */
+  test_conv(2, 96, 8, 12, 64, 1, 1, 0, DT_F16, 1 << 20, false, false);  /* 1x1 skip */
+  test_conv(1, 3, 7, 7, 7, 3, 1, 1, DT_F32, 1 << 20, false, false);     /* K = 27: padded to 28 */
+  test_conv(2, 32, 16, 16, 32, 3, 1, 1, DT_F16, 288 * 37, true, false); /* scratch for 37 pixels: chunked */
+  test_group_norm(2, 64, 16 * 24, 32, true);
+  test_group_norm(1, 320, 64, 32, false);
+  test_group_norm(1, 96, 7, 32, true);
+  test_group_norm(2, 7, 1, 7, false);
+  test_small_ops();
+  test_residual_and_nchw();
   test_gather(8, 616, 768);
   test_gather(1, 7, 769);
   test_errors();

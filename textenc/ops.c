@@ -8,6 +8,8 @@ _Static_assert(sizeof(struct embedding_push) <= GPU_PUSH_SIZE, "push constants t
 _Static_assert(sizeof(struct attention_push) <= GPU_PUSH_SIZE, "push constants too large");
 _Static_assert(sizeof(struct eltwise_push) <= GPU_PUSH_SIZE, "push constants too large");
 _Static_assert(sizeof(struct gather_push) <= GPU_PUSH_SIZE, "push constants too large");
+_Static_assert(sizeof(struct im2col_push) <= GPU_PUSH_SIZE, "push constants too large");
+_Static_assert(sizeof(struct groupnorm_push) <= GPU_PUSH_SIZE, "push constants too large");
 
 #define WG 64u
 
@@ -41,9 +43,48 @@ static VkFormat vec4_format(enum dtype dt) {
 
 static bool is_cpu(const struct gpu *g) { return strcmp(gpu_info(g)->type, "cpu") == 0; }
 
-enum status op_linear_variant(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w,
-                              const struct gpu_tensor *b, const struct gpu_tensor *y, int act,
-                              enum linear_variant variant) {
+/* The matrix product behind linear layers and convolutions (see linear_tiled.comp). */
+struct matmul {
+  const struct gpu_tensor *a, *b, *bias, *y; /* a [M, K], b [N, K] */
+  int64_t M, N, K;
+  uint32_t bias_mode, bias_offset, ldy, y_offset, act, accumulate;
+};
+
+static bool tiled_ok(struct gpu *g, const struct matmul *mm) {
+  const VkPhysicalDeviceLimits *l = gpu_limits(g);
+  return mm->K % 4 == 0 && gpu_texel_format_ok(g, vec4_format(mm->a->dtype)) &&
+         gpu_texel_format_ok(g, vec4_format(mm->b->dtype)) && (uint64_t)mm->M * mm->K / 4 <= l->maxTexelBufferElements &&
+         (uint64_t)mm->N * mm->K / 4 <= l->maxTexelBufferElements;
+}
+
+static enum status matmul(struct gpu *g, const struct matmul *mm, enum linear_variant variant) {
+  if (mm->M == 0 || mm->N == 0) return STATUS_OK;
+  struct linear_push p = {.rows = (u32)mm->M, .cols = (u32)mm->N, .inner = (u32)mm->K, .bias_mode = mm->bias_mode,
+                          .act = mm->act, .ldy = mm->ldy, .accumulate = mm->accumulate, .y_offset = mm->y_offset,
+                          .bias_offset = mm->bias_offset};
+  const struct gpu_tensor *bias = mm->bias ? mm->bias : mm->y;
+  bool ok = tiled_ok(g, mm);
+  if (variant == LINEAR_AUTO) variant = ok ? LINEAR_TILED : LINEAR_GENERIC;
+  if (variant == LINEAR_TILED) {
+    if (!ok) return status_set(STATUS_UNSUPPORTED, "linear: tiled variant needs K %% 4 == 0 (K = %lld)", (long long)mm->K);
+    /* lavapipe: large register blocks amortise its per-fetch cost (16x16 measured best of 8x8 .. 32x16
+     * with `bench ops`); GPUs: smaller blocks, more threads in flight */
+    uint32_t bm = is_cpu(g) ? 16 : 4, bn = is_cpu(g) ? 16 : 4, wg = is_cpu(g) ? 32 : 64;
+    uint32_t spec[] = {wg, bm, bn};
+    struct gpu_arg args[] = {{bias, 0}, {mm->y, 0}, {mm->a, vec4_format(mm->a->dtype)}, {mm->b, vec4_format(mm->b->dtype)}};
+    return gpu_dispatch(g, KERNEL_linear_tiled, spec, 3, args, 4, &p, sizeof p, div_up(div_up(mm->N, bn), wg),
+                        div_up(mm->M, bm), 1);
+  }
+  if (!is_f32(mm->a))
+    return status_set(STATUS_UNSUPPORTED, "linear: the generic kernel needs an f32 left operand (K = %lld)", (long long)mm->K);
+  uint32_t spec[] = {WG};
+  struct gpu_arg args[] = {{mm->a, 0}, {bias, 0}, {mm->y, 0}, {mm->b, scalar_format(mm->b->dtype)}};
+  return gpu_dispatch(g, KERNEL_linear, spec, 1, args, 4, &p, sizeof p, div_up(mm->N, WG), (uint32_t)mm->M, 1);
+}
+
+static enum status linear_checked(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w,
+                                  const struct gpu_tensor *b, const struct gpu_tensor *y, int act, bool accumulate,
+                                  enum linear_variant variant) {
   if (w->ndim != 2 || w->dtype == DT_I32) return shape_error("linear", "W", w, "[N, K] f32/f16");
   int64_t N = w->shape[0], K = w->shape[1];
   if (!is_f32(x) || last_dim(x) != K) return shape_error("linear", "x", x, "[..., K] f32 with K = W's columns");
@@ -51,31 +92,169 @@ enum status op_linear_variant(struct gpu *g, const struct gpu_tensor *x, const s
   if (!is_f32(y) || last_dim(y) != N || gpu_tensor_numel(y) != M * N)
     return shape_error("linear", "y", y, "[..., N] f32 with x's rows and N = W's rows");
   if (b && (!is_f32(b) || gpu_tensor_numel(b) != N)) return shape_error("linear", "b", b, "[N] f32");
-  if (M == 0 || N == 0) return STATUS_OK;
-  struct linear_push p = {.rows = (u32)M, .cols = (u32)N, .inner = (u32)K, .has_bias = b != NULL, .act = (u32)act};
-  const struct gpu_tensor *bias = b ? b : y;
-  bool tiled_ok = K % 4 == 0 && gpu_texel_format_ok(g, vec4_format(w->dtype)) &&
-                  gpu_texel_format_ok(g, vec4_format(DT_F32)) &&
-                  (uint64_t)M * K / 4 <= gpu_limits(g)->maxTexelBufferElements;
-  if (variant == LINEAR_AUTO) variant = tiled_ok ? LINEAR_TILED : LINEAR_GENERIC;
-  if (variant == LINEAR_TILED) {
-    if (!tiled_ok) return status_set(STATUS_UNSUPPORTED, "linear: tiled variant needs K %% 4 == 0 (K = %lld)", (long long)K);
-    /* lavapipe: large register blocks amortise its per-fetch cost (16x16 measured best of 8x8 .. 32x16
-     * with `bench ops`); GPUs: smaller blocks, more threads in flight */
-    uint32_t bm = is_cpu(g) ? 16 : 4, bn = is_cpu(g) ? 16 : 4, wg = is_cpu(g) ? 32 : 64;
-    uint32_t spec[] = {wg, bm, bn};
-    struct gpu_arg args[] = {{bias, 0}, {y, 0}, {x, vec4_format(DT_F32)}, {w, vec4_format(w->dtype)}};
-    return gpu_dispatch(g, KERNEL_linear_tiled, spec, 3, args, 4, &p, sizeof p, div_up(div_up(N, bn), wg),
-                        div_up(M, bm), 1);
-  }
-  uint32_t spec[] = {WG};
-  struct gpu_arg args[] = {{x, 0}, {bias, 0}, {y, 0}, {w, scalar_format(w->dtype)}};
-  return gpu_dispatch(g, KERNEL_linear, spec, 1, args, 4, &p, sizeof p, div_up(N, WG), (uint32_t)M, 1);
+  struct matmul mm = {.a = x, .b = w, .bias = b, .y = y, .M = M, .N = N, .K = K,
+                      .bias_mode = b ? BIAS_COL : BIAS_NONE, .ldy = (uint32_t)N, .act = (uint32_t)act,
+                      .accumulate = accumulate};
+  return matmul(g, &mm, variant);
+}
+
+enum status op_linear_variant(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w,
+                              const struct gpu_tensor *b, const struct gpu_tensor *y, int act,
+                              enum linear_variant variant) {
+  return linear_checked(g, x, w, b, y, act, false, variant);
 }
 
 enum status op_linear(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w,
                       const struct gpu_tensor *b, const struct gpu_tensor *y, int act) {
-  return op_linear_variant(g, x, w, b, y, act, LINEAR_AUTO);
+  return linear_checked(g, x, w, b, y, act, false, LINEAR_AUTO);
+}
+
+enum status op_linear_residual(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w,
+                               const struct gpu_tensor *b, const struct gpu_tensor *y) {
+  return linear_checked(g, x, w, b, y, ACT_NONE, true, LINEAR_AUTO);
+}
+
+int64_t conv_weight_cols(int64_t channels, int kernel) { return (channels * kernel * kernel + 3) / 4 * 4; }
+
+enum status op_conv2d(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w, const struct gpu_tensor *b,
+                      const struct gpu_tensor *y, int kernel, int stride, int pad, bool accumulate,
+                      const struct gpu_tensor *scratch) {
+  if (!is_f32(x) || x->ndim != 4) return shape_error("conv2d", "x", x, "[N, C, H, W] f32");
+  int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], Kp = conv_weight_cols(C, kernel);
+  if (w->ndim != 2 || w->shape[1] != Kp || w->dtype == DT_I32)
+    return shape_error("conv2d", "W", w, "[Cout, C*k*k rounded up to 4] (the device layout of a convolution)");
+  int64_t Co = w->shape[0], Ho = (H + 2 * pad - kernel) / stride + 1, Wo = (W + 2 * pad - kernel) / stride + 1;
+  if (!is_f32(y) || y->ndim != 4 || y->shape[0] != N || y->shape[1] != Co || y->shape[2] != Ho || y->shape[3] != Wo)
+    return shape_error("conv2d", "y", y, "[N, Cout, Ho, Wo] f32");
+  /* bias: [Cout] shared, or [N, Cout] per image (a ResBlock's conv bias plus its time embedding) */
+  bool per_image = b && gpu_tensor_numel(b) == N * Co && N > 1;
+  if (b && (!is_f32(b) || (gpu_tensor_numel(b) != Co && gpu_tensor_numel(b) != N * Co)))
+    return shape_error("conv2d", "bias", b, "[Cout] or [N, Cout] f32");
+  if (!is_f32(scratch)) return shape_error("conv2d", "scratch", scratch, "f32");
+  const VkPhysicalDeviceLimits *l = gpu_limits(g);
+  int64_t HW = Ho * Wo, room = gpu_tensor_numel(scratch);
+  if ((uint64_t)room * 4 > l->maxStorageBufferRange) room = l->maxStorageBufferRange / 4;
+  if ((uint64_t)room > (uint64_t)l->maxTexelBufferElements * 4) room = (int64_t)l->maxTexelBufferElements * 4;
+  int64_t chunk = room / Kp;
+  if (chunk < 1) return status_set(STATUS_OUT_OF_MEMORY, "conv2d: the scratch buffer holds no row of %lld values", (long long)Kp);
+  if (chunk > HW) chunk = HW;
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t p0 = 0; p0 < HW; p0 += chunk) {
+      int64_t np = HW - p0 < chunk ? HW - p0 : chunk;
+      struct gpu_tensor col = gpu_tensor_reshape(scratch, 1, (int64_t[]){gpu_tensor_numel(scratch)});
+      col = gpu_tensor_rows(&col, 0, np * Kp);
+      col = gpu_tensor_reshape(&col, 2, (int64_t[]){np, Kp});
+      struct im2col_push ip = {.channels = (u32)C, .height = (u32)H, .width = (u32)W, .out_height = (u32)Ho,
+                               .out_width = (u32)Wo, .kernel = (u32)kernel, .stride = (u32)stride, .pad = (u32)pad,
+                               .pixel0 = (u32)p0, .pixels = (u32)np, .cols = (u32)Kp, .x_offset = (u32)(n * C * H * W)};
+      uint32_t spec[] = {WG};
+      struct gpu_arg args[] = {{x, 0}, {&col, 0}};
+      enum status s = gpu_dispatch(g, KERNEL_im2col, spec, 1, args, 2, &ip, sizeof ip, div_up(Kp, WG), (uint32_t)np, 1);
+      if (s) return s;
+      struct matmul mm = {.a = w, .b = &col, .bias = b, .y = y, .M = Co, .N = np, .K = Kp,
+                          .bias_mode = b ? BIAS_ROW : BIAS_NONE, .bias_offset = per_image ? (uint32_t)(n * Co) : 0,
+                          .ldy = (uint32_t)HW, .y_offset = (uint32_t)(n * Co * HW + p0), .accumulate = accumulate};
+      if ((s = matmul(g, &mm, LINEAR_AUTO))) return s;
+    }
+  return STATUS_OK;
+}
+
+enum status op_im2col(struct gpu *g, const struct gpu_tensor *x, int64_t image, int kernel, int stride, int pad,
+                      int64_t pixel0, const struct gpu_tensor *col) {
+  if (!is_f32(x) || x->ndim != 4) return shape_error("im2col", "x", x, "[N, C, H, W] f32");
+  int64_t C = x->shape[1], H = x->shape[2], W = x->shape[3], Kp = conv_weight_cols(C, kernel);
+  int64_t Ho = (H + 2 * pad - kernel) / stride + 1, Wo = (W + 2 * pad - kernel) / stride + 1;
+  if (!is_f32(col) || col->ndim != 2 || col->shape[1] != Kp || pixel0 + col->shape[0] > Ho * Wo || image >= x->shape[0])
+    return shape_error("im2col", "col", col, "[pixels, C*k*k rounded up to 4] within the output");
+  struct im2col_push ip = {.channels = (u32)C, .height = (u32)H, .width = (u32)W, .out_height = (u32)Ho,
+                           .out_width = (u32)Wo, .kernel = (u32)kernel, .stride = (u32)stride, .pad = (u32)pad,
+                           .pixel0 = (u32)pixel0, .pixels = (u32)col->shape[0], .cols = (u32)Kp,
+                           .x_offset = (u32)(image * C * H * W)};
+  uint32_t spec[] = {WG};
+  struct gpu_arg args[] = {{x, 0}, {col, 0}};
+  return gpu_dispatch(g, KERNEL_im2col, spec, 1, args, 2, &ip, sizeof ip, div_up(Kp, WG), (uint32_t)col->shape[0], 1);
+}
+
+enum status op_matmul_nchw(struct gpu *g, const struct gpu_tensor *w, const struct gpu_tensor *tokens,
+                           const struct gpu_tensor *b, const struct gpu_tensor *y, bool accumulate) {
+  /* y[n, co, p] = sum_c w[co, c] tokens[n, p, c] + b[co]: a 1x1 convolution from token layout */
+  if (w->ndim != 2 || w->dtype == DT_I32) return shape_error("matmul_nchw", "W", w, "[Cout, C]");
+  if (!is_f32(tokens) || tokens->ndim != 3 || tokens->shape[2] != w->shape[1])
+    return shape_error("matmul_nchw", "tokens", tokens, "[N, P, C] f32");
+  int64_t N = tokens->shape[0], P = tokens->shape[1], Co = w->shape[0], C = w->shape[1];
+  if (!is_f32(y) || gpu_tensor_numel(y) != N * Co * P) return shape_error("matmul_nchw", "y", y, "[N, Cout, P] f32");
+  if (b && (!is_f32(b) || gpu_tensor_numel(b) != Co)) return shape_error("matmul_nchw", "bias", b, "[Cout] f32");
+  for (int64_t n = 0; n < N; n++) {
+    struct gpu_tensor t = gpu_tensor_rows(tokens, n, 1);
+    t = gpu_tensor_reshape(&t, 2, (int64_t[]){P, C});
+    struct matmul mm = {.a = w, .b = &t, .bias = b, .y = y, .M = Co, .N = P, .K = C,
+                        .bias_mode = b ? BIAS_ROW : BIAS_NONE, .ldy = (uint32_t)P, .y_offset = (uint32_t)(n * Co * P),
+                        .accumulate = accumulate};
+    enum status s = matmul(g, &mm, LINEAR_AUTO);
+    if (s) return s;
+  }
+  return STATUS_OK;
+}
+
+enum status op_group_norm(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *gamma,
+                          const struct gpu_tensor *beta, const struct gpu_tensor *y, int groups, float eps, bool silu) {
+  if (!is_f32(x) || x->ndim < 2) return shape_error("group_norm", "x", x, "[N, C, ...] f32");
+  int64_t N = x->shape[0], C = x->shape[1], NC = N * C, P = gpu_tensor_numel(x) / (NC > 0 ? NC : 1);
+  if (groups <= 0 || C % groups) return status_set(STATUS_INVALID_ARGUMENT, "group_norm: %lld channels in %d groups",
+                                                   (long long)C, groups);
+  if (!is_f32(gamma) || gpu_tensor_numel(gamma) != C) return shape_error("group_norm", "weight", gamma, "[C] f32");
+  if (!is_f32(beta) || gpu_tensor_numel(beta) != C) return shape_error("group_norm", "bias", beta, "[C] f32");
+  if (!is_f32(y) || gpu_tensor_numel(y) != gpu_tensor_numel(x)) return shape_error("group_norm", "y", y, "x's shape");
+  struct groupnorm_push p = {.channels = (u32)C, .groups = (u32)groups, .pixels = (u32)P, .eps = eps, .silu = silu};
+  uint32_t spec[] = {256};
+  struct gpu_arg args[] = {{x, 0}, {gamma, 0}, {beta, 0}, {y, 0}};
+  return gpu_dispatch(g, KERNEL_group_norm, spec, 1, args, 4, &p, sizeof p, (uint32_t)groups, (uint32_t)N, 1);
+}
+
+enum status op_upsample2x(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *y) {
+  if (!is_f32(x) || x->ndim != 4) return shape_error("upsample", "x", x, "[N, C, H, W] f32");
+  int64_t H = x->shape[2], W = x->shape[3], planes = x->shape[0] * x->shape[1];
+  if (!is_f32(y) || y->ndim != 4 || y->shape[0] != x->shape[0] || y->shape[1] != x->shape[1] || y->shape[2] != 2 * H ||
+      y->shape[3] != 2 * W)
+    return shape_error("upsample", "y", y, "[N, C, 2H, 2W] f32");
+  struct upsample_push p = {.planes = (u32)planes, .height = (u32)H, .width = (u32)W};
+  uint32_t spec[] = {WG};
+  struct gpu_arg args[] = {{x, 0}, {y, 0}};
+  return gpu_dispatch(g, KERNEL_upsample, spec, 1, args, 2, &p, sizeof p, div_up(4 * H * W, WG), (uint32_t)planes, 1);
+}
+
+enum status op_concat(struct gpu *g, const struct gpu_tensor *a, const struct gpu_tensor *b, const struct gpu_tensor *y) {
+  int64_t N = a->shape[0], ia = gpu_tensor_numel(a) / (N ? N : 1), ib = gpu_tensor_numel(b) / (N ? N : 1);
+  if (!is_f32(a) || !is_f32(b) || b->shape[0] != N) return shape_error("concat", "b", b, "[N, ...] f32 like a");
+  if (!is_f32(y) || y->shape[0] != N || gpu_tensor_numel(y) != N * (ia + ib))
+    return shape_error("concat", "y", y, "[N, a's + b's channels, ...] f32");
+  struct concat_push p = {.batch = (u32)N, .inner_a = (u32)ia, .inner_b = (u32)ib};
+  uint32_t spec[] = {WG};
+  struct gpu_arg args[] = {{a, 0}, {b, 0}, {y, 0}};
+  return gpu_dispatch(g, KERNEL_concat, spec, 1, args, 3, &p, sizeof p, div_up(ia + ib, WG), (uint32_t)N, 1);
+}
+
+enum status op_timestep_embedding(struct gpu *g, const struct gpu_tensor *t, const struct gpu_tensor *emb,
+                                  float max_period) {
+  int64_t N = gpu_tensor_numel(t);
+  if (!is_f32(t)) return shape_error("timestep_embedding", "t", t, "[N] f32");
+  if (!is_f32(emb) || emb->ndim != 2 || emb->shape[0] != N) return shape_error("timestep_embedding", "emb", emb, "[N, dim] f32");
+  struct timestep_push p = {.batch = (u32)N, .dim = (u32)emb->shape[1], .max_period = max_period};
+  uint32_t spec[] = {WG};
+  struct gpu_arg args[] = {{t, 0}, {emb, 0}};
+  return gpu_dispatch(g, KERNEL_timestep_embedding, spec, 1, args, 2, &p, sizeof p, div_up(emb->shape[1], WG),
+                      (uint32_t)N, 1);
+}
+
+enum status op_geglu(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *y) {
+  int64_t F2 = last_dim(x), rows = gpu_tensor_numel(x) / (F2 ? F2 : 1);
+  if (!is_f32(x) || F2 % 2) return shape_error("geglu", "x", x, "[..., 2F] f32");
+  if (!is_f32(y) || last_dim(y) != F2 / 2 || gpu_tensor_numel(y) != rows * F2 / 2)
+    return shape_error("geglu", "y", y, "[..., F] f32");
+  struct geglu_push p = {.rows = (u32)rows, .cols = (u32)(F2 / 2)};
+  uint32_t spec[] = {WG};
+  struct gpu_arg args[] = {{x, 0}, {y, 0}};
+  return gpu_dispatch(g, KERNEL_geglu, spec, 1, args, 2, &p, sizeof p, div_up(F2 / 2, WG), (uint32_t)rows, 1);
 }
 
 enum status op_layernorm(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *gamma,

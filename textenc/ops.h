@@ -17,6 +17,38 @@ enum status op_linear(struct gpu *g, const struct gpu_tensor *x, const struct gp
 enum status op_linear_variant(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w,
                               const struct gpu_tensor *b, const struct gpu_tensor *y, int act,
                               enum linear_variant variant);
+/* y += x W^T + b (a residual connection fused into the product). */
+enum status op_linear_residual(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w,
+                               const struct gpu_tensor *b, const struct gpu_tensor *y);
+
+/* Convolutions are im2col + the matrix product, with the weights on the device as [Cout, Kp]:
+ * Kp = C * k * k rounded up to 4, zero padded (conv_weight_cols). */
+int64_t conv_weight_cols(int64_t channels, int kernel);
+/* y [N, Cout, Ho, Wo] (+)= conv(x [N, C, H, W], w, stride, pad) + b, b [Cout] or [N, Cout] (per image).
+ * scratch: an f32 tensor for the patches; the output pixels are processed in chunks that fit it
+ * and the device's buffer limits, so no buffer beyond the limits is ever needed. */
+enum status op_conv2d(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w, const struct gpu_tensor *b,
+                      const struct gpu_tensor *y, int kernel, int stride, int pad, bool accumulate,
+                      const struct gpu_tensor *scratch);
+/* col [pixels, Kp] = the patches of output pixels [pixel0, pixel0 + pixels) of x[image]. */
+enum status op_im2col(struct gpu *g, const struct gpu_tensor *x, int64_t image, int kernel, int stride, int pad,
+                      int64_t pixel0, const struct gpu_tensor *col);
+/* y [N, Cout, P] (+)= w [Cout, C] tokens [N, P, C]^T + b: a 1x1 convolution reading token layout. */
+enum status op_matmul_nchw(struct gpu *g, const struct gpu_tensor *w, const struct gpu_tensor *tokens,
+                           const struct gpu_tensor *b, const struct gpu_tensor *y, bool accumulate);
+/* Group norm over [N, C, ...] (biased variance), optionally followed by SiLU. y may alias x. */
+enum status op_group_norm(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *gamma,
+                          const struct gpu_tensor *beta, const struct gpu_tensor *y, int groups, float eps, bool silu);
+/* Nearest-neighbour x2: [N, C, H, W] -> [N, C, 2H, 2W]. */
+enum status op_upsample2x(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *y);
+/* y [N, Ca + Cb, ...] = cat(a, b) along the axis after the batch. */
+enum status op_concat(struct gpu *g, const struct gpu_tensor *a, const struct gpu_tensor *b, const struct gpu_tensor *y);
+/* Sinusoidal embedding of timesteps t [N] (fractional allowed): emb [N, dim] = [cos | sin]. */
+enum status op_timestep_embedding(struct gpu *g, const struct gpu_tensor *t, const struct gpu_tensor *emb,
+                                  float max_period);
+/* y [.., F] = a * gelu(gate) for x [.., 2F] = [a | gate] (erf GELU). */
+enum status op_geglu(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *y);
+
 /* Layer norm over the last dimension (biased variance). */
 enum status op_layernorm(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *gamma,
                          const struct gpu_tensor *beta, const struct gpu_tensor *y, float eps);
