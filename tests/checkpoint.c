@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "half.h"
 #include "weights.h"
 
@@ -76,10 +78,8 @@ static float *concat3(const float *a, const float *b, const float *c, int64_t n)
   return v;
 }
 
-int write_clip_checkpoint(const char *path, const struct clip_spec *s, const struct ckpt_options *o) {
-  struct st_writer *w;
-  if (st_writer_create(&w)) return 1;
-  struct pool p = {0};
+static void add_clip_tensors(struct st_writer *w, struct pool *pp, const struct clip_spec *s, const struct ckpt_options *o) {
+  struct pool p = *pp;
   char key[512], canon[256];
   int64_t D = s->width, M = s->mlp;
   const char *pre = o->prefix ? o->prefix : "";
@@ -165,9 +165,64 @@ int write_clip_checkpoint(const char *path, const struct clip_spec *s, const str
     st_writer_add(w, key, ST_I64, 2, SHAPE(1, 77), pos_ids);
   }
 #undef SHAPE
+  *pp = p;
+}
+
+static int finish(struct st_writer *w, struct pool *p, const char *path) {
   int rc = st_writer_finish(w, path) != STATUS_OK;
   st_writer_destroy(w);
-  for (int i = 0; i < p.n; i++) free(p.bufs[i]);
-  free(p.bufs);
+  for (int i = 0; i < p->n; i++) free(p->bufs[i]);
+  free(p->bufs);
   return rc;
+}
+
+int write_clip_checkpoint(const char *path, const struct clip_spec *s, const struct ckpt_options *o) {
+  struct st_writer *w;
+  if (st_writer_create(&w)) return 1;
+  struct pool p = {0};
+  add_clip_tensors(w, &p, s, o);
+  return finish(w, &p, path);
+}
+
+static char *slurp(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *text = malloc((size_t)n + 1);
+  size_t got = fread(text, 1, (size_t)n, f);
+  fclose(f);
+  text[got] = 0;
+  return text;
+}
+
+int write_sd_checkpoint(const char *path, const char *digest_path, enum st_dtype dtype, uint64_t seed,
+                        const struct clip_spec *clip) {
+  char *text = slurp(digest_path);
+  cJSON *root = text ? cJSON_Parse(text) : NULL;
+  free(text);
+  const cJSON *tensors = root ? cJSON_GetObjectItem(root, "tensors") : NULL;
+  struct st_writer *w = NULL;
+  if (!tensors || st_writer_create(&w)) {
+    cJSON_Delete(root);
+    return 1;
+  }
+  struct pool p = {0};
+  struct ckpt_options o = {.dtype = dtype, .seed = seed, .prefix = "cond_stage_model.transformer."};
+  for (const cJSON *t = tensors->child; t; t = t->next) {
+    const char *name = cJSON_GetObjectItem(t, "name")->valuestring;
+    const cJSON *shape = cJSON_GetObjectItem(t, "shape");
+    int nd = cJSON_GetArraySize(shape);
+    int64_t dims[8];
+    for (int i = 0; i < nd; i++) dims[i] = (int64_t)cJSON_GetArrayItem(shape, i)->valuedouble;
+    bool vae = !strncmp(name, "encoder.", 8) || !strncmp(name, "decoder.", 8) || !strncmp(name, "quant_conv", 10) ||
+               !strncmp(name, "post_quant_conv", 15);
+    char key[512];
+    snprintf(key, sizeof key, "%s%s", vae ? "first_stage_model." : "model.diffusion_model.", name);
+    add(w, &p, &o, name, key, nd, dims, rule(name, nd, dims, seed));
+  }
+  cJSON_Delete(root);
+  if (clip) add_clip_tensors(w, &p, clip, &o);
+  return finish(w, &p, path);
 }

@@ -28,4 +28,11 @@ struct ckpt_options {
 /* Writes the checkpoint; returns 0 on success. */
 int write_clip_checkpoint(const char *path, const struct clip_spec *spec, const struct ckpt_options *o);
 
+/* An SD single-file checkpoint of the U-Net and VAE tensors listed in a weight digest of
+ * ../shared/ref/goldens (names and shapes in checkpoint order), under model.diffusion_model. and
+ * first_stage_model., values from the weight rule; with `with_clip`, the CLIP text tensors of
+ * `clip` under cond_stage_model.transformer. too. */
+int write_sd_checkpoint(const char *path, const char *digest_path, enum st_dtype dtype, uint64_t seed,
+                        const struct clip_spec *clip);
+
 #endif

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "half.h"
 #include "ops.h"
+#include "weight_loader.h"
 
 struct clip_layer {
   struct gpu_tensor ln1_w, ln1_b, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b, ln2_w, ln2_b, fc1_w, fc1_b, fc2_w, fc2_b;
@@ -128,78 +128,13 @@ enum status clip_text_detect(const struct safetensors *st, const char *prefix, s
 
 /* --- loading --- */
 
-struct loader {
-  struct clip_text *m;
-  const struct safetensors *st;
-  float *host;
-  uint16_t *half;
-  size_t cap;
-  bool measure; /* first pass: only add up the bytes */
-  VkDeviceSize bytes;
-};
-
-/* Loads rows [row0, row0 + rows) of the checkpoint tensor `key` (expected shape ndim/shape), optionally
- * transposed (a [rows, cols] block stored as [cols, rows]), as dtype dt. */
-static enum status load(struct loader *l, const char *key, int ndim, const int64_t *shape, int64_t row0, int64_t rows,
-                        bool transpose, enum dtype dt, struct gpu_tensor *out) {
-  const struct safetensors *st = l->st;
-  const struct st_tensor *t = safetensors_find(st, key);
-  char want[96], got[96];
-  size_t o = 0;
-  for (int i = 0; i < ndim; i++) o += (size_t)snprintf(want + o, sizeof want - o, "%s%lld", i ? ", " : "", (long long)shape[i]);
-  if (!t) return status_set(STATUS_FORMAT, "%s: tensor '%s' [%s] is missing", safetensors_path(st), key, want);
-  bool same = t->ndim == ndim;
-  for (int i = 0; same && i < ndim; i++) same = t->shape[i] == shape[i];
-  if (!same) {
-    o = 0;
-    for (int i = 0; i < t->ndim; i++) o += (size_t)snprintf(got + o, sizeof got - o, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
-    if (!t->ndim) snprintf(got, sizeof got, "scalar");
-    return status_set(STATUS_FORMAT, "%s: tensor '%s': expected [%s], got [%s]", safetensors_path(st), key, want, got);
-  }
-  if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16)
-    return status_set(STATUS_FORMAT, "%s: tensor '%s' is %s, expected F32, F16 or BF16", safetensors_path(st), key,
-                      st_dtype_name(t->dtype));
-  /* the block read: rows [row0, row0 + rows) x cols, or the whole 2-D tensor transposed */
-  int64_t cols = ndim == 2 ? shape[1] : 1, n = transpose ? shape[0] * shape[1] : rows * cols;
-  int64_t out_shape[2] = {transpose ? shape[1] : rows, transpose ? shape[0] : cols};
-  int out_ndim = ndim == 2 ? 2 : 1;
-  if (l->measure) {
-    l->bytes += gpu_aligned_size(l->m->g, (VkDeviceSize)n * dtype_size(dt));
-    return STATUS_OK;
-  }
-  if ((size_t)t->numel > l->cap) {
-    free(l->host), free(l->half);
-    l->cap = (size_t)t->numel;
-    l->host = malloc(l->cap * sizeof *l->host);
-    l->half = malloc(l->cap * sizeof *l->half);
-    if (!l->host || !l->half) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
-  }
-  safetensors_read_f32(st, t, l->host);
-  for (int64_t i = 0; i < t->numel; i++)
-    if (!isfinite(l->host[i]))
-      return status_set(STATUS_NUMERIC, "%s: tensor '%s' holds a NaN or infinite value (element %lld): the "
-                        "checkpoint is damaged", safetensors_path(st), key, (long long)i);
-  float *src = l->host + row0 * cols;
-  if (transpose) { /* the [cols=shape[0], rows] block -> [rows, shape[0]] */
-    float *tmp = malloc((size_t)n * sizeof *tmp);
-    if (!tmp) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
-    for (int64_t r = 0; r < shape[0]; r++)
-      for (int64_t c = 0; c < shape[1]; c++) tmp[c * shape[0] + r] = l->host[r * shape[1] + c];
-    memcpy(l->host, tmp, (size_t)n * sizeof *tmp);
-    free(tmp);
-    src = l->host;
-  }
-  enum status s = gpu_arena_alloc(l->m->weights, dt, out_ndim, out_shape, out);
-  if (s) return s;
-  if (dt == DT_F16) {
-    for (int64_t i = 0; i < n; i++) l->half[i] = half_from_float(src[i]);
-    return gpu_upload(l->m->g, out, l->half, (size_t)n * 2);
-  }
-  return gpu_upload(l->m->g, out, src, (size_t)n * 4);
+/* checkpoint key -> device tensor, rows [row0, row0 + rows) when rows > 0 */
+static enum status load(struct weight_loader *l, const char *key, int ndim, const int64_t *shape, int64_t row0,
+                        int64_t rows, bool transpose, enum dtype dt, struct gpu_tensor *out) {
+  return weight_load(l, key, ndim, shape, row0, rows, transpose ? WL_TRANSPOSE : WL_PLAIN, dt, out);
 }
 
-static enum status load_all(struct loader *l) {
-  struct clip_text *m = l->m;
+static enum status load_all(struct clip_text *m, struct weight_loader *l) {
   const struct clip_text_config *c = &m->cfg;
   enum dtype mat = m->fp16 ? DT_F16 : DT_F32;
   int64_t D = c->width, M = c->mlp;
@@ -264,13 +199,12 @@ enum status clip_text_load(struct gpu *g, const struct safetensors *st, const st
     s = status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
     goto fail;
   }
-  struct loader l = {.m = m, .st = st, .measure = true};
-  if ((s = load_all(&l))) goto fail;
+  struct weight_loader l = {.g = g, .st = st};
+  if ((s = load_all(m, &l))) goto fail;
   if ((s = gpu_arena_create(g, l.bytes, "CLIP text weights", &m->weights))) goto fail;
-  l.measure = false;
-  s = load_all(&l);
-  free(l.host);
-  free(l.half);
+  l.arena = m->weights;
+  s = load_all(m, &l);
+  weight_loader_free(&l);
   if (s) goto fail;
   *out = m;
   return STATUS_OK;
@@ -294,7 +228,7 @@ uint64_t clip_text_weight_bytes(const struct clip_text *m) { return gpu_arena_us
 /* --- forward --- */
 
 struct acts {
-  struct gpu_tensor ids, x, h, q, k, v, a, tmp, f, skip, cond, last, eot, pooled, projected;
+  struct gpu_tensor ids, x, h, q, k, v, a, f, skip, cond, last, eot, pooled, projected;
 };
 
 static enum status acts_alloc(struct clip_text *m, int S, struct acts *A, bool measure, VkDeviceSize *bytes) {
@@ -308,7 +242,7 @@ static enum status acts_alloc(struct clip_text *m, int S, struct acts *A, bool m
   } list[] = {
       {&A->ids, DT_I32, 2, {S, T}},     {&A->x, DT_F32, 3, {S, T, D}},          {&A->h, DT_F32, 3, {S, T, D}},
       {&A->q, DT_F32, 3, {S, T, D}},    {&A->k, DT_F32, 3, {S, T, D}},          {&A->v, DT_F32, 3, {S, T, D}},
-      {&A->a, DT_F32, 3, {S, T, D}},    {&A->tmp, DT_F32, 3, {S, T, D}},        {&A->f, DT_F32, 3, {S, T, c->mlp}},
+      {&A->a, DT_F32, 3, {S, T, D}},    {&A->f, DT_F32, 3, {S, T, c->mlp}},
       {&A->skip, DT_F32, 3, {S, T, D}}, {&A->cond, DT_F32, 3, {S, T, D}},       {&A->last, DT_F32, 3, {S, T, D}},
       {&A->eot, DT_I32, 1, {S}},        {&A->pooled, DT_F32, 2, {S, D}},        {&A->projected, DT_F32, 2, {S, c->proj ? c->proj : 1}},
   };
@@ -340,12 +274,10 @@ static enum status record(struct clip_text *m, struct acts *A, int clip_skip) {
     TRY(op_linear(g, &A->h, &L->k_w, &L->k_b, &A->k, ACT_NONE));           /* k */
     TRY(op_linear(g, &A->h, &L->v_w, &L->v_b, &A->v, ACT_NONE));           /* v */
     TRY(op_attention(g, &A->q, &A->k, &A->v, &A->a, c->heads, true, scale)); /* causal, [S, T, D] */
-    TRY(op_linear(g, &A->a, &L->o_w, &L->o_b, &A->tmp, ACT_NONE));         /* out_proj */
-    TRY(op_add(g, &A->x, &A->tmp, &A->x));                                 /* x += attn */
+    TRY(op_linear_residual(g, &A->a, &L->o_w, &L->o_b, &A->x));           /* x += out_proj(attn) */
     TRY(op_layernorm(g, &A->x, &L->ln2_w, &L->ln2_b, &A->h, c->eps));      /* h = LN2(x) */
     TRY(op_linear(g, &A->h, &L->fc1_w, &L->fc1_b, &A->f, c->act));         /* f [S, T, MLP] */
-    TRY(op_linear(g, &A->f, &L->fc2_w, &L->fc2_b, &A->tmp, ACT_NONE));     /* fc2 [S, T, D] */
-    TRY(op_add(g, &A->x, &A->tmp, &A->x));                                 /* x += mlp */
+    TRY(op_linear_residual(g, &A->f, &L->fc2_w, &L->fc2_b, &A->x));       /* x += fc2(f) */
     if (clip_skip > 1 && i == c->layers - clip_skip) TRY(gpu_copy(g, &A->x, &A->skip));
   }
   const struct gpu_tensor *pooled_src = &A->cond;

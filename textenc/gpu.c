@@ -614,6 +614,7 @@ enum status gpu_arena_alloc(struct gpu_arena *a, enum dtype dt, int ndim, const 
 }
 
 VkDeviceSize gpu_arena_used(const struct gpu_arena *a) { return a->used; }
+VkDeviceSize gpu_arena_capacity(const struct gpu_arena *a) { return a->buf->size; }
 void gpu_arena_reset(struct gpu_arena *a, VkDeviceSize to) {
   VKD_ASSERT(to <= a->used);
   a->used = to;

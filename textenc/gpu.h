@@ -99,6 +99,7 @@ void gpu_arena_destroy(struct gpu_arena *a);
 enum status gpu_arena_alloc(struct gpu_arena *a, enum dtype dt, int ndim, const int64_t *shape,
                             struct gpu_tensor *out);
 VkDeviceSize gpu_arena_used(const struct gpu_arena *a);
+VkDeviceSize gpu_arena_capacity(const struct gpu_arena *a);
 void gpu_arena_reset(struct gpu_arena *a, VkDeviceSize to); /* frees everything above `to` */
 /* Bytes an allocation of `bytes` takes in an arena of this device (with alignment). */
 VkDeviceSize gpu_aligned_size(const struct gpu *g, VkDeviceSize bytes);

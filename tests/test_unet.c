@@ -1,0 +1,120 @@
+/* The U-Net against ../shared/ref/goldens/unet_tiny.safetensors and unet_sd15_16x16.safetensors,
+ * with checkpoints built from the weight rule over the key lists of the reference digests.
+ * Tolerances (../shared/ref/README.md, CHECK_CLOSE atol + rtol*|ref|): eps fp32 path atol 1e-4
+ * rtol 1e-4 (tiny) and 3e-4 (sd15); block traces atol 1e-3 rtol 1e-4; fp16 storage atol 3e-2
+ * rtol 3e-2 (traces 5e-2 / 2e-2). sd15 runs on the fp16 path only (its fp32 weights, 3.4 GB, do
+ * not fit lavapipe's 2 GB heap); its golden comes from the same F16 weights, so the fp32 bounds apply. */
+#define _POSIX_C_SOURCE 200809L
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "test.h"
+#include "unet.h"
+
+static struct gpu *gpu;
+
+static float *tensor(struct safetensors *st, const char *name, size_t *n) {
+  const struct st_tensor *t = safetensors_find(st, name);
+  if (!t) return NULL;
+  float *v = malloc((size_t)t->numel * sizeof *v);
+  safetensors_read_f32(st, t, v);
+  if (n) *n = (size_t)t->numel;
+  return v;
+}
+
+static void run_golden(const char *label, const char *ckpt_path, struct safetensors *gold, bool fp16, int heads,
+                       double eps_atol, double eps_rtol, double tr_atol, double tr_rtol) {
+  struct safetensors *ck = NULL;
+  CHECK_OK(safetensors_open(ckpt_path, &ck));
+  if (!ck) return;
+  struct unet_options o = {.fp16 = fp16, .heads_all = heads};
+  struct unet *u = NULL;
+  CHECK_OK(unet_load(gpu, ck, &o, &u));
+  if (!u) {
+    safetensors_close(ck);
+    return;
+  }
+  const struct st_tensor *xt = safetensors_find(gold, "x"), *ct = safetensors_find(gold, "context");
+  int N = (int)xt->shape[0], H = (int)xt->shape[2], W = (int)xt->shape[3], T = (int)ct->shape[1];
+  size_t n_eps;
+  float *x = tensor(gold, "x", NULL), *t = tensor(gold, "t", NULL), *ctx = tensor(gold, "context", NULL);
+  float *ref = tensor(gold, "eps", &n_eps), *eps = malloc(n_eps * sizeof *eps);
+  struct unet_info info;
+  unet_get_info(u, &info);
+  struct unet_trace tr = {0};
+  char names[32][64];
+  float *refs[32] = {0};
+  size_t sizes[32];
+  int nt = 0;
+  for (int i = 0; i < info.n_input; i++) { /* every block output the golden holds */
+    snprintf(names[nt], 64, "trace.input_blocks.%d", i);
+    if ((refs[nt] = tensor(gold, names[nt], &sizes[nt]))) tr.input[i] = malloc(sizes[nt] * 4), nt++;
+  }
+  snprintf(names[nt], 64, "trace.middle_block");
+  if ((refs[nt] = tensor(gold, names[nt], &sizes[nt]))) tr.middle = malloc(sizes[nt] * 4), nt++;
+  for (int i = 0; i < info.n_output; i++) {
+    snprintf(names[nt], 64, "trace.output_blocks.%d", i);
+    if ((refs[nt] = tensor(gold, names[nt], &sizes[nt]))) tr.output[i] = malloc(sizes[nt] * 4), nt++;
+  }
+  size_t n_emb;
+  float *ref_emb = tensor(gold, "trace.emb", &n_emb);
+  tr.emb = malloc(n_emb * 4);
+  CHECK_OK(unet_forward(u, x, t, ctx, N, H, W, T, eps, &tr));
+  char what[160];
+  snprintf(what, sizeof what, "%s eps", label);
+  CHECK_CLOSE(what, eps, ref, n_eps, eps_atol, eps_rtol);
+  snprintf(what, sizeof what, "%s trace.emb", label);
+  CHECK_CLOSE(what, tr.emb, ref_emb, n_emb, tr_atol, tr_rtol);
+  int k = 0;
+  for (int i = 0; i < info.n_input; i++)
+    if (tr.input[i]) snprintf(what, sizeof what, "%s %s", label, names[k]), CHECK_CLOSE(what, tr.input[i], refs[k], sizes[k], tr_atol, tr_rtol), k++;
+  if (tr.middle) snprintf(what, sizeof what, "%s %s", label, names[k]), CHECK_CLOSE(what, tr.middle, refs[k], sizes[k], tr_atol, tr_rtol), k++;
+  for (int i = 0; i < info.n_output; i++)
+    if (tr.output[i]) snprintf(what, sizeof what, "%s %s", label, names[k]), CHECK_CLOSE(what, tr.output[i], refs[k], sizes[k], tr_atol, tr_rtol), k++;
+  printf("  %s: %lld parameters, %d levels, %d ResBlocks, %d transformers, weights %.1f MB, activations %.1f MB\n", label,
+         (long long)info.parameters, info.levels, info.n_res, info.n_transformers, unet_weight_bytes(u) / 1e6,
+         unet_activation_bytes(u) / 1e6);
+  for (int i = 0; i < 32; i++) free(tr.input[i]), free(tr.output[i]), free(refs[i]);
+  free(tr.middle), free(tr.emb), free(ref_emb), free(x), free(t), free(ctx), free(ref), free(eps);
+  unet_destroy(u);
+  safetensors_close(ck);
+}
+
+int main(void) {
+  int rc = 0;
+  char gpath[1024], dpath[1024], dir[256], ckpt[512];
+  test_shared_path(gpath, sizeof gpath, "ref/goldens/unet_tiny.safetensors");
+  test_shared_path(dpath, sizeof dpath, "ref/goldens/weights_digest_unet_vae_tiny_seed1.json");
+  struct safetensors *gold = NULL;
+  if (safetensors_open(gpath, &gold)) return test_skip("cannot read ../shared/ref/goldens/unet_tiny.safetensors");
+  gpu = test_gpu(&rc);
+  if (!gpu) {
+    safetensors_close(gold);
+    return rc;
+  }
+  snprintf(dir, sizeof dir, "/tmp/vkd_test_unet_%ld", (long)getpid());
+  mkdir(dir, 0755);
+  snprintf(ckpt, sizeof ckpt, "%s/tiny.safetensors", dir);
+  CHECK(write_sd_checkpoint(ckpt, dpath, ST_F32, 1, NULL) == 0);
+  run_golden("tiny fp32", ckpt, gold, false, 2, 1e-4, 1e-4, 1e-3, 1e-4);
+  run_golden("tiny fp16", ckpt, gold, true, 2, 3e-2, 3e-2, 5e-2, 2e-2);
+  unlink(ckpt);
+  safetensors_close(gold);
+  /* SD 1.5 at 16x16 from its F16 checkpoint */
+  test_shared_path(gpath, sizeof gpath, "ref/goldens/unet_sd15_16x16.safetensors");
+  test_shared_path(dpath, sizeof dpath, "ref/goldens/weights_digest_unet_vae_sd15_seed1.json");
+  if (!safetensors_open(gpath, &gold)) {
+    snprintf(ckpt, sizeof ckpt, "%s/sd15.safetensors", dir);
+    CHECK(write_sd_checkpoint(ckpt, dpath, ST_F16, 1, NULL) == 0);
+    /* the golden was computed from these F16 weights: fp16 storage is exact here, so the fp32 bounds hold */
+    run_golden("sd15 16x16 fp16", ckpt, gold, true, 8, 3e-4, 3e-4, 1e-3, 1e-4);
+    unlink(ckpt);
+    safetensors_close(gold);
+  } else {
+    CHECK_MSG(0, "cannot read %s", gpath);
+  }
+  rmdir(dir);
+  test_gpu_done(gpu);
+  return test_result("test_unet");
+}
