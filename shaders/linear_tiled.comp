@@ -10,6 +10,7 @@
 // Dispatch: (ceil(ceil(N / BN) / WG), ceil(M / BM), 1).
 #version 450
 #extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
 #include "push.h"
 #include "common.glsl"
 
@@ -27,17 +28,17 @@ void main() {
   int M = int(p.rows), N = int(p.cols), K4 = int(p.inner) / 4;
   if (n0 >= N || m0 >= M) return;
   int ar[BM], br[BN];
-  for (int i = 0; i < BM; i++) ar[i] = min(m0 + i, M - 1) * K4;
-  for (int j = 0; j < BN; j++) br[j] = min(n0 + j, N - 1) * K4;
+  [[unroll]] for (int i = 0; i < BM; i++) ar[i] = min(m0 + i, M - 1) * K4;
+  [[unroll]] for (int j = 0; j < BN; j++) br[j] = min(n0 + j, N - 1) * K4;
   float acc[BM][BN];
-  for (int i = 0; i < BM; i++)
-    for (int j = 0; j < BN; j++) acc[i][j] = 0.0;
+  [[unroll]] for (int i = 0; i < BM; i++)
+    [[unroll]] for (int j = 0; j < BN; j++) acc[i][j] = 0.0;
   for (int k = 0; k < K4; k++) {
     vec4 av[BM];
-    for (int i = 0; i < BM; i++) av[i] = texelFetch(A, ar[i] + k);
-    for (int j = 0; j < BN; j++) {
+    [[unroll]] for (int i = 0; i < BM; i++) av[i] = texelFetch(A, ar[i] + k);
+    [[unroll]] for (int j = 0; j < BN; j++) {
       vec4 bv = texelFetch(B, br[j] + k);
-      for (int i = 0; i < BM; i++) acc[i][j] += dot(av[i], bv);
+      [[unroll]] for (int i = 0; i < BM; i++) acc[i][j] += dot(av[i], bv);
     }
   }
   for (int i = 0; i < BM; i++) {

@@ -385,6 +385,14 @@ int main(void) {
   test_attention(2, 7, 77, 3, 7, false);
   test_attention(1, 1, 1, 1, 1, true);
   test_attention(1, 769, 7, 2, 16, false);
+  test_attention(1, 64, 64, 1, 512, false); /* the VAE's single head over 512 channels */
+  test_attention(1, 96, 96, 1, 128, false);
+  test_attention(1, 256, 256, 1, 512, false);
+  test_attention(1, 128, 128, 1, 512, false);
+  test_attention(1, 256, 256, 1, 128, false);
+  test_attention(1, 256, 256, 1, 256, false);
+  test_attention(1, 65, 65, 1, 512, false);
+  test_attention(2, 250, 77, 8, 40, false); /* SD 1.x cross-attention shapes */
   test_eltwise(77 * 768);
   test_eltwise(1);
   test_eltwise(7);
@@ -396,6 +404,7 @@ int main(void) {
   test_conv(2, 96, 8, 12, 64, 1, 1, 0, DT_F16, 1 << 20, false, false);  /* 1x1 skip */
   test_conv(1, 3, 7, 7, 7, 3, 1, 1, DT_F32, 1 << 20, false, false);     /* K = 27: padded to 28 */
   test_conv(2, 32, 16, 16, 32, 3, 1, 1, DT_F16, 288 * 37, true, false); /* scratch for 37 pixels: chunked */
+  test_conv(1, 512, 16, 16, 512, 3, 1, 1, DT_F16, 4 << 20, false, false); /* the VAE mid block */
   test_group_norm(2, 64, 16 * 24, 32, true);
   test_group_norm(1, 320, 64, 32, false);
   test_group_norm(1, 96, 7, 32, true);

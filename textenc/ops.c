@@ -299,15 +299,19 @@ enum status op_attention(struct gpu *g, const struct gpu_tensor *q, const struct
     return shape_error("attention", "v", v, "k's shape");
   if (!is_f32(o) || gpu_tensor_numel(o) != N * Tq * W) return shape_error("attention", "o", o, "q's shape");
   int64_t D = W / n_head;
-  if (D > 256) return status_set(STATUS_UNSUPPORTED, "attention: head width %lld > 256", (long long)D);
+  if (D > 512) return status_set(STATUS_UNSUPPORTED, "attention: head width %lld > 512", (long long)D);
   if (Tk == 0) return status_set(STATUS_INVALID_ARGUMENT, "attention: no keys");
   struct attention_push p = {.batch = (u32)N, .q_len = (u32)Tq, .kv_len = (u32)Tk, .n_head = (u32)n_head,
                              .head_dim = (u32)D, .causal = causal, .scale = scale};
-  uint32_t wg = 32;
-  uint32_t spec[] = {wg, (uint32_t)D};
+  /* llvmpipe ends any invocation whose runtime loops run more than 65535 times in all; the key
+   * loop is the only runtime loop of this kernel */
+  if (Tk > 65000)
+    return status_set(STATUS_UNSUPPORTED, "attention over %lld keys: at most 65000 in one pass", (long long)Tk);
+  uint32_t wg = 32, slice = D <= 128 ? (uint32_t)D : 128;
+  uint32_t spec[] = {wg, (uint32_t)D, slice};
   struct gpu_arg args[] = {{q, 0}, {k, 0}, {v, 0}, {o, 0}};
-  return gpu_dispatch(g, KERNEL_attention, spec, 2, args, 4, &p, sizeof p, div_up(Tq, wg), (uint32_t)n_head,
-                      (uint32_t)N);
+  return gpu_dispatch(g, KERNEL_attention, spec, 3, args, 4, &p, sizeof p, div_up(Tq, wg),
+                      (uint32_t)n_head * div_up(D, slice), (uint32_t)N);
 }
 
 enum status op_add(struct gpu *g, const struct gpu_tensor *a, const struct gpu_tensor *b,

@@ -1,0 +1,50 @@
+/* The SD VAE decoder (CompVis AutoencoderKL's post_quant_conv + Decoder) on Vulkan.
+ *
+ *   struct vae *v;
+ *   vae_load(g, st, &(struct vae_options){.fp16 = true}, &v);
+ *   vae_decode(v, latent, N, h, w, VAE_TILING_AUTO, image);   // image [N, 3, 8h, 8w] in about [-1, 1]
+ *   vae_destroy(v);
+ *
+ * The input latent is the sampler's (scaled): it is divided by the scale factor (0.18215) first.
+ * Levels, channels and blocks come from the tensors under `first_stage_model.`. When the
+ * activations of a whole image would exceed the device's buffer limits (or 1 GiB), the latent
+ * is decoded in overlapping tiles blended with linear ramps (VAE_TILING_AUTO), or always/never. */
+#ifndef VKD_VAE_H
+#define VKD_VAE_H
+
+#include <stdbool.h>
+
+#include "gpu.h"
+#include "safetensors.h"
+
+enum vae_tiling { VAE_TILING_AUTO, VAE_TILING_ON, VAE_TILING_OFF };
+
+struct vae_options {
+  bool fp16;
+  const char *prefix;   /* NULL: "first_stage_model." */
+  float scale_factor;   /* 0: 0.18215 */
+  int tile;             /* latent tile size for tiling (0: 32) */
+  int overlap;          /* latent overlap between tiles (0: 8) */
+};
+
+struct vae;
+
+bool vae_present(const struct safetensors *st, const char *prefix);
+enum status vae_load(struct gpu *g, const struct safetensors *st, const struct vae_options *opt, struct vae **out);
+void vae_destroy(struct vae *v);
+int vae_factor(const struct vae *v); /* image pixels per latent pixel (8 for SD) */
+int64_t vae_parameters(const struct vae *v);
+uint64_t vae_weight_bytes(const struct vae *v);
+uint64_t vae_activation_bytes(const struct vae *v);
+/* Whether the last decode was tiled. */
+bool vae_last_tiled(const struct vae *v);
+enum status vae_decode(struct vae *v, const float *latent, int N, int h, int w, enum vae_tiling tiling, float *image);
+/* Block outputs of an untiled decode, for comparing with a reference (pointers left NULL are skipped). */
+struct vae_trace {
+  float *post_quant_conv, *mid, *up[8];
+};
+enum status vae_decode_traced(struct vae *v, const float *latent, int N, int h, int w, float *image,
+                              struct vae_trace *trace);
+double vae_gflop(const struct vae *v, int N, int h, int w);
+
+#endif

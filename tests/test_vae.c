@@ -1,0 +1,158 @@
+/* The VAE decoder against ../shared/ref/goldens/vae_tiny.safetensors and vae_sd15_16x16, with
+ * checkpoints built from the weight rule. Tolerances (../shared/ref/README.md): image fp32 path
+ * atol 1e-4 rtol 1e-4; fp16 storage atol 2e-2 rtol 2e-2 (sd15's golden comes from its F16 weights,
+ * so the fp32 bounds hold there). Tiled decoding: no seams (see tiling()). */
+#define _POSIX_C_SOURCE 200809L
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "test.h"
+#include "vae.h"
+
+static struct gpu *gpu;
+
+static float *tensor(struct safetensors *st, const char *name, size_t *n) {
+  const struct st_tensor *t = safetensors_find(st, name);
+  if (!t) return NULL;
+  float *v = malloc((size_t)t->numel * sizeof *v);
+  safetensors_read_f32(st, t, v);
+  if (n) *n = (size_t)t->numel;
+  return v;
+}
+
+static struct vae *open_vae(const char *ckpt, bool fp16, int tile, int overlap, struct safetensors **st) {
+  CHECK_OK(safetensors_open(ckpt, st));
+  if (!*st) return NULL;
+  struct vae *v = NULL;
+  struct vae_options o = {.fp16 = fp16, .tile = tile, .overlap = overlap};
+  CHECK_OK(vae_load(gpu, *st, &o, &v));
+  return v;
+}
+
+static void golden(const char *label, const char *ckpt, struct safetensors *gold, bool fp16, double atol, double rtol) {
+  struct safetensors *st = NULL;
+  struct vae *v = open_vae(ckpt, fp16, 0, 0, &st);
+  if (v) {
+    const struct st_tensor *lt = safetensors_find(gold, "latent");
+    size_t ni;
+    float *lat = tensor(gold, "latent", NULL), *ref = tensor(gold, "image", &ni), *img = malloc(ni * 4);
+    struct vae_trace tr = {0};
+    size_t n_pq, n_mid, n_up[8] = {0};
+    float *r_pq = tensor(gold, "trace.post_quant_conv", &n_pq), *r_mid = tensor(gold, "trace.mid", &n_mid), *r_up[8] = {0};
+    tr.post_quant_conv = malloc(n_pq * 4);
+    tr.mid = malloc(n_mid * 4);
+    for (int i = 0; i < 8; i++) {
+      char name[64];
+      snprintf(name, sizeof name, "trace.up.%d", i);
+      if ((r_up[i] = tensor(gold, name, &n_up[i]))) tr.up[i] = malloc(n_up[i] * 4);
+    }
+    CHECK_OK(vae_decode_traced(v, lat, (int)lt->shape[0], (int)lt->shape[2], (int)lt->shape[3], img, &tr));
+    char what[128];
+    snprintf(what, sizeof what, "%s trace.post_quant_conv", label);
+    CHECK_CLOSE(what, tr.post_quant_conv, r_pq, n_pq, atol * 10, rtol);
+    snprintf(what, sizeof what, "%s trace.mid", label);
+    CHECK_CLOSE(what, tr.mid, r_mid, n_mid, atol * 10, rtol);
+    for (int i = 7; i >= 0; i--)
+      if (r_up[i]) {
+        snprintf(what, sizeof what, "%s trace.up.%d", label, i);
+        CHECK_CLOSE(what, tr.up[i], r_up[i], n_up[i], atol * 10, rtol);
+      }
+    free(tr.post_quant_conv), free(tr.mid), free(r_pq), free(r_mid);
+    for (int i = 0; i < 8; i++) free(tr.up[i]), free(r_up[i]);
+    snprintf(what, sizeof what, "%s image", label);
+    CHECK_CLOSE(what, img, ref, ni, atol, rtol);
+    printf("  %s: %lld parameters, weights %.1f MB, activations %.1f MB\n", label, (long long)vae_parameters(v),
+           vae_weight_bytes(v) / 1e6, vae_activation_bytes(v) / 1e6);
+    free(lat), free(ref), free(img);
+  }
+  vae_destroy(v);
+  safetensors_close(st);
+}
+
+static void tiling(const char *ckpt) {
+  struct safetensors *st = NULL;
+  struct vae *v = open_vae(ckpt, false, 8, 3, &st);
+  if (!v) return;
+  int h = 20, w = 28, f = vae_factor(v);
+  size_t nz = 4 * (size_t)h * w, ni = 3 * (size_t)f * h * f * w;
+  float *lat = malloc(nz * 4), *a = malloc(ni * 4), *b = malloc(ni * 4);
+  test_random(lat, nz, 40);
+  for (size_t i = 0; i < nz; i++) lat[i] *= 0.18215f * 1.5f;
+  CHECK_OK(vae_decode(v, lat, 1, h, w, VAE_TILING_OFF, a));
+  CHECK(!vae_last_tiled(v));
+  CHECK_OK(vae_decode(v, lat, 1, h, w, VAE_TILING_ON, b));
+  CHECK(vae_last_tiled(v));
+  /* Tiles normalise (GroupNorm) and attend over themselves only, so a tiled decode is not the
+   * whole one (reported, not bounded here); what blending guarantees is the absence of seams:
+   * no column or row step of the tiled image is far above the typical step of the whole one. */
+  double worst = 0, typical = 0;
+  int H = f * h, W = f * w;
+  for (int pass = 0; pass < 2; pass++)
+    for (int c = 0; c < 3; c++)
+      for (int y = 0; y + 1 < (pass ? H : H + 1); y++)
+        for (int x = 0; x + 1 < (pass ? W + 1 : W); x++) {
+          if (y >= H || x >= W) continue;
+          size_t o = ((size_t)c * H + y) * W + x, o2 = pass ? o + W : o + 1;
+          if ((pass && y + 1 >= H) || (!pass && x + 1 >= W)) continue;
+          typical += fabs(a[o2] - a[o]);
+        }
+  typical /= 3.0 * ((H - 1) * W + H * (W - 1));
+  for (int c = 0; c < 3; c++) /* mean step across each image column boundary, tiled image */
+    for (int x = 0; x + 1 < W; x++) {
+      double col = 0;
+      for (int y = 0; y < H; y++) col += fabs(b[((size_t)c * H + y) * W + x + 1] - b[((size_t)c * H + y) * W + x]);
+      if (col / H > worst) worst = col / H;
+    }
+  double diff = 0;
+  for (size_t i = 0; i < ni; i++) diff = fmax(diff, fabs(a[i] - b[i]));
+  printf("  tiled decode: largest mean column step %.3f vs typical step %.3f of the whole decode; "
+         "max |tiled - whole| %.3f\n", worst, typical, diff);
+  CHECK_MSG(worst < 2.5 * typical, "a seam: column step %.3f, typical %.3f", worst, typical);
+  for (size_t i = 0; i < ni; i++) CHECK(isfinite(b[i]));
+  CHECK_OK(vae_decode(v, lat, 1, h, w, VAE_TILING_AUTO, b)); /* small: auto decodes whole */
+  CHECK(!vae_last_tiled(v));
+  /* a NaN latent is an error, not a grey image */
+  lat[17] = NAN;
+  CHECK(vae_decode(v, lat, 1, h, w, VAE_TILING_OFF, b) == STATUS_NUMERIC);
+  free(lat), free(a), free(b);
+  vae_destroy(v);
+  safetensors_close(st);
+}
+
+int main(void) {
+  int rc = 0;
+  char gpath[1024], dpath[1024], dir[256], ckpt[512];
+  struct safetensors *gold = NULL;
+  test_shared_path(gpath, sizeof gpath, "ref/goldens/vae_tiny.safetensors");
+  if (safetensors_open(gpath, &gold)) return test_skip("cannot read ../shared/ref/goldens/vae_tiny.safetensors");
+  gpu = test_gpu(&rc);
+  if (!gpu) {
+    safetensors_close(gold);
+    return rc;
+  }
+  snprintf(dir, sizeof dir, "/tmp/vkd_test_vae_%ld", (long)getpid());
+  mkdir(dir, 0755);
+  snprintf(ckpt, sizeof ckpt, "%s/tiny.safetensors", dir);
+  test_shared_path(dpath, sizeof dpath, "ref/goldens/weights_digest_unet_vae_tiny_seed1.json");
+  CHECK(write_sd_checkpoint(ckpt, dpath, ST_F32, 1, NULL) == 0);
+  golden("tiny fp32", ckpt, gold, false, 1e-4, 1e-4);
+  golden("tiny fp16", ckpt, gold, true, 2e-2, 2e-2);
+  tiling(ckpt);
+  unlink(ckpt);
+  safetensors_close(gold);
+  test_shared_path(gpath, sizeof gpath, "ref/goldens/vae_sd15_16x16.safetensors");
+  test_shared_path(dpath, sizeof dpath, "ref/goldens/weights_digest_unet_vae_sd15_seed1.json");
+  if (!safetensors_open(gpath, &gold)) {
+    snprintf(ckpt, sizeof ckpt, "%s/sd15.safetensors", dir);
+    CHECK(write_sd_checkpoint(ckpt, dpath, ST_F16, 1, NULL) == 0);
+    golden("sd15 16x16 fp16 storage", ckpt, gold, true, 1e-4, 1e-4);
+    unlink(ckpt);
+    safetensors_close(gold);
+  } else {
+    CHECK_MSG(0, "cannot read %s", gpath);
+  }
+  rmdir(dir);
+  test_gpu_done(gpu);
+  return test_result("test_vae");
+}
