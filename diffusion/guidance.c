@@ -1,0 +1,53 @@
+#include "guidance.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum status guidance_init(struct guidance *g, struct unet *u, const float *cond, const float *uncond, int T,
+                          int C, int H, int W, float scale) {
+  struct unet_info info;
+  unet_get_info(u, &info);
+  *g = (struct guidance){.unet = u, .cond = cond, .uncond = uncond, .T = T, .context_dim = info.context_dim,
+                         .C = C, .H = H, .W = W, .scale = scale};
+  size_t n = (size_t)C * H * W, ctx = (size_t)T * info.context_dim;
+  g->x2 = malloc(2 * n * sizeof *g->x2);
+  g->eps2 = malloc(2 * n * sizeof *g->eps2);
+  g->ctx2 = malloc(2 * ctx * sizeof *g->ctx2);
+  if (!g->x2 || !g->eps2 || !g->ctx2) {
+    guidance_free(g);
+    return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+  }
+  memcpy(g->ctx2, uncond, ctx * sizeof *g->ctx2); /* batch element 0: uncond, 1: cond */
+  memcpy(g->ctx2 + ctx, cond, ctx * sizeof *g->ctx2);
+  return STATUS_OK;
+}
+
+void guidance_free(struct guidance *g) {
+  free(g->x2), free(g->eps2), free(g->ctx2);
+  g->x2 = g->eps2 = g->ctx2 = NULL;
+}
+
+enum status guidance_denoise(const float *x_in, double t, float *eps, void *user) {
+  struct guidance *g = user;
+  size_t n = (size_t)g->C * g->H * g->W;
+  float tt[2] = {(float)t, (float)t};
+  g->evals++;
+  if (g->scale == 1.0f) /* no unconditional pass */
+    return unet_forward(g->unet, x_in, tt, g->cond, 1, g->H, g->W, g->T, eps, NULL);
+  memcpy(g->x2, x_in, n * sizeof *x_in);
+  memcpy(g->x2 + n, x_in, n * sizeof *x_in);
+  enum status s = unet_forward(g->unet, g->x2, tt, g->ctx2, 2, g->H, g->W, g->T, g->eps2, NULL);
+  if (s) return s;
+  for (size_t i = 0; i < n; i++) eps[i] = g->eps2[i] + g->scale * (g->eps2[n + i] - g->eps2[i]);
+  return STATUS_OK;
+}
+
+void image_to_u8(const float *image, int H, int W, unsigned char *out) {
+  size_t P = (size_t)H * W;
+  for (size_t p = 0; p < P; p++)
+    for (int c = 0; c < 3; c++) {
+      double v = floor(((double)image[c * P + p] + 1.0) * 127.5 + 0.5);
+      out[p * 3 + c] = (unsigned char)(v < 0 ? 0 : v > 255 ? 255 : v);
+    }
+}

@@ -1,0 +1,60 @@
+/* Schedules and samplers, plain C on the CPU (the latent is small). They call a denoise callback
+ * (the U-Net with classifier-free guidance) and know nothing about Vulkan.
+ *
+ * Formulas as k-diffusion / stable-diffusion.cpp (../shared/ref/README.md, "Schedule and
+ * samplers"): SD 1.x scaled-linear betas 0.00085 -> 0.012 over 1000 steps, sigma(t) =
+ * sqrt((1 - a_t) / a_t), t <-> sigma by linear interpolation of log sigma. */
+#ifndef VKD_SAMPLER_H
+#define VKD_SAMPLER_H
+
+#include <stddef.h>
+
+#include "status.h"
+
+struct rng;
+
+enum sampler_kind { SAMPLER_EULER, SAMPLER_EULER_A, SAMPLER_DDIM, SAMPLER_DPMPP_2M, SAMPLER_COUNT };
+enum schedule_kind { SCHEDULE_DISCRETE, SCHEDULE_KARRAS, SCHEDULE_COUNT };
+
+const char *sampler_name(enum sampler_kind k);      /* "euler_a" */
+const char *sampler_a1111_name(enum sampler_kind k, enum schedule_kind s); /* "Euler a", "DPM++ 2M Karras" */
+int sampler_parse(const char *name);                 /* -1 when unknown */
+int schedule_parse(const char *name);
+
+struct schedule {
+  double sigmas[1000];         /* sigma(t), t = 0..999 */
+  double alphas_cumprod[1000];
+  double log_sigmas[1000];
+};
+void schedule_init(struct schedule *s);
+double schedule_sigma_to_t(const struct schedule *s, double sigma);
+double schedule_t_to_sigma(const struct schedule *s, double t);
+/* steps + 1 sigmas, the last 0 */
+void schedule_sigmas(const struct schedule *s, enum schedule_kind kind, int steps, double *out);
+
+/* eps = denoise(x_in, t, user): guided noise prediction for the U-Net input x_in at timestep t
+ * (x_in already scaled by 1 / sqrt(sigma^2 + 1) for k-samplers). n values each. */
+typedef enum status (*denoise_fn)(const float *x_in, double t, float *eps, void *user);
+/* Called after each step with the latent (may stop the run by returning non-zero). */
+typedef enum status (*step_fn)(int step, int steps, const float *x, void *user);
+
+struct sampler_run {
+  enum sampler_kind sampler;
+  enum schedule_kind schedule;
+  int steps;
+  size_t n;              /* latent values */
+  const float *noise;    /* [n] standard normal starting noise */
+  const float *ancestral_noise; /* [steps][n] for euler_a (NULL: draw from rng below) */
+  struct rng *rng;       /* euler_a noise when ancestral_noise is NULL */
+  denoise_fn denoise;
+  step_fn on_step;
+  void *user;
+  /* outputs (optional): per step the latent, the guided eps, the U-Net timestep; the sigmas */
+  float *latents, *eps_out;
+  double *timesteps, *sigmas_out;
+};
+
+/* Runs the sampler; x receives the final latent [n]. */
+enum status sampler_run(const struct schedule *s, const struct sampler_run *run, float *x);
+
+#endif
