@@ -5,9 +5,11 @@
 #include "cli.h"
 
 static const struct command commands[] = {
+    {"generate", "text to image: prompt files in, PNGs out", cmd_generate},
     {"devices", "list the Vulkan devices", cmd_devices},
     {"tokenize", "CLIP token ids of texts (JSON, one line per 77-token chunk)", cmd_tokenize},
     {"encode", "CLIP conditioning embeddings of prompts into safetensors", cmd_encode},
+    {"info", "a checkpoint's components, or a PNG's generation parameters", cmd_info},
     {"bench", "measure speed: bench ops | tokenize | encode", cmd_bench},
 };
 

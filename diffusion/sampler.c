@@ -94,7 +94,7 @@ static enum status ddim(const struct schedule *s, const struct sampler_run *r, f
     if (r->timesteps) r->timesteps[k] = t;
     if (r->eps_out) memcpy(r->eps_out + (size_t)k * r->n, eps, r->n * sizeof *eps);
     if (r->latents) memcpy(r->latents + (size_t)k * r->n, x, r->n * sizeof *x);
-    if (r->on_step && (st = r->on_step(k, n, x, r->user))) return st;
+    if (r->on_step && (st = r->on_step(k, n, x, r->step_user))) return st;
   }
   return STATUS_OK;
 }
@@ -167,7 +167,7 @@ enum status sampler_run(const struct schedule *s, const struct sampler_run *r, f
     if (r->timesteps) r->timesteps[k] = t;
     if (r->eps_out) memcpy(r->eps_out + (size_t)k * n, eps, n * sizeof *eps);
     if (r->latents) memcpy(r->latents + (size_t)k * n, x, n * sizeof *x);
-    if (r->on_step && (st = r->on_step(k, r->steps, x, r->user))) goto done;
+    if (r->on_step && (st = r->on_step(k, r->steps, x, r->step_user))) goto done;
   }
 done:
   free(eps), free(xin), free(noise), free(den), free(den_prev), free(sig);

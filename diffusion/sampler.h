@@ -47,8 +47,9 @@ struct sampler_run {
   const float *ancestral_noise; /* [steps][n] for euler_a (NULL: draw from rng below) */
   struct rng *rng;       /* euler_a noise when ancestral_noise is NULL */
   denoise_fn denoise;
-  step_fn on_step;
-  void *user;
+  void *user;       /* for denoise */
+  step_fn on_step;  /* may be NULL */
+  void *step_user;
   /* outputs (optional): per step the latent, the guided eps, the U-Net timestep; the sigmas */
   float *latents, *eps_out;
   double *timesteps, *sigmas_out;

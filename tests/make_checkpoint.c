@@ -1,7 +1,9 @@
 /* make_checkpoint: writes a checkpoint from the deterministic weight rule (../shared/ref/README.md),
  * for benchmarks and manual checks with real-size models.
  *   make_checkpoint clip tiny|tiny_gelu|vitl14 [--dtype f32|f16|bf16] [--prefix P] [--openclip]
- *                   [--projection] [--seed S] -o OUT.safetensors */
+ *                   [--projection] [--seed S] -o OUT.safetensors
+ *   make_checkpoint sd DIGEST.json tiny|vitl14 [--dtype f32|f16] -o OUT.safetensors
+ *     (an SD single-file checkpoint: the U-Net/VAE keys of a ../shared/ref digest and a CLIP text model) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +11,19 @@
 #include "checkpoint.h"
 
 int main(int argc, char **argv) {
+  if (argc >= 4 && !strcmp(argv[1], "sd")) { /* make_checkpoint sd DIGEST.json tiny|vitl14 [--dtype f16] -o OUT */
+    enum st_dtype dt = ST_F32;
+    const char *out = NULL;
+    for (int i = 4; i < argc; i++) {
+      if (!strcmp(argv[i], "--dtype") && i + 1 < argc) dt = !strcmp(argv[++i], "f16") ? ST_F16 : ST_F32;
+      else if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
+    }
+    if (!out || !clip_spec(argv[3])) {
+      fprintf(stderr, "usage: make_checkpoint sd DIGEST.json tiny|vitl14 [--dtype f32|f16] -o OUT.safetensors\n");
+      return 2;
+    }
+    return write_sd_checkpoint(out, argv[2], dt, 1, clip_spec(argv[3])) ? 1 : 0;
+  }
   if (argc < 3 || strcmp(argv[1], "clip")) {
     fprintf(stderr, "usage: make_checkpoint clip tiny|tiny_gelu|vitl14 [--dtype f32|f16|bf16] [--prefix P] "
                     "[--openclip] [--projection] [--seed S] -o OUT.safetensors\n");

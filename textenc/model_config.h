@@ -20,6 +20,11 @@ enum status model_find_text_encoder(const char *model_path, char *weights, size_
 enum status model_text_config(const char *config_file, const char *beside, struct clip_text_options *opt,
                               char *note, size_t note_size);
 
+/* U-Net attention heads from --config's `unet` member (diffusers UNet2DConditionModel keys:
+ * num_attention_heads, or the legacy attention_head_dim that means the same; an int or one per
+ * level). heads[] gets per-level values, *heads_all a single one; untouched when absent. */
+enum status model_unet_heads(const char *config_file, int heads[8], int *heads_all);
+
 /* "gelu" / "quick_gelu" -> ACT_*; -1 when unknown. */
 int model_parse_act(const char *name);
 

@@ -118,6 +118,14 @@ int textenc_info(const struct textenc *te, struct textenc_info *info) {
   return STATUS_OK;
 }
 
+int textenc_set_clip_skip(struct textenc *te, int clip_skip) {
+  int layers = clip_text_config(te->model)->layers;
+  if (clip_skip < 1 || clip_skip > layers)
+    return status_set(STATUS_INVALID_ARGUMENT, "clip skip %d is outside 1..%d (the model's layers)", clip_skip, layers);
+  te->clip_skip = clip_skip;
+  return STATUS_OK;
+}
+
 /* Internal: where heads/activation came from (for --verbose). */
 const char *textenc_config_note(const struct textenc *te);
 const char *textenc_config_note(const struct textenc *te) { return te->note; }

@@ -94,6 +94,9 @@ TEXTENC_API void textenc_destroy(struct textenc *te); /* accepts NULL */
 TEXTENC_API int textenc_info(const struct textenc *te, struct textenc_info *info);
 TEXTENC_API const char *textenc_last_error(void);
 
+/* Changes the clip skip (1 = the last layer) for later encodes. */
+TEXTENC_API int textenc_set_clip_skip(struct textenc *te, int clip_skip);
+
 /* The number of 77-token chunks the longest of the prompts needs (every prompt is padded to it). */
 TEXTENC_API int textenc_count_chunks(struct textenc *te, const char *const *prompts, int n, int *chunks);
 /* Token ids [n, 77 * chunks] and per-token weights (may be NULL) of the prompts, padded to `chunks`. */

@@ -1,0 +1,118 @@
+#define _POSIX_C_SOURCE 200809L
+#include "png.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#define STB_IMAGE_WRITE_STATIC
+#define STBI_WRITE_NO_STDIO
+/* stb's own code: its unused static prototypes and sign comparisons are not ours to fix */
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#include <stb_image_write.h>
+#pragma GCC diagnostic pop
+
+static void be32(unsigned char *p, uint32_t v) {
+  p[0] = (unsigned char)(v >> 24), p[1] = (unsigned char)(v >> 16), p[2] = (unsigned char)(v >> 8), p[3] = (unsigned char)v;
+}
+
+static uint32_t rd32(const unsigned char *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
+
+enum status png_write(const char *path, const unsigned char *rgb, int W, int H, const char *parameters) {
+  int len = 0;
+  unsigned char *png = stbi_write_png_to_mem(rgb, W * 3, W, H, 3, &len);
+  if (!png) return status_set(STATUS_OUT_OF_MEMORY, "%s: PNG encoding failed", path);
+  unsigned char *chunk = NULL;
+  size_t clen = 0;
+  if (parameters) {
+    bool ascii = true;
+    for (const char *p = parameters; *p; p++) ascii = ascii && (unsigned char)*p < 0x80;
+    size_t tl = strlen(parameters), head = ascii ? 11 : 15; /* "parameters\0" (+ iTXt flags) */
+    clen = 12 + head + tl;
+    chunk = malloc(clen);
+    if (!chunk) {
+      STBIW_FREE(png);
+      return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+    }
+    be32(chunk, (uint32_t)(head + tl));
+    memcpy(chunk + 4, ascii ? "tEXt" : "iTXt", 4);
+    memcpy(chunk + 8, "parameters", 11);
+    if (!ascii) memset(chunk + 19, 0, 4); /* no compression, method 0, empty language, empty keyword */
+    memcpy(chunk + 8 + head, parameters, tl);
+    be32(chunk + 8 + head + tl, (uint32_t)crc32(crc32(0, NULL, 0), chunk + 4, (uInt)(4 + head + tl)));
+  }
+  char tmp[4200];
+  snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)getpid());
+  FILE *f = fopen(tmp, "wb");
+  enum status s = STATUS_OK;
+  if (!f) {
+    s = status_set(STATUS_IO, "%s: cannot create: %s", tmp, strerror(errno));
+  } else {
+    const size_t ihdr_end = 8 + 25; /* signature, IHDR (always first) */
+    bool ok = fwrite(png, 1, ihdr_end, f) == ihdr_end && (!chunk || fwrite(chunk, 1, clen, f) == clen) &&
+              fwrite(png + ihdr_end, 1, (size_t)len - ihdr_end, f) == (size_t)len - ihdr_end;
+    if (fclose(f) != 0) ok = false;
+    if (!ok) s = status_set(STATUS_IO, "%s: write failed: %s", path, strerror(errno));
+    else if (rename(tmp, path) != 0) s = status_set(STATUS_IO, "%s: cannot rename into place: %s", path, strerror(errno));
+    if (s) remove(tmp);
+  }
+  free(chunk);
+  STBIW_FREE(png);
+  return s;
+}
+
+enum status png_read_parameters(const char *path, char **out) {
+  *out = NULL;
+  FILE *f = fopen(path, "rb");
+  if (!f) return status_set(STATUS_NOT_FOUND, "%s: cannot open: %s", path, strerror(errno));
+  unsigned char sig[8], hdr[8];
+  enum status s = STATUS_OK;
+  if (fread(sig, 1, 8, f) != 8 || memcmp(sig, "\x89PNG\r\n\x1a\n", 8)) {
+    fclose(f);
+    return status_set(STATUS_FORMAT, "%s: not a PNG file", path);
+  }
+  while (fread(hdr, 1, 8, f) == 8) {
+    uint32_t n = rd32(hdr);
+    if (n > (64u << 20)) {
+      s = status_set(STATUS_FORMAT, "%s: chunk of %u bytes: damaged PNG", path, n);
+      break;
+    }
+    bool text = !memcmp(hdr + 4, "tEXt", 4), itxt = !memcmp(hdr + 4, "iTXt", 4);
+    if (!text && !itxt) {
+      if (!memcmp(hdr + 4, "IEND", 4) || fseek(f, (long)n + 4, SEEK_CUR) != 0) break;
+      continue;
+    }
+    unsigned char *d = malloc((size_t)n + 1);
+    if (!d || fread(d, 1, n, f) != n || fseek(f, 4, SEEK_CUR) != 0) {
+      free(d);
+      s = status_set(STATUS_FORMAT, "%s: truncated PNG", path);
+      break;
+    }
+    d[n] = 0;
+    size_t kl = strnlen((char *)d, n);
+    if (kl < n && !strcmp((char *)d, "parameters")) {
+      size_t at = kl + 1;
+      if (itxt) { /* compression flag, method, language\0, translated keyword\0 */
+        at += 2;
+        while (at < n && d[at]) at++;
+        at++;
+        while (at < n && d[at]) at++;
+        at++;
+      }
+      *out = strndup(at <= n ? (char *)d + at : "", at <= n ? n - at : 0);
+      free(d);
+      break;
+    }
+    free(d);
+  }
+  fclose(f);
+  return s;
+}

@@ -1,0 +1,193 @@
+/* vkdiffusion generate end to end on the tiny random checkpoint (weight rule): PNGs written with
+ * their parameters (read back by `info`), bit-identical reruns, a batch file with one bad job
+ * (reported, the others still run, exit 1), --noise/--save-latents against the sampler golden's
+ * inputs, and every malformed prompt-file case with its message. */
+#define _POSIX_C_SOURCE 200809L
+#include <dirent.h>
+#include <stdarg.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "prompt_file.h"
+#include "test.h"
+
+static char dir[256], out[16384], base[2048];
+
+static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int run(const char *fmt, ...) {
+  char cmd[4096], full[4300];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(cmd, sizeof cmd, fmt, ap);
+  va_end(ap);
+  snprintf(full, sizeof full, "%s 2>&1", cmd);
+  FILE *p = popen(full, "r");
+  size_t n = p ? fread(out, 1, sizeof out - 1, p) : 0;
+  out[n] = 0;
+  int st = p ? pclose(p) : -1;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void write_text(const char *name, const char *text) {
+  char path[512];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  FILE *f = fopen(path, "w");
+  fputs(text, f);
+  fclose(f);
+}
+
+static char *read_all(const char *path, size_t *n) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  fseek(f, 0, SEEK_END);
+  long l = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *b = malloc((size_t)l + 1);
+  *n = fread(b, 1, (size_t)l, f);
+  fclose(f);
+  return b;
+}
+
+static int count_png(const char *d) {
+  DIR *dp = opendir(d);
+  int n = 0;
+  for (struct dirent *e; dp && (e = readdir(dp));) n += strstr(e->d_name, ".png") != NULL;
+  if (dp) closedir(dp);
+  return n;
+}
+
+/* prompt_file_load on a text: the first job's error must contain needle */
+static void bad_file(const char *label, const char *name, const char *text, const char *needle) {
+  write_text(name, text);
+  char path[512];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  struct job *jobs = NULL;
+  int n = 0;
+  enum status s = prompt_file_load(path, NULL, &jobs, &n);
+  int bad = 0; /* the first invalid job */
+  while (!s && bad + 1 < n && !jobs[bad].error[0]) bad++;
+  const char *msg = s ? status_message() : n ? jobs[bad].error : "";
+  CHECK_MSG(strstr(msg, needle) != NULL, "%s: '%s' lacks '%s'", label, msg, needle);
+  printf("  %-22s -> %s%s%s\n", label, s ? "" : jobs[bad].where, s ? "" : ": ", msg);
+  for (int i = 0; i < n; i++) job_free(&jobs[i]);
+  free(jobs);
+}
+
+static void test_prompt_files(void) {
+  bad_file("unknown field", "a.json", "{\"prompt\": \"x\", \"stepz\": 4}", "unknown field \"stepz\"");
+  bad_file("steps 0", "b.json", "{\"prompt\": \"x\", \"steps\": 0}", "\"steps\" 0");
+  bad_file("width 7", "c.json", "{\"prompt\": \"x\", \"width\": 7}", "\"width\" 7");
+  bad_file("cfg NaN", "d.json", "{\"prompt\": \"x\", \"cfg_scale\": \"NaN\"}", "\"cfg_scale\" must be a number");
+  bad_file("cfg huge", "d2.json", "{\"prompt\": \"x\", \"cfg_scale\": 1e309}", "cfg_scale");
+  bad_file("wrong type", "e.json", "{\"prompt\": 5}", "\"prompt\" must be a string");
+  bad_file("no prompt", "f.json", "{\"steps\": 5}", "missing field \"prompt\"");
+  bad_file("bad sampler", "g.json", "{\"prompt\": \"x\", \"sampler\": \"plms\"}", "sampler");
+  bad_file("seed range", "h.json", "{\"prompt\": \"x\", \"seed\": 99999999999}", "seed");
+  bad_file("float steps", "i.json", "{\"prompt\": \"x\", \"steps\": 2.5}", "integer");
+  bad_file("not json", "j.json", "{\"prompt\": ", "not valid JSON");
+  bad_file("empty array", "k.json", "[]", "no jobs");
+  bad_file("jsonl line 2", "l.jsonl", "{\"prompt\": \"a\"}\n{\"prompt\": \"b\", \"height\": 12}\n", "\"height\" 12");
+  /* a .txt file: one prompt a line, comments and blank lines skipped */
+  write_text("m.txt", "# comment\n\na red circle\n  a blue square  \n");
+  char path[512];
+  snprintf(path, sizeof path, "%s/m.txt", dir);
+  struct job *jobs = NULL;
+  int n = 0;
+  CHECK_OK(prompt_file_load(path, NULL, &jobs, &n));
+  CHECK(n == 2 && !strcmp(jobs[0].prompt, "a red circle") && !strcmp(jobs[1].prompt, "a blue square"));
+  CHECK(n == 2 && strstr(jobs[1].where, "line 4"));
+  for (int i = 0; i < n; i++) job_free(&jobs[i]);
+  free(jobs);
+  /* overrides beat file values */
+  write_text("o.json", "{\"prompt\": \"x\", \"steps\": 3, \"cfg_scale\": 2}");
+  snprintf(path, sizeof path, "%s/o.json", dir);
+  struct job_overrides ov = {.has_steps = true};
+  ov.values.steps = 9;
+  CHECK_OK(prompt_file_load(path, &ov, &jobs, &n));
+  CHECK(n == 1 && jobs[0].steps == 9 && jobs[0].cfg_scale == 2 && !jobs[0].error[0]);
+  job_free(&jobs[0]);
+  free(jobs);
+}
+
+int main(void) {
+  const char *bin = VKD_BINARY;
+  char digest[1024], vocab[1024], ckpt[512], cfg[512];
+  test_shared_path(digest, sizeof digest, "ref/goldens/weights_digest_unet_vae_tiny_seed1.json");
+  test_shared_path(vocab, sizeof vocab, "clip");
+  if (access(digest, R_OK) || access(vocab, R_OK)) return test_skip("../shared/ref goldens or ../shared/clip missing");
+  snprintf(dir, sizeof dir, "/tmp/vkd_test_generate_%ld", (long)getpid());
+  mkdir(dir, 0755);
+  test_prompt_files();
+  snprintf(ckpt, sizeof ckpt, "%s/tiny_sd.safetensors", dir);
+  snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+  CHECK(write_sd_checkpoint(ckpt, digest, ST_F32, 1, clip_spec("tiny")) == 0);
+  write_text("config.json", "{\"text_encoder\": {\"num_attention_heads\": 4}, \"unet\": {\"num_attention_heads\": 2}}");
+  snprintf(base, sizeof base, "%s generate --model %s --config %s --tokenizer %s --quiet", bin, ckpt, cfg, vocab);
+
+  /* one image, parameters round trip */
+  int rc = run("%s --prompt 'a photograph of an astronaut riding a horse' --negative-prompt 'blurry' --width 64 "
+               "--height 48 --steps 3 --seed 42 --cfg-scale 7.5 --sampler dpmpp_2m --schedule karras --clip-skip 2 "
+               "--output one.png -o %s/a", base, dir);
+  CHECK_MSG(rc == 0, "generate failed: %s", out);
+  char png[600];
+  snprintf(png, sizeof png, "%s/a/one.png", dir);
+  CHECK(run("%s info %s", bin, png) == 0);
+  CHECK_MSG(strstr(out, "a photograph of an astronaut riding a horse\nNegative prompt: blurry\nSteps: 3, Sampler: DPM++ 2M, "
+                        "Schedule type: Karras, CFG scale: 7.5, Seed: 42, Size: 64x48, Model: tiny_sd, Clip skip: 2") != NULL,
+            "parameters: %s", out);
+  /* determinism: the same job twice gives the same bytes */
+  rc = run("%s --prompt 'a photograph of an astronaut riding a horse' --negative-prompt 'blurry' --width 64 "
+           "--height 48 --steps 3 --seed 42 --cfg-scale 7.5 --sampler dpmpp_2m --schedule karras --clip-skip 2 "
+           "--output one.png -o %s/b", base, dir);
+  CHECK(rc == 0);
+  size_t na, nb;
+  char pb[600];
+  snprintf(pb, sizeof pb, "%s/b/one.png", dir);
+  char *a = read_all(png, &na), *b = read_all(pb, &nb);
+  CHECK_MSG(a && b && na == nb && !memcmp(a, b, na), "two runs with the same seed differ");
+  printf("  determinism: %zu-byte PNGs, %s\n", na, a && b && na == nb && !memcmp(a, b, na) ? "identical" : "DIFFERENT");
+  free(a), free(b);
+
+  /* a batch file with one bad job: the others run, the bad one is reported, exit 1 */
+  write_text("batch.json",
+             "[{\"prompt\": \"a red circle\", \"seed\": 1, \"steps\": 2, \"width\": 32, \"height\": 32, \"batch_count\": 2},\n"
+             " {\"prompt\": \"a blue square\", \"steps\": 0},\n"
+             " {\"prompt\": \"a green ring\", \"seed\": 3, \"steps\": 2, \"width\": 32, \"height\": 32, \"sampler\": \"ddim\","
+             " \"output\": \"{prompt}-{seed}.png\"}]");
+  rc = run("%s %s/batch.json -o %s/c", base, dir, dir);
+  CHECK_MSG(rc == 1, "batch with a bad job: exit %d: %s", rc, out);
+  CHECK(strstr(out, "batch.json, job 2: \"steps\" 0 is outside 1..1000 (job skipped)") != NULL);
+  CHECK(strstr(out, "3 of 4 images written; 1 failed (1 invalid jobs)") != NULL);
+  char c3[600];
+  snprintf(c3, sizeof c3, "%s/c", dir);
+  CHECK(count_png(c3) == 3);
+  snprintf(c3, sizeof c3, "%s/c/a-green-ring-3.png", dir);
+  CHECK(access(c3, R_OK) == 0);
+  printf("  batch with a bad job: %s", out);
+
+  /* --noise replaces the RNG; --save-latents writes every step */
+  char gold[1024];
+  test_shared_path(gold, sizeof gold, "ref/goldens/sample_tiny.safetensors");
+  rc = run("%s --prompt x --width 32 --height 32 --steps 4 --sampler euler_a --noise %s --save-latents %s/lat.safetensors "
+           "--output n.png -o %s/d", base, gold, dir, dir);
+  CHECK_MSG(rc == 0, "--noise: %s", out);
+  struct safetensors *st = NULL;
+  char lat[600];
+  snprintf(lat, sizeof lat, "%s/lat.safetensors", dir);
+  CHECK_OK(safetensors_open(lat, &st));
+  if (st) {
+    const struct st_tensor *t = safetensors_find(st, "latents");
+    /* the tiny VAE has factor 2: a 32x32 image is a 16x16 latent, as in sample_tiny */
+    CHECK(t && t->ndim == 5 && t->shape[0] == 4 && t->shape[2] == 4 && t->shape[3] == 16 && t->shape[4] == 16);
+    safetensors_close(st);
+  }
+  /* bad input: nothing half-written, clear messages */
+  CHECK(run("%s --prompt x --width 36 -o %s/e", base, dir) == 1 && strstr(out, "\"width\" 36"));
+  CHECK(run("%s %s/missing.json -o %s/e", base, dir, dir) == 1 && strstr(out, "missing.json"));
+  CHECK(run("%s generate --prompt x", bin) == 2);
+  snprintf(c3, sizeof c3, "rm -rf %s", dir);
+  CHECK(system(c3) == 0);
+  return test_result("test_generate");
+}
