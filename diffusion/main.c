@@ -9,6 +9,8 @@ static const struct command commands[] = {
     {"devices", "list the Vulkan devices", cmd_devices},
     {"tokenize", "CLIP token ids of texts (JSON, one line per 77-token chunk)", cmd_tokenize},
     {"encode", "CLIP conditioning embeddings of prompts into safetensors", cmd_encode},
+    {"unet", "one U-Net evaluation: x, t, context in; eps out (safetensors)", cmd_unet},
+    {"decode", "VAE decode: latent in; PNGs or an image tensor out", cmd_decode},
     {"info", "a checkpoint's components, or a PNG's generation parameters", cmd_info},
     {"bench", "measure speed: bench ops | tokenize | encode", cmd_bench},
 };

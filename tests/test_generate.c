@@ -183,6 +183,33 @@ int main(void) {
     CHECK(t && t->ndim == 5 && t->shape[0] == 4 && t->shape[2] == 4 && t->shape[3] == 16 && t->shape[4] == 16);
     safetensors_close(st);
   }
+  /* vkdiffusion unet / decode against the goldens through files (fp32 path bounds) */
+  char ugold[1024], vgold[1024], eps_path[600], img_path[600];
+  test_shared_path(ugold, sizeof ugold, "ref/goldens/unet_tiny.safetensors");
+  test_shared_path(vgold, sizeof vgold, "ref/goldens/vae_tiny.safetensors");
+  snprintf(eps_path, sizeof eps_path, "%s/eps.safetensors", dir);
+  snprintf(img_path, sizeof img_path, "%s/img.safetensors", dir);
+  CHECK(run("%s unet --model %s --config %s --precision fp32 --in %s -o %s", bin, ckpt, cfg, ugold, eps_path) == 0);
+  CHECK(run("%s decode --model %s --precision fp32 --in %s -o %s", bin, ckpt, vgold, img_path) == 0);
+  const char *pairs[2][3] = {{eps_path, ugold, "eps"}, {img_path, vgold, "image"}};
+  for (int k = 0; k < 2; k++) {
+    struct safetensors *got = NULL, *ref = NULL;
+    CHECK_OK(safetensors_open(pairs[k][0], &got));
+    CHECK_OK(safetensors_open(pairs[k][1], &ref));
+    const struct st_tensor *tg = got ? safetensors_find(got, pairs[k][2]) : NULL, *tr = ref ? safetensors_find(ref, pairs[k][2]) : NULL;
+    CHECK(tg && tr && tg->numel == tr->numel);
+    if (tg && tr && tg->numel == tr->numel) {
+      float *vg = malloc((size_t)tg->numel * 4), *vr = malloc((size_t)tr->numel * 4);
+      safetensors_read_f32(got, tg, vg);
+      safetensors_read_f32(ref, tr, vr);
+      char what[64];
+      snprintf(what, sizeof what, "vkdiffusion %s -> %s", k ? "decode" : "unet", pairs[k][2]);
+      CHECK_CLOSE(what, vg, vr, (size_t)tg->numel, 1e-4, 1e-4);
+      free(vg), free(vr);
+    }
+    safetensors_close(got);
+    safetensors_close(ref);
+  }
   /* bad input: nothing half-written, clear messages */
   CHECK(run("%s --prompt x --width 36 -o %s/e", base, dir) == 1 && strstr(out, "\"width\" 36"));
   CHECK(run("%s %s/missing.json -o %s/e", base, dir, dir) == 1 && strstr(out, "missing.json"));
