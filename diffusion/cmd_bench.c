@@ -11,6 +11,11 @@
 #include "ops.h"
 #include "prompt.h"
 #include "textenc.h"
+#include "model_config.h"
+#include "rng.h"
+#include "safetensors.h"
+#include "unet.h"
+#include "vae.h"
 
 double bench_now(void) {
   struct timespec ts;
@@ -267,6 +272,100 @@ static int bench_encode(int argc, char **argv, long device) {
   return cli_finish_gpu(g, rc);
 }
 
+/* bench unet / vae: --model CKPT --size 256|512 [--config FILE] [--precision] */
+static int bench_model(const char *what, int argc, char **argv, long device) {
+  const char *model = NULL, *config = NULL;
+  long size = 512, steps = 2;
+  bool fp16 = true;
+  for (int i = 1; i < argc; i++) {
+    const char *v = cli_value(argc, argv, &i);
+    if (!v) return 2;
+    if (!strcmp(argv[i - 1], "--model")) model = v;
+    else if (!strcmp(argv[i - 1], "--config")) config = v;
+    else if (!strcmp(argv[i - 1], "--size") && cli_int("--size", v, 64, 2048, &size)) ;
+    else if (!strcmp(argv[i - 1], "--runs") && cli_int("--runs", v, 1, 100, &steps)) ;
+    else if (!strcmp(argv[i - 1], "--precision")) fp16 = strcmp(v, "fp32") != 0;
+    else if (!strcmp(argv[i - 1], "--device") && cli_int("--device", v, 0, 64, &device)) ;
+    else {
+      fprintf(stderr, "vkdiffusion bench %s: bad option '%s'\n", what, argv[i - 1]);
+      return 2;
+    }
+  }
+  if (!model) {
+    fprintf(stderr, "vkdiffusion bench %s: --model is required\n", what);
+    return 2;
+  }
+  struct gpu *g = cli_gpu("bench", (int)device);
+  if (!g) return 1;
+  double peak = 0;
+  if (bench_peak(g, &peak)) return cli_finish_gpu(g, cli_fail("bench", "peak"));
+  gpu_memory_reset_peak(g);
+  struct safetensors *st;
+  if (safetensors_open(model, &st)) return cli_finish_gpu(g, cli_fail("bench", NULL));
+  int rc = 0, lat = (int)size / 8;
+  struct rng r;
+  rng_seed(&r, 1);
+  double t0 = bench_now();
+  if (!strcmp(what, "unet")) {
+    struct unet_options uo = {.fp16 = fp16};
+    struct unet *u = NULL;
+    if (model_unet_heads(config, uo.heads, &uo.heads_all) || unet_load(g, st, &uo, &u)) {
+      rc = cli_fail("bench", NULL);
+    } else {
+      struct unet_info info;
+      unet_get_info(u, &info);
+      double load = bench_now() - t0;
+      size_t nx = 2 * 4 * (size_t)lat * lat, nc = 2 * 77 * (size_t)info.context_dim;
+      float *x = malloc(nx * 4), *ctx = malloc(nc * 4), *eps = malloc(nx * 4), t[2] = {500, 500};
+      rng_randn(&r, x, nx);
+      rng_randn(&r, ctx, nc);
+      double gf = unet_gflop(u, 2, lat, lat, 77), best = 1e30;
+      printf("U-Net: %lld parameters, %s weights %.0f MB (loaded in %.1f s) on %s; FMA peak %.1f GFLOP/s\n",
+             (long long)info.parameters, fp16 ? "fp16" : "fp32", unet_weight_bytes(u) / 1e6, load, gpu_info(g)->name, peak);
+      for (int k = 0; k <= steps && !rc; k++) { /* the first run records pipelines: not counted */
+        double s0 = bench_now();
+        if (unet_forward(u, x, t, ctx, 2, lat, lat, 77, eps, NULL)) rc = cli_fail("bench", NULL);
+        double s = bench_now() - s0;
+        if (k > 0 && s < best) best = s;
+        if (!rc) printf("  run %d: %.2f s\n", k, s);
+      }
+      if (!rc)
+        printf("U-Net at %ldx%ld (latent %dx%d), batch 2 (CFG): %.2f s per evaluation, %.0f GFLOP, %.2f GFLOP/s "
+               "(%.1f%% of peak); activations %.0f MB\n", size, size, lat, lat, best, gf, gf / best, 100 * gf / best / peak,
+               unet_activation_bytes(u) / 1e6);
+      free(x), free(ctx), free(eps);
+    }
+    unet_destroy(u);
+  } else {
+    struct vae *v = NULL;
+    if (vae_load(g, st, &(struct vae_options){.fp16 = fp16}, &v)) {
+      rc = cli_fail("bench", NULL);
+    } else {
+      size_t nz = 4 * (size_t)lat * lat;
+      float *z = malloc(nz * 4), *img = malloc(3 * (size_t)size * size * 4);
+      rng_randn(&r, z, nz);
+      for (size_t i = 0; i < nz; i++) z[i] *= 0.18215f;
+      double gf = vae_gflop(v, 1, lat, lat), best = 1e30;
+      for (int k = 0; k <= steps && !rc; k++) {
+        double s0 = bench_now();
+        if (vae_decode(v, z, 1, lat, lat, VAE_TILING_AUTO, img)) rc = cli_fail("bench", NULL);
+        double s = bench_now() - s0;
+        if (k > 0 && s < best) best = s;
+        if (!rc) printf("  run %d: %.2f s%s\n", k, s, vae_last_tiled(v) ? " (tiled)" : "");
+      }
+      if (!rc)
+        printf("VAE decode %ldx%ld: %.2f s, %.0f GFLOP, %.2f GFLOP/s (%.1f%% of peak), %s; weights %.0f MB, "
+               "activations %.0f MB\n", size, size, best, gf, gf / best, 100 * gf / best / peak,
+               vae_last_tiled(v) ? "tiled" : "whole", vae_weight_bytes(v) / 1e6, vae_activation_bytes(v) / 1e6);
+      free(z), free(img);
+    }
+    vae_destroy(v);
+  }
+  printf("peak device memory: %.0f MB\n", gpu_memory_peak(g) / 1e6);
+  safetensors_close(st);
+  return cli_finish_gpu(g, rc);
+}
+
 int cmd_bench(int argc, char **argv) {
   long device = -1;
   const char *what = NULL;
@@ -275,7 +374,9 @@ int cmd_bench(int argc, char **argv) {
     if (cli_is_help(argv[i]) && !what) {
       printf("usage: vkdiffusion bench ops [--device N]\n"
              "       vkdiffusion bench tokenize [--tokenizer PATH]\n"
-             "       vkdiffusion bench encode --model PATH [--precision fp16|fp32]\n\n"
+             "       vkdiffusion bench encode --model PATH [--precision fp16|fp32]\n"
+             "       vkdiffusion bench unet --model CKPT [--size 256|512] [--config FILE] [--runs N]\n"
+             "       vkdiffusion bench vae --model CKPT [--size 256|512] [--runs N]\n\n"
              "ops: linear at the CLIP shapes and 1024^3, attention at T=77 and T=4096: time, GFLOP/s and\n"
              "the ratio to the device's FMA peak measured by a peak-FLOPs shader.\n");
       return 0;
@@ -325,6 +426,7 @@ int cmd_bench(int argc, char **argv) {
     return bench_tokenize(tok);
   }
   if (!strcmp(what, "encode")) return bench_encode(rest_argc, rest, device);
+  if (!strcmp(what, "unet") || !strcmp(what, "vae")) return bench_model(what, rest_argc, rest, device);
   fprintf(stderr, "vkdiffusion bench: unknown benchmark '%s' (ops, tokenize, encode)\n", what);
   return 2;
 }
