@@ -307,6 +307,16 @@ enum status op_attention(struct gpu *g, const struct gpu_tensor *q, const struct
    * loop is the only runtime loop of this kernel */
   if (Tk > 65000)
     return status_set(STATUS_UNSUPPORTED, "attention over %lld keys: at most 65000 in one pass", (long long)Tk);
+  if (D % 4 == 0 && gpu_texel_format_ok(g, VK_FORMAT_R32G32B32A32_SFLOAT) &&
+      (uint64_t)N * (Tq > Tk ? Tq : Tk) * W / 4 <= gpu_limits(g)->maxTexelBufferElements) {
+    /* lavapipe: several queries per invocation share each fetched key row; GPUs: one query per thread */
+    uint32_t hd4 = (uint32_t)(D / 4), slice4 = hd4 <= 32 ? hd4 : 32, bq = is_cpu(g) && D <= 128 ? 4 : 1, wg = 32;
+    uint32_t spec[] = {wg, hd4, slice4, bq};
+    struct gpu_arg args[] = {{o, 0}, {q, VK_FORMAT_R32G32B32A32_SFLOAT}, {k, VK_FORMAT_R32G32B32A32_SFLOAT},
+                             {v, VK_FORMAT_R32G32B32A32_SFLOAT}};
+    return gpu_dispatch(g, KERNEL_attention_vec4, spec, 4, args, 4, &p, sizeof p, div_up(div_up(Tq, bq), wg),
+                        (uint32_t)n_head * div_up(hd4, slice4), (uint32_t)N);
+  }
   uint32_t wg = 32, slice = D <= 128 ? (uint32_t)D : 128;
   uint32_t spec[] = {wg, (uint32_t)D, slice};
   struct gpu_arg args[] = {{q, 0}, {k, 0}, {v, 0}, {o, 0}};
