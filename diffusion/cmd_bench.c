@@ -16,6 +16,8 @@
 #include "safetensors.h"
 #include "unet.h"
 #include "vae.h"
+#include "guidance.h"
+#include "sd_model.h"
 
 double bench_now(void) {
   struct timespec ts;
@@ -366,6 +368,84 @@ static int bench_model(const char *what, int argc, char **argv, long device) {
   return cli_finish_gpu(g, rc);
 }
 
+struct step_times {
+  double last, sum, first;
+  int n;
+};
+
+static enum status time_step(int step, int steps, const float *x, void *user) {
+  struct step_times *t = user;
+  double now = bench_now(), dt = now - t->last;
+  t->last = now;
+  if (step == 0) t->first = dt;
+  else t->sum += dt, t->n++;
+  printf("  step %d/%d: %.2f s\n", step + 1, steps, dt);
+  (void)x;
+  return STATUS_OK;
+}
+
+/* bench generate: encode, every step and decode of one image */
+static int bench_generate(int argc, char **argv, long device) {
+  struct sd_model_options mo = {.precision = TEXTENC_FP16, .device = (int)device};
+  long size = 512, steps = 20;
+  for (int i = 1; i < argc; i++) {
+    const char *v = cli_value(argc, argv, &i);
+    if (!v) return 2;
+    const char *a = argv[i - 1];
+    if (!strcmp(a, "--model")) mo.model_path = v;
+    else if (!strcmp(a, "--config")) mo.config_path = v;
+    else if (!strcmp(a, "--tokenizer")) mo.tokenizer_path = v;
+    else if (!strcmp(a, "--size") && cli_int(a, v, 64, 2048, &size)) ;
+    else if (!strcmp(a, "--steps") && cli_int(a, v, 1, 1000, &steps)) ;
+    else if (!strcmp(a, "--precision")) mo.precision = strcmp(v, "fp32") ? TEXTENC_FP16 : TEXTENC_FP32;
+    else {
+      fprintf(stderr, "vkdiffusion bench generate: bad option '%s'\n", a);
+      return 2;
+    }
+  }
+  if (!mo.model_path) {
+    fprintf(stderr, "vkdiffusion bench generate: --model is required\n");
+    return 2;
+  }
+  double t0 = bench_now();
+  struct sd_model *m;
+  if (sd_model_load(&mo, &m)) return cli_fail("bench", NULL);
+  double t_load = bench_now() - t0;
+  int f = sd_model_vae_factor(m), h = (int)size / f, w = (int)size / f, rc = 0;
+  size_t n = 4 * (size_t)h * w;
+  struct sd_conditioning c;
+  t0 = bench_now();
+  if (sd_model_encode(m, "a photograph of an astronaut riding a horse", "blurry", 1, 0, &c)) return sd_model_close(m, cli_fail("bench", NULL));
+  double t_enc = bench_now() - t0;
+  float *noise = malloc(n * 4), *x = malloc(n * 4), *img = malloc(3 * (size_t)size * size * 4);
+  struct rng r;
+  rng_seed(&r, 42);
+  rng_randn(&r, noise, n);
+  struct guidance g;
+  struct step_times st = {.last = bench_now()};
+  if (guidance_init(&g, sd_model_unet(m), c.cond, c.uncond, c.tokens, 4, h, w, 7.0f)) rc = cli_fail("bench", NULL);
+  struct sampler_run run = {.sampler = SAMPLER_EULER_A, .steps = (int)steps, .n = n, .noise = noise, .rng = &r,
+                            .denoise = guidance_denoise, .user = &g, .on_step = time_step, .step_user = &st};
+  t0 = bench_now();
+  st.last = t0;
+  if (!rc && sd_model_sample(m, &run, x)) rc = cli_fail("bench", NULL);
+  double t_sample = bench_now() - t0;
+  t0 = bench_now();
+  if (!rc && sd_model_decode(m, x, h, w, VAE_TILING_AUTO, img)) rc = cli_fail("bench", NULL);
+  double t_dec = bench_now() - t0;
+  if (!rc) {
+    printf("generate %ldx%ld, %ld steps (euler_a, CFG batch 2): load %.1f s, encode %.2f s, sampling %.1f s "
+           "(first step %.2f s, then %.2f s per step), decode %.1f s, total %.1f s (without loading)\n",
+           size, size, steps, t_load, t_enc, t_sample, st.first, st.n ? st.sum / st.n : st.first, t_dec,
+           t_enc + t_sample + t_dec);
+    printf("peak device memory: %.0f MB\n", gpu_memory_peak(sd_model_gpu(m)) / 1e6);
+  }
+  guidance_free(&g);
+  sd_conditioning_free(&c);
+  free(noise), free(x), free(img);
+  return sd_model_close(m, rc);
+}
+
 int cmd_bench(int argc, char **argv) {
   long device = -1;
   const char *what = NULL;
@@ -376,7 +456,8 @@ int cmd_bench(int argc, char **argv) {
              "       vkdiffusion bench tokenize [--tokenizer PATH]\n"
              "       vkdiffusion bench encode --model PATH [--precision fp16|fp32]\n"
              "       vkdiffusion bench unet --model CKPT [--size 256|512] [--config FILE] [--runs N]\n"
-             "       vkdiffusion bench vae --model CKPT [--size 256|512] [--runs N]\n\n"
+             "       vkdiffusion bench vae --model CKPT [--size 256|512] [--runs N]\n"
+             "       vkdiffusion bench generate --model CKPT [--size 512] [--steps 20] [--config FILE]\n\n"
              "ops: linear at the CLIP shapes and 1024^3, attention at T=77 and T=4096: time, GFLOP/s and\n"
              "the ratio to the device's FMA peak measured by a peak-FLOPs shader.\n");
       return 0;
@@ -427,6 +508,7 @@ int cmd_bench(int argc, char **argv) {
   }
   if (!strcmp(what, "encode")) return bench_encode(rest_argc, rest, device);
   if (!strcmp(what, "unet") || !strcmp(what, "vae")) return bench_model(what, rest_argc, rest, device);
+  if (!strcmp(what, "generate")) return bench_generate(rest_argc, rest, device);
   fprintf(stderr, "vkdiffusion bench: unknown benchmark '%s' (ops, tokenize, encode)\n", what);
   return 2;
 }
