@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "fileio.h"
 #include "prompt.h"
 #include "safetensors.h"
 #include "textenc.h"
@@ -48,36 +49,15 @@ static bool strings_add(struct strings *l, const char *s, size_t len) {
 }
 
 static char *slurp(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  size_t cap = 4096, n = 0;
-  char *b = malloc(cap);
-  for (size_t r; b && (r = fread(b + n, 1, cap - n - 1, f)) > 0;) {
-    n += r;
-    if (n + 1 == cap) {
-      char *nb = cap < (64u << 20) ? realloc(b, cap * 2) : NULL;
-      if (!nb) {
-        free(b);
-        b = NULL;
-        break;
-      }
-      b = nb;
-      cap *= 2;
-    }
-  }
-  fclose(f);
-  if (b) b[n] = 0;
-  *len = n;
-  return b;
+  char *text;
+  if (file_read(path, 64u << 20, &text, len)) fprintf(stderr, "vkdiffusion encode: %s\n", status_message());
+  return text;
 }
 
 static bool read_prompt_file(const char *path, struct strings *out) {
   size_t len;
   char *text = slurp(path, &len);
-  if (!text) {
-    fprintf(stderr, "vkdiffusion encode: %s: cannot read\n", path);
-    return false;
-  }
+  if (!text) return false;
   size_t i = 0;
   while (i < len && (text[i] == ' ' || text[i] == '\n' || text[i] == '\t' || text[i] == '\r')) i++;
   bool ok = true;
@@ -119,10 +99,7 @@ static int32_t *parse_ids(const char *arg, int *n, int *chunks) {
   size_t len;
   char *text = arg[0] == '@' ? slurp(arg + 1, &len) : NULL;
   const char *src = arg[0] == '@' ? text : arg;
-  if (!src) {
-    fprintf(stderr, "vkdiffusion encode: %s: cannot read\n", arg + 1);
-    return NULL;
-  }
+  if (!src) return NULL;
   cJSON *j = cJSON_Parse(src);
   free(text);
   int32_t *ids = NULL;

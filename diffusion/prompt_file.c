@@ -1,6 +1,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "prompt_file.h"
 
+#include "fileio.h"
+
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -143,30 +145,6 @@ static enum status grow(struct job **jobs, int *n, int *cap) {
   return STATUS_OK;
 }
 
-static char *slurp(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  size_t cap = 1 << 16, n = 0;
-  char *b = malloc(cap + 1);
-  for (size_t r; b && (r = fread(b + n, 1, cap - n, f)) > 0;) {
-    n += r;
-    if (n == cap) {
-      char *nb = cap < (64u << 20) ? realloc(b, 2 * cap + 1) : NULL;
-      if (!nb) {
-        free(b);
-        b = NULL;
-        break;
-      }
-      b = nb;
-      cap *= 2;
-    }
-  }
-  fclose(f);
-  if (b) b[n] = 0;
-  *len = n;
-  return b;
-}
-
 static bool ends_with(const char *s, const char *suffix) {
   size_t a = strlen(s), b = strlen(suffix);
   return a >= b && !strcmp(s + a - b, suffix);
@@ -177,9 +155,9 @@ enum status prompt_file_load(const char *path, const struct job_overrides *ov, s
   *n = 0;
   int cap = 0;
   size_t len;
-  char *text = slurp(path, &len);
-  if (!text) return status_set(STATUS_IO, "%s: cannot read the prompt file", path);
-  enum status st = STATUS_OK;
+  char *text;
+  enum status st = file_read(path, 64u << 20, &text, &len);
+  if (st) return st;
   size_t i = 0;
   while (i < len && strchr(" \t\r\n", text[i])) i++;
   bool is_txt = ends_with(path, ".txt") || (i < len && text[i] != '{' && text[i] != '[');

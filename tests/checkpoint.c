@@ -8,6 +8,7 @@
 #include <cjson/cJSON.h>
 
 #include "half.h"
+#include "test.h"
 #include "weights.h"
 
 static const struct clip_spec specs[] = {
@@ -184,22 +185,10 @@ int write_clip_checkpoint(const char *path, const struct clip_spec *s, const str
   return finish(w, &p, path);
 }
 
-static char *slurp(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *text = malloc((size_t)n + 1);
-  size_t got = fread(text, 1, (size_t)n, f);
-  fclose(f);
-  text[got] = 0;
-  return text;
-}
 
 int write_sd_checkpoint(const char *path, const char *digest_path, enum st_dtype dtype, uint64_t seed,
                         const struct clip_spec *clip) {
-  char *text = slurp(digest_path);
+  char *text = test_read_file(digest_path, NULL);
   cJSON *root = text ? cJSON_Parse(text) : NULL;
   free(text);
   const cJSON *tensors = root ? cJSON_GetObjectItem(root, "tensors") : NULL;

@@ -1,5 +1,8 @@
 #include "test.h"
 
+#include "fileio.h"
+#include "safetensors.h"
+
 int test_failures;
 
 double check_close(const char *what, const float *got, const float *ref, size_t n, double atol, double rtol) {
@@ -89,4 +92,21 @@ void test_random(float *p, size_t n, unsigned seed) {
     p[i] = (float)((double)(s >> 11) * (1.0 / 9007199254740992.0) * 2.0 - 1.0);
     if (p[i] == 0) p[i] = 0.5f;
   }
+}
+
+char *test_read_file(const char *path, size_t *len) {
+  char *text;
+  size_t n;
+  if (file_read(path, (size_t)1 << 30, &text, &n)) return NULL;
+  if (len) *len = n;
+  return text;
+}
+
+float *test_tensor(struct safetensors *st, const char *name, size_t *n) {
+  const struct st_tensor *t = safetensors_find(st, name);
+  if (!t) return NULL;
+  float *v = malloc((size_t)t->numel * sizeof *v + 4);
+  if (v) safetensors_read_f32(st, t, v);
+  if (n) *n = (size_t)t->numel;
+  return v;
 }

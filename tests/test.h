@@ -59,6 +59,12 @@ struct gpu *test_gpu(int *rc);
 void test_gpu_done(struct gpu *g);
 int test_result(const char *name);
 
+/* A whole file (NUL-terminated, free() it) or NULL. */
+char *test_read_file(const char *path, size_t *len);
+/* A tensor of a safetensors file as f32 (malloc'd; NULL when absent); *n its element count. */
+struct safetensors;
+float *test_tensor(struct safetensors *st, const char *name, size_t *n);
+
 /* Deterministic random values in [-1, 1), never all zero. */
 void test_random(float *p, size_t n, unsigned seed);
 

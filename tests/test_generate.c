@@ -38,17 +38,6 @@ static void write_text(const char *name, const char *text) {
   fclose(f);
 }
 
-static char *read_all(const char *path, size_t *n) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long l = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *b = malloc((size_t)l + 1);
-  *n = fread(b, 1, (size_t)l, f);
-  fclose(f);
-  return b;
-}
 
 static int count_png(const char *d) {
   DIR *dp = opendir(d);
@@ -145,7 +134,7 @@ int main(void) {
   size_t na, nb;
   char pb[600];
   snprintf(pb, sizeof pb, "%s/b/one.png", dir);
-  char *a = read_all(png, &na), *b = read_all(pb, &nb);
+  char *a = test_read_file(png, &na), *b = test_read_file(pb, &nb);
   CHECK_MSG(a && b && na == nb && !memcmp(a, b, na), "two runs with the same seed differ");
   printf("  determinism: %zu-byte PNGs, %s\n", na, a && b && na == nb && !memcmp(a, b, na) ? "identical" : "DIFFERENT");
   free(a), free(b);

@@ -49,14 +49,6 @@ static void test_rng(void) {
   CHECK_CLOSE("randn(37) seed 7, last 4", v + 33, ((float[]){0.157711908f, 0.395740926f, -1.36773968f, -0.100734316f}), 4, 1e-6, 1e-6);
 }
 
-static float *tensor(struct safetensors *st, const char *name, size_t *n) {
-  const struct st_tensor *t = safetensors_find(st, name);
-  if (!t) return NULL;
-  float *v = malloc((size_t)t->numel * sizeof *v);
-  safetensors_read_f32(st, t, v);
-  if (n) *n = (size_t)t->numel;
-  return v;
-}
 
 static void golden(struct gpu *gpu, const char *ckpt, struct safetensors *gold, bool fp16) {
   struct safetensors *st = NULL;
@@ -67,8 +59,8 @@ static void golden(struct gpu *gpu, const char *ckpt, struct safetensors *gold, 
   CHECK_OK(vae_load(gpu, st, &(struct vae_options){.fp16 = fp16}, &v));
   struct schedule sched;
   schedule_init(&sched);
-  float *cond = tensor(gold, "cond", NULL), *uncond = tensor(gold, "uncond", NULL), *noise = tensor(gold, "noise", NULL);
-  float *anoise = tensor(gold, "euler_a_noise", NULL);
+  float *cond = test_tensor(gold, "cond", NULL), *uncond = test_tensor(gold, "uncond", NULL), *noise = test_tensor(gold, "noise", NULL);
+  float *anoise = test_tensor(gold, "euler_a_noise", NULL);
   const char *names[] = {"ddim", "euler", "euler_a", "dpmpp_2m_karras"};
   enum sampler_kind kinds[] = {SAMPLER_DDIM, SAMPLER_EULER, SAMPLER_EULER_A, SAMPLER_DPMPP_2M};
   for (int k = 0; u && v && k < 4; k++) {
@@ -85,13 +77,13 @@ static void golden(struct gpu *gpu, const char *ckpt, struct safetensors *gold, 
     char name[96], what[128];
     const char *p = fp16 ? "fp16" : "fp32";
     snprintf(name, sizeof name, "%s.timesteps", names[k]);
-    float *ref = tensor(gold, name, NULL), tsf[4] = {(float)ts[0], (float)ts[1], (float)ts[2], (float)ts[3]};
+    float *ref = test_tensor(gold, name, NULL), tsf[4] = {(float)ts[0], (float)ts[1], (float)ts[2], (float)ts[3]};
     snprintf(what, sizeof what, "%s %s", names[k], "timesteps");
     if (!fp16) CHECK_CLOSE(what, tsf, ref, 4, 0, 2e-5);
     free(ref);
     if (k > 0) {
       snprintf(name, sizeof name, "%s.sigmas", names[k]);
-      ref = tensor(gold, name, NULL);
+      ref = test_tensor(gold, name, NULL);
       float sf[5];
       for (int i = 0; i < 5; i++) sf[i] = (float)sig[i];
       snprintf(what, sizeof what, "%s sigmas", names[k]);
@@ -99,12 +91,12 @@ static void golden(struct gpu *gpu, const char *ckpt, struct safetensors *gold, 
       free(ref);
     }
     snprintf(name, sizeof name, "%s.eps", names[k]);
-    ref = tensor(gold, name, NULL);
+    ref = test_tensor(gold, name, NULL);
     snprintf(what, sizeof what, "%s %s guided eps", names[k], p);
     CHECK_CLOSE(what, eps, ref, steps * n, fp16 ? 0.1 : 5e-4, fp16 ? 2e-2 : 1e-4);
     free(ref);
     snprintf(name, sizeof name, "%s.latents", names[k]);
-    ref = tensor(gold, name, NULL);
+    ref = test_tensor(gold, name, NULL);
     snprintf(what, sizeof what, "%s %s latents", names[k], p);
     CHECK_CLOSE(what, lat, ref, steps * n, fp16 ? 1.0 : 2e-3, fp16 ? 2e-2 : 1e-4);
     free(ref);
@@ -113,7 +105,7 @@ static void golden(struct gpu *gpu, const char *ckpt, struct safetensors *gold, 
     CHECK_OK(vae_decode(v, x, 1, 16, 16, VAE_TILING_OFF, img));
     image_to_u8(img, 32, 32, u8);
     snprintf(name, sizeof name, "%s.image_u8", names[k]);
-    ref = tensor(gold, name, NULL);
+    ref = test_tensor(gold, name, NULL);
     float got[32 * 32 * 3];
     for (int i = 0; i < 32 * 32 * 3; i++) got[i] = u8[i];
     snprintf(what, sizeof what, "%s %s image_u8 (levels)", names[k], p);

@@ -12,22 +12,6 @@
 #include "prompt.h"
 #include "test.h"
 
-static char *read_text(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *s = malloc((size_t)n + 1);
-  if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-    free(s);
-    s = NULL;
-  }
-  if (s) s[n] = 0;
-  if (len) *len = (size_t)n;
-  fclose(f);
-  return s;
-}
 
 static double now(void) {
   struct timespec ts;
@@ -38,7 +22,7 @@ static double now(void) {
 static int check_golden(struct tokenizer *tok, const char *file, bool openclip, const char *label) {
   char path[1024];
   test_shared_path(path, sizeof path, file);
-  char *text = read_text(path, NULL);
+  char *text = test_read_file(path, NULL);
   if (!text) return -1;
   cJSON *root = cJSON_Parse(text);
   free(text);
@@ -306,7 +290,7 @@ int main(void) {
   test_shared_path(vp, sizeof vp, "clip/vocab.json");
   test_shared_path(mp, sizeof mp, "clip/merges.txt");
   size_t vlen = 0, mlen = 0;
-  char *vocab = read_text(vp, &vlen), *merges = read_text(mp, &mlen);
+  char *vocab = test_read_file(vp, &vlen), *merges = test_read_file(mp, &mlen);
   if (!vocab || !merges) {
     free(vocab), free(merges);
     char why[1200];

@@ -14,14 +14,6 @@
 
 static struct gpu *gpu;
 
-static float *tensor(struct safetensors *st, const char *name, size_t *n) {
-  const struct st_tensor *t = safetensors_find(st, name);
-  if (!t) return NULL;
-  float *v = malloc((size_t)t->numel * sizeof *v);
-  safetensors_read_f32(st, t, v);
-  if (n) *n = (size_t)t->numel;
-  return v;
-}
 
 static void run_golden(const char *label, const char *ckpt_path, struct safetensors *gold, bool fp16, int heads,
                        double eps_atol, double eps_rtol, double tr_atol, double tr_rtol) {
@@ -38,8 +30,8 @@ static void run_golden(const char *label, const char *ckpt_path, struct safetens
   const struct st_tensor *xt = safetensors_find(gold, "x"), *ct = safetensors_find(gold, "context");
   int N = (int)xt->shape[0], H = (int)xt->shape[2], W = (int)xt->shape[3], T = (int)ct->shape[1];
   size_t n_eps;
-  float *x = tensor(gold, "x", NULL), *t = tensor(gold, "t", NULL), *ctx = tensor(gold, "context", NULL);
-  float *ref = tensor(gold, "eps", &n_eps), *eps = malloc(n_eps * sizeof *eps);
+  float *x = test_tensor(gold, "x", NULL), *t = test_tensor(gold, "t", NULL), *ctx = test_tensor(gold, "context", NULL);
+  float *ref = test_tensor(gold, "eps", &n_eps), *eps = malloc(n_eps * sizeof *eps);
   struct unet_info info;
   unet_get_info(u, &info);
   struct unet_trace tr = {0};
@@ -49,16 +41,16 @@ static void run_golden(const char *label, const char *ckpt_path, struct safetens
   int nt = 0;
   for (int i = 0; i < info.n_input; i++) { /* every block output the golden holds */
     snprintf(names[nt], 64, "trace.input_blocks.%d", i);
-    if ((refs[nt] = tensor(gold, names[nt], &sizes[nt]))) tr.input[i] = malloc(sizes[nt] * 4), nt++;
+    if ((refs[nt] = test_tensor(gold, names[nt], &sizes[nt]))) tr.input[i] = malloc(sizes[nt] * 4), nt++;
   }
   snprintf(names[nt], 64, "trace.middle_block");
-  if ((refs[nt] = tensor(gold, names[nt], &sizes[nt]))) tr.middle = malloc(sizes[nt] * 4), nt++;
+  if ((refs[nt] = test_tensor(gold, names[nt], &sizes[nt]))) tr.middle = malloc(sizes[nt] * 4), nt++;
   for (int i = 0; i < info.n_output; i++) {
     snprintf(names[nt], 64, "trace.output_blocks.%d", i);
-    if ((refs[nt] = tensor(gold, names[nt], &sizes[nt]))) tr.output[i] = malloc(sizes[nt] * 4), nt++;
+    if ((refs[nt] = test_tensor(gold, names[nt], &sizes[nt]))) tr.output[i] = malloc(sizes[nt] * 4), nt++;
   }
   size_t n_emb;
-  float *ref_emb = tensor(gold, "trace.emb", &n_emb);
+  float *ref_emb = test_tensor(gold, "trace.emb", &n_emb);
   tr.emb = malloc(n_emb * 4);
   CHECK_OK(unet_forward(u, x, t, ctx, N, H, W, T, eps, &tr));
   char what[160];

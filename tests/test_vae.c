@@ -12,14 +12,6 @@
 
 static struct gpu *gpu;
 
-static float *tensor(struct safetensors *st, const char *name, size_t *n) {
-  const struct st_tensor *t = safetensors_find(st, name);
-  if (!t) return NULL;
-  float *v = malloc((size_t)t->numel * sizeof *v);
-  safetensors_read_f32(st, t, v);
-  if (n) *n = (size_t)t->numel;
-  return v;
-}
 
 static struct vae *open_vae(const char *ckpt, bool fp16, int tile, int overlap, struct safetensors **st) {
   CHECK_OK(safetensors_open(ckpt, st));
@@ -36,16 +28,16 @@ static void golden(const char *label, const char *ckpt, struct safetensors *gold
   if (v) {
     const struct st_tensor *lt = safetensors_find(gold, "latent");
     size_t ni;
-    float *lat = tensor(gold, "latent", NULL), *ref = tensor(gold, "image", &ni), *img = malloc(ni * 4);
+    float *lat = test_tensor(gold, "latent", NULL), *ref = test_tensor(gold, "image", &ni), *img = malloc(ni * 4);
     struct vae_trace tr = {0};
     size_t n_pq, n_mid, n_up[8] = {0};
-    float *r_pq = tensor(gold, "trace.post_quant_conv", &n_pq), *r_mid = tensor(gold, "trace.mid", &n_mid), *r_up[8] = {0};
+    float *r_pq = test_tensor(gold, "trace.post_quant_conv", &n_pq), *r_mid = test_tensor(gold, "trace.mid", &n_mid), *r_up[8] = {0};
     tr.post_quant_conv = malloc(n_pq * 4);
     tr.mid = malloc(n_mid * 4);
     for (int i = 0; i < 8; i++) {
       char name[64];
       snprintf(name, sizeof name, "trace.up.%d", i);
-      if ((r_up[i] = tensor(gold, name, &n_up[i]))) tr.up[i] = malloc(n_up[i] * 4);
+      if ((r_up[i] = test_tensor(gold, name, &n_up[i]))) tr.up[i] = malloc(n_up[i] * 4);
     }
     CHECK_OK(vae_decode_traced(v, lat, (int)lt->shape[0], (int)lt->shape[2], (int)lt->shape[3], img, &tr));
     char what[128];

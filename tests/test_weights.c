@@ -7,26 +7,11 @@
 #include "test.h"
 #include "weights.h"
 
-static char *read_text(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *s = malloc((size_t)n + 1);
-  if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-    free(s);
-    s = NULL;
-  }
-  if (s) s[n] = 0;
-  fclose(f);
-  return s;
-}
 
 static int check_digest(const char *file) {
   char path[1024];
   test_shared_path(path, sizeof path, file);
-  char *text = read_text(path);
+  char *text = test_read_file(path, NULL);
   if (!text) {
     char why[1100];
     snprintf(why, sizeof why, "cannot read %s (the reference data folder ../shared)", path);

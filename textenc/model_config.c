@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "fileio.h"
 #include "push.h"
 
 static bool is_file(const char *p) {
@@ -49,17 +50,13 @@ int model_parse_act(const char *name) {
 }
 
 static enum status read_json(const char *path, cJSON **out) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return status_set(STATUS_NOT_FOUND, "%s: cannot open", path);
-  char *text = malloc(1 << 20);
-  size_t n = text ? fread(text, 1, (1 << 20) - 1, f) : 0;
-  bool more = fgetc(f) != EOF;
-  fclose(f);
-  if (!text) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
-  text[n] = 0;
-  *out = more ? NULL : cJSON_Parse(text);
+  char *text;
+  size_t len;
+  *out = NULL;
+  enum status s = file_read(path, 1 << 20, &text, &len);
+  if (s) return s;
+  *out = cJSON_ParseWithLength(text, len);
   free(text);
-  if (more) return status_set(STATUS_FORMAT, "%s: larger than 1 MB, not a model config", path);
   if (!*out || !cJSON_IsObject(*out)) {
     cJSON_Delete(*out);
     *out = NULL;

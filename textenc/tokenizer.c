@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
+#include "fileio.h"
 #include "html.h"
 #include "unicode.h"
 
@@ -157,36 +158,6 @@ void tokenizer_destroy(struct tokenizer *t) {
   free(t);
 }
 
-static enum status read_file(const char *path, size_t max, char **out, size_t *len) {
-  *out = NULL;
-  FILE *f = fopen(path, "rb");
-  if (!f) return status_set(errno == ENOENT ? STATUS_NOT_FOUND : STATUS_IO, "%s: cannot open: %s", path, strerror(errno));
-  struct stat sb;
-  if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-    fclose(f);
-    return status_set(STATUS_IO, "%s: not a regular file", path);
-  }
-  if ((size_t)sb.st_size > max) {
-    fclose(f);
-    return status_set(STATUS_FORMAT, "%s: %lld bytes is too large for a vocabulary file", path, (long long)sb.st_size);
-  }
-  char *buf = malloc((size_t)sb.st_size + 1);
-  if (!buf) {
-    fclose(f);
-    return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
-  }
-  size_t n = fread(buf, 1, (size_t)sb.st_size, f);
-  fclose(f);
-  if (n != (size_t)sb.st_size) {
-    free(buf);
-    return status_set(STATUS_IO, "%s: read failed", path);
-  }
-  buf[n] = 0;
-  *out = buf;
-  *len = n;
-  return STATUS_OK;
-}
-
 static enum status read_gz(const char *path, char **out, size_t *len) {
   *out = NULL;
   gzFile f = gzopen(path, "rb");
@@ -259,7 +230,7 @@ static enum status add_vocab(struct tokenizer *t, int32_t id, char *s, const cha
 static enum status load_vocab_json(struct tokenizer *t, const char *path) {
   char *text;
   size_t len;
-  enum status st = read_file(path, MAX_VOCAB_FILE, &text, &len);
+  enum status st = file_read(path, MAX_VOCAB_FILE, &text, &len);
   if (st) return st;
   cJSON *root = cJSON_ParseWithLength(text, len);
   free(text);
@@ -377,7 +348,7 @@ static enum status load_hf(struct tokenizer *t, const char *vocab_path, const ch
   if (st) return st;
   char *text, **lines = NULL;
   size_t len = 0;
-  if ((st = read_file(merges_path, MAX_VOCAB_FILE, &text, &len))) return st;
+  if ((st = file_read(merges_path, MAX_VOCAB_FILE, &text, &len))) return st;
   size_t n = split_lines(text, len, &lines), first = 0;
   if (!lines) {
     free(text);
