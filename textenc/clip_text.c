@@ -6,11 +6,8 @@
 #include <string.h>
 
 #include "ops.h"
+#include "clip_layer.h"
 #include "weight_loader.h"
-
-struct clip_layer {
-  struct gpu_tensor ln1_w, ln1_b, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b, ln2_w, ln2_b, fc1_w, fc1_b, fc2_w, fc2_b;
-};
 
 struct clip_text {
   struct gpu *g;
@@ -262,22 +259,13 @@ static enum status acts_alloc(struct clip_text *m, int S, struct acts *A, bool m
 static enum status record(struct clip_text *m, struct acts *A, int clip_skip) {
   const struct clip_text_config *c = &m->cfg;
   struct gpu *g = m->g;
-  float scale = 1.0f / sqrtf((float)(c->width / c->heads));
   enum status s;
 #define TRY(x) \
   if ((s = (x))) return s
   TRY(op_embedding(g, &A->ids, &m->tok, &m->pos, &A->x));                  /* x [S, T, D] */
+  struct clip_scratch sc = {.h = A->h, .q = A->q, .k = A->k, .v = A->v, .a = A->a, .f = A->f};
   for (int i = 0; i < c->layers; i++) {
-    struct clip_layer *L = &m->layers[i];
-    TRY(op_layernorm(g, &A->x, &L->ln1_w, &L->ln1_b, &A->h, c->eps));      /* h = LN1(x) */
-    TRY(op_linear(g, &A->h, &L->q_w, &L->q_b, &A->q, ACT_NONE));           /* q [S, T, D] */
-    TRY(op_linear(g, &A->h, &L->k_w, &L->k_b, &A->k, ACT_NONE));           /* k */
-    TRY(op_linear(g, &A->h, &L->v_w, &L->v_b, &A->v, ACT_NONE));           /* v */
-    TRY(op_attention(g, &A->q, &A->k, &A->v, &A->a, c->heads, true, scale)); /* causal, [S, T, D] */
-    TRY(op_linear_residual(g, &A->a, &L->o_w, &L->o_b, &A->x));           /* x += out_proj(attn) */
-    TRY(op_layernorm(g, &A->x, &L->ln2_w, &L->ln2_b, &A->h, c->eps));      /* h = LN2(x) */
-    TRY(op_linear(g, &A->h, &L->fc1_w, &L->fc1_b, &A->f, c->act));         /* f [S, T, MLP] */
-    TRY(op_linear_residual(g, &A->f, &L->fc2_w, &L->fc2_b, &A->x));       /* x += fc2(f) */
+    TRY(clip_layer_forward(g, &m->layers[i], &A->x, &sc, c->heads, true, c->act, c->eps)); /* x [S, T, D] */
     if (clip_skip > 1 && i == c->layers - clip_skip) TRY(gpu_copy(g, &A->x, &A->skip));
   }
   const struct gpu_tensor *pooled_src = &A->cond;
@@ -354,4 +342,19 @@ enum status clip_text_forward(struct clip_text *m, const int32_t *ids, int n_seq
 done:
   free(eot);
   return st;
+}
+
+enum status clip_layer_forward(struct gpu *g, const struct clip_layer *L, const struct gpu_tensor *x,
+                               const struct clip_scratch *s, int heads, bool causal, int act, float eps) {
+  float scale = 1.0f / sqrtf((float)(x->shape[x->ndim - 1] / heads));
+  enum status st;
+  if ((st = op_layernorm(g, x, &L->ln1_w, &L->ln1_b, &s->h, eps))) return st;                 /* h = LN1(x) */
+  if ((st = op_linear(g, &s->h, &L->q_w, &L->q_b, &s->q, ACT_NONE))) return st;              /* q */
+  if ((st = op_linear(g, &s->h, &L->k_w, &L->k_b, &s->k, ACT_NONE))) return st;              /* k */
+  if ((st = op_linear(g, &s->h, &L->v_w, &L->v_b, &s->v, ACT_NONE))) return st;              /* v */
+  if ((st = op_attention(g, &s->q, &s->k, &s->v, &s->a, heads, causal, scale))) return st;   /* [S, T, D] */
+  if ((st = op_linear_residual(g, &s->a, &L->o_w, &L->o_b, x))) return st;                   /* x += out_proj */
+  if ((st = op_layernorm(g, x, &L->ln2_w, &L->ln2_b, &s->h, eps))) return st;                /* h = LN2(x) */
+  if ((st = op_linear(g, &s->h, &L->fc1_w, &L->fc1_b, &s->f, act))) return st;               /* f [S, T, MLP] */
+  return op_linear_residual(g, &s->f, &L->fc2_w, &L->fc2_b, x);                              /* x += fc2(f) */
 }
