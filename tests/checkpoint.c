@@ -215,3 +215,56 @@ int write_sd_checkpoint(const char *path, const char *digest_path, enum st_dtype
   if (clip) add_clip_tensors(w, &p, clip, &o);
   return finish(w, &p, path);
 }
+
+static const struct vision_spec vspecs[] = {{"tiny", 64, 8, 64, 2, 256, 64}, {"vitb32", 224, 32, 768, 12, 3072, 512}};
+
+const struct vision_spec *vision_spec(const char *name) {
+  for (size_t i = 0; i < sizeof vspecs / sizeof *vspecs; i++)
+    if (!strcmp(vspecs[i].name, name)) return &vspecs[i];
+  return NULL;
+}
+
+int write_vision_checkpoint(const char *path, const struct vision_spec *v, const struct clip_spec *text,
+                            enum st_dtype dtype, uint64_t seed) {
+  struct st_writer *w;
+  if (st_writer_create(&w)) return 1;
+  struct pool p = {0};
+  struct ckpt_options o = {.dtype = dtype, .seed = seed, .prefix = "", .projection = true};
+  int64_t D = v->width, M = v->mlp, P = v->patch, G = v->image / v->patch, T = G * G + 1;
+  struct {
+    const char *name;
+    int nd;
+    int64_t shape[4];
+  } top[] = {
+      {"vision_model.embeddings.class_embedding", 1, {D}},
+      {"vision_model.embeddings.patch_embedding.weight", 4, {D, 3, P, P}},
+      {"vision_model.embeddings.position_embedding.weight", 2, {T, D}},
+      {"vision_model.pre_layrnorm.weight", 1, {D}},
+      {"vision_model.pre_layrnorm.bias", 1, {D}},
+      {"vision_model.post_layernorm.weight", 1, {D}},
+      {"vision_model.post_layernorm.bias", 1, {D}},
+      {"visual_projection.weight", 2, {v->proj, D}},
+  };
+  for (size_t i = 0; i < sizeof top / sizeof *top; i++)
+    add(w, &p, &o, top[i].name, top[i].name, top[i].nd, top[i].shape, rule(top[i].name, top[i].nd, top[i].shape, seed));
+  static const char *const leaf[16] = {
+      "layer_norm1.weight", "layer_norm1.bias", "self_attn.q_proj.weight", "self_attn.q_proj.bias",
+      "self_attn.k_proj.weight", "self_attn.k_proj.bias", "self_attn.v_proj.weight", "self_attn.v_proj.bias",
+      "self_attn.out_proj.weight", "self_attn.out_proj.bias", "layer_norm2.weight", "layer_norm2.bias",
+      "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias"};
+  for (int l = 0; l < v->layers; l++)
+    for (int k = 0; k < 16; k++) {
+      char name[256];
+      snprintf(name, sizeof name, "vision_model.encoder.layers.%d.%s", l, leaf[k]);
+      int64_t out = k == 12 || k == 13 ? M : D, in = k == 14 ? M : D, sh[2] = {out, in};
+      int nd = k % 2 == 0 && k != 0 && k != 10 ? 2 : 1;
+      add(w, &p, &o, name, name, nd, sh, rule(name, nd, sh, seed));
+    }
+  if (text) {
+    add_clip_tensors(w, &p, text, &o);
+    float *ls = keep(&p, malloc(sizeof(float)));
+    *ls = (float)log(100.0);
+    st_writer_add(w, "logit_scale", ST_F32, 0, NULL, ls);
+  }
+  return finish(w, &p, path);
+}

@@ -35,4 +35,14 @@ int write_clip_checkpoint(const char *path, const struct clip_spec *spec, const 
 int write_sd_checkpoint(const char *path, const char *digest_path, enum st_dtype dtype, uint64_t seed,
                         const struct clip_spec *clip);
 
+struct vision_spec {
+  const char *name; /* tiny, vitb32 */
+  int image, patch, width, layers, mlp, proj;
+};
+const struct vision_spec *vision_spec(const char *name);
+/* An HF CLIPVisionModel (vision_model.*, visual_projection.weight); with `text`, a whole CLIPModel:
+ * the text tensors (HF names, text_projection) and logit_scale = ln 100 too. */
+int write_vision_checkpoint(const char *path, const struct vision_spec *v, const struct clip_spec *text,
+                            enum st_dtype dtype, uint64_t seed);
+
 #endif
