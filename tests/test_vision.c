@@ -8,6 +8,7 @@
 
 #include "checkpoint.h"
 #include "clip_vision.h"
+#include "image.h"
 #include "test.h"
 
 static double max_abs(const float *v, size_t n) {
@@ -47,7 +48,54 @@ static void golden(struct gpu *gpu, const char *label, const char *ckpt, const c
   safetensors_close(gold);
 }
 
+/* OpenAI's preprocessing against ../shared/ref/goldens/preprocess.safetensors: the taps, the uint8
+ * crop bit for bit, the pixels within 1e-6 */
+static void test_preprocess(void) {
+  char gpath[1024];
+  test_shared_path(gpath, sizeof gpath, "ref/goldens/preprocess.safetensors");
+  struct safetensors *g = NULL;
+  CHECK_OK(safetensors_open(gpath, &g));
+  if (!g) return;
+  for (int k = 0; k < 4; k++) {
+    char name[64];
+    snprintf(name, sizeof name, "image_%d", k);
+    const struct st_tensor *it = safetensors_find(g, name);
+    int H = (int)it->shape[0], W = (int)it->shape[1], n = 224;
+    const unsigned char *img = safetensors_data(g, it);
+    float *px = malloc(3 * 224 * 224 * 4);
+    unsigned char *crop = malloc(224 * 224 * 3);
+    CHECK_OK(clip_preprocess(img, W, H, n, px, crop));
+    snprintf(name, sizeof name, "crop_%d", k);
+    const unsigned char *ref = safetensors_data(g, safetensors_find(g, name));
+    int diff = 0;
+    for (int i = 0; i < 224 * 224 * 3; i++) diff += crop[i] != ref[i];
+    CHECK_MSG(diff == 0, "image %d (%dx%d): %d crop values differ from Pillow", k, W, H, diff);
+    snprintf(name, sizeof name, "pixels_%d", k);
+    float *rp = test_tensor(g, name, NULL);
+    char what[96];
+    snprintf(what, sizeof what, "preprocess %dx%d -> 224 pixels (crop differs in %d)", W, H, diff);
+    CHECK_CLOSE(what, px, rp, 3 * 224 * 224, 1e-6, 0);
+    /* the taps of each resized axis */
+    for (int ax = 0; ax < 2; ax++) {
+      char bn[32], cn[32];
+      snprintf(bn, sizeof bn, "bounds_%c_%d", ax ? 'y' : 'x', k);
+      snprintf(cn, sizeof cn, "coeffs_%c_%d", ax ? 'y' : 'x', k);
+      const struct st_tensor *bt = safetensors_find(g, bn), *ct = safetensors_find(g, cn);
+      if (!bt || !ct) continue;
+      int out = (int)bt->shape[0], ks = (int)ct->shape[1], in = ax ? H : W;
+      int32_t *b = malloc((size_t)out * 2 * 4), *c = malloc((size_t)out * ks * 4);
+      CHECK(bicubic_taps(in, out, b, c) == ks);
+      CHECK_MSG(!memcmp(b, safetensors_data(g, bt), (size_t)out * 8) && !memcmp(c, safetensors_data(g, ct), (size_t)out * ks * 4),
+                "%s/%s differ", bn, cn);
+      free(b), free(c);
+    }
+    free(px), free(crop), free(rp);
+  }
+  safetensors_close(g);
+}
+
 int main(void) {
+  test_preprocess();
   char probe[1024], dir[256], ckpt[512];
   test_shared_path(probe, sizeof probe, "ref/goldens/vision_tiny.safetensors");
   if (access(probe, R_OK)) return test_skip("cannot read ../shared/ref/goldens/vision_tiny.safetensors");
