@@ -9,6 +9,8 @@
 #include "checkpoint.h"
 #include "clip_vision.h"
 #include "image.h"
+#include "textenc.h"
+#include "zeroshot.h"
 #include "test.h"
 
 static double max_abs(const float *v, size_t n) {
@@ -94,6 +96,62 @@ static void test_preprocess(void) {
   safetensors_close(g);
 }
 
+/* zero-shot on the tiny CLIPModel against zeroshot_tiny: probabilities within 1e-3 (fp32) */
+static void test_zeroshot(struct gpu *gpu, const char *dir) {
+  char ckpt[512], cfg[512], vocab[1024], gpath[1024];
+  snprintf(ckpt, sizeof ckpt, "%s/clip_tiny_full.safetensors", dir);
+  snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+  test_shared_path(vocab, sizeof vocab, "clip");
+  test_shared_path(gpath, sizeof gpath, "ref/goldens/zeroshot_tiny.safetensors");
+  CHECK(write_vision_checkpoint(ckpt, vision_spec("tiny"), clip_spec("tiny"), ST_F32, 1) == 0);
+  FILE *f = fopen(cfg, "w");
+  fputs("{\"text_encoder\": {\"num_attention_heads\": 4}}", f);
+  fclose(f);
+  struct safetensors *g = NULL, *st = NULL;
+  CHECK_OK(safetensors_open(gpath, &g));
+  CHECK_OK(safetensors_open(ckpt, &st));
+  struct textenc_options o = textenc_default_options();
+  o.model_path = ckpt;
+  o.tokenizer_path = vocab;
+  o.config_path = cfg;
+  o.device = gpu;
+  o.precision = TEXTENC_FP32;
+  struct textenc *te = NULL;
+  struct clip_vision *vm = NULL;
+  CHECK_OK(textenc_create(&o, &te));
+  if (st) CHECK_OK(clip_vision_load(gpu, st, false, 4, -1, &vm));
+  if (te && vm && g) {
+    size_t n;
+    float *px = test_tensor(g, "pixels", &n), emb[3 * 64], cls[5 * 64], probs[15], logits[15];
+    CHECK_OK(clip_vision_forward(vm, px, 3, NULL, emb, NULL));
+    float *ref = test_tensor(g, "image_embeds", NULL);
+    CHECK_CLOSE("zero-shot image_embeds", emb, ref, 3 * 64, 4e-4, 0);
+    free(ref);
+    const char *labels[] = {"dog", "cat", "car", "tree", "boat"}, *one[] = {"a photo of a {}."};
+    const char *three[] = {"itap of a {}.", "a bad photo of the {}.", "a origami {}."};
+    float ls = (float)log(100.0);
+    CHECK_OK(zeroshot_class_embeds(te, labels, 5, one, 1, cls));
+    zeroshot_probs(emb, 3, cls, 5, 64, ls, logits, probs);
+    ref = test_tensor(g, "logits", NULL);
+    CHECK_CLOSE("zero-shot logits", logits, ref, 15, 1e-3, 0);
+    free(ref);
+    ref = test_tensor(g, "probs", NULL);
+    CHECK_CLOSE("zero-shot probs", probs, ref, 15, 1e-3, 0);
+    free(ref);
+    CHECK_OK(zeroshot_class_embeds(te, labels, 5, three, 3, cls));
+    zeroshot_probs(emb, 3, cls, 5, 64, ls, NULL, probs);
+    ref = test_tensor(g, "ens_probs", NULL);
+    CHECK_CLOSE("zero-shot ensemble probs (3 templates)", probs, ref, 15, 1e-3, 0);
+    free(ref), free(px);
+  }
+  clip_vision_destroy(vm);
+  textenc_destroy(te);
+  safetensors_close(st);
+  safetensors_close(g);
+  unlink(ckpt);
+  unlink(cfg);
+}
+
 int main(void) {
   test_preprocess();
   char probe[1024], dir[256], ckpt[512];
@@ -114,6 +172,7 @@ int main(void) {
   golden(gpu, "vitb32 fp32", ckpt, "ref/goldens/vision_vitb32.safetensors", false, 0); /* 12 heads of 64 */
   golden(gpu, "vitb32 fp16", ckpt, "ref/goldens/vision_vitb32.safetensors", true, 0);
   unlink(ckpt);
+  test_zeroshot(gpu, dir);
   rmdir(dir);
   test_gpu_done(gpu);
   return test_result("test_vision");
