@@ -21,6 +21,8 @@ int cmd_generate(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_unet(int argc, char **argv);
 int cmd_decode(int argc, char **argv);
+int cmd_classify(int argc, char **argv);
+int cmd_embed_image(int argc, char **argv);
 
 /* Option parsing: argv[*i] is the option; its value is argv[*i + 1] (advances *i).
  * Prints an error and returns NULL when the value is missing. */

@@ -11,6 +11,8 @@ static const struct command commands[] = {
     {"encode", "CLIP conditioning embeddings of prompts into safetensors", cmd_encode},
     {"unet", "one U-Net evaluation: x, t, context in; eps out (safetensors)", cmd_unet},
     {"decode", "VAE decode: latent in; PNGs or an image tensor out", cmd_decode},
+    {"classify", "zero-shot image classification with CLIP", cmd_classify},
+    {"embed-image", "CLIP image embeddings into safetensors", cmd_embed_image},
     {"info", "a checkpoint's components, or a PNG's generation parameters", cmd_info},
     {"bench", "measure speed: bench ops | tokenize | encode", cmd_bench},
 };

@@ -142,3 +142,18 @@ enum status model_unet_heads(const char *config_file, int heads[8], int *heads_a
   cJSON_Delete(j);
   return s;
 }
+
+enum status model_vision_heads(const char *config_file, int *heads) {
+  if (!config_file) return STATUS_OK;
+  cJSON *j = NULL;
+  enum status s = read_json(config_file, &j);
+  if (s) return s;
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "vision_model");
+  const cJSON *h = cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, "num_attention_heads") : NULL;
+  if (h && (!cJSON_IsNumber(h) || h->valueint <= 0))
+    s = status_set(STATUS_FORMAT, "%s: vision_model.num_attention_heads must be a positive integer", config_file);
+  else if (h)
+    *heads = h->valueint;
+  cJSON_Delete(j);
+  return s;
+}

@@ -25,6 +25,10 @@ enum status model_text_config(const char *config_file, const char *beside, struc
  * level). heads[] gets per-level values, *heads_all a single one; untouched when absent. */
 enum status model_unet_heads(const char *config_file, int heads[8], int *heads_all);
 
+/* Vision tower heads from --config's `vision_model` member (HF CLIPVisionConfig num_attention_heads);
+ * *heads untouched when absent. */
+enum status model_vision_heads(const char *config_file, int *heads);
+
 /* "gelu" / "quick_gelu" -> ACT_*; -1 when unknown. */
 int model_parse_act(const char *name);
 

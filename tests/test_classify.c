@@ -1,0 +1,110 @@
+/* vkdiffusion classify / embed-image end to end on the tiny CLIPModel (weight rule): embeddings of
+ * the golden pixels through files (4e-4), probabilities that agree with the library's and sum to
+ * 1, and malformed images (truncated PNG, not an image, 100000x1) each with a clear error while
+ * grey and RGBA images are converted. */
+#define _POSIX_C_SOURCE 200809L
+#include <stdarg.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#define STB_IMAGE_WRITE_STATIC
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#include <stb_image_write.h>
+
+#include "checkpoint.h"
+#include "test.h"
+
+static char out[16384];
+
+static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int run(const char *fmt, ...) {
+  char cmd[4096], full[4300];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(cmd, sizeof cmd, fmt, ap);
+  va_end(ap);
+  snprintf(full, sizeof full, "%s 2>&1", cmd);
+  FILE *p = popen(full, "r");
+  size_t n = p ? fread(out, 1, sizeof out - 1, p) : 0;
+  out[n] = 0;
+  int st = p ? pclose(p) : -1;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+int main(void) {
+  const char *bin = VKD_BINARY;
+  char dir[256], ckpt[512], cfg[512], vocab[1024], gold[1024], emb[600], img[600];
+  test_shared_path(vocab, sizeof vocab, "clip");
+  test_shared_path(gold, sizeof gold, "ref/goldens/zeroshot_tiny.safetensors");
+  if (access(gold, R_OK) || access(vocab, R_OK)) return test_skip("../shared goldens or vocabulary missing");
+  snprintf(dir, sizeof dir, "/tmp/vkd_test_classify_%ld", (long)getpid());
+  mkdir(dir, 0755);
+  snprintf(ckpt, sizeof ckpt, "%s/clip.safetensors", dir);
+  snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+  CHECK(write_vision_checkpoint(ckpt, vision_spec("tiny"), clip_spec("tiny"), ST_F32, 1) == 0);
+  FILE *f = fopen(cfg, "w");
+  fputs("{\"text_encoder\": {\"num_attention_heads\": 4}, \"vision_model\": {\"num_attention_heads\": 4}}", f);
+  fclose(f);
+  /* embed-image --pixels: the golden's image_embeds through files */
+  snprintf(emb, sizeof emb, "%s/emb.safetensors", dir);
+  int rc = run("%s embed-image --model %s --config %s --precision fp32 --pixels %s -o %s", bin, ckpt, cfg, gold, emb);
+  CHECK_MSG(rc == 0, "embed-image: %s", out);
+  struct safetensors *a = NULL, *b = NULL;
+  CHECK_OK(safetensors_open(emb, &a));
+  CHECK_OK(safetensors_open(gold, &b));
+  if (a && b) {
+    size_t n1 = 0, n2 = 0;
+    float *x = test_tensor(a, "image_embeds", &n1), *y = test_tensor(b, "image_embeds", &n2);
+    CHECK(x && y && n1 == n2);
+    if (x && y && n1 == n2) CHECK_CLOSE("embed-image --pixels image_embeds", x, y, n1, 4e-4, 0);
+    CHECK(safetensors_find(a, "pooled") && safetensors_find(a, "pixels"));
+    free(x), free(y);
+  }
+  safetensors_close(a);
+  safetensors_close(b);
+  /* classify a picture: JSON, top 3, probabilities summing to at most 1 */
+  unsigned char pic[96 * 80 * 4];
+  for (int i = 0; i < 96 * 80; i++) pic[4 * i] = (unsigned char)(i % 96 * 2), pic[4 * i + 1] = (unsigned char)(i / 96 * 3), pic[4 * i + 2] = 90, pic[4 * i + 3] = 255;
+  snprintf(img, sizeof img, "%s/rgba.png", dir);
+  stbi_write_png(img, 96, 80, 4, pic, 96 * 4); /* RGBA: alpha dropped */
+  char grey[600];
+  snprintf(grey, sizeof grey, "%s/grey.png", dir);
+  stbi_write_png(grey, 96, 80, 1, pic, 96); /* one channel: replicated */
+  rc = run("%s classify --model %s --config %s --tokenizer %s --precision fp32 --image %s --image %s --labels 'dog, cat,car,tree,boat' "
+           "--template 'a photo of a {}.' --top 3 --json", bin, ckpt, cfg, vocab, img, grey);
+  CHECK_MSG(rc == 0, "classify: %s", out);
+  double sum = 0;
+  int count = 0;
+  for (char *p = out; (p = strstr(p, "\"prob\": ")); p += 8, count++) sum += atof(p + 8);
+  CHECK_MSG(count == 6 && sum > 0.2 && sum <= 2.0 + 1e-6, "classify output: %s", out);
+  printf("  classify: %s", out);
+  /* malformed images: a clear error naming the file */
+  char bad[600];
+  snprintf(bad, sizeof bad, "%s/truncated.png", dir);
+  f = fopen(img, "rb");
+  char buf[200];
+  size_t nb = fread(buf, 1, sizeof buf, f);
+  fclose(f);
+  f = fopen(bad, "wb");
+  fwrite(buf, 1, nb / 2, f);
+  fclose(f);
+  CHECK(run("%s embed-image --model %s --config %s --image %s -o %s/x.safetensors", bin, ckpt, cfg, bad, dir) == 1 &&
+        strstr(out, "truncated.png"));
+  printf("  truncated PNG -> %s", out);
+  CHECK(run("%s embed-image --model %s --config %s --image %s -o %s/x.safetensors", bin, ckpt, cfg, cfg, dir) == 1 &&
+        strstr(out, "config.json") && strstr(out, "not a readable image"));
+  unsigned char *line = calloc(100000, 3);
+  snprintf(bad, sizeof bad, "%s/line.png", dir);
+  stbi_write_png(bad, 100000, 1, 3, line, 300000);
+  free(line);
+  CHECK(run("%s embed-image --model %s --config %s --image %s -o %s/x.safetensors", bin, ckpt, cfg, bad, dir) == 1 &&
+        strstr(out, "elongated") && strstr(out, "line.png"));
+  printf("  100000x1 -> %s", out);
+  char cmd[400];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  CHECK(system(cmd) == 0);
+  return test_result("test_classify");
+}
