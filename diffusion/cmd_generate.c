@@ -1,6 +1,7 @@
 /* vkdiffusion generate: prompt files in, PNGs out (the main job). */
 #define _POSIX_C_SOURCE 200809L
 #include <ctype.h>
+#include <math.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "image.h"
 #include "cli.h"
 #include "guidance.h"
 #include "model_config.h"
@@ -31,7 +33,9 @@ static void usage(FILE *f) {
           "  output (--output; a file name pattern with {index}, {seed}, {prompt}; \"{index}-{seed}.png\").\n"
           "Other options: --precision fp16|fp32, --device N, --vae-tiling auto|on|off, --literal (no prompt\n"
           "syntax), --noise FILE (noise [N,4,h,w], ancestral_noise [steps,N,4,h,w]: replaces the RNG),\n"
-          "--save-latents FILE (latents [steps,N,4,h,w]), --rng cpu, --quiet, --progress.\n"
+          "--save-latents FILE (latents [steps,N,4,h,w]), --rng cpu, --quiet, --progress,\n"
+          "--score-with CLIP_MODEL [--score-config FILE]: the CLIP score (100 x cosine of image and prompt\n"
+          "embeddings) of every image, on stderr and in the PNG's parameters.\n"
           "The PNG carries the settings in AUTOMATIC1111's `parameters` text (vkdiffusion info IMAGE.png).\n"
           "Exit status: 0 when every job succeeded; 1 otherwise (the other jobs still run).\n");
 }
@@ -113,11 +117,61 @@ static uint64_t random_seed(void) {
   return x & 0xffffffffu;
 }
 
+/* --score-with: CLIP score = 100 * cos(image embedding, prompt embedding) of each image */
+struct scorer {
+  struct textenc *te;
+  struct textenc_vision *tv;
+  int size, proj;
+};
+
 struct opts {
-  const char *outdir, *noise_file, *latents_file;
+  const char *outdir, *noise_file, *latents_file, *score_model, *score_config;
   bool quiet, progress, literal;
   enum vae_tiling tiling;
+  struct scorer *scorer;
 };
+
+static enum status scorer_open(struct scorer *sc, const struct opts *o, const char *tokenizer, struct gpu *g) {
+  struct textenc_options to = textenc_default_options();
+  to.model_path = o->score_model;
+  to.config_path = o->score_config;
+  to.tokenizer_path = tokenizer;
+  to.device = g;
+  to.literal = 1;
+  enum status s = textenc_create(&to, &sc->te);
+  if (!s) s = textenc_vision_create(&to, &sc->tv);
+  int width, tproj = 0;
+  if (!s) {
+    struct textenc_info ti;
+    textenc_info(sc->te, &ti);
+    tproj = ti.projection_dim;
+    textenc_vision_info(sc->tv, &sc->size, &width, &sc->proj);
+    if (!sc->proj || tproj != sc->proj)
+      s = status_set(STATUS_FORMAT, "%s: no matching text and visual projections for CLIP scores", o->score_model);
+  }
+  return s;
+}
+
+static void scorer_close(struct scorer *sc) {
+  textenc_destroy(sc->te);
+  textenc_vision_destroy(sc->tv);
+}
+
+static enum status clip_score(struct scorer *sc, const unsigned char *rgb, int w, int h, const char *prompt, double *out) {
+  size_t np = 3 * (size_t)sc->size * sc->size;
+  float *px = malloc(np * sizeof *px), *ie = malloc((size_t)sc->proj * sizeof *ie), *te = malloc((size_t)sc->proj * sizeof *te);
+  enum status s = px && ie && te ? STATUS_OK : status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+  if (!s) s = clip_preprocess(rgb, w, h, sc->size, px, NULL);
+  if (!s) s = textenc_vision_embed(sc->tv, px, 1, ie, NULL);
+  if (!s) s = textenc_encode(sc->te, &prompt, 1, 1, NULL, NULL, te);
+  if (!s) {
+    double d = 0, a = 0, b = 0;
+    for (int i = 0; i < sc->proj; i++) d += (double)ie[i] * te[i], a += (double)ie[i] * ie[i], b += (double)te[i] * te[i];
+    *out = a > 0 && b > 0 ? 100.0 * d / sqrt(a * b) : 0;
+  }
+  free(px), free(ie), free(te);
+  return s;
+}
 
 /* Runs one job (all its images); returns the number of images that failed. */
 static int run_job(struct sd_model *m, struct job *j, const struct opts *o, int *next_index, int *images_done) {
@@ -189,7 +243,13 @@ static int run_job(struct sd_model *m, struct job *j, const struct opts *o, int 
       expand_name(j->output ? j->output : "{index}-{seed}.png", *next_index, s, j->prompt, name, sizeof name);
       snprintf(path, sizeof path, "%s/%s", o->outdir, name);
       char *params = sd_parameters_text(m, j, s);
-      st = params ? png_write(path, u8, j->width, j->height, params) : status_set(STATUS_OUT_OF_MEMORY, "out of memory");
+      double score = 0;
+      if (params && o->scorer && !(st = clip_score(o->scorer, u8, j->width, j->height, j->prompt, &score))) {
+        char *p2 = realloc(params, strlen(params) + 64);
+        if (p2) params = p2, snprintf(params + strlen(params), 64, ", CLIP score: %.2f", score);
+        fprintf(stderr, "%s, image %d: CLIP score %.2f\n", label, b + 1, score);
+      }
+      if (!st) st = params ? png_write(path, u8, j->width, j->height, params) : status_set(STATUS_OUT_OF_MEMORY, "out of memory");
       free(params);
     }
     if (!st && o->latents_file) {
@@ -309,6 +369,8 @@ int cmd_generate(int argc, char **argv) {
       }
     } else if (!strcmp(a, "--noise")) { VALUE(); o.noise_file = val; }
     else if (!strcmp(a, "--save-latents")) { VALUE(); o.latents_file = val; }
+    else if (!strcmp(a, "--score-with")) { VALUE(); o.score_model = val; }
+    else if (!strcmp(a, "--score-config")) { VALUE(); o.score_config = val; }
     else if (!strcmp(a, "--quiet")) o.quiet = true;
     else if (!strcmp(a, "--progress")) o.progress = true;
     else if (!strcmp(a, "--literal")) o.literal = true;
@@ -363,6 +425,18 @@ int cmd_generate(int argc, char **argv) {
       rc = 1;
     }
   }
+  struct scorer scorer = {0};
+  if (m && o.score_model) {
+    if (scorer_open(&scorer, &o, mo.tokenizer_path, sd_model_gpu(m))) {
+      fprintf(stderr, "vkdiffusion generate: --score-with: %s\n", status_message());
+      rc = 1;
+      scorer_close(&scorer);
+      sd_model_close(m, 0);
+      m = NULL;
+    } else {
+      o.scorer = &scorer;
+    }
+  }
   for (int k = 0; k < n_jobs; k++) {
     if (!m) {
       if (jobs[k].error[0]) fprintf(stderr, "vkdiffusion generate: %s: %s (job skipped)\n", jobs[k].where, jobs[k].error);
@@ -382,6 +456,7 @@ int cmd_generate(int argc, char **argv) {
   for (int k = 0; k < n_jobs; k++) job_free(&jobs[k]);
   free(jobs);
   free(files);
+  scorer_close(&scorer);
   return sd_model_close(m, rc);
 usage_error:
   free(files);

@@ -81,6 +81,22 @@ int main(void) {
   for (char *p = out; (p = strstr(p, "\"prob\": ")); p += 8, count++) sum += atof(p + 8);
   CHECK_MSG(count == 6 && sum > 0.2 && sum <= 2.0 + 1e-6, "classify output: %s", out);
   printf("  classify: %s", out);
+  /* generate --score-with: the score is printed and stored in the PNG's parameters */
+  char digest[1024], sd[600];
+  test_shared_path(digest, sizeof digest, "ref/goldens/weights_digest_unet_vae_tiny_seed1.json");
+  snprintf(sd, sizeof sd, "%s/sd.safetensors", dir);
+  CHECK(write_sd_checkpoint(sd, digest, ST_F32, 1, clip_spec("tiny")) == 0);
+  f = fopen(cfg, "w");
+  fputs("{\"text_encoder\": {\"num_attention_heads\": 4}, \"vision_model\": {\"num_attention_heads\": 4}, "
+        "\"unet\": {\"num_attention_heads\": 2}}", f);
+  fclose(f);
+  rc = run("%s generate --model %s --config %s --tokenizer %s --score-with %s --score-config %s --prompt 'a red circle' "
+           "--width 32 --height 32 --steps 2 --seed 5 --output s.png -o %s --quiet", bin, sd, cfg, vocab, ckpt, cfg, dir);
+  CHECK_MSG(rc == 0 && strstr(out, "CLIP score "), "generate --score-with: %s", out);
+  char spng[600];
+  snprintf(spng, sizeof spng, "%s/s.png", dir);
+  CHECK(run("%s info %s", bin, spng) == 0 && strstr(out, ", CLIP score: "));
+  printf("  generate --score-with: %s", out);
   /* malformed images: a clear error naming the file */
   char bad[600];
   snprintf(bad, sizeof bad, "%s/truncated.png", dir);

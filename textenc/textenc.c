@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "clip_text.h"
+#include "clip_vision.h"
 #include "gpu.h"
 #include "model_config.h"
 #include "prompt.h"
@@ -228,4 +229,56 @@ int textenc_encode(struct textenc *te, const char *const *prompts, int n, int ch
   free(ids);
   free(w);
   return s;
+}
+
+struct textenc_vision {
+  struct gpu *gpu;
+  bool own_gpu;
+  struct safetensors *st;
+  struct clip_vision *model;
+};
+
+void textenc_vision_destroy(struct textenc_vision *tv) {
+  if (!tv) return;
+  clip_vision_destroy(tv->model);
+  safetensors_close(tv->st);
+  if (tv->own_gpu) gpu_destroy(tv->gpu);
+  free(tv);
+}
+
+int textenc_vision_create(const struct textenc_options *opt, struct textenc_vision **out) {
+  *out = NULL;
+  if (!opt || !opt->model_path) return status_set(STATUS_INVALID_ARGUMENT, "textenc_vision_create: no model path");
+  struct textenc_vision *tv = calloc(1, sizeof *tv);
+  if (!tv) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+  int heads = 0;
+  enum status s = model_vision_heads(opt->config_path, &heads);
+  if (!s) s = safetensors_open(opt->model_path, &tv->st);
+  if (!s) {
+    if (opt->device) {
+      tv->gpu = opt->device;
+    } else {
+      struct gpu_options go = {.device_index = opt->device_index, .validation = -1, .profile = -1};
+      if (!(s = gpu_create(&go, &tv->gpu))) tv->own_gpu = true;
+    }
+  }
+  if (!s) s = clip_vision_load(tv->gpu, tv->st, opt->precision == TEXTENC_FP16, heads, -1, &tv->model);
+  if (s) {
+    textenc_vision_destroy(tv);
+    return s;
+  }
+  *out = tv;
+  return STATUS_OK;
+}
+
+int textenc_vision_info(const struct textenc_vision *tv, int *image_size, int *width, int *projection_dim) {
+  const struct clip_vision_config *c = clip_vision_config(tv->model);
+  if (image_size) *image_size = c->image;
+  if (width) *width = c->width;
+  if (projection_dim) *projection_dim = c->proj;
+  return STATUS_OK;
+}
+
+int textenc_vision_embed(struct textenc_vision *tv, const float *pixels, int n, float *image_embeds, float *pooled) {
+  return clip_vision_forward(tv->model, pixels, n, pooled, image_embeds, NULL);
 }

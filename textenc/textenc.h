@@ -112,6 +112,24 @@ TEXTENC_API int textenc_encode(struct textenc *te, const char *const *prompts, i
 TEXTENC_API int textenc_encode_ids(struct textenc *te, const int32_t *ids, const float *weights, int n, int chunks,
                                    float *cond, float *pooled, float *projected);
 
+/* The CLIP image tower of a CLIPModel / CLIPVisionModel checkpoint (opt->model_path; config_path's
+ * `vision_model` member may give num_attention_heads; device, device_index and precision as above).
+ *
+ *   struct textenc_vision *tv;
+ *   textenc_vision_create(&opt, &tv);
+ *   int size, width, proj;
+ *   textenc_vision_info(tv, &size, &width, &proj);            // 224, 768, 512 for ViT-B/32
+ *   textenc_vision_embed(tv, pixels, n, image_embeds, pooled); // pixels [n, 3, size, size], preprocessed
+ *   textenc_vision_destroy(tv);
+ */
+struct textenc_vision;
+TEXTENC_API int textenc_vision_create(const struct textenc_options *opt, struct textenc_vision **out);
+TEXTENC_API void textenc_vision_destroy(struct textenc_vision *tv); /* accepts NULL */
+TEXTENC_API int textenc_vision_info(const struct textenc_vision *tv, int *image_size, int *width, int *projection_dim);
+/* image_embeds [n, projection_dim] and pooled [n, width]; either may be NULL. */
+TEXTENC_API int textenc_vision_embed(struct textenc_vision *tv, const float *pixels, int n, float *image_embeds,
+                                     float *pooled);
+
 #ifdef __cplusplus
 }
 #endif
