@@ -17,6 +17,7 @@
 #include "unet.h"
 #include "vae.h"
 #include "guidance.h"
+#include "clip_vision.h"
 #include "sd_model.h"
 
 double bench_now(void) {
@@ -368,6 +369,67 @@ static int bench_model(const char *what, int argc, char **argv, long device) {
   return cli_finish_gpu(g, rc);
 }
 
+/* bench classify: images/s of the vision tower at batch 1 and 16 */
+static int bench_classify(int argc, char **argv, long device) {
+  struct textenc_options o = textenc_default_options();
+  for (int i = 1; i < argc; i++) {
+    const char *v = cli_value(argc, argv, &i);
+    if (!v) return 2;
+    if (!strcmp(argv[i - 1], "--model")) o.model_path = v;
+    else if (!strcmp(argv[i - 1], "--config")) o.config_path = v;
+    else if (!strcmp(argv[i - 1], "--precision")) o.precision = strcmp(v, "fp32") ? TEXTENC_FP16 : TEXTENC_FP32;
+    else {
+      fprintf(stderr, "vkdiffusion bench classify: bad option '%s'\n", argv[i - 1]);
+      return 2;
+    }
+  }
+  if (!o.model_path) {
+    fprintf(stderr, "vkdiffusion bench classify: --model is required\n");
+    return 2;
+  }
+  struct gpu *g = cli_gpu("bench", (int)device);
+  if (!g) return 1;
+  double peak = 0;
+  if (bench_peak(g, &peak)) return cli_finish_gpu(g, cli_fail("bench", "peak"));
+  o.device = g;
+  struct safetensors *st;
+  struct clip_vision *vm = NULL;
+  int heads = 0;
+  if (safetensors_open(o.model_path, &st)) return cli_finish_gpu(g, cli_fail("bench", NULL));
+  if (model_vision_heads(o.config_path, &heads) || clip_vision_load(g, st, o.precision == TEXTENC_FP16, heads, -1, &vm)) {
+    safetensors_close(st);
+    return cli_finish_gpu(g, cli_fail("bench", NULL));
+  }
+  const struct clip_vision_config *c = clip_vision_config(vm);
+  int S = c->image, W = c->width, P = c->proj, rc = 0;
+  double T = c->tokens, grid2 = T - 1;
+  double flops = c->layers * (2 * T * (4.0 * W * W + 2.0 * W * c->mlp) + 4 * T * T * W) + 2 * grid2 * 3.0 * c->patch * c->patch * W +
+                 2.0 * W * P;
+  size_t per = 3 * (size_t)S * S;
+  float *px = malloc(16 * per * 4), *emb = malloc(16 * (size_t)(P ? P : 1) * 4);
+  struct rng r;
+  rng_seed(&r, 3);
+  rng_randn(&r, px, 16 * per);
+  printf("vision tower: image %d, patch %d, width %d, %d layers, projection %d (%.2f GFLOP per image) on %s; "
+         "FMA peak %.1f GFLOP/s\n", S, c->patch, W, c->layers, P, flops * 1e-9, gpu_info(g)->name, peak);
+  const int batches[] = {1, 16};
+  for (int b = 0; b < 2 && !rc; b++) {
+    int n = batches[b], reps = n == 1 ? 3 : 1;
+    if (clip_vision_forward(vm, px, n, NULL, emb, NULL)) rc = cli_fail("bench", NULL); /* warm-up */
+    double t0 = bench_now();
+    for (int k = 0; k < reps && !rc; k++)
+      if (clip_vision_forward(vm, px, n, NULL, emb, NULL)) rc = cli_fail("bench", NULL);
+    double per_img = (bench_now() - t0) / reps / n;
+    if (!rc)
+      printf("batch %2d: %.3f s per image, %.2f images/s, %.1f GFLOP/s (%.1f%% of peak)\n", n, per_img, 1 / per_img,
+             flops / per_img * 1e-9, 100 * flops / per_img * 1e-9 / peak);
+  }
+  free(px), free(emb);
+  clip_vision_destroy(vm);
+  safetensors_close(st);
+  return cli_finish_gpu(g, rc);
+}
+
 struct step_times {
   double last, sum, first;
   int n;
@@ -457,7 +519,8 @@ int cmd_bench(int argc, char **argv) {
              "       vkdiffusion bench encode --model PATH [--precision fp16|fp32]\n"
              "       vkdiffusion bench unet --model CKPT [--size 256|512] [--config FILE] [--runs N]\n"
              "       vkdiffusion bench vae --model CKPT [--size 256|512] [--runs N]\n"
-             "       vkdiffusion bench generate --model CKPT [--size 512] [--steps 20] [--config FILE]\n\n"
+             "       vkdiffusion bench generate --model CKPT [--size 512] [--steps 20] [--config FILE]\n"
+             "       vkdiffusion bench classify --model CLIP [--config FILE] [--precision fp16|fp32]\n\n"
              "ops: linear at the CLIP shapes and 1024^3, attention at T=77 and T=4096: time, GFLOP/s and\n"
              "the ratio to the device's FMA peak measured by a peak-FLOPs shader.\n");
       return 0;
@@ -509,6 +572,7 @@ int cmd_bench(int argc, char **argv) {
   if (!strcmp(what, "encode")) return bench_encode(rest_argc, rest, device);
   if (!strcmp(what, "unet") || !strcmp(what, "vae")) return bench_model(what, rest_argc, rest, device);
   if (!strcmp(what, "generate")) return bench_generate(rest_argc, rest, device);
+  if (!strcmp(what, "classify")) return bench_classify(rest_argc, rest, device);
   fprintf(stderr, "vkdiffusion bench: unknown benchmark '%s' (ops, tokenize, encode)\n", what);
   return 2;
 }

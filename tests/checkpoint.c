@@ -216,7 +216,7 @@ int write_sd_checkpoint(const char *path, const char *digest_path, enum st_dtype
   return finish(w, &p, path);
 }
 
-static const struct vision_spec vspecs[] = {{"tiny", 64, 8, 64, 2, 256, 64}, {"vitb32", 224, 32, 768, 12, 3072, 512}};
+static const struct vision_spec vspecs[] = {{"tiny", 64, 8, 64, 2, 256, 64}, {"vitb32", 224, 32, 768, 12, 3072, 512}, {"vitl14", 224, 14, 1024, 24, 4096, 768}};
 
 const struct vision_spec *vision_spec(const char *name) {
   for (size_t i = 0; i < sizeof vspecs / sizeof *vspecs; i++)

@@ -24,6 +24,19 @@ int main(int argc, char **argv) {
     }
     return write_sd_checkpoint(out, argv[2], dt, 1, clip_spec(argv[3])) ? 1 : 0;
   }
+  if (argc >= 3 && !strcmp(argv[1], "vision")) { /* make_checkpoint vision tiny|vitb32|vitl14 [--dtype f16] -o OUT */
+    enum st_dtype dt = ST_F32;
+    const char *out = NULL;
+    for (int i = 3; i < argc; i++) {
+      if (!strcmp(argv[i], "--dtype") && i + 1 < argc) dt = !strcmp(argv[++i], "f16") ? ST_F16 : ST_F32;
+      else if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
+    }
+    if (!out || !vision_spec(argv[2])) {
+      fprintf(stderr, "usage: make_checkpoint vision tiny|vitb32|vitl14 [--dtype f32|f16] -o OUT.safetensors\n");
+      return 2;
+    }
+    return write_vision_checkpoint(out, vision_spec(argv[2]), NULL, dt, 1) ? 1 : 0;
+  }
   if (argc < 3 || strcmp(argv[1], "clip")) {
     fprintf(stderr, "usage: make_checkpoint clip tiny|tiny_gelu|vitl14 [--dtype f32|f16|bf16] [--prefix P] "
                     "[--openclip] [--projection] [--seed S] -o OUT.safetensors\n");

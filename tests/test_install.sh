@@ -2,7 +2,7 @@
 # cmake --install into a temporary prefix, then build install_example.c with pkg-config against it
 # and run it on a tiny checkpoint: the public header, library and .pc file work as installed.
 set -euo pipefail
-build=$1 example=$2 make_ckpt=$3 shared=$4
+build=$1 example=$2 make_ckpt=$3 shared=$4 extra_flags=${5:-}
 if [ ! -d "$shared/clip" ]; then
   if [ -n "${CI:-}" ]; then echo "FAIL: $shared/clip is missing"; exit 1; fi
   echo "SKIP: $shared/clip is missing"; exit 77
@@ -13,7 +13,7 @@ cmake --install "$build" --prefix "$tmp/prefix" > /dev/null
 pc=$(find "$tmp/prefix" -name textenc.pc | head -n 1)
 [ -n "$pc" ] || { echo "FAIL: no textenc.pc installed"; exit 1; }
 export PKG_CONFIG_PATH=$(dirname "$pc")
-cc -std=c11 -Wall -Werror -o "$tmp/example" "$example" $(pkg-config --cflags --libs textenc)
+cc -std=c11 -Wall -Werror $extra_flags -o "$tmp/example" "$example" $(pkg-config --cflags --libs textenc)
 "$make_ckpt" clip tiny -o "$tmp/tiny.safetensors"
 echo '{"text_encoder": {"num_attention_heads": 4}}' > "$tmp/config.json"
 LD_LIBRARY_PATH=$(dirname "$(find "$tmp/prefix" -name 'libtextenc.so' | head -n 1)") \
