@@ -14,6 +14,8 @@
 #pragma GCC diagnostic ignored "-Wsign-compare"
 #include <stb_image_write.h>
 
+#include <zlib.h>
+
 #include "checkpoint.h"
 #include "test.h"
 
@@ -32,6 +34,45 @@ static int run(const char *fmt, ...) {
   out[n] = 0;
   int st = p ? pclose(p) : -1;
   return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void be32(unsigned char *p, uint32_t v) {
+  p[0] = (unsigned char)(v >> 24), p[1] = (unsigned char)(v >> 16), p[2] = (unsigned char)(v >> 8), p[3] = (unsigned char)v;
+}
+
+static void chunk(FILE *f, const char *type, const unsigned char *data, uint32_t n) {
+  unsigned char hdr[8];
+  be32(hdr, n);
+  memcpy(hdr + 4, type, 4);
+  fwrite(hdr, 1, 8, f);
+  if (n) fwrite(data, 1, n, f);
+  uLong crc = crc32(crc32(0, NULL, 0), hdr + 4, 4);
+  if (n) crc = crc32(crc, data, n);
+  unsigned char c[4];
+  be32(c, (uint32_t)crc);
+  fwrite(c, 1, 4, f);
+}
+
+/* A PNG written by hand: RGB at 8 or 16 bits per sample (stb_image_write makes neither 16-bit nor 0x0) */
+static void write_png(const char *path, int w, int h, int depth) {
+  FILE *f = fopen(path, "wb");
+  fwrite("\x89PNG\r\n\x1a\n", 1, 8, f);
+  unsigned char ihdr[13] = {0};
+  be32(ihdr, (uint32_t)w);
+  be32(ihdr + 4, (uint32_t)h);
+  ihdr[8] = (unsigned char)depth;
+  ihdr[9] = 2; /* RGB */
+  chunk(f, "IHDR", ihdr, 13);
+  size_t row = 1 + (size_t)w * 3 * depth / 8, raw_n = row * (size_t)h;
+  unsigned char *raw = calloc(raw_n + 1, 1);
+  for (size_t i = 0; i < raw_n; i++) raw[i] = i % row ? (unsigned char)(i * 7) : 0; /* filter 0 each row */
+  uLongf zn = compressBound((uLong)raw_n) + 16;
+  unsigned char *z = malloc(zn);
+  compress(z, &zn, raw, (uLong)raw_n);
+  chunk(f, "IDAT", z, (uint32_t)zn);
+  chunk(f, "IEND", NULL, 0);
+  fclose(f);
+  free(raw), free(z);
 }
 
 int main(void) {
@@ -112,6 +153,15 @@ int main(void) {
   printf("  truncated PNG -> %s", out);
   CHECK(run("%s embed-image --model %s --config %s --image %s -o %s/x.safetensors", bin, ckpt, cfg, cfg, dir) == 1 &&
         strstr(out, "config.json") && strstr(out, "not a readable image"));
+  snprintf(bad, sizeof bad, "%s/deep.png", dir); /* 16 bits per sample: reduced to 8 */
+  write_png(bad, 40, 30, 16);
+  CHECK_MSG(run("%s embed-image --model %s --config %s --image %s -o %s/x.safetensors", bin, ckpt, cfg, bad, dir) == 0,
+            "16-bit PNG: %s", out);
+  snprintf(bad, sizeof bad, "%s/empty.png", dir); /* 0x0 */
+  write_png(bad, 0, 0, 8);
+  CHECK(run("%s embed-image --model %s --config %s --image %s -o %s/x.safetensors", bin, ckpt, cfg, bad, dir) == 1 &&
+        strstr(out, "empty.png"));
+  printf("  0x0 PNG -> %s", out);
   unsigned char *line = calloc(100000, 3);
   snprintf(bad, sizeof bad, "%s/line.png", dir);
   stbi_write_png(bad, 100000, 1, 3, line, 300000);
