@@ -53,6 +53,10 @@ struct unet {
   struct seq input[32], middle, output[32];
   struct gpu_tensor te0_w, te0_b, te2_w, te2_b, out_norm_w, out_norm_b, out_conv_w, out_conv_b;
   uint64_t act_bytes;
+  /* the last forward, recorded once and replayed while the shape stays the same */
+  struct gpu_recording *rec;
+  int rec_N, rec_H, rec_W, rec_T;
+  struct gpu_tensor rec_x, rec_t, rec_ctx, rec_eps;
 };
 
 bool unet_present(const struct safetensors *st, const char *prefix) {
@@ -325,6 +329,7 @@ void unet_destroy(struct unet *u) {
   if (!u) return;
   for (int i = 0; i < 32; i++) free_layers(&u->input[i]), free_layers(&u->output[i]);
   free_layers(&u->middle);
+  gpu_recording_destroy(u->rec);
   gpu_arena_destroy(u->temps);
   gpu_arena_destroy(u->persist);
   gpu_arena_destroy(u->weights);
@@ -596,6 +601,17 @@ enum status unet_forward(struct unet *u, const float *x, const float *t, const f
   if (T <= 0) return status_set(STATUS_INVALID_ARGUMENT, "U-Net: empty context");
   for (int i = 0; i < N; i++)
     if (!isfinite(t[i])) return status_set(STATUS_INVALID_ARGUMENT, "U-Net: timestep %d is not finite", i);
+  enum status s;
+  bool replay = !trace && !gpu_profiling(u->g); /* traced and profiled runs submit plainly */
+  if (replay && u->rec && u->rec_N == N && u->rec_H == H && u->rec_W == W && u->rec_T == T) {
+    /* the same shape as the recorded forward: new inputs into the same buffers, replay */
+    if ((s = gpu_upload(u->g, &u->rec_x, x, u->rec_x.bytes)) || (s = gpu_upload(u->g, &u->rec_t, t, u->rec_t.bytes)) ||
+        (s = gpu_upload(u->g, &u->rec_ctx, context, u->rec_ctx.bytes)) || (s = gpu_replay(u->g, u->rec)) ||
+        (s = gpu_download(u->g, &u->rec_eps, eps, u->rec_eps.bytes)))
+      return s;
+    return check_finite(eps, u->rec_eps.bytes / 4, "eps");
+  }
+  u->rec_N = 0; /* invalid until recorded again */
   /* scratch for convolution patches: the largest layer, capped at 32 MiB (convolutions chunk) */
   int64_t scratch = (int64_t)H * W * conv_weight_cols(4 * in->model_channels, 3);
   if (scratch > (8 << 20)) scratch = 8 << 20;
@@ -606,7 +622,7 @@ enum status unet_forward(struct unet *u, const float *x, const float *t, const f
   struct run r = {.u = u, .N = N, .ctx_len = T};
   r.P = (struct act){.g = u->g, .measure = true};
   r.T = (struct act){.g = u->g, .measure = true};
-  enum status s = alloc_io(&r, H, W, scratch, &io);
+  s = alloc_io(&r, H, W, scratch, &io);
   if (!s) s = walk(&r, &io, trace, traced, &n_traced);
   if (s) return s;
   VkDeviceSize pbytes = r.P.peak, tbytes = r.T.peak;
@@ -623,9 +639,22 @@ enum status unet_forward(struct unet *u, const float *x, const float *t, const f
   if ((s = gpu_upload(u->g, &io.x, x, io.x.bytes)) || (s = gpu_upload(u->g, &io.t, t, io.t.bytes)) ||
       (s = gpu_upload(u->g, &r.context, context, r.context.bytes)))
     return s;
-  if ((s = gpu_begin(u->g))) return s;
-  s = walk(&r, &io, trace, traced, &n_traced);
-  enum status s2 = gpu_submit(u->g); /* always close the command buffer */
+  enum status s2;
+  if (!replay) {
+    if ((s = gpu_begin(u->g))) return s;
+    s = walk(&r, &io, trace, traced, &n_traced);
+    s2 = gpu_submit(u->g); /* always close the command buffer */
+  } else {
+    if (!u->rec && (s = gpu_recording_create(u->g, &u->rec))) return s;
+    if ((s = gpu_begin_recording(u->g, u->rec))) return s;
+    s = walk(&r, &io, trace, traced, &n_traced);
+    s2 = gpu_end_recording(u->g);
+    if (!s && !s2) s2 = gpu_replay(u->g, u->rec);
+    if (!s && !s2) {
+      u->rec_N = N, u->rec_H = H, u->rec_W = W, u->rec_T = T;
+      u->rec_x = io.x, u->rec_t = io.t, u->rec_ctx = r.context, u->rec_eps = io.eps;
+    }
+  }
   if (s || s2) return s ? s : s2;
   if ((s = gpu_download(u->g, &io.eps, eps, io.eps.bytes))) return s;
   for (int i = 0; i < n_traced; i++)

@@ -74,7 +74,7 @@ struct gpu {
   VkQueue queue;
   uint32_t queue_family;
   VkCommandPool pool;
-  VkCommandBuffer cmd, xfer_cmd;
+  VkCommandBuffer cmd, xfer_cmd, main_cmd; /* cmd: where dispatches go (main_cmd or a recording) */
   VkFence fence;
   VkDescriptorSetLayout set_layout;
   VkPipelineLayout layout;
@@ -359,7 +359,7 @@ static enum status device_create(struct gpu *g) {
                                      .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
                                      .commandBufferCount = 2};
   VK_TRY(vkAllocateCommandBuffers(g->device, &cai, cmds));
-  g->cmd = cmds[0];
+  g->cmd = g->main_cmd = cmds[0];
   g->xfer_cmd = cmds[1];
   VkFenceCreateInfo fci = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
   VK_TRY(vkCreateFence(g->device, &fci, NULL, &g->fence));
@@ -941,7 +941,7 @@ enum status gpu_dispatch(struct gpu *g, enum kernel_id k, const uint32_t *spec, 
   vkCmdPushConstants(g->cmd, g->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, GPU_PUSH_SIZE, pc);
   vkCmdDispatch(g->cmd, gx, gy, gz);
   barrier(g->cmd);
-  if (g->profile && g->n_queries < MAX_QUERIES) {
+  if (g->profile && g->cmd == g->main_cmd && g->n_queries < MAX_QUERIES) {
     g->query_kernel[g->n_queries] = k;
     vkCmdWriteTimestamp(g->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, g->queries, g->n_queries++);
   }
@@ -963,4 +963,70 @@ void gpu_profile_print(const struct gpu *g, FILE *f) {
 void gpu_profile_reset(struct gpu *g) {
   memset(g->kernel_seconds, 0, sizeof g->kernel_seconds);
   memset(g->kernel_calls, 0, sizeof g->kernel_calls);
+}
+
+struct gpu_recording {
+  struct gpu *g;
+  VkCommandBuffer cmd;
+};
+
+enum status gpu_recording_create(struct gpu *g, struct gpu_recording **out) {
+  enum status st = STATUS_OK;
+  struct gpu_recording *r = calloc(1, sizeof *r);
+  if (!r) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+  r->g = g;
+  VkCommandBufferAllocateInfo cai = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+                                     .commandPool = g->pool,
+                                     .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+                                     .commandBufferCount = 1};
+  VK_TRY(vkAllocateCommandBuffers(g->device, &cai, &r->cmd));
+  *out = r;
+  return STATUS_OK;
+fail:
+  free(r);
+  return st;
+}
+
+void gpu_recording_destroy(struct gpu_recording *r) {
+  if (!r) return;
+  if (r->cmd) vkFreeCommandBuffers(r->g->device, r->g->pool, 1, &r->cmd);
+  free(r);
+}
+
+enum status gpu_begin_recording(struct gpu *g, struct gpu_recording *r) {
+  enum status st = STATUS_OK;
+  if (g->recording) return status_set(STATUS_INVALID_ARGUMENT, "gpu_begin_recording: already recording");
+  VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO}; /* reusable */
+  VK_TRY(vkResetCommandBuffer(r->cmd, 0));
+  VK_TRY(vkBeginCommandBuffer(r->cmd, &bi));
+  g->cmd = r->cmd;
+  g->recording = true;
+  g->n_queries = 0; /* no timestamps in recordings: profiles cover plain submits */
+  return STATUS_OK;
+fail:
+  return st;
+}
+
+enum status gpu_end_recording(struct gpu *g) {
+  enum status st = STATUS_OK;
+  if (!g->recording || g->cmd == g->main_cmd) return status_set(STATUS_INVALID_ARGUMENT, "gpu_end_recording without a recording");
+  g->recording = false;
+  VkCommandBuffer cmd = g->cmd;
+  g->cmd = g->main_cmd;
+  VK_TRY(vkEndCommandBuffer(cmd));
+  return STATUS_OK;
+fail:
+  return st;
+}
+
+enum status gpu_replay(struct gpu *g, struct gpu_recording *r) {
+  enum status st = STATUS_OK;
+  if (g->recording) return status_set(STATUS_INVALID_ARGUMENT, "gpu_replay while recording");
+  VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &r->cmd};
+  VK_TRY(vkQueueSubmit(g->queue, 1, &si, g->fence));
+  VK_TRY(vkWaitForFences(g->device, 1, &g->fence, VK_TRUE, UINT64_MAX));
+  VK_TRY(vkResetFences(g->device, 1, &g->fence));
+  return STATUS_OK;
+fail:
+  return st;
 }

@@ -129,6 +129,16 @@ enum status gpu_dispatch(struct gpu *g, enum kernel_id k, const uint32_t *spec, 
                          const struct gpu_arg *args, int n_args, const void *push, size_t push_size,
                          uint32_t gx, uint32_t gy, uint32_t gz);
 
+/* A recorded command buffer that can be submitted again (a forward whose buffers and shapes do not
+ * change: the U-Net between sampling steps). Record with gpu_begin_recording ... gpu_end_recording
+ * (ops dispatch into it as into gpu_begin/gpu_submit), then gpu_replay as often as needed. */
+struct gpu_recording;
+enum status gpu_recording_create(struct gpu *g, struct gpu_recording **out);
+void gpu_recording_destroy(struct gpu_recording *r); /* accepts NULL */
+enum status gpu_begin_recording(struct gpu *g, struct gpu_recording *r);
+enum status gpu_end_recording(struct gpu *g);
+enum status gpu_replay(struct gpu *g, struct gpu_recording *r); /* submits and waits */
+
 /* Per-kernel GPU time of the submits since the last reset (VKDIFFUSION_PROFILE=1). */
 bool gpu_profiling(const struct gpu *g);
 void gpu_profile_print(const struct gpu *g, FILE *f);
