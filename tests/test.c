@@ -1,4 +1,8 @@
+#define _POSIX_C_SOURCE 200809L
 #include "test.h"
+
+#include <stdarg.h>
+#include <sys/wait.h>
 
 #include "fileio.h"
 #include "safetensors.h"
@@ -109,4 +113,18 @@ float *test_tensor(struct safetensors *st, const char *name, size_t *n) {
   if (v) safetensors_read_f32(st, t, v);
   if (n) *n = (size_t)t->numel;
   return v;
+}
+
+int test_run(char *out, size_t n, const char *fmt, ...) {
+  char cmd[4096], full[4300];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(cmd, sizeof cmd, fmt, ap);
+  va_end(ap);
+  snprintf(full, sizeof full, "%s 2>&1", cmd);
+  FILE *p = popen(full, "r");
+  size_t got = p ? fread(out, 1, n - 1, p) : 0;
+  out[got] = 0;
+  int st = p ? pclose(p) : -1;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }

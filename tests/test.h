@@ -59,6 +59,9 @@ struct gpu *test_gpu(int *rc);
 void test_gpu_done(struct gpu *g);
 int test_result(const char *name);
 
+/* Runs a shell command (printf format), its stdout and stderr captured in out[n]; the exit status. */
+int test_run(char *out, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* A whole file (NUL-terminated, free() it) or NULL. */
 char *test_read_file(const char *path, size_t *len);
 /* A tensor of a safetensors file as f32 (malloc'd; NULL when absent); *n its element count. */

@@ -13,21 +13,7 @@
 static char dir[256], out[8192];
 
 /* Runs cmd (stdout+stderr captured into out); returns the exit status. */
-static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int run(const char *fmt, ...) {
-  char cmd[4096];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(cmd, sizeof cmd, fmt, ap);
-  va_end(ap);
-  char full[4200];
-  snprintf(full, sizeof full, "%s 2>&1", cmd);
-  FILE *p = popen(full, "r");
-  size_t n = p ? fread(out, 1, sizeof out - 1, p) : 0;
-  out[n] = 0;
-  int st = p ? pclose(p) : -1;
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+#define run(...) test_run(out, sizeof out, __VA_ARGS__)
 
 static bool exists(const char *p) {
   struct stat sb;

@@ -15,20 +15,7 @@
 
 static char dir[256], out[16384], base[2048];
 
-static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int run(const char *fmt, ...) {
-  char cmd[4096], full[4300];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(cmd, sizeof cmd, fmt, ap);
-  va_end(ap);
-  snprintf(full, sizeof full, "%s 2>&1", cmd);
-  FILE *p = popen(full, "r");
-  size_t n = p ? fread(out, 1, sizeof out - 1, p) : 0;
-  out[n] = 0;
-  int st = p ? pclose(p) : -1;
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+#define run(...) test_run(out, sizeof out, __VA_ARGS__)
 
 static void write_text(const char *name, const char *text) {
   char path[512];

@@ -16,6 +16,14 @@ struct clip_scratch {
   struct gpu_tensor h, q, k, v, a, f;
 };
 
+/* HF checkpoint leaf names of the 16 tensors of a layer, in the order of clip_layer_fields(). */
+extern const char *const clip_layer_hf_names[16];
+void clip_layer_fields(struct clip_layer *L, struct gpu_tensor *fields[16]);
+/* Loads a layer stored under HF names: prefix + leaf name (e.g. "vision_model.encoder.layers.3."). */
+struct weight_loader;
+enum status clip_layer_load_hf(struct weight_loader *l, const char *prefix, int64_t width, int64_t mlp, enum dtype mat,
+                               struct clip_layer *L);
+
 enum status clip_layer_forward(struct gpu *g, const struct clip_layer *L, const struct gpu_tensor *x,
                                const struct clip_scratch *s, int heads, bool causal, int act, float eps);
 

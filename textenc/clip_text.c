@@ -24,11 +24,17 @@ struct clip_text {
 enum slot { S_LN1_W, S_LN1_B, S_Q_W, S_Q_B, S_K_W, S_K_B, S_V_W, S_V_B, S_O_W, S_O_B,
             S_LN2_W, S_LN2_B, S_FC1_W, S_FC1_B, S_FC2_W, S_FC2_B, S_LAYER_SLOTS };
 
-static const char *const hf_layer[S_LAYER_SLOTS] = {
+const char *const clip_layer_hf_names[16] = {
     "layer_norm1.weight", "layer_norm1.bias", "self_attn.q_proj.weight", "self_attn.q_proj.bias",
     "self_attn.k_proj.weight", "self_attn.k_proj.bias", "self_attn.v_proj.weight", "self_attn.v_proj.bias",
     "self_attn.out_proj.weight", "self_attn.out_proj.bias", "layer_norm2.weight", "layer_norm2.bias",
     "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias"};
+
+void clip_layer_fields(struct clip_layer *L, struct gpu_tensor *f[16]) {
+  struct gpu_tensor *all[16] = {&L->ln1_w, &L->ln1_b, &L->q_w,   &L->q_b,   &L->k_w,   &L->k_b,   &L->v_w,   &L->v_b,
+                                &L->o_w,   &L->o_b,   &L->ln2_w, &L->ln2_b, &L->fc1_w, &L->fc1_b, &L->fc2_w, &L->fc2_b};
+  memcpy(f, all, sizeof all);
+}
 /* OpenCLIP: q, k, v are row blocks 0, 1, 2 of in_proj */
 static const char *const oc_layer[S_LAYER_SLOTS] = {
     "ln_1.weight", "ln_1.bias", "attn.in_proj_weight", "attn.in_proj_bias", "attn.in_proj_weight",
@@ -37,7 +43,7 @@ static const char *const oc_layer[S_LAYER_SLOTS] = {
 
 static void layer_key(const struct clip_text_config *c, int layer, enum slot s, char *buf, size_t n) {
   if (c->layout == CLIP_LAYOUT_HF)
-    snprintf(buf, n, "%stext_model.encoder.layers.%d.%s", c->prefix, layer, hf_layer[s]);
+    snprintf(buf, n, "%stext_model.encoder.layers.%d.%s", c->prefix, layer, clip_layer_hf_names[s]);
   else
     snprintf(buf, n, "%stransformer.resblocks.%d.%s", c->prefix, layer, oc_layer[s]);
 }
@@ -144,9 +150,8 @@ static enum status load_all(struct clip_text *m, struct weight_loader *l) {
   bool oc = c->layout == CLIP_LAYOUT_OPENCLIP;
   for (int i = 0; i < c->layers; i++) {
     struct clip_layer *L = &m->layers[i];
-    struct gpu_tensor *field[S_LAYER_SLOTS] = {&L->ln1_w, &L->ln1_b, &L->q_w, &L->q_b, &L->k_w, &L->k_b, &L->v_w,
-                                               &L->v_b, &L->o_w, &L->o_b, &L->ln2_w, &L->ln2_b, &L->fc1_w,
-                                               &L->fc1_b, &L->fc2_w, &L->fc2_b};
+    struct gpu_tensor *field[S_LAYER_SLOTS];
+    clip_layer_fields(L, field);
     for (int sl = 0; sl < S_LAYER_SLOTS; sl++) {
       layer_key(c, i, (enum slot)sl, key, sizeof key);
       bool is_w = sl % 2 == 0 && sl != S_LN1_W && sl != S_LN2_W, is_qkv = sl >= S_Q_W && sl <= S_V_B;
@@ -357,4 +362,20 @@ enum status clip_layer_forward(struct gpu *g, const struct clip_layer *L, const 
   if ((st = op_layernorm(g, x, &L->ln2_w, &L->ln2_b, &s->h, eps))) return st;                /* h = LN2(x) */
   if ((st = op_linear(g, &s->h, &L->fc1_w, &L->fc1_b, &s->f, act))) return st;               /* f [S, T, MLP] */
   return op_linear_residual(g, &s->f, &L->fc2_w, &L->fc2_b, x);                              /* x += fc2(f) */
+}
+
+enum status clip_layer_load_hf(struct weight_loader *l, const char *prefix, int64_t D, int64_t M, enum dtype mat,
+                               struct clip_layer *L) {
+  struct gpu_tensor *f[16];
+  clip_layer_fields(L, f);
+  for (int k = 0; k < 16; k++) {
+    char key[512];
+    snprintf(key, sizeof key, "%s%s", prefix, clip_layer_hf_names[k]);
+    int64_t out = k == S_FC1_W || k == S_FC1_B ? M : D, in = k == S_FC2_W ? M : D;
+    bool matrix = k % 2 == 0 && k != S_LN1_W && k != S_LN2_W;
+    enum status s = matrix ? weight_load(l, key, 2, (int64_t[]){out, in}, 0, 0, WL_PLAIN, mat, f[k])
+                           : weight_load(l, key, 1, (int64_t[]){out}, 0, 0, WL_PLAIN, DT_F32, f[k]);
+    if (s) return s;
+  }
+  return STATUS_OK;
 }

@@ -43,23 +43,10 @@ static enum status load_all(struct clip_vision *m, struct weight_loader *l) {
       (s = vec(l, "vision_model.post_layernorm.weight", D, &m->post_w)) ||
       (s = vec(l, "vision_model.post_layernorm.bias", D, &m->post_b)))
     return s;
-  static const char *const names[16] = {
-      "layer_norm1.weight", "layer_norm1.bias", "self_attn.q_proj.weight", "self_attn.q_proj.bias",
-      "self_attn.k_proj.weight", "self_attn.k_proj.bias", "self_attn.v_proj.weight", "self_attn.v_proj.bias",
-      "self_attn.out_proj.weight", "self_attn.out_proj.bias", "layer_norm2.weight", "layer_norm2.bias",
-      "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias"};
   for (int i = 0; i < c->layers; i++) {
-    struct clip_layer *L = &m->layers[i];
-    struct gpu_tensor *f[16] = {&L->ln1_w, &L->ln1_b, &L->q_w, &L->q_b, &L->k_w, &L->k_b, &L->v_w, &L->v_b,
-                                &L->o_w,   &L->o_b,   &L->ln2_w, &L->ln2_b, &L->fc1_w, &L->fc1_b, &L->fc2_w, &L->fc2_b};
-    for (int k = 0; k < 16; k++) {
-      char key[256];
-      snprintf(key, sizeof key, "vision_model.encoder.layers.%d.%s", i, names[k]);
-      int64_t out = k == 12 || k == 13 ? M : D, in = k == 14 ? M : D;
-      bool matrix = k % 2 == 0 && k != 0 && k != 10;
-      s = matrix ? weight_load(l, key, 2, (int64_t[]){out, in}, 0, 0, WL_PLAIN, mat, f[k]) : vec(l, key, out, f[k]);
-      if (s) return s;
-    }
+    char prefix[96];
+    snprintf(prefix, sizeof prefix, "vision_model.encoder.layers.%d.", i);
+    if ((s = clip_layer_load_hf(l, prefix, D, M, mat, &m->layers[i]))) return s;
   }
   if (c->proj) s = weight_load(l, "visual_projection.weight", 2, (int64_t[]){c->proj, D}, 0, 0, WL_PLAIN, mat, &m->proj);
   return s;
