@@ -477,7 +477,7 @@ static int bench_generate(int argc, char **argv, long device) {
   size_t n = 4 * (size_t)h * w;
   struct sd_conditioning c;
   t0 = bench_now();
-  if (sd_model_encode(m, "a photograph of an astronaut riding a horse", "blurry", 1, 0, &c)) return sd_model_close(m, cli_fail("bench", NULL));
+  if (sd_model_encode(m, "a photograph of an astronaut riding a horse", "blurry", 1, &c)) return sd_model_close(m, cli_fail("bench", NULL));
   double t_enc = bench_now() - t0;
   float *noise = malloc(n * 4), *x = malloc(n * 4), *img = malloc(3 * (size_t)size * size * 4);
   struct rng r;

@@ -126,7 +126,7 @@ struct scorer {
 
 struct opts {
   const char *outdir, *noise_file, *latents_file, *score_model, *score_config;
-  bool quiet, progress, literal;
+  bool quiet, progress;
   enum vae_tiling tiling;
   struct scorer *scorer;
 };
@@ -192,7 +192,7 @@ static int run_job(struct sd_model *m, struct job *j, const struct opts *o, int 
   prog.phase = "encode";
   prog.t0 = bench_now();
   progress_draw(&prog, 0, 1);
-  if (sd_model_encode(m, j->prompt, j->negative_prompt ? j->negative_prompt : "", j->clip_skip, o->literal, &c)) {
+  if (sd_model_encode(m, j->prompt, j->negative_prompt ? j->negative_prompt : "", j->clip_skip, &c)) {
     fprintf(stderr, "\nvkdiffusion generate: %s: %s (job skipped)\n", label, status_message());
     return j->batch_count;
   }
@@ -373,7 +373,7 @@ int cmd_generate(int argc, char **argv) {
     else if (!strcmp(a, "--score-config")) { VALUE(); o.score_config = val; }
     else if (!strcmp(a, "--quiet")) o.quiet = true;
     else if (!strcmp(a, "--progress")) o.progress = true;
-    else if (!strcmp(a, "--literal")) o.literal = true;
+    else if (!strcmp(a, "--literal")) mo.literal = 1; /* the text encoder is created with it */
     else if (a[0] == '-' && a[1]) {
       fprintf(stderr, "vkdiffusion generate: unknown option '%s' (see --help)\n", a);
       goto usage_error;

@@ -94,9 +94,8 @@ void sd_conditioning_free(struct sd_conditioning *c) {
   c->cond = c->uncond = NULL;
 }
 
-enum status sd_model_encode(struct sd_model *m, const char *prompt, const char *negative, int clip_skip, int literal,
+enum status sd_model_encode(struct sd_model *m, const char *prompt, const char *negative, int clip_skip,
                             struct sd_conditioning *c) {
-  (void)literal; /* set when the encoder was created */
   memset(c, 0, sizeof *c);
   struct textenc_info info;
   textenc_info(m->te, &info);

@@ -15,7 +15,7 @@ struct sd_model_options {
   const char *model_path, *tokenizer_path, *config_path;
   enum textenc_precision precision;
   int device; /* -1: default */
-  int literal;
+  int literal; /* prompts as plain text, no A1111 syntax */
 };
 
 struct sd_model;
@@ -33,7 +33,7 @@ struct sd_conditioning {
   int tokens;           /* 77 * chunks */
 };
 /* prompt and negative prompt, padded to the same number of chunks (A1111) */
-enum status sd_model_encode(struct sd_model *m, const char *prompt, const char *negative, int clip_skip, int literal,
+enum status sd_model_encode(struct sd_model *m, const char *prompt, const char *negative, int clip_skip,
                             struct sd_conditioning *c);
 void sd_conditioning_free(struct sd_conditioning *c);
 enum status sd_model_sample(struct sd_model *m, const struct sampler_run *run, float *x);

@@ -126,6 +126,19 @@ int main(void) {
   printf("  determinism: %zu-byte PNGs, %s\n", na, a && b && na == nb && !memcmp(a, b, na) ? "identical" : "DIFFERENT");
   free(a), free(b);
 
+  /* --literal reaches the text encoder: "(cat:1.5)" as text differs from the weighted cat */
+  rc = run("%s --prompt '(cat:1.5)' --width 32 --height 32 --steps 1 --seed 3 --output lit.png --literal -o %s/a", base, dir);
+  CHECK(rc == 0);
+  rc = run("%s --prompt '(cat:1.5)' --width 32 --height 32 --steps 1 --seed 3 --output syn.png -o %s/a", base, dir);
+  CHECK(rc == 0);
+  char lp[600], sp[600];
+  snprintf(lp, sizeof lp, "%s/a/lit.png", dir);
+  snprintf(sp, sizeof sp, "%s/a/syn.png", dir);
+  a = test_read_file(lp, &na);
+  b = test_read_file(sp, &nb);
+  CHECK_MSG(a && b && (na != nb || memcmp(a, b, na)), "--literal made no difference");
+  free(a), free(b);
+
   /* a batch file with one bad job: the others run, the bad one is reported, exit 1 */
   write_text("batch.json",
              "[{\"prompt\": \"a red circle\", \"seed\": 1, \"steps\": 2, \"width\": 32, \"height\": 32, \"batch_count\": 2},\n"
