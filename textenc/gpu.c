@@ -653,14 +653,22 @@ fail:
   return st;
 }
 
-static enum status run_and_wait(struct gpu *g, VkCommandBuffer cmd) {
+/* Submits a finished command buffer and waits for it. */
+static enum status submit_and_wait(struct gpu *g, VkCommandBuffer cmd) {
   enum status st = STATUS_OK;
-  VK_TRY(vkEndCommandBuffer(cmd));
   VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &cmd};
   VK_TRY(vkQueueSubmit(g->queue, 1, &si, g->fence));
   VK_TRY(vkWaitForFences(g->device, 1, &g->fence, VK_TRUE, UINT64_MAX));
   VK_TRY(vkResetFences(g->device, 1, &g->fence));
   return STATUS_OK;
+fail:
+  return st;
+}
+
+static enum status run_and_wait(struct gpu *g, VkCommandBuffer cmd) {
+  enum status st = STATUS_OK;
+  VK_TRY(vkEndCommandBuffer(cmd));
+  return submit_and_wait(g, cmd);
 fail:
   return st;
 }
@@ -1020,13 +1028,6 @@ fail:
 }
 
 enum status gpu_replay(struct gpu *g, struct gpu_recording *r) {
-  enum status st = STATUS_OK;
   if (g->recording) return status_set(STATUS_INVALID_ARGUMENT, "gpu_replay while recording");
-  VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &r->cmd};
-  VK_TRY(vkQueueSubmit(g->queue, 1, &si, g->fence));
-  VK_TRY(vkWaitForFences(g->device, 1, &g->fence, VK_TRUE, UINT64_MAX));
-  VK_TRY(vkResetFences(g->device, 1, &g->fence));
-  return STATUS_OK;
-fail:
-  return st;
+  return submit_and_wait(g, r->cmd);
 }
