@@ -45,6 +45,16 @@ enum status bench_peak(struct gpu *g, double *gflops) {
   return st;
 }
 
+struct gpu *bench_open(long device, double *peak) {
+  struct gpu *g = cli_gpu("bench", (int)device);
+  if (g && bench_peak(g, peak)) {
+    cli_finish_gpu(g, cli_fail("bench", "peak"));
+    return NULL;
+  }
+  if (g) gpu_memory_reset_peak(g);
+  return g;
+}
+
 static void fill_random(float *p, size_t n, uint32_t seed) {
   uint32_t s = seed * 2654435761u + 1;
   for (size_t i = 0; i < n; i++) {
@@ -229,11 +239,9 @@ static int bench_encode(int argc, char **argv, long device) {
     fprintf(stderr, "vkdiffusion bench encode: --model is required\n");
     return 2;
   }
-  struct gpu *g = cli_gpu("bench", (int)device);
-  if (!g) return 1;
   double peak = 0;
-  if (bench_peak(g, &peak)) return cli_finish_gpu(g, cli_fail("bench", "peak"));
-  gpu_memory_reset_peak(g);
+  struct gpu *g = bench_open(device, &peak);
+  if (!g) return 1;
   o.device = g;
   struct textenc *te;
   if (textenc_create(&o, &te)) return cli_finish_gpu(g, cli_fail("bench", NULL));
@@ -298,11 +306,9 @@ static int bench_model(const char *what, int argc, char **argv, long device) {
     fprintf(stderr, "vkdiffusion bench %s: --model is required\n", what);
     return 2;
   }
-  struct gpu *g = cli_gpu("bench", (int)device);
-  if (!g) return 1;
   double peak = 0;
-  if (bench_peak(g, &peak)) return cli_finish_gpu(g, cli_fail("bench", "peak"));
-  gpu_memory_reset_peak(g);
+  struct gpu *g = bench_open(device, &peak);
+  if (!g) return 1;
   struct safetensors *st;
   if (safetensors_open(model, &st)) return cli_finish_gpu(g, cli_fail("bench", NULL));
   int rc = 0, lat = (int)size / 8;
@@ -387,10 +393,9 @@ static int bench_classify(int argc, char **argv, long device) {
     fprintf(stderr, "vkdiffusion bench classify: --model is required\n");
     return 2;
   }
-  struct gpu *g = cli_gpu("bench", (int)device);
-  if (!g) return 1;
   double peak = 0;
-  if (bench_peak(g, &peak)) return cli_finish_gpu(g, cli_fail("bench", "peak"));
+  struct gpu *g = bench_open(device, &peak);
+  if (!g) return 1;
   o.device = g;
   struct safetensors *st;
   struct clip_vision *vm = NULL;
@@ -554,10 +559,9 @@ int cmd_bench(int argc, char **argv) {
         return 2;
       }
     }
-    struct gpu *g = cli_gpu("bench", (int)device);
-    if (!g) return 1;
     double peak = 0;
-    if (bench_peak(g, &peak)) return cli_finish_gpu(g, cli_fail("bench", "peak"));
+    struct gpu *g = bench_open(device, &peak);
+    if (!g) return 1;
     return cli_finish_gpu(g, bench_ops(g, peak));
   }
   if (!strcmp(what, "tokenize")) {

@@ -96,7 +96,6 @@ struct gpu {
   enum kernel_id query_kernel[MAX_QUERIES];
   double kernel_seconds[KERNEL_COUNT];
   uint64_t kernel_calls[KERNEL_COUNT];
-  double last_submit_seconds;
 };
 
 size_t dtype_size(enum dtype dt) { return dt == DT_F16 ? 2 : 4; }
@@ -538,7 +537,6 @@ const struct gpu_device_info *gpu_info(const struct gpu *g) { return &g->info; }
 const VkPhysicalDeviceLimits *gpu_limits(const struct gpu *g) { return &g->props.limits; }
 bool gpu_has_fp16(const struct gpu *g) { return g->fp16; }
 bool gpu_profiling(const struct gpu *g) { return g->profile; }
-double gpu_last_submit_seconds(const struct gpu *g) { return g->last_submit_seconds; }
 uint64_t gpu_memory_in_use(const struct gpu *g) { return g->mem_in_use; }
 uint64_t gpu_memory_peak(const struct gpu *g) { return g->mem_peak; }
 void gpu_memory_reset_peak(struct gpu *g) { g->mem_peak = g->mem_in_use; }
@@ -761,7 +759,6 @@ enum status gpu_submit(struct gpu *g) {
   g->recording = false;
   enum status st = run_and_wait(g, g->cmd);
   if (st) return st;
-  g->last_submit_seconds = 0;
   uint64_t *ts = NULL;
   if (g->profile && g->n_queries > 1) {
     ts = calloc(g->n_queries, sizeof *ts);
@@ -774,7 +771,6 @@ enum status gpu_submit(struct gpu *g) {
       g->kernel_seconds[g->query_kernel[i]] += s;
       g->kernel_calls[g->query_kernel[i]]++;
     }
-    g->last_submit_seconds = (double)(ts[g->n_queries - 1] - ts[0]) * period;
     free(ts);
     ts = NULL;
   }
@@ -968,10 +964,6 @@ void gpu_profile_print(const struct gpu *g, FILE *f) {
   fprintf(f, "  %-20s %25.3f ms\n", "total", total * 1e3);
 }
 
-void gpu_profile_reset(struct gpu *g) {
-  memset(g->kernel_seconds, 0, sizeof g->kernel_seconds);
-  memset(g->kernel_calls, 0, sizeof g->kernel_calls);
-}
 
 struct gpu_recording {
   struct gpu *g;

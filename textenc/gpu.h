@@ -142,9 +142,5 @@ enum status gpu_replay(struct gpu *g, struct gpu_recording *r); /* submits and w
 /* Per-kernel GPU time of the submits since the last reset (VKDIFFUSION_PROFILE=1). */
 bool gpu_profiling(const struct gpu *g);
 void gpu_profile_print(const struct gpu *g, FILE *f);
-void gpu_profile_reset(struct gpu *g);
-
-/* Time of the last submit measured on the GPU (0 when not profiling), seconds. */
-double gpu_last_submit_seconds(const struct gpu *g);
 
 #endif
