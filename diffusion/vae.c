@@ -24,7 +24,7 @@ struct vae {
   struct gpu *g;
   bool fp16, tiled;
   float scale;
-  int tile, overlap, levels, blocks, z_channels, out_channels, top_channels;
+  int band_rows, levels, blocks, z_channels, out_channels, top_channels;
   int64_t parameters;
   struct gpu_arena *weights, *persist, *temps;
   uint64_t act_bytes;
@@ -155,8 +155,7 @@ enum status vae_load(struct gpu *g, const struct safetensors *st, const struct v
   v->g = g;
   v->fp16 = opt->fp16 && gpu_has_fp16(g) && gpu_texel_format_ok(g, VK_FORMAT_R16G16B16A16_SFLOAT);
   v->scale = opt->scale_factor > 0 ? opt->scale_factor : 0.18215f;
-  v->tile = opt->tile > 0 ? opt->tile : 32;
-  v->overlap = opt->overlap > 0 ? opt->overlap : 8;
+  v->band_rows = opt->band_rows > 0 ? opt->band_rows : 0;
   struct weight_loader l = {.g = g, .st = st, .prefix = opt->prefix ? opt->prefix : "first_stage_model."};
   enum status s = load_all(v, &l);
   if (!s) s = gpu_arena_create(g, l.bytes, "VAE weights", &v->weights);
@@ -200,6 +199,7 @@ struct run {
   struct vae_trace *trace;
   struct traced traced[12];
   int n_traced;
+  bool mid_only; /* stop after the mid block: `image` receives its output [N, C, h, w] */
 };
 
 #define RUN(call)                                \
@@ -286,6 +286,10 @@ static enum status walk(struct run *r, const struct gpu_tensor *z, struct gpu_te
   RUN(op_conv2d(g, &x, &v->in_w, &v->in_b, &y, 3, 1, 1, false, &r->scratch));           /* conv_in */
   if ((s = res(r, &v->mid1, &y)) || (s = attention(r, &y)) || (s = res(r, &v->mid2, &y))) return s;
   if (r->trace && (s = trace(r, &y, r->trace->mid))) return s;
+  if (r->mid_only) {
+    RUN(gpu_copy(g, &y, image));
+    return STATUS_OK;
+  }
   for (int i = v->levels - 1; i >= 0; i--) {
     for (int j = 0; j < v->blocks; j++)
       if ((s = res(r, &v->up[i][j], &y))) return s;
@@ -313,16 +317,23 @@ static enum status walk(struct run *r, const struct gpu_tensor *z, struct gpu_te
 
 #define SCRATCH_ELEMS (4 << 20) /* 16 MiB of patches; convolutions chunk through it */
 
-static enum status plan(struct vae *v, int N, int h, int w, VkDeviceSize *pbytes, VkDeviceSize *tbytes,
+/* the output of a walk: the image, or the mid block's output */
+static void out_shape(const struct vae *v, int N, int h, int w, bool mid_only, int64_t shape[4]) {
+  int f = mid_only ? 1 : vae_factor(v);
+  shape[0] = N, shape[1] = mid_only ? v->mid2.cout : v->out_channels, shape[2] = (int64_t)f * h, shape[3] = (int64_t)f * w;
+}
+
+static enum status plan(struct vae *v, int N, int h, int w, bool mid_only, VkDeviceSize *pbytes, VkDeviceSize *tbytes,
                         VkDeviceSize *largest, struct vae_trace *tr) {
-  struct run r = {.v = v, .trace = tr};
+  struct run r = {.v = v, .trace = tr, .mid_only = mid_only};
   r.P = (struct act){.g = v->g, .measure = true};
   r.T = (struct act){.g = v->g, .measure = true};
-  int f = vae_factor(v);
+  int64_t osh[4];
+  out_shape(v, N, h, w, mid_only, osh);
   struct gpu_tensor z, image;
   enum status s = act_alloc(&r.P, DT_F32, 1, (int64_t[]){SCRATCH_ELEMS}, &r.scratch);
   if (!s) s = alloc(&r, &r.P, 4, (int64_t[]){N, v->z_channels, h, w}, &z);
-  if (!s) s = alloc(&r, &r.P, 4, (int64_t[]){N, v->out_channels, (int64_t)f * h, (int64_t)f * w}, &image);
+  if (!s) s = alloc(&r, &r.P, 4, osh, &image);
   if (!s) s = walk(&r, &z, &image);
   *pbytes = r.P.peak;
   *tbytes = r.T.peak;
@@ -330,24 +341,25 @@ static enum status plan(struct vae *v, int N, int h, int w, VkDeviceSize *pbytes
   return s;
 }
 
-/* One decode on the GPU of z [N, zc, h, w] (scaled by 1/scale here) into image. */
-static enum status decode_whole(struct vae *v, const float *latent, int N, int h, int w, float *image,
+/* One decode on the GPU of z [N, zc, h, w] (scaled by 1/scale here) into image (or, mid_only, into
+ * the mid block's output [N, C, h, w]). */
+static enum status decode_whole(struct vae *v, const float *latent, int N, int h, int w, bool mid_only, float *image,
                                 struct vae_trace *tr) {
   VkDeviceSize pbytes, tbytes, largest;
-  enum status s = plan(v, N, h, w, &pbytes, &tbytes, &largest, tr);
+  enum status s = plan(v, N, h, w, mid_only, &pbytes, &tbytes, &largest, tr);
   if (s) return s;
-  struct run r = {.v = v, .trace = tr};
+  struct run r = {.v = v, .trace = tr, .mid_only = mid_only};
   r.P = (struct act){.g = v->g};
   r.T = (struct act){.g = v->g};
   if ((s = act_prepare(&r.P, &v->persist, pbytes, "VAE activations")) ||
       (s = act_prepare(&r.T, &v->temps, tbytes, "VAE temporaries")))
     return s;
   if (pbytes + tbytes > v->act_bytes) v->act_bytes = pbytes + tbytes;
-  int f = vae_factor(v);
+  int64_t osh[4];
+  out_shape(v, N, h, w, mid_only, osh);
   struct gpu_tensor z, img;
   if ((s = act_alloc(&r.P, DT_F32, 1, (int64_t[]){SCRATCH_ELEMS}, &r.scratch)) ||
-      (s = act_alloc(&r.P, DT_F32, 4, (int64_t[]){N, v->z_channels, h, w}, &z)) ||
-      (s = act_alloc(&r.P, DT_F32, 4, (int64_t[]){N, v->out_channels, (int64_t)f * h, (int64_t)f * w}, &img)))
+      (s = act_alloc(&r.P, DT_F32, 4, (int64_t[]){N, v->z_channels, h, w}, &z)) || (s = act_alloc(&r.P, DT_F32, 4, osh, &img)))
     return s;
   size_t nz = (size_t)N * v->z_channels * h * w;
   float *zs = malloc(nz * sizeof *zs);
@@ -364,54 +376,188 @@ static enum status decode_whole(struct vae *v, const float *latent, int N, int h
   return s;
 }
 
-/* weight of a latent row/column inside a tile: a linear ramp across the overlap on inner edges */
-static float ramp(int i, int n, int ov, bool first, bool last) {
-  float a = 1.0f;
-  if (!first && i < ov) a = (i + 0.5f) / ov;
-  if (!last && n - 1 - i < ov) {
-    float b = (n - 1 - i + 0.5f) / ov;
-    if (b < a) a = b;
-  }
-  return a;
+/* --- tiled decoding, exact ---
+ * The mid block (attention over every pixel) runs whole at latent resolution. The up path then
+ * runs on tensors held in host memory: GroupNorm statistics are taken over the whole image on the
+ * host (double sums), the element-wise steps (normalise + SiLU, nearest upsample, residual add)
+ * run on the host, and every convolution runs on the GPU over bands of rows with a one-row halo.
+ * Each band sees exactly the inputs the whole decode would, so the result is the whole decode's
+ * (up to summation order), with no seams and no blending, while the GPU holds one band at a time. */
+
+struct host_t {
+  float *d;
+  int N, C, H, W;
+};
+
+static enum status ht_alloc(struct host_t *t, int N, int C, int H, int W) {
+  *t = (struct host_t){.N = N, .C = C, .H = H, .W = W};
+  t->d = malloc((size_t)N * C * H * W * sizeof *t->d);
+  return t->d ? STATUS_OK : status_set(STATUS_OUT_OF_MEMORY, "VAE tiled decode: out of host memory (%dx%dx%d)", C, H, W);
 }
 
-static enum status decode_tiled(struct vae *v, const float *latent, int N, int h, int w, float *image) {
-  int f = vae_factor(v), tile = v->tile, ov = v->overlap, zc = v->z_channels, oc = v->out_channels;
-  if (ov * 2 >= tile) ov = tile / 4;
-  int step = tile - ov;
-  int H = f * h, W = f * w;
-  float *acc = calloc((size_t)N * oc * H * W, sizeof *acc), *wsum = calloc((size_t)H * W, sizeof *wsum);
-  float *zt = malloc((size_t)N * zc * tile * tile * sizeof *zt);
-  float *it = malloc((size_t)N * oc * (size_t)f * tile * f * tile * sizeof *it);
-  enum status s = acc && wsum && zt && it ? STATUS_OK : status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
-  for (int y0 = 0; !s && y0 < h; y0 += step) {
-    int th = h - y0 < tile ? h - y0 : tile;
-    if (y0 > 0 && th < tile && h >= tile) y0 = h - tile, th = tile; /* last row of tiles: flush with the edge */
-    for (int x0 = 0; !s && x0 < w; x0 += step) {
-      int tw = w - x0 < tile ? w - x0 : tile;
-      if (x0 > 0 && tw < tile && w >= tile) x0 = w - tile, tw = tile;
-      for (int n = 0; n < N; n++)
-        for (int c = 0; c < zc; c++)
-          for (int yy = 0; yy < th; yy++)
-            memcpy(zt + (((size_t)n * zc + c) * th + yy) * tw, latent + (((size_t)n * zc + c) * h + y0 + yy) * w + x0,
-                   (size_t)tw * sizeof *zt);
-      if ((s = decode_whole(v, zt, N, th, tw, it, NULL))) break;
-      bool top = y0 == 0, bottom = y0 + th >= h, left = x0 == 0, right = x0 + tw >= w;
-      for (int yy = 0; yy < f * th; yy++)
-        for (int xx = 0; xx < f * tw; xx++) {
-          float wt = ramp(yy, f * th, f * ov, top, bottom) * ramp(xx, f * tw, f * ov, left, right);
-          size_t o = (size_t)(f * y0 + yy) * W + (size_t)(f * x0 + xx);
-          wsum[o] += wt;
-          for (int n = 0; n < N; n++)
-            for (int c = 0; c < oc; c++)
-              acc[((size_t)n * oc + c) * H * W + o] += wt * it[(((size_t)n * oc + c) * f * th + yy) * f * tw + xx];
+struct bands {
+  struct vae *v;
+  struct act P;
+  struct gpu_tensor in, out, scratch;
+  size_t cap;     /* floats in each of in and out */
+  int rows;       /* rows per band; 0: as many as fit */
+  float *pad, *got; /* host band buffers, cap floats each */
+};
+
+/* y = silu(groupnorm(x)) with the statistics of the whole image; y may be x */
+static enum status host_group_norm_silu(struct vae *v, const struct host_t *x, const struct gpu_tensor *gw,
+                                        const struct gpu_tensor *gb, struct host_t *y) {
+  int C = x->C, cpg = C / GN_GROUPS;
+  size_t HW = (size_t)x->H * x->W;
+  float *wb = malloc(2 * (size_t)C * sizeof *wb);
+  if (!wb) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+  enum status s = gpu_download(v->g, gw, wb, (size_t)C * sizeof *wb);
+  if (!s) s = gpu_download(v->g, gb, wb + C, (size_t)C * sizeof *wb);
+  for (int n = 0; n < x->N && !s; n++)
+    for (int grp = 0; grp < GN_GROUPS; grp++) {
+      const float *src = x->d + ((size_t)n * C + (size_t)grp * cpg) * HW;
+      float *dst = y->d + ((size_t)n * C + (size_t)grp * cpg) * HW;
+      size_t cnt = (size_t)cpg * HW;
+      double sum = 0, sq = 0;
+      for (size_t i = 0; i < cnt; i++) sum += src[i];
+      double mean = sum / (double)cnt;
+      for (size_t i = 0; i < cnt; i++) sq += (src[i] - mean) * (src[i] - mean);
+      double rstd = 1.0 / sqrt(sq / (double)cnt + GN_EPS);
+      for (int c = 0; c < cpg; c++) {
+        float a = (float)(wb[grp * cpg + c] * rstd), b = (float)(wb[C + grp * cpg + c] - mean * wb[grp * cpg + c] * rstd);
+        for (size_t i = 0; i < HW; i++) {
+          float t = src[c * HW + i] * a + b;
+          dst[c * HW + i] = t / (1.0f + expf(-t));
         }
-      if (x0 + tw >= w) break;
+      }
     }
-    if (y0 + th >= h) break;
+  free(wb);
+  return s;
+}
+
+/* A shape view of the first elements of a band buffer. */
+static struct gpu_tensor band_view(const struct gpu_tensor *buf, int64_t C, int64_t H, int64_t W) {
+  struct gpu_tensor t = *buf;
+  t.ndim = 4;
+  t.shape[0] = 1, t.shape[1] = C, t.shape[2] = H, t.shape[3] = W;
+  t.bytes = (VkDeviceSize)(C * H * W) * sizeof(float);
+  VKD_ASSERT(t.bytes <= buf->bytes);
+  return t;
+}
+
+/* y (+)= conv k x k (stride 1, zero padding k/2) of x, on the GPU in bands of rows */
+static enum status conv_bands(struct bands *B, const struct host_t *x, const struct gpu_tensor *w, const struct gpu_tensor *b,
+                              int k, int cout, struct host_t *y, bool accumulate) {
+  int p = k / 2, C = x->C, H = x->H, W = x->W, Wp = W + 2 * p;
+  long fit_in = (long)(B->cap / ((size_t)C * Wp)) - 2 * p, fit_out = (long)(B->cap / ((size_t)cout * W));
+  long R = fit_in < fit_out ? fit_in : fit_out;
+  if (B->rows > 0 && B->rows < R) R = B->rows;
+  if (R > H) R = H;
+  if (R < 1) return status_set(STATUS_UNSUPPORTED, "VAE tiled decode: one row of %d x %d channels does not fit a band", W, C);
+  enum status s = STATUS_OK;
+  for (int n = 0; n < x->N && !s; n++)
+    for (int r0 = 0; r0 < H && !s; r0 += (int)R) {
+      int rr = H - r0 < R ? H - r0 : (int)R, hp = rr + 2 * p;
+      memset(B->pad, 0, (size_t)C * hp * Wp * sizeof *B->pad);
+      for (int c = 0; c < C; c++)
+        for (int yy = 0; yy < hp; yy++) {
+          int sy = r0 - p + yy;
+          if (sy >= 0 && sy < H)
+            memcpy(B->pad + ((size_t)c * hp + yy) * Wp + p, x->d + (((size_t)n * C + c) * H + sy) * W, (size_t)W * sizeof(float));
+        }
+      struct gpu_tensor in = band_view(&B->in, C, hp, Wp), out = band_view(&B->out, cout, rr, W);
+      if ((s = gpu_upload(B->v->g, &in, B->pad, in.bytes)) || (s = gpu_begin(B->v->g))) break;
+      s = op_conv2d(B->v->g, &in, w, b, &out, k, 1, 0, false, &B->scratch);
+      enum status s2 = gpu_submit(B->v->g);
+      if (s || (s = s2) || (s = gpu_download(B->v->g, &out, B->got, out.bytes))) break;
+      for (int c = 0; c < cout; c++) {
+        float *dst = y->d + (((size_t)n * cout + c) * H + r0) * W;
+        const float *src = B->got + (size_t)c * rr * W;
+        if (accumulate)
+          for (size_t i = 0; i < (size_t)rr * W; i++) dst[i] += src[i];
+        else
+          memcpy(dst, src, (size_t)rr * W * sizeof *dst);
+      }
+    }
+  return s;
+}
+
+static enum status host_res(struct bands *B, const struct vae_res *blk, struct host_t *x) {
+  struct host_t a = {0}, h = {0}, y = {0};
+  enum status s = ht_alloc(&a, x->N, x->C, x->H, x->W);
+  if (!s) s = host_group_norm_silu(B->v, x, &blk->n1_w, &blk->n1_b, &a);                        /* silu(norm1(x)) */
+  if (!s) s = ht_alloc(&h, x->N, blk->cout, x->H, x->W);
+  if (!s) s = conv_bands(B, &a, &blk->c1_w, &blk->c1_b, 3, blk->cout, &h, false);              /* conv1 */
+  free(a.d);
+  if (!s) s = host_group_norm_silu(B->v, &h, &blk->n2_w, &blk->n2_b, &h);                      /* silu(norm2(h)) */
+  if (!s && blk->has_shortcut) {
+    if (!(s = ht_alloc(&y, x->N, blk->cout, x->H, x->W)))
+      s = conv_bands(B, x, &blk->sc_w, &blk->sc_b, 1, blk->cout, &y, false);                   /* nin_shortcut */
+    free(x->d);
+    x->d = NULL;
+  } else if (!s) {
+    y = *x;
+    x->d = NULL;
   }
-  for (size_t i = 0; !s && i < (size_t)N * oc * H * W; i++) image[i] = acc[i] / wsum[i % ((size_t)H * W)];
-  free(acc), free(wsum), free(zt), free(it);
+  if (!s) s = conv_bands(B, &h, &blk->c2_w, &blk->c2_b, 3, blk->cout, &y, true);               /* y += conv2(h) */
+  free(h.d);
+  if (s) {
+    free(y.d);
+    return s;
+  }
+  *x = y;
+  return STATUS_OK;
+}
+
+static enum status upsample_host(struct host_t *x) {
+  struct host_t u;
+  enum status s = ht_alloc(&u, x->N, x->C, 2 * x->H, 2 * x->W);
+  if (s) return s;
+  for (size_t nc = 0; nc < (size_t)x->N * x->C; nc++)
+    for (int yy = 0; yy < u.H; yy++)
+      for (int xx = 0; xx < u.W; xx++)
+        u.d[(nc * u.H + yy) * u.W + xx] = x->d[(nc * x->H + yy / 2) * x->W + xx / 2];
+  free(x->d);
+  *x = u;
+  return STATUS_OK;
+}
+
+#define BAND_BYTES (64u << 20) /* each of the input and output band buffers */
+
+static enum status decode_tiled(struct vae *v, const float *latent, int N, int h, int w, float *image) {
+  struct host_t x = {0};
+  struct bands B = {.v = v, .rows = v->band_rows};
+  const struct gpu_device_info *di = gpu_info(v->g);
+  VkDeviceSize band = BAND_BYTES;
+  if (band > di->max_storage_buffer_range) band = di->max_storage_buffer_range;
+  if (band > di->max_allocation / 4) band = di->max_allocation / 4;
+  B.cap = (size_t)(band / sizeof(float));
+  enum status s = ht_alloc(&x, N, v->mid2.cout, h, w);
+  if (!s) s = decode_whole(v, latent, N, h, w, true, x.d, NULL); /* post_quant_conv, conv_in, mid: whole */
+  B.P = (struct act){.g = v->g};
+  VkDeviceSize bytes = 2 * gpu_aligned_size(v->g, B.cap * sizeof(float)) + gpu_aligned_size(v->g, SCRATCH_ELEMS * sizeof(float));
+  if (!s) s = act_prepare(&B.P, &v->persist, bytes, "VAE bands");
+  if (!s && bytes > v->act_bytes) v->act_bytes = bytes;
+  if (!s) s = act_alloc(&B.P, DT_F32, 1, (int64_t[]){(int64_t)B.cap}, &B.in);
+  if (!s) s = act_alloc(&B.P, DT_F32, 1, (int64_t[]){(int64_t)B.cap}, &B.out);
+  if (!s) s = act_alloc(&B.P, DT_F32, 1, (int64_t[]){SCRATCH_ELEMS}, &B.scratch);
+  if (!s && (!(B.pad = malloc(B.cap * sizeof(float))) || !(B.got = malloc(B.cap * sizeof(float)))))
+    s = status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+  for (int i = v->levels - 1; i >= 0 && !s; i--) {
+    for (int j = 0; j < v->blocks && !s; j++) s = host_res(&B, &v->up[i][j], &x);
+    if (i > 0 && !s && !(s = upsample_host(&x))) { /* nearest x2, conv */
+      struct host_t c;
+      if (!(s = ht_alloc(&c, x.N, x.C, x.H, x.W))) s = conv_bands(&B, &x, &v->ups_w[i], &v->ups_b[i], 3, x.C, &c, false);
+      free(x.d);
+      x = c;
+    }
+  }
+  if (!s) s = host_group_norm_silu(v, &x, &v->no_w, &v->no_b, &x);                             /* silu(norm_out) */
+  if (!s) {
+    struct host_t img = {.d = image, .N = N, .C = v->out_channels, .H = x.H, .W = x.W};
+    s = conv_bands(&B, &x, &v->out_w, &v->out_b, 3, v->out_channels, &img, false);              /* conv_out */
+  }
+  free(x.d), free(B.pad), free(B.got);
   return s;
 }
 
@@ -423,15 +569,14 @@ enum status vae_decode(struct vae *v, const float *latent, int N, int h, int w, 
   bool tile = tiling == VAE_TILING_ON;
   if (tiling == VAE_TILING_AUTO) {
     VkDeviceSize pbytes, tbytes, largest;
-    enum status s = plan(v, N, h, w, &pbytes, &tbytes, &largest, NULL);
+    enum status s = plan(v, N, h, w, false, &pbytes, &tbytes, &largest, NULL);
     if (s) return s;
     const struct gpu_device_info *di = gpu_info(v->g);
     tile = largest > di->max_storage_buffer_range || pbytes > di->max_allocation || tbytes > di->max_allocation ||
            pbytes + tbytes > (1ull << 30);
-    tile = tile && (h > v->tile || w > v->tile);
   }
   v->tiled = tile;
-  enum status s = tile ? decode_tiled(v, latent, N, h, w, image) : decode_whole(v, latent, N, h, w, image, NULL);
+  enum status s = tile ? decode_tiled(v, latent, N, h, w, image) : decode_whole(v, latent, N, h, w, false, image, NULL);
   if (s) return s;
   size_t ni = (size_t)N * v->out_channels * vae_factor(v) * h * vae_factor(v) * w;
   for (size_t i = 0; i < ni; i++)
@@ -464,5 +609,5 @@ double vae_gflop(const struct vae *v, int N, int h, int w) {
 enum status vae_decode_traced(struct vae *v, const float *latent, int N, int h, int w, float *image,
                               struct vae_trace *trace) {
   v->tiled = false;
-  return decode_whole(v, latent, N, h, w, image, trace);
+  return decode_whole(v, latent, N, h, w, false, image, trace);
 }

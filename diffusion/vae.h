@@ -7,8 +7,11 @@
  *
  * The input latent is the sampler's (scaled): it is divided by the scale factor (0.18215) first.
  * Levels, channels and blocks come from the tensors under `first_stage_model.`. When the
- * activations of a whole image would exceed the device's buffer limits (or 1 GiB), the latent
- * is decoded in overlapping tiles blended with linear ramps (VAE_TILING_AUTO), or always/never. */
+ * activations of a whole image would exceed the device's buffer limits (or 1 GiB), the decode is
+ * tiled (VAE_TILING_AUTO; or always/never): the mid block runs whole at latent resolution, the up
+ * path's convolutions run on the GPU over bands of rows (one-row halo) while GroupNorm statistics
+ * and the element-wise steps are taken over the whole image on the host. The result equals the
+ * untiled decode up to summation order: no seams, no blending. */
 #ifndef VKD_VAE_H
 #define VKD_VAE_H
 
@@ -23,8 +26,7 @@ struct vae_options {
   bool fp16;
   const char *prefix;   /* NULL: "first_stage_model." */
   float scale_factor;   /* 0: 0.18215 */
-  int tile;             /* latent tile size for tiling (0: 32) */
-  int overlap;          /* latent overlap between tiles (0: 8) */
+  int band_rows;        /* tiled decode: image rows per GPU band (0: as many as fit 64 MiB) */
 };
 
 struct vae;

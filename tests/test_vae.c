@@ -1,7 +1,7 @@
 /* The VAE decoder against ../shared/ref/goldens/vae_tiny.safetensors and vae_sd15_16x16, with
  * checkpoints built from the weight rule. Tolerances (../shared/ref/README.md): image fp32 path
  * atol 1e-4 rtol 1e-4; fp16 storage atol 2e-2 rtol 2e-2 (sd15's golden comes from its F16 weights,
- * so the fp32 bounds hold there). Tiled decoding: no seams (see tiling()). */
+ * so the fp32 bounds hold there). Tiled decoding equals the whole decode (see tiling()). */
 #define _POSIX_C_SOURCE 200809L
 #include <sys/stat.h>
 #include <unistd.h>
@@ -13,18 +13,18 @@
 static struct gpu *gpu;
 
 
-static struct vae *open_vae(const char *ckpt, bool fp16, int tile, int overlap, struct safetensors **st) {
+static struct vae *open_vae(const char *ckpt, bool fp16, int band_rows, struct safetensors **st) {
   CHECK_OK(safetensors_open(ckpt, st));
   if (!*st) return NULL;
   struct vae *v = NULL;
-  struct vae_options o = {.fp16 = fp16, .tile = tile, .overlap = overlap};
+  struct vae_options o = {.fp16 = fp16, .band_rows = band_rows};
   CHECK_OK(vae_load(gpu, *st, &o, &v));
   return v;
 }
 
 static void golden(const char *label, const char *ckpt, struct safetensors *gold, bool fp16, double atol, double rtol) {
   struct safetensors *st = NULL;
-  struct vae *v = open_vae(ckpt, fp16, 0, 0, &st);
+  struct vae *v = open_vae(ckpt, fp16, 0, &st);
   if (v) {
     const struct st_tensor *lt = safetensors_find(gold, "latent");
     size_t ni;
@@ -62,51 +62,30 @@ static void golden(const char *label, const char *ckpt, struct safetensors *gold
   safetensors_close(st);
 }
 
+/* Tiled decoding gathers GroupNorm statistics over the whole image and convolves bands of rows
+ * with a one-row halo, so it must equal the whole decode (fp32 bound 1e-4); 5-row bands make
+ * several bands per level, the last one short. */
 static void tiling(const char *ckpt) {
   struct safetensors *st = NULL;
-  struct vae *v = open_vae(ckpt, false, 8, 3, &st);
+  struct vae *v = open_vae(ckpt, false, 5, &st);
   if (!v) return;
   int h = 20, w = 28, f = vae_factor(v);
-  size_t nz = 4 * (size_t)h * w, ni = 3 * (size_t)f * h * f * w;
+  size_t nz = 2 * 4 * (size_t)h * w, ni = 2 * 3 * (size_t)f * h * f * w;
   float *lat = malloc(nz * 4), *a = malloc(ni * 4), *b = malloc(ni * 4);
   test_random(lat, nz, 40);
   for (size_t i = 0; i < nz; i++) lat[i] *= 0.18215f * 1.5f;
-  CHECK_OK(vae_decode(v, lat, 1, h, w, VAE_TILING_OFF, a));
+  CHECK_OK(vae_decode(v, lat, 2, h, w, VAE_TILING_OFF, a));
   CHECK(!vae_last_tiled(v));
-  CHECK_OK(vae_decode(v, lat, 1, h, w, VAE_TILING_ON, b));
+  for (size_t i = 0; i < ni; i++) b[i] = NAN;
+  CHECK_OK(vae_decode(v, lat, 2, h, w, VAE_TILING_ON, b));
   CHECK(vae_last_tiled(v));
-  /* Tiles normalise (GroupNorm) and attend over themselves only, so a tiled decode is not the
-   * whole one (reported, not bounded here); what blending guarantees is the absence of seams:
-   * no column or row step of the tiled image is far above the typical step of the whole one. */
-  double worst = 0, typical = 0;
-  int H = f * h, W = f * w;
-  for (int pass = 0; pass < 2; pass++)
-    for (int c = 0; c < 3; c++)
-      for (int y = 0; y + 1 < (pass ? H : H + 1); y++)
-        for (int x = 0; x + 1 < (pass ? W + 1 : W); x++) {
-          if (y >= H || x >= W) continue;
-          size_t o = ((size_t)c * H + y) * W + x, o2 = pass ? o + W : o + 1;
-          if ((pass && y + 1 >= H) || (!pass && x + 1 >= W)) continue;
-          typical += fabs(a[o2] - a[o]);
-        }
-  typical /= 3.0 * ((H - 1) * W + H * (W - 1));
-  for (int c = 0; c < 3; c++) /* mean step across each image column boundary, tiled image */
-    for (int x = 0; x + 1 < W; x++) {
-      double col = 0;
-      for (int y = 0; y < H; y++) col += fabs(b[((size_t)c * H + y) * W + x + 1] - b[((size_t)c * H + y) * W + x]);
-      if (col / H > worst) worst = col / H;
-    }
-  double diff = 0;
-  for (size_t i = 0; i < ni; i++) diff = fmax(diff, fabs(a[i] - b[i]));
-  printf("  tiled decode: largest mean column step %.3f vs typical step %.3f of the whole decode; "
-         "max |tiled - whole| %.3f\n", worst, typical, diff);
-  CHECK_MSG(worst < 2.5 * typical, "a seam: column step %.3f, typical %.3f", worst, typical);
-  for (size_t i = 0; i < ni; i++) CHECK(isfinite(b[i]));
+  CHECK_CLOSE("tiled decode (5-row bands) vs whole, batch 2", b, a, ni, 1e-4, 1e-4);
   CHECK_OK(vae_decode(v, lat, 1, h, w, VAE_TILING_AUTO, b)); /* small: auto decodes whole */
   CHECK(!vae_last_tiled(v));
   /* a NaN latent is an error, not a grey image */
   lat[17] = NAN;
   CHECK(vae_decode(v, lat, 1, h, w, VAE_TILING_OFF, b) == STATUS_NUMERIC);
+  CHECK(vae_decode(v, lat, 1, h, w, VAE_TILING_ON, b) == STATUS_NUMERIC);
   free(lat), free(a), free(b);
   vae_destroy(v);
   safetensors_close(st);
