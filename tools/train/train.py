@@ -1,0 +1,388 @@
+"""Trains the demo model end to end on procedural scenes and writes it to models/demo/.
+
+    python3 tools/train/train.py [--out models/demo] [--work /tmp/vkd-demo-train] [--stage all]
+
+Stages (each reads the previous ones' files from --work): tokenizer, clip, vae, unet, export.
+Everything is seeded; CPU only (Debian python3-torch + libopenblas0-pthread, see README.md here).
+"""
+import argparse
+import json
+import math
+import os
+import struct
+import sys
+import time
+import zlib
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bpe  # noqa: E402
+import nets  # noqa: E402
+import scenes  # noqa: E402
+
+STEPS = {"clip": 700, "vae": 1000, "unet": 1000}
+LATENT_POOL = 12000
+UNET = dict(mc=64, mult=(1, 2, 2), blocks=1, attn_levels=(0, 1), ctx=128, heads=8)
+VAE = dict(ch=32, mult=(1, 2, 2, 2), blocks=1, z=4)
+SD_SCALE = 0.18215  # the C pipeline decodes latent / 0.18215, as for SD 1.x
+
+
+def log(*a):
+    print(time.strftime("%H:%M:%S"), *a, flush=True)
+
+
+def batch(rng, n, train=True, pair_prob=0.25):
+    imgs, caps, labels = zip(*(scenes.draw_scene(rng, train, pair_prob) for _ in range(n)))
+    return np.stack(imgs), list(caps), list(labels)
+
+
+def lr_at(step, total, peak, warmup):
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))))
+
+
+def steps_of(args, name):
+    return max(2, int(STEPS[name] * args.scale))
+
+
+def save_state(model, path, extra=None):
+    torch.save({"model": model.state_dict(), **(extra or {})}, path)
+
+
+# ------------------------------------------------------------------ stages
+def stage_tokenizer(args):
+    rng = np.random.default_rng(1)
+    caps = [scenes.draw_scene(rng)[1] for _ in range(20000)] + [" ".join(scenes.all_words())]
+    merges, vocab = bpe.train(caps)
+    bpe.save(merges, vocab, args.work)
+    log(f"tokenizer: {len(merges)} merges, {len(vocab)} tokens")
+
+
+def clip_loss(model, tok, imgs, caps):
+    ids = torch.tensor([tok.encode(c, 24) for c in caps])  # causal: positions after the EOT never reach pooled
+    _, pooled = model.text_model(ids, tok.eot)
+    t = F.normalize(model.text_projection(pooled), dim=-1)
+    v = F.normalize(model.visual_projection(model.vision_model(nets.clip_pixels(imgs))), dim=-1)
+    logits = model.logit_scale.clamp(max=math.log(100)).exp() * v @ t.T
+    same = torch.tensor([[a == b for b in caps] for a in caps], dtype=torch.float32)  # repeated captions share
+    target = same / same.sum(1, keepdim=True)
+    loss = 0.5 * (torch.sum(-target * logits.log_softmax(1), 1).mean() + torch.sum(-target * logits.T.log_softmax(1), 1).mean())
+    return loss, (logits.argmax(1) == torch.arange(len(caps))).float().mean().item()
+
+
+def stage_clip(args):
+    torch.manual_seed(2)
+    rng = np.random.default_rng(2)
+    tok = bpe.Tokenizer(args.work)
+    model = nets.Clip(len(tok.vocab))
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.05)
+    total, hist = steps_of(args, "clip"), []
+    t0 = time.time()
+    for step in range(total):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, total, 5e-4, 50)
+        imgs, caps, _ = batch(rng, 128)
+        loss, acc = clip_loss(model, tok, imgs, caps)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        hist.append(loss.item())
+        if step % 50 == 0 or step == total - 1:
+            log(f"clip {step}/{total} loss {loss.item():.4f} batch acc {acc:.3f} scale {model.logit_scale.exp().item():.1f} ({time.time() - t0:.0f} s)")
+    save_state(model, f"{args.work}/clip.pt", {"loss": hist, "seconds": time.time() - t0})
+
+
+def stage_vae(args):
+    torch.manual_seed(3)
+    rng = np.random.default_rng(3)
+    model = nets.VAE(**VAE)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+    total, hist = steps_of(args, "vae"), []
+    t0 = time.time()
+    for step in range(total):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, total, 1e-3, 50)
+        imgs, _, _ = batch(rng, 16)
+        x = torch.as_tensor(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
+        mean, logvar = model.encode(x)
+        z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+        rec = model.decode(z)
+        kl = 0.5 * torch.sum(mean ** 2 + logvar.exp() - 1 - logvar, (1, 2, 3)).mean()
+        l1 = (rec - x).abs().mean()
+        loss = l1 + 0.5 * F.mse_loss(rec, x) + 1e-6 * kl
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        hist.append(l1.item())
+        if step % 50 == 0 or step == total - 1:
+            log(f"vae {step}/{total} l1 {l1.item():.4f} kl {kl.item():.1f} ({time.time() - t0:.0f} s)")
+    save_state(model, f"{args.work}/vae.pt", {"loss": hist, "seconds": time.time() - t0})
+
+
+def load_clip(args):
+    tok = bpe.Tokenizer(args.work)
+    clip = nets.Clip(len(tok.vocab))
+    clip.load_state_dict(torch.load(f"{args.work}/clip.pt")["model"])
+    return tok, clip.eval()
+
+
+def load_vae(args):
+    vae = nets.VAE(**VAE)
+    vae.load_state_dict(torch.load(f"{args.work}/vae.pt")["model"])
+    return vae.eval()
+
+
+@torch.no_grad()
+def text_context(clip, tok, caps):
+    ids = torch.tensor([tok.encode(c) for c in caps])
+    return clip.text_model(ids, tok.eot)[0]
+
+
+def stage_unet(args):
+    torch.manual_seed(5)
+    rng = np.random.default_rng(5)
+    tok, clip = load_clip(args)
+    vae = load_vae(args)
+    n = max(256, int(LATENT_POOL * min(1.0, args.scale * 10)))
+    t0 = time.time()
+    lat, ctx = [], []
+    caps_all = []
+    with torch.no_grad():
+        for i in range(0, n, 256):
+            imgs, caps, _ = batch(rng, min(256, n - i))
+            x = torch.as_tensor(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
+            lat.append(vae.encode(x)[0])
+            ctx.append(text_context(clip, tok, caps).half())
+            caps_all += caps
+    lat, ctx = torch.cat(lat), torch.cat(ctx)
+    z_std = lat.std().item()
+    lat = lat / z_std  # unit variance: the sampler's latent = 0.18215 x the exported VAE's latent
+    uncond = text_context(clip, tok, [""])[0]
+    log(f"unet: {n} latents {tuple(lat.shape[1:])}, z std {z_std:.3f}, contexts in {time.time() - t0:.0f} s")
+    model = nets.UNet(**UNET)
+    ema = nets.UNet(**UNET)
+    ema.load_state_dict(model.state_dict())
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.0)
+    ac = nets.scaled_linear_alphas_cumprod().float()
+    total, hist, B = steps_of(args, "unet"), [], 128
+    t0 = time.time()
+    for step in range(total):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, total, 5e-4, 100)
+        idx = torch.from_numpy(rng.integers(0, n, B))
+        x0, c = lat[idx], ctx[idx].float()
+        drop = torch.from_numpy(rng.random(B) < 0.1)
+        c[drop] = uncond
+        t = torch.from_numpy(rng.integers(0, 1000, B))
+        noise = torch.randn_like(x0)
+        a = ac[t].view(B, 1, 1, 1)
+        loss = F.mse_loss(model(a.sqrt() * x0 + (1 - a).sqrt() * noise, t, c), noise)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        decay = min(0.995, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.mul_(decay).add_(pm, alpha=1 - decay)
+        hist.append(loss.item())
+        if step % 50 == 0 or step == total - 1:
+            log(f"unet {step}/{total} loss {np.mean(hist[-50:]):.4f} ({time.time() - t0:.0f} s)")
+    save_state(ema, f"{args.work}/unet.pt", {"loss": hist, "seconds": time.time() - t0, "z_std": z_std})
+
+
+# ------------------------------------------------------------------ evaluation (Python side, for the report)
+def class_embeds(clip, tok):
+    labels = [(c, s) for c in scenes.COLOURS for s in scenes.SHAPES]
+    caps = [scenes.articles(f"a {c} {s}") for c, s in labels]
+    with torch.no_grad():
+        _, pooled = clip.text_model(torch.tensor([tok.encode(c) for c in caps]), tok.eot)
+        return labels, F.normalize(clip.text_projection(pooled), dim=-1)
+
+
+def classify(clip, labels, cls, imgs):
+    with torch.no_grad():
+        v = F.normalize(clip.visual_projection(clip.vision_model(nets.clip_pixels(imgs))), dim=-1)
+    return [labels[i] for i in (v @ cls.T).argmax(1).tolist()]
+
+
+@torch.no_grad()
+def sample(unet, vae, ctx, uncond, z_std, seed, steps=20, cfg=5.0):
+    """k-diffusion Euler ancestral on the scaled-linear schedule (for the report only)."""
+    g = torch.Generator().manual_seed(seed)
+    ac = nets.scaled_linear_alphas_cumprod()
+    sig_all = ((1 - ac) / ac).sqrt()
+    ts = torch.linspace(999, 0, steps, dtype=torch.float64)
+    log_s = sig_all.log()
+    sig = [float(torch.exp(log_s[int(t.floor())] * (1 - (t - t.floor())) + log_s[int(t.ceil())] * (t - t.floor()))) for t in ts] + [0.0]
+    B = ctx.shape[0]
+    x = torch.randn(B, 4, 8, 8, generator=g, dtype=torch.float64) * sig[0]
+    for i in range(steps):
+        s = sig[i]
+        xin = (x / math.sqrt(s * s + 1)).float()
+        t = torch.full((2 * B,), float(ts[i]))
+        e = unet(torch.cat([xin, xin]), t, torch.cat([uncond.expand(B, -1, -1), ctx])).double()
+        e = e[:B] + cfg * (e[B:] - e[:B])
+        s_up = min(sig[i + 1], math.sqrt(sig[i + 1] ** 2 * (s * s - sig[i + 1] ** 2) / (s * s)))
+        s_down = math.sqrt(sig[i + 1] ** 2 - s_up ** 2)
+        x = x + e * (s_down - s)
+        if sig[i + 1] > 0:
+            x = x + torch.randn(x.shape, generator=g, dtype=torch.float64) * s_up
+    img = vae.decode((x * z_std).float())
+    return ((img.clamp(-1, 1) + 1) * 127.5 + 0.5).floor().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+
+
+def closed_loop_prompts():
+    """40 prompts covering every shape and colour: colour i with shapes i and i+2 (mod 5), twice each."""
+    names, out = list(scenes.COLOURS), []
+    for i, c in enumerate(names):
+        for k in range(4):
+            s = scenes.SHAPES[(i + (k % 2) * 2 + k // 2) % 5]
+            out.append((c, s, "large" if k % 2 == 0 else "small"))
+    return out
+
+
+# ------------------------------------------------------------------ export
+def write_safetensors(path, tensors, metadata=None):
+    header, off, blobs = {}, 0, []
+    for k, t in tensors.items():
+        t = t.detach().contiguous()
+        dt = {torch.float16: "F16", torch.float32: "F32"}[t.dtype]
+        b = t.numpy().tobytes()
+        header[k] = {"dtype": dt, "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    if metadata:
+        header["__metadata__"] = metadata
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h)
+        for b in blobs:
+            f.write(b)
+    os.replace(tmp, path)
+
+
+def png_bytes(rgb):
+    h, w, _ = rgb.shape
+    raw = b"".join(b"\0" + rgb[y].tobytes() for y in range(h))
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+
+
+def plot(curves, path):
+    """Loss curves, one panel each (log y, smoothed), as a PNG without a plotting library."""
+    W, H, pad = 420, 220, 20
+    canvas = np.full((H, W * len(curves), 3), 255, np.uint8)
+    for p, (name, ys) in enumerate(curves):
+        ys = np.log10(np.maximum(np.convolve(ys, np.ones(20) / 20, mode="valid"), 1e-6))
+        x0 = p * W
+        canvas[pad:H - pad, x0 + pad] = 0
+        canvas[H - pad, x0 + pad:x0 + W - pad] = 0
+        lo, hi = math.floor(ys.min() * 4) / 4, math.ceil(ys.max() * 4) / 4 + 1e-9
+        for gy in np.arange(lo, hi, 0.25):  # grid lines every quarter decade
+            y = int(H - pad - (gy - lo) / (hi - lo) * (H - 2 * pad))
+            canvas[y, x0 + pad + 1:x0 + W - pad:3] = 200
+        xs = np.linspace(x0 + pad + 1, x0 + W - pad - 1, len(ys))
+        yv = H - pad - (ys - lo) / (hi - lo) * (H - 2 * pad)
+        for i in range(len(ys) - 1):
+            for f in np.linspace(0, 1, 8):
+                canvas[int(yv[i] * (1 - f) + yv[i + 1] * f), int(xs[i] * (1 - f) + xs[i + 1] * f)] = [(200, 30, 30), (30, 90, 200), (30, 150, 60)][p % 3]
+    with open(path, "wb") as f:
+        f.write(png_bytes(canvas))
+
+
+def stage_export(args):
+    tok, clip = load_clip(args)
+    vae = load_vae(args)
+    u = torch.load(f"{args.work}/unet.pt")
+    unet = nets.UNet(**UNET)
+    unet.load_state_dict(u["model"])
+    unet.eval()
+    z_std = u["z_std"]
+    os.makedirs(args.out, exist_ok=True)
+    # fold the latent scale into the VAE: exported latent = z / z_std / 0.18215, so that
+    # sampler latent (unit variance) = 0.18215 x exported latent, as the C pipeline assumes
+    k = 1.0 / (z_std * SD_SCALE)
+    v = {n: p.clone() for n, p in vae.state_dict().items()}
+    v["quant_conv.weight"][:4] *= k
+    v["quant_conv.bias"][:4] *= k
+    v["quant_conv.bias"][4:] += 2 * math.log(k)  # logvar of the scaled posterior
+    v["post_quant_conv.weight"] /= k
+    sd = {}
+    sd.update({"model.diffusion_model." + n: p.half() for n, p in unet.state_dict().items()})
+    sd.update({"first_stage_model." + n: p.half() for n, p in v.items()})
+    sd.update({"cond_stage_model.transformer." + n: p.half() for n, p in clip.state_dict().items() if n.startswith("text_model.")})
+    meta = {"format": "pt", "modelspec.title": "vkdiffusion demo (tools/train)", "modelspec.architecture": "stable-diffusion-v1",
+            "modelspec.resolution": "64x64", "unet": json.dumps(UNET), "vae": json.dumps(VAE)}
+    write_safetensors(f"{args.out}/demo.safetensors", sd, meta)
+    cs = {n: (p.float() if n == "logit_scale" else p.half()) for n, p in clip.state_dict().items()}
+    write_safetensors(f"{args.out}/clip.safetensors", cs, {"format": "pt", "model": "vkdiffusion demo CLIP (tools/train)"})
+    for f in ("vocab.json", "merges.txt"):
+        with open(f"{args.work}/{f}", "rb") as src, open(f"{args.out}/{f}", "wb") as dst:
+            dst.write(src.read())
+
+    # report: CLIP zero-shot on fresh single-shape scenes, closed loop through the Python sampler
+    labels, cls = class_embeds(clip, tok)
+    rng = np.random.default_rng(7)
+    imgs, _, lab = batch(rng, 500, train=False, pair_prob=0.0)
+    pred = classify(clip, labels, cls, imgs)
+    held = [(l["colour"], l["shape"]) in scenes.HELD_OUT for l in lab]
+    zs = {"shape": np.mean([p[1] == l["shape"] for p, l in zip(pred, lab)]),
+          "colour": np.mean([p[0] == l["colour"] for p, l in zip(pred, lab)]),
+          "both_held_out_pairs": float(np.mean([p == (l["colour"], l["shape"]) for p, l, h in zip(pred, lab, held) if h]))}
+    prompts = closed_loop_prompts()
+    caps = [scenes.articles(f"a {s} {c} {sh}") for c, sh, s in prompts]
+    ctx = text_context(clip, tok, caps)
+    uncond = text_context(clip, tok, [""])
+    gen = sample(unet, vae, ctx, uncond, z_std, seed=11)
+    gp = classify(clip, labels, cls, gen)
+    ok = [p == (c, s) for p, (c, s, _) in zip(gp, prompts)]
+    cl = {"both": float(np.mean(ok)), "shape": float(np.mean([p[1] == s for p, (c, s, _) in zip(gp, prompts)])),
+          "colour": float(np.mean([p[0] == c for p, (c, s, _) in zip(gp, prompts)]))}
+    sheet = np.full((5 * 66, 8 * 66, 3), 255, np.uint8)
+    for i, im in enumerate(gen):
+        sheet[(i // 8) * 66 + 1:(i // 8) * 66 + 65, (i % 8) * 66 + 1:(i % 8) * 66 + 65] = im
+    with open(f"{args.work}/python_closed_loop.png", "wb") as f:
+        f.write(png_bytes(sheet))
+    curves = []
+    report = {"steps": STEPS, "scale": args.scale, "unet": UNET, "vae": VAE, "z_std": z_std,
+              "latent_scale_folded": k, "held_out_pairs": scenes.HELD_OUT,
+              "zero_shot_python_500": {k2: float(v2) for k2, v2 in zs.items()},
+              "closed_loop_python_40": cl, "seconds": {}, "final_loss": {}}
+    for name in ("clip", "vae", "unet"):
+        st = torch.load(f"{args.work}/{name}.pt") if name != "unet" else u
+        curves.append((name, np.array(st["loss"])))
+        report["seconds"][name] = round(st["seconds"], 1)
+        report["final_loss"][name] = float(np.mean(st["loss"][-50:]))
+    plot(curves, f"{args.out}/training_loss.png")
+    with open(f"{args.out}/training_report.json", "w") as f:
+        json.dump(report, f, indent=1)
+    log("export:", json.dumps(report))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "models", "demo"))
+    ap.add_argument("--work", default="/tmp/vkd-demo-train")
+    ap.add_argument("--stage", default="all", choices=["all", "tokenizer", "clip", "vae", "unet", "export"])
+    ap.add_argument("--scale", type=float, default=1.0, help="multiplies every step count (0.01: a smoke test)")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    os.makedirs(args.work, exist_ok=True)
+    for name in ("tokenizer", "clip", "vae", "unet", "export"):
+        if args.stage in ("all", name):
+            t0 = time.time()
+            globals()["stage_" + name](args)
+            log(f"stage {name} done in {time.time() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
