@@ -33,6 +33,10 @@ bool cli_is_help(const char *a);
 int cli_fail(const char *cmd, const char *what);
 /* The gpu for a command: --device (index, -1 for default). Prints errors. */
 struct gpu *cli_gpu(const char *cmd, int device);
+/* The model when --model is absent: $VKDIFFUSION_MODEL, else the demo model (models/demo/demo.safetensors)
+ * installed beside the executable (<exe>/../share/vkdiffusion), in the source tree it was built from,
+ * or in the configured install folder. NULL after printing where it looked. */
+const char *cli_default_model(const char *cmd);
 /* Validation messages seen: printed, and turned into a failing exit code. */
 int cli_finish_gpu(struct gpu *g, int rc);
 

@@ -1,6 +1,9 @@
+#define _DEFAULT_SOURCE /* readlink */
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -55,4 +58,37 @@ int cli_finish_gpu(struct gpu *g, int rc) {
     return rc ? rc : 1;
   }
   return rc;
+}
+
+/* models/demo/demo.safetensors under a data folder, if readable */
+static bool demo_in(const char *dir, char *buf, size_t n, char *looked, size_t *lo, size_t ln) {
+  snprintf(buf, n, "%s/models/demo/demo.safetensors", dir);
+  if (access(buf, R_OK) == 0) return true;
+  *lo += (size_t)snprintf(looked + *lo, *lo < ln ? ln - *lo : 0, "%s%s", *lo ? ", " : "", buf);
+  return false;
+}
+
+const char *cli_default_model(const char *cmd) {
+  static char path[PATH_MAX + 64];
+  char looked[4 * PATH_MAX], exe[PATH_MAX], dir[PATH_MAX + 32];
+  size_t lo = 0;
+  const char *env = getenv("VKDIFFUSION_MODEL");
+  if (env && *env) return env;
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) { /* an installed binary: <prefix>/bin/vkdiffusion -> <prefix>/share/vkdiffusion */
+    exe[n] = 0;
+    char *slash = strrchr(exe, '/');
+    if (slash) *slash = 0;
+    snprintf(dir, sizeof dir, "%s/../share/vkdiffusion", exe);
+    if (demo_in(dir, path, sizeof path, looked, &lo, sizeof looked)) return path;
+  }
+#ifdef VKD_SOURCE_DIR /* the source tree this binary was built from */
+  if (demo_in(VKD_SOURCE_DIR, path, sizeof path, looked, &lo, sizeof looked)) return path;
+#endif
+#ifdef VKD_DATADIR
+  if (demo_in(VKD_DATADIR, path, sizeof path, looked, &lo, sizeof looked)) return path;
+#endif
+  fprintf(stderr, "vkdiffusion %s: no --model given and no default model found ($VKDIFFUSION_MODEL unset; looked in: %s)\n",
+          cmd, lo ? looked : "nowhere");
+  return NULL;
 }

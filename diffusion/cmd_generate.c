@@ -18,16 +18,18 @@
 #include "prompt.h"
 #include "prompt_file.h"
 #include "rng.h"
+#include "safetensors.h"
 #include "sd_model.h"
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: vkdiffusion generate --model CKPT [--tokenizer PATH] [--config FILE] [overrides...] [-o OUTDIR]\n"
+          "usage: vkdiffusion generate [--model CKPT] [--tokenizer PATH] [--config FILE] [overrides...] [-o OUTDIR]\n"
           "                            (PROMPT_FILE... | --prompt TEXT)\n\n"
           "Generates a PNG per image of every job. Prompt files: a JSON object (one job), an array of jobs,\n"
           "JSON Lines, or .txt (one prompt a line, # comments). Job fields (and their overriding flags):\n"
           "  prompt, negative_prompt (--negative-prompt), seed (--seed; -1 random), steps (--steps, 20),\n"
-          "  cfg_scale (--cfg-scale, 7), width/height (--width/--height, 512, multiples of 8),\n"
+          "  cfg_scale (--cfg-scale, 7), width/height (--width/--height, multiples of 8; 512, or the checkpoint's\n"
+          "  modelspec.resolution metadata),\n"
           "  sampler (--sampler euler|euler_a|ddim|dpmpp_2m; euler_a), schedule (--schedule discrete|karras),\n"
           "  clip_skip (--clip-skip, 1), batch_count (--batch-count, 1),\n"
           "  output (--output; a file name pattern with {index}, {seed}, {prompt}; \"{index}-{seed}.png\").\n"
@@ -37,6 +39,7 @@ static void usage(FILE *f) {
           "--score-with CLIP_MODEL [--score-config FILE]: the CLIP score (100 x cosine of image and prompt\n"
           "embeddings) of every image, on stderr and in the PNG's parameters.\n"
           "The PNG carries the settings in AUTOMATIC1111's `parameters` text (vkdiffusion info IMAGE.png).\n"
+          "Without --model: $VKDIFFUSION_MODEL, else the demo model (models/demo, installed with vkdiffusion).\n"
           "Exit status: 0 when every job succeeded; 1 otherwise (the other jobs still run).\n");
 }
 
@@ -174,6 +177,20 @@ static enum status clip_score(struct scorer *sc, const unsigned char *rgb, int w
 }
 
 /* Runs one job (all its images); returns the number of images that failed. */
+/* The checkpoint's native size from its ModelSpec metadata ("modelspec.resolution": "512x512"):
+ * the width and height of jobs that give none. A file that cannot be read is reported by the loader. */
+static void native_size(const char *path, struct job_overrides *ov) {
+  struct stat sb;
+  struct safetensors *st;
+  if (stat(path, &sb) || !S_ISREG(sb.st_mode) || safetensors_open(path, &st)) return;
+  const char *r = safetensors_metadata(st, "modelspec.resolution");
+  int w, h;
+  char tail;
+  if (r && sscanf(r, "%dx%d%c", &w, &h, &tail) == 2 && w >= 8 && h >= 8 && w <= 8192 && h <= 8192 && w % 8 == 0 && h % 8 == 0)
+    ov->default_width = w, ov->default_height = h;
+  safetensors_close(st);
+}
+
 static int run_job(struct sd_model *m, struct job *j, const struct opts *o, int *next_index, int *images_done) {
   char label[200];
   snprintf(label, sizeof label, "%s", j->where);
@@ -384,13 +401,14 @@ int cmd_generate(int argc, char **argv) {
 #undef INT
   }
   if (!mo.model_path) {
-    fprintf(stderr, "vkdiffusion generate: --model CKPT is required (see --help)\n");
-    goto usage_error;
+    if (!(mo.model_path = cli_default_model("generate"))) goto usage_error;
+    if (!o.quiet) fprintf(stderr, "vkdiffusion generate: no --model: using %s\n", mo.model_path);
   }
   if (!prompt && !n_files) {
     fprintf(stderr, "vkdiffusion generate: give prompt files or --prompt TEXT\n");
     goto usage_error;
   }
+  native_size(mo.model_path, &ov);
   /* every job is read and checked before any GPU work */
   struct job *jobs = NULL;
   int n_jobs = 0, rc = 0;

@@ -9,12 +9,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-void job_defaults(struct job *j) {
+void job_defaults(struct job *j, const struct job_overrides *ov) {
   memset(j, 0, sizeof *j);
   j->seed = -1;
   j->steps = 20;
   j->cfg_scale = 7.0;
-  j->width = j->height = 512;
+  j->width = ov && ov->default_width ? ov->default_width : 512;
+  j->height = ov && ov->default_height ? ov->default_height : 512;
   j->sampler = SAMPLER_EULER_A;
   j->schedule = SCHEDULE_DISCRETE;
   j->clip_skip = 1;
@@ -172,7 +173,7 @@ enum status prompt_file_load(const char *path, const struct job_overrides *ov, s
       while (s0 < l && (p[s0] == ' ' || p[s0] == '\t')) s0++;
       if (l > s0 && p[s0] != '#' && !(st = grow(jobs, n, &cap))) {
         struct job *j = &(*jobs)[(*n)++];
-        job_defaults(j);
+        job_defaults(j, ov);
         snprintf(j->where, sizeof j->where, "%s, line %d", path, line);
         j->prompt = strndup(p + s0, l - s0);
         apply_overrides(j, ov);
@@ -194,7 +195,7 @@ enum status prompt_file_load(const char *path, const struct job_overrides *ov, s
       for (const cJSON *e = array ? root->child : root; e && !st; e = array ? e->next : NULL, idx++) {
         if ((st = grow(jobs, n, &cap))) break;
         struct job *j = &(*jobs)[(*n)++];
-        job_defaults(j);
+        job_defaults(j, ov);
         if (array) snprintf(j->where, sizeof j->where, "%s, job %d", path, idx + 1);
         else snprintf(j->where, sizeof j->where, "%s", path);
         if (cJSON_IsString(e)) j->prompt = strdup(e->valuestring);
@@ -213,7 +214,7 @@ enum status prompt_file_load(const char *path, const struct job_overrides *ov, s
         while (s0 < l && strchr(" \t\r", p[s0])) s0++;
         if (l > s0 && !(st = grow(jobs, n, &cap))) {
           struct job *j = &(*jobs)[(*n)++];
-          job_defaults(j);
+          job_defaults(j, ov);
           snprintf(j->where, sizeof j->where, "%s, line %d", path, line);
           cJSON *o = cJSON_ParseWithLength(p + s0, l - s0);
           if (!o) fail(j, "%s", "not valid JSON");
@@ -240,7 +241,7 @@ enum status prompt_file_load(const char *path, const struct job_overrides *ov, s
 }
 
 enum status prompt_job_from_text(const char *text, const struct job_overrides *ov, struct job *out) {
-  job_defaults(out);
+  job_defaults(out, ov);
   snprintf(out->where, sizeof out->where, "--prompt");
   out->prompt = strdup(text);
   if (!out->prompt) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");

@@ -26,9 +26,10 @@ struct job_overrides {
   bool has_seed, has_steps, has_width, has_height, has_clip_skip, has_batch_count, has_cfg_scale, has_sampler,
       has_schedule;
   struct job values;
+  int default_width, default_height; /* non-zero: the model's native size, for jobs that give none */
 };
 
-void job_defaults(struct job *j);
+void job_defaults(struct job *j, const struct job_overrides *ov); /* ov may be NULL */
 void job_free(struct job *j);
 /* Reads path into *jobs (*n of them). Returns non-zero only when the file as a whole cannot be
  * read (missing, not JSON at all); per-job problems are recorded in each job's error. */
