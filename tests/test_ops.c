@@ -405,6 +405,7 @@ int main(void) {
   test_conv(1, 3, 7, 7, 7, 3, 1, 1, DT_F32, 1 << 20, false, false);     /* K = 27: padded to 28 */
   test_conv(2, 32, 16, 16, 32, 3, 1, 1, DT_F16, 288 * 37, true, false); /* scratch for 37 pixels: chunked */
   test_conv(1, 512, 16, 16, 512, 3, 1, 1, DT_F16, 4 << 20, false, false); /* the VAE mid block */
+  test_conv(1, 4, 260, 260, 4, 1, 1, 0, DT_F32, 1 << 20, false, false); /* 67600 pixels > 65535 work group rows: chunked */
   test_group_norm(2, 64, 16 * 24, 32, true);
   test_group_norm(1, 320, 64, 32, false);
   test_group_norm(1, 96, 7, 32, true);

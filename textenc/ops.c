@@ -138,6 +138,7 @@ enum status op_conv2d(struct gpu *g, const struct gpu_tensor *x, const struct gp
   int64_t chunk = room / Kp;
   if (chunk < 1) return status_set(STATUS_OUT_OF_MEMORY, "conv2d: the scratch buffer holds no row of %lld values", (long long)Kp);
   if (chunk > HW) chunk = HW;
+  if (chunk > 65535) chunk = 65535; /* im2col dispatches a work group row per pixel: the guaranteed group-count limit */
   for (int64_t n = 0; n < N; n++)
     for (int64_t p0 = 0; p0 < HW; p0 += chunk) {
       int64_t np = HW - p0 < chunk ? HW - p0 : chunk;
