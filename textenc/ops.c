@@ -138,19 +138,14 @@ enum status op_conv2d(struct gpu *g, const struct gpu_tensor *x, const struct gp
   int64_t chunk = room / Kp;
   if (chunk < 1) return status_set(STATUS_OUT_OF_MEMORY, "conv2d: the scratch buffer holds no row of %lld values", (long long)Kp);
   if (chunk > HW) chunk = HW;
-  if (chunk > 65535) chunk = 65535; /* im2col dispatches a work group row per pixel: the guaranteed group-count limit */
+  if (chunk > 65535) chunk = 65535; /* within the guaranteed work-group count of an im2col dispatch */
   for (int64_t n = 0; n < N; n++)
     for (int64_t p0 = 0; p0 < HW; p0 += chunk) {
       int64_t np = HW - p0 < chunk ? HW - p0 : chunk;
       struct gpu_tensor col = gpu_tensor_reshape(scratch, 1, (int64_t[]){gpu_tensor_numel(scratch)});
       col = gpu_tensor_rows(&col, 0, np * Kp);
       col = gpu_tensor_reshape(&col, 2, (int64_t[]){np, Kp});
-      struct im2col_push ip = {.channels = (u32)C, .height = (u32)H, .width = (u32)W, .out_height = (u32)Ho,
-                               .out_width = (u32)Wo, .kernel = (u32)kernel, .stride = (u32)stride, .pad = (u32)pad,
-                               .pixel0 = (u32)p0, .pixels = (u32)np, .cols = (u32)Kp, .x_offset = (u32)(n * C * H * W)};
-      uint32_t spec[] = {WG};
-      struct gpu_arg args[] = {{x, 0}, {&col, 0}};
-      enum status s = gpu_dispatch(g, KERNEL_im2col, spec, 1, args, 2, &ip, sizeof ip, div_up(Kp, WG), (uint32_t)np, 1);
+      enum status s = op_im2col(g, x, n, kernel, stride, pad, p0, &col);
       if (s) return s;
       struct matmul mm = {.a = w, .b = &col, .bias = b, .y = y, .M = Co, .N = np, .K = Kp,
                           .bias_mode = b ? BIAS_ROW : BIAS_NONE, .bias_offset = per_image ? (uint32_t)(n * Co) : 0,
@@ -159,6 +154,8 @@ enum status op_conv2d(struct gpu *g, const struct gpu_tensor *x, const struct gp
     }
   return STATUS_OK;
 }
+
+#define IM2COL_PIXELS 16u /* pixels per work group: PIXELS in im2col.comp */
 
 enum status op_im2col(struct gpu *g, const struct gpu_tensor *x, int64_t image, int kernel, int stride, int pad,
                       int64_t pixel0, const struct gpu_tensor *col) {
@@ -171,9 +168,10 @@ enum status op_im2col(struct gpu *g, const struct gpu_tensor *x, int64_t image, 
                            .out_width = (u32)Wo, .kernel = (u32)kernel, .stride = (u32)stride, .pad = (u32)pad,
                            .pixel0 = (u32)pixel0, .pixels = (u32)col->shape[0], .cols = (u32)Kp,
                            .x_offset = (u32)(image * C * H * W)};
-  uint32_t spec[] = {WG};
+  uint32_t spec[] = {WG, (uint32_t)kernel};
   struct gpu_arg args[] = {{x, 0}, {col, 0}};
-  return gpu_dispatch(g, KERNEL_im2col, spec, 1, args, 2, &ip, sizeof ip, div_up(Kp, WG), (uint32_t)col->shape[0], 1);
+  return gpu_dispatch(g, KERNEL_im2col, spec, 2, args, 2, &ip, sizeof ip, div_up(Kp, WG),
+                      div_up((uint32_t)col->shape[0], IM2COL_PIXELS), 1);
 }
 
 enum status op_matmul_nchw(struct gpu *g, const struct gpu_tensor *w, const struct gpu_tensor *tokens,
