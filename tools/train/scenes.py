@@ -135,20 +135,13 @@ def draw_scene(rng, train=True, pair_prob=0.25):
         if allowed(colour, shape, train):
             break
     bg = rng.choice([n for n in list(names) + list(BACKGROUND_ONLY) if n != colour])
-    size = rng.choice(list(SIZES))
-    pos = rng.choice(POSITIONS)
+    return draw_single(rng, colour, shape, rng.choice(list(SIZES)), rng.choice(POSITIONS), bg, rng.choice(SINGLE_TEMPLATES))
+
+
+def draw_single(rng, colour, shape, size, pos, bg, template):
     r = SIZES[size] * rng.uniform(0.95, 1.1)
     img = np.broadcast_to(jitter(rng, {**COLOURS, **BACKGROUND_ONLY}[bg]), (SIZE, SIZE, 3)).copy()
     cov = coverage(shape, *place(rng, pos, r), r)[..., None]
     img = img + (jitter(rng, COLOURS[colour]) - img) * cov
-    cap = articles(rng.choice(SINGLE_TEMPLATES).format(colour=colour, shape=shape, size=size, bg=bg, where=where_phrase(pos)))
+    cap = articles(template.format(colour=colour, shape=shape, size=size, bg=bg, where=where_phrase(pos)))
     return img.round().astype(np.uint8), cap, {"colour": colour, "shape": shape, "size": size, "position": pos, "background": bg}
-
-
-def all_words():
-    words = set()
-    for t in SINGLE_TEMPLATES + PAIR_TEMPLATES + ["to the left of above"] + [where_phrase(p) for p in POSITIONS]:
-        words.update(w for w in t.replace("{", " {").split() if not w.startswith("{"))
-    words.add("an")
-    words.update(COLOURS, BACKGROUND_ONLY, SHAPES, SIZES, *(p.split() for p in POSITIONS))
-    return sorted(words)

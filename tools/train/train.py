@@ -23,10 +23,15 @@ import bpe  # noqa: E402
 import nets  # noqa: E402
 import scenes  # noqa: E402
 
-STEPS = {"clip": 700, "vae": 1000, "unet": 1000}
+STEPS = {"clip": 700, "vae": 800, "vae_shapes": 600, "unet": 600}
 LATENT_POOL = 12000
 UNET = dict(mc=64, mult=(1, 2, 2), blocks=1, attn_levels=(0, 1), ctx=128, heads=8)
-VAE = dict(ch=32, mult=(1, 2, 2, 2), blocks=1, z=4)
+# The decoder's residual stream keeps absolute values, but norm_out (GroupNorm(32) just before
+# conv_out) normalises it: with k channels a group, a flat background keeps k - 2 degrees of
+# freedom a group, so k = 1 or 2 erases its colour (VAEs with 32 and 64 channels there stalled at
+# L1 0.3). Hence 128 channels (k = 4, as SD's VAE) at full resolution, 32 below, and no encoder
+# ResBlocks (blocks=0; the decoder has one a level) to pay for them.
+VAE = dict(ch=32, mult=(4, 1, 1, 1), blocks=0, z=4)
 SD_SCALE = 0.18215  # the C pipeline decodes latent / 0.18215, as for SD 1.x
 
 
@@ -75,6 +80,7 @@ def clip_loss(model, tok, imgs, caps):
 
 
 def stage_clip(args):
+    """CLIP: contrastive training on random batches of 128 scenes, AdamW 5e-4, warm-up + cosine."""
     torch.manual_seed(2)
     rng = np.random.default_rng(2)
     tok = bpe.Tokenizer(args.work)
@@ -96,31 +102,55 @@ def stage_clip(args):
     save_state(model, f"{args.work}/clip.pt", {"loss": hist, "seconds": time.time() - t0})
 
 
-def stage_vae(args):
-    torch.manual_seed(3)
-    rng = np.random.default_rng(3)
+def vae_step(model, opt, imgs, shape_weight):
+    """One step: L1 + 1/2 MSE (pixels away from the image's median colour weighted by 1 +
+    shape_weight: the shapes are a small part of each image) + 1e-6 KL, sampled posterior."""
+    x = torch.as_tensor(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
+    mean, logvar = model.encode(x)
+    z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+    rec = model.decode(z)
+    kl = 0.5 * torch.sum(mean ** 2 + logvar.exp() - 1 - logvar, (1, 2, 3)).mean()
+    w = 1 + shape_weight * ((x - x.flatten(2).median(2).values[..., None, None]).abs().amax(1, keepdim=True) > 0.1).float()
+    err = rec - x
+    l1 = err.abs().mean()
+    loss = (w * (err.abs() + 0.5 * err ** 2)).mean() + 1e-6 * kl
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return l1.item(), kl.item()
+
+
+def train_vae(args, name, seed, init, batch_size, peak, shape_weight, out):
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
     model = nets.VAE(**VAE)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
-    total, hist = steps_of(args, "vae"), []
+    with torch.no_grad():  # start with a narrow posterior (std 0.05), not unit noise on every latent
+        model.quant_conv.bias[VAE["z"]:] = -6.0
+    prev = torch.load(f"{args.work}/{init}") if init else {"loss": [], "seconds": 0.0}
+    if init:
+        model.load_state_dict(prev["model"])
+    opt = torch.optim.AdamW(model.parameters(), lr=peak, weight_decay=0.0)
+    total, hist = steps_of(args, name), list(prev["loss"])
     t0 = time.time()
     for step in range(total):
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, total, 1e-3, 50)
-        imgs, _, _ = batch(rng, 16)
-        x = torch.as_tensor(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
-        mean, logvar = model.encode(x)
-        z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
-        rec = model.decode(z)
-        kl = 0.5 * torch.sum(mean ** 2 + logvar.exp() - 1 - logvar, (1, 2, 3)).mean()
-        l1 = (rec - x).abs().mean()
-        loss = l1 + 0.5 * F.mse_loss(rec, x) + 1e-6 * kl
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        hist.append(l1.item())
+            g["lr"] = lr_at(step, total, peak, 50)
+        l1, kl = vae_step(model, opt, batch(rng, batch_size)[0], shape_weight)
+        hist.append(l1)
         if step % 50 == 0 or step == total - 1:
-            log(f"vae {step}/{total} l1 {l1.item():.4f} kl {kl.item():.1f} ({time.time() - t0:.0f} s)")
-    save_state(model, f"{args.work}/vae.pt", {"loss": hist, "seconds": time.time() - t0})
+            log(f"{name} {step}/{total} l1 {l1:.4f} kl {kl:.1f} ({time.time() - t0:.0f} s)")
+    save_state(model, f"{args.work}/{out}", {"loss": hist, "seconds": prev["seconds"] + time.time() - t0})
+
+
+def stage_vae(args):
+    """Phase 1 of the VAE: plain reconstruction, batch 8."""
+    train_vae(args, "vae", 3, None, 8, 5e-4, 0.0, "vae_phase1.pt")
+
+
+def stage_vae_shapes(args):
+    """Phase 2 (from phase 1): batch 16, the shapes' pixels weighted 11x. Phase 1 alone learns the
+    background colours and leaves the shapes as faint smudges (they are 3-20% of the pixels)."""
+    train_vae(args, "vae_shapes", 13, "vae_phase1.pt", 16, 1e-3, 10.0, "vae.pt")
 
 
 def load_clip(args):
@@ -371,13 +401,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "models", "demo"))
     ap.add_argument("--work", default="/tmp/vkd-demo-train")
-    ap.add_argument("--stage", default="all", choices=["all", "tokenizer", "clip", "vae", "unet", "export"])
+    ap.add_argument("--stage", default="all", choices=["all", "tokenizer", "clip", "vae", "vae_shapes", "unet", "export"])
     ap.add_argument("--scale", type=float, default=1.0, help="multiplies every step count (0.01: a smoke test)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     os.makedirs(args.work, exist_ok=True)
-    for name in ("tokenizer", "clip", "vae", "unet", "export"):
+    for name in ("tokenizer", "clip", "vae", "vae_shapes", "unet", "export"):
         if args.stage in ("all", name):
             t0 = time.time()
             globals()["stage_" + name](args)
