@@ -202,7 +202,10 @@ int main(void) {
   /* bad input: nothing half-written, clear messages */
   CHECK(run("%s --prompt x --width 36 -o %s/e", base, dir) == 1 && strstr(out, "\"width\" 36"));
   CHECK(run("%s %s/missing.json -o %s/e", base, dir, dir) == 1 && strstr(out, "missing.json"));
-  CHECK(run("%s generate --prompt x", bin) == 2);
+  /* no --model: $VKDIFFUSION_MODEL (here a file that is not there: a clear error, exit 1) */
+  CHECK(run("VKDIFFUSION_MODEL=%s/nothing.safetensors %s generate --prompt x -o %s/e", dir, bin, dir) == 1 &&
+        strstr(out, "nothing.safetensors"));
+  CHECK(run("%s generate -o %s/e", bin, dir) == 2); /* no prompt */
   snprintf(c3, sizeof c3, "rm -rf %s", dir);
   CHECK(system(c3) == 0);
   return test_result("test_generate");
