@@ -87,10 +87,10 @@ class Tokenizer:
         sym = list(w[:-1]) + [w[-1] + "</w>"]
         while len(sym) > 1:
             pairs = [(self.ranks.get((a, b), 1 << 30), i) for i, (a, b) in enumerate(zip(sym, sym[1:]))]
-            rank, _ = min(pairs)
+            rank, first = min(pairs)
             if rank == 1 << 30:
                 break
-            pair = next(p for p, r in ((tuple(sym[i:i + 2]), r) for r, i in pairs) if r == rank)
+            pair = (sym[first], sym[first + 1])
             out, i = [], 0
             while i < len(sym):
                 if i + 1 < len(sym) and (sym[i], sym[i + 1]) == pair:

@@ -80,7 +80,7 @@ def coverage(shape, cx, cy, r):
             m &= d2 >= (0.55 * r) ** 2
     else:  # even-odd crossing test against the polygon's edges
         v = polygon(shape, r)
-        m = np.zeros(px.shape[1:] if px.ndim == 1 else (2 * SIZE, 2 * SIZE), bool)
+        m = np.zeros((2 * SIZE, 2 * SIZE), bool)
         PX = np.broadcast_to(px, (2 * SIZE, 2 * SIZE))
         PY = np.broadcast_to(py, (2 * SIZE, 2 * SIZE))
         for i in range(len(v)):
@@ -103,6 +103,16 @@ def jitter(rng, rgb):
     return np.clip(np.array(rgb, float) + rng.integers(-12, 13, 3), 0, 255)
 
 
+def background(rng, name):
+    return np.broadcast_to(jitter(rng, {**COLOURS, **BACKGROUND_ONLY}[name]), (SIZE, SIZE, 3)).copy()
+
+
+def paint(rng, img, colour, shape, pos, r):
+    """img with a shape blended over it: rgb = img + (fg - img) * coverage."""
+    cov = coverage(shape, *place(rng, pos, r), r)[..., None]
+    return img + (jitter(rng, COLOURS[colour]) - img) * cov
+
+
 def allowed(colour, shape, train):
     return not (train and (colour, shape) in HELD_OUT)
 
@@ -119,11 +129,10 @@ def draw_scene(rng, train=True, pair_prob=0.25):
         bg = rng.choice([n for n in list(names) + list(BACKGROUND_ONLY) if n not in (c1, c2)])
         horizontal = rng.random() < 0.5
         p1, p2 = ("left", "right") if horizontal else ("top", "bottom")
-        img = np.broadcast_to(jitter(rng, {**COLOURS, **BACKGROUND_ONLY}[bg]), (SIZE, SIZE, 3)).copy()
+        img = background(rng, bg)
         r = SIZES["small"] * rng.uniform(0.95, 1.1)
         for c, s, p in ((c1, s1, p1), (c2, s2, p2)):
-            cov = coverage(s, *place(rng, p, r), r)[..., None]
-            img = img + (jitter(rng, COLOURS[c]) - img) * cov
+            img = paint(rng, img, c, s, p, r)
         t = rng.choice(PAIR_TEMPLATES)
         rel = "to the left of" if horizontal else "above"
         if "{rel}" not in t and rng.random() < 0.5:
@@ -140,8 +149,6 @@ def draw_scene(rng, train=True, pair_prob=0.25):
 
 def draw_single(rng, colour, shape, size, pos, bg, template):
     r = SIZES[size] * rng.uniform(0.95, 1.1)
-    img = np.broadcast_to(jitter(rng, {**COLOURS, **BACKGROUND_ONLY}[bg]), (SIZE, SIZE, 3)).copy()
-    cov = coverage(shape, *place(rng, pos, r), r)[..., None]
-    img = img + (jitter(rng, COLOURS[colour]) - img) * cov
+    img = paint(rng, background(rng, bg), colour, shape, pos, r)
     cap = articles(template.format(colour=colour, shape=shape, size=size, bg=bg, where=where_phrase(pos)))
     return img.round().astype(np.uint8), cap, {"colour": colour, "shape": shape, "size": size, "position": pos, "background": bg}

@@ -249,7 +249,8 @@ def sample(unet, vae, ctx, uncond, z_std, seed, steps=20, cfg=5.0):
     log_s = sig_all.log()
     sig = [float(torch.exp(log_s[int(t.floor())] * (1 - (t - t.floor())) + log_s[int(t.ceil())] * (t - t.floor()))) for t in ts] + [0.0]
     B = ctx.shape[0]
-    x = torch.randn(B, 4, 8, 8, generator=g, dtype=torch.float64) * sig[0]
+    f = 2 ** (len(VAE["mult"]) - 1)  # the VAE's downsampling
+    x = torch.randn(B, VAE["z"], scenes.SIZE // f, scenes.SIZE // f, generator=g, dtype=torch.float64) * sig[0]
     for i in range(steps):
         s = sig[i]
         xin = (x / math.sqrt(s * s + 1)).float()
