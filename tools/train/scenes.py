@@ -152,3 +152,12 @@ def draw_single(rng, colour, shape, size, pos, bg, template):
     img = paint(rng, background(rng, bg), colour, shape, pos, r)
     cap = articles(template.format(colour=colour, shape=shape, size=size, bg=bg, where=where_phrase(pos)))
     return img.round().astype(np.uint8), cap, {"colour": colour, "shape": shape, "size": size, "position": pos, "background": bg}
+
+
+def all_words():
+    words = set()
+    for t in SINGLE_TEMPLATES + PAIR_TEMPLATES + ["to the left of above"] + [where_phrase(p) for p in POSITIONS]:
+        words.update(w for w in t.replace("{", " {").split() if not w.startswith("{"))
+    words.add("an")
+    words.update(COLOURS, BACKGROUND_ONLY, SHAPES, SIZES, *(p.split() for p in POSITIONS))
+    return sorted(words)
