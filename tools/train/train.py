@@ -2,7 +2,8 @@
 
     python3 tools/train/train.py [--out models/demo] [--work /tmp/vkd-demo-train] [--stage all]
 
-Stages (each reads the previous ones' files from --work): tokenizer, clip, vae, unet, export.
+Stages (each reads the previous ones' files from --work): tokenizer, clip, clip_shapes, vae,
+vae_shapes, unet, export.
 Everything is seeded; CPU only (Debian python3-torch + libopenblas0-pthread, see README.md here).
 """
 import argparse
@@ -23,7 +24,7 @@ import bpe  # noqa: E402
 import nets  # noqa: E402
 import scenes  # noqa: E402
 
-STEPS = {"clip": 700, "vae": 800, "vae_shapes": 600, "unet": 600}
+STEPS = {"clip": 700, "clip_shapes": 1000, "vae": 800, "vae_shapes": 600, "unet": 600}
 LATENT_POOL = 12000
 UNET = dict(mc=64, mult=(1, 2, 2), blocks=1, attn_levels=(0, 1), ctx=128, heads=8)
 # The decoder's residual stream keeps absolute values, but norm_out (GroupNorm(32) just before
@@ -99,7 +100,50 @@ def stage_clip(args):
         hist.append(loss.item())
         if step % 50 == 0 or step == total - 1:
             log(f"clip {step}/{total} loss {loss.item():.4f} batch acc {acc:.3f} scale {model.logit_scale.exp().item():.1f} ({time.time() - t0:.0f} s)")
-    save_state(model, f"{args.work}/clip.pt", {"loss": hist, "seconds": time.time() - t0})
+    save_state(model, f"{args.work}/clip_phase1.pt", {"loss": hist, "seconds": time.time() - t0})
+
+
+def shape_groups(rng, groups):
+    """Scenes in groups of five (four where a pair is held out) that differ only in their shape:
+    one colour, size, position, background and template a group."""
+    names, out = list(scenes.COLOURS), []
+    for _ in range(groups):
+        colour = rng.choice(names)
+        bg = rng.choice([n for n in names + list(scenes.BACKGROUND_ONLY) if n != colour])
+        size, pos, t = rng.choice(list(scenes.SIZES)), rng.choice(scenes.POSITIONS), rng.choice(scenes.SINGLE_TEMPLATES)
+        out += [scenes.draw_single(rng, colour, s, size, pos, bg, t) for s in scenes.SHAPES if scenes.allowed(colour, s, True)]
+    return out
+
+
+def stage_clip_shapes(args):
+    """CLIP phase 2: the text tower locked, the vision tower (and its projection, the temperature)
+    trained on batches of 12 shape groups (scenes that differ only in their shape, so the
+    contrastive loss can only be lowered by telling shapes apart) plus 16 ordinary scenes."""
+    torch.manual_seed(12)
+    rng = np.random.default_rng(12)
+    tok = bpe.Tokenizer(args.work)
+    model = nets.Clip(len(tok.vocab))
+    prev = torch.load(f"{args.work}/clip_phase1.pt")
+    model.load_state_dict(prev["model"])
+    for p in list(model.text_model.parameters()) + list(model.text_projection.parameters()):
+        p.requires_grad_(False)
+    params = list(model.vision_model.parameters()) + list(model.visual_projection.parameters()) + [model.logit_scale]
+    opt = torch.optim.AdamW(params, lr=5e-4, weight_decay=0.05)
+    total, hist = steps_of(args, "clip_shapes"), []
+    t0 = time.time()
+    for step in range(total):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, total, 5e-4, 50)
+        imgs, caps, _ = zip(*(shape_groups(rng, 12) + [scenes.draw_scene(rng) for _ in range(16)]))
+        loss, acc = clip_loss(model, tok, np.stack(imgs), list(caps))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        hist.append(loss.item())
+        if step % 50 == 0 or step == total - 1:
+            log(f"clip_shapes {step}/{total} loss {np.mean(hist[-50:]):.4f} batch acc {acc:.3f} ({time.time() - t0:.0f} s)")
+    save_state(model, f"{args.work}/clip.pt", {"loss": prev["loss"], "loss_shapes": hist, "seconds": prev["seconds"],
+                                               "seconds_shapes": time.time() - t0})
 
 
 def vae_step(model, opt, imgs, shape_weight):
@@ -387,11 +431,11 @@ def stage_export(args):
               "latent_scale_folded": k, "held_out_pairs": scenes.HELD_OUT,
               "zero_shot_python_500": {k2: float(v2) for k2, v2 in zs.items()},
               "closed_loop_python_40": cl, "seconds": {}, "final_loss": {}}
-    for name in ("clip", "vae", "unet"):
-        st = torch.load(f"{args.work}/{name}.pt") if name != "unet" else u
-        curves.append((name, np.array(st["loss"])))
-        report["seconds"][name] = round(st["seconds"], 1)
-        report["final_loss"][name] = float(np.mean(st["loss"][-50:]))
+    for name, key in (("clip", ""), ("clip_shapes", "_shapes"), ("vae", ""), ("unet", "")):
+        st = torch.load(f"{args.work}/{name.split('_')[0]}.pt") if name != "unet" else u
+        curves.append((name, np.array(st["loss" + key])))
+        report["seconds"][name] = round(st["seconds" + key], 1)
+        report["final_loss"][name] = float(np.mean(st["loss" + key][-50:]))
     plot(curves, f"{args.out}/training_loss.png")
     with open(f"{args.out}/training_report.json", "w") as f:
         json.dump(report, f, indent=1)
@@ -402,13 +446,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "models", "demo"))
     ap.add_argument("--work", default="/tmp/vkd-demo-train")
-    ap.add_argument("--stage", default="all", choices=["all", "tokenizer", "clip", "vae", "vae_shapes", "unet", "export"])
+    ap.add_argument("--stage", default="all", choices=["all", "tokenizer", "clip", "clip_shapes", "vae", "vae_shapes", "unet", "export"])
     ap.add_argument("--scale", type=float, default=1.0, help="multiplies every step count (0.01: a smoke test)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     os.makedirs(args.work, exist_ok=True)
-    for name in ("tokenizer", "clip", "vae", "vae_shapes", "unet", "export"):
+    for name in ("tokenizer", "clip", "clip_shapes", "vae", "vae_shapes", "unet", "export"):
         if args.stage in ("all", name):
             t0 = time.time()
             globals()["stage_" + name](args)
