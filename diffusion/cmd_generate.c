@@ -35,7 +35,7 @@ static void usage(FILE *f) {
           "  output (--output; a file name pattern with {index}, {seed}, {prompt}; \"{index}-{seed}.png\").\n"
           "Other options: --precision fp16|fp32, --device N, --vae-tiling auto|on|off, --literal (no prompt\n"
           "syntax), --noise FILE (noise [N,4,h,w], ancestral_noise [steps,N,4,h,w]: replaces the RNG),\n"
-          "--save-latents FILE (latents [steps,N,4,h,w]), --rng cpu, --quiet, --progress,\n"
+          "--save-latents FILE (latents [steps,N,4,h,w]: every step of the job's N images; the last job's), --rng cpu, --quiet, --progress,\n"
           "--score-with CLIP_MODEL [--score-config FILE]: the CLIP score (100 x cosine of image and prompt\n"
           "embeddings) of every image, on stderr and in the PNG's parameters.\n"
           "The PNG carries the settings in AUTOMATIC1111's `parameters` text (vkdiffusion info IMAGE.png).\n"
@@ -65,13 +65,13 @@ static void progress_draw(struct progress *p, int step, int steps) {
 
 struct step_ctx {
   struct progress *prog;
-  float *save;
-  size_t n;
+  float *save;   /* this image's latents at step 0, or NULL */
+  size_t n, stride; /* values an image, values a step (all the job's images) */
 };
 
 static enum status on_step(int step, int steps, const float *x, void *user) {
   struct step_ctx *c = user;
-  if (c->save) memcpy(c->save + (size_t)step * c->n, x, c->n * sizeof *x);
+  if (c->save) memcpy(c->save + (size_t)step * c->stride, x, c->n * sizeof *x);
   progress_draw(c->prog, step + 1, steps);
   return STATUS_OK;
 }
@@ -176,7 +176,8 @@ static enum status clip_score(struct scorer *sc, const unsigned char *rgb, int w
   return s;
 }
 
-/* Runs one job (all its images); returns the number of images that failed. */
+/* Runs one job (all its images); returns the number of images that failed. A failure to write
+ * --save-latents (the images are written) counts in *errors. */
 /* The checkpoint's native size from its ModelSpec metadata ("modelspec.resolution": "512x512"):
  * the width and height of jobs that give none. A file that cannot be read is reported by the loader. */
 static void native_size(const char *path, struct job_overrides *ov) {
@@ -191,7 +192,7 @@ static void native_size(const char *path, struct job_overrides *ov) {
   safetensors_close(st);
 }
 
-static int run_job(struct sd_model *m, struct job *j, const struct opts *o, int *next_index, int *images_done) {
+static int run_job(struct sd_model *m, struct job *j, const struct opts *o, int *next_index, int *images_done, int *errors) {
   char label[200];
   snprintf(label, sizeof label, "%s", j->where);
   if (j->error[0]) {
@@ -218,8 +219,12 @@ static int run_job(struct sd_model *m, struct job *j, const struct opts *o, int 
   uint64_t seed = j->seed >= 0 ? (uint64_t)j->seed : random_seed();
   if (j->seed < 0 && !o->quiet) fprintf(stderr, "%s: seed %llu\n", label, (unsigned long long)seed);
   size_t n = (size_t)4 * h * w;
-  struct st_writer *lw = NULL;
-  float *noise_file = NULL, *anoise_file = NULL, *saved = NULL;
+  float *noise_file = NULL, *anoise_file = NULL, *saved = NULL; /* saved: [steps, batch_count, 4, h, w] */
+  if (o->latents_file && !(saved = calloc((size_t)j->steps * j->batch_count * n, sizeof *saved))) {
+    fprintf(stderr, "vkdiffusion generate: %s: out of host memory for --save-latents (job skipped)\n", label);
+    sd_conditioning_free(&c);
+    return j->batch_count;
+  }
   for (int b = 0; b < j->batch_count; b++) {
     uint64_t s = (seed + (uint64_t)b) & 0xffffffffu;
     prog.image = b + 1;
@@ -235,13 +240,11 @@ static int run_job(struct sd_model *m, struct job *j, const struct opts *o, int 
     } else if (!st) {
       rng_randn(&rng, noise, n); /* torch.manual_seed(seed); torch.randn([1, 4, h, w]) */
     }
-    if (!st && o->latents_file && !saved && !(saved = malloc((size_t)j->steps * n * sizeof *saved)))
-      st = status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
     struct guidance g = {0};
     if (!st) st = guidance_init(&g, sd_model_unet(m), c.cond, c.uncond, c.tokens, 4, h, w, (float)j->cfg_scale);
     prog.phase = "sample";
     prog.t0 = bench_now();
-    struct step_ctx sc = {.prog = &prog, .save = saved, .n = n};
+    struct step_ctx sc = {.prog = &prog, .save = saved ? saved + (size_t)b * n : NULL, .n = n, .stride = (size_t)j->batch_count * n};
     struct sampler_run run = {.sampler = j->sampler, .schedule = j->schedule, .steps = j->steps, .n = n, .noise = noise,
                               .ancestral_noise = anoise, .rng = &rng, .denoise = guidance_denoise, .user = &g,
                               .on_step = on_step, .step_user = &sc};
@@ -269,15 +272,6 @@ static int run_job(struct sd_model *m, struct job *j, const struct opts *o, int 
       if (!st) st = params ? png_write(path, u8, j->width, j->height, params) : status_set(STATUS_OUT_OF_MEMORY, "out of memory");
       free(params);
     }
-    if (!st && o->latents_file) {
-      if (!lw && st_writer_create(&lw)) lw = NULL;
-      if (lw) {
-        st_writer_add(lw, "latents", ST_F32, 5, (int64_t[]){j->steps, 1, 4, h, w}, saved);
-        st = st_writer_finish(lw, o->latents_file);
-        st_writer_destroy(lw);
-        lw = NULL;
-      }
-    }
     if (st) {
       fprintf(stderr, "%svkdiffusion generate: %s, image %d: %s\n", prog.on ? "\n" : "", label, b + 1, status_message());
       failed++;
@@ -287,6 +281,21 @@ static int run_job(struct sd_model *m, struct job *j, const struct opts *o, int 
     }
     (*next_index)++;
     free(noise), free(x), free(img), free(u8);
+  }
+  if (saved && failed) {
+    fprintf(stderr, "vkdiffusion generate: %s: %s not written (%d of %d images failed)\n", label, o->latents_file, failed,
+            j->batch_count);
+    (*errors)++;
+  } else if (saved) { /* every image of the job, written once they are all done */
+    struct st_writer *lw = NULL;
+    enum status st = st_writer_create(&lw);
+    if (!st) st = st_writer_add(lw, "latents", ST_F32, 5, (int64_t[]){j->steps, j->batch_count, 4, h, w}, saved);
+    if (!st) st = st_writer_finish(lw, o->latents_file);
+    st_writer_destroy(lw);
+    if (st) {
+      fprintf(stderr, "vkdiffusion generate: %s: --save-latents: %s\n", label, status_message());
+      (*errors)++;
+    }
   }
   free(noise_file), free(anoise_file), free(saved);
   sd_conditioning_free(&c);
@@ -461,7 +470,7 @@ int cmd_generate(int argc, char **argv) {
       failed_images += jobs[k].batch_count;
       continue;
     }
-    failed_images += run_job(m, &jobs[k], &o, &index, &done_images);
+    failed_images += run_job(m, &jobs[k], &o, &index, &done_images, &rc);
   }
   int total = done_images + failed_images;
   if (failed_images || rc) {

@@ -142,33 +142,33 @@ enum status sd_load_noise(const char *path, int b, int steps, size_t n, float **
   enum status s = safetensors_open(path, &st);
   if (s) return s;
   const struct st_tensor *t = safetensors_find(st, "noise"), *a = safetensors_find(st, "ancestral_noise");
+  float *all = NULL, *an = NULL;
   if (!t || t->numel < (int64_t)((size_t)(b + 1) * n)) {
-    safetensors_close(st);
-    return status_set(STATUS_FORMAT, "%s: needs `noise` [N, 4, h, w] with image %d of %zu values", path, b, n);
+    s = status_set(STATUS_FORMAT, "%s: needs `noise` [N, 4, h, w] with image %d of %zu values", path, b, n);
+    goto done;
   }
-  float *all = malloc((size_t)t->numel * sizeof *all);
-  if (!all) {
-    safetensors_close(st);
-    return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+  int64_t per = a && a->ndim > 1 && a->shape[0] > 0 ? a->numel / a->shape[0] : 0;
+  if (a && (a->shape[0] < steps || per < (int64_t)((size_t)(b + 1) * n))) { /* [steps, N, 4, h, w] */
+    s = status_set(STATUS_FORMAT, "%s: `ancestral_noise` must be [steps >= %d, N, 4, h, w]", path, steps);
+    goto done;
   }
-  safetensors_read_f32(st, t, all);
-  free(*noise);
+  free(*noise), free(*ancestral);
   *noise = malloc(n * sizeof **noise);
-  memcpy(*noise, all + (size_t)b * n, n * sizeof *all);
-  free(all);
-  if (a) { /* [steps, N, 4, h, w] */
-    int64_t per = a->ndim > 1 ? a->numel / a->shape[0] : 0;
-    if (a->shape[0] < steps || per < (int64_t)((size_t)(b + 1) * n)) {
-      safetensors_close(st);
-      return status_set(STATUS_FORMAT, "%s: `ancestral_noise` must be [steps >= %d, N, 4, h, w]", path, steps);
-    }
-    float *an = malloc((size_t)a->numel * sizeof *an);
-    free(*ancestral);
-    *ancestral = malloc((size_t)steps * n * sizeof **ancestral);
-    safetensors_read_f32(st, a, an);
-    for (int k = 0; k < steps; k++) memcpy(*ancestral + (size_t)k * n, an + (size_t)k * per + (size_t)b * n, n * sizeof *an);
-    free(an);
+  *ancestral = a ? malloc((size_t)steps * n * sizeof **ancestral) : NULL;
+  all = malloc((size_t)t->numel * sizeof *all);
+  an = a ? malloc((size_t)a->numel * sizeof *an) : NULL;
+  if (!*noise || !all || (a && (!*ancestral || !an))) {
+    s = status_set(STATUS_OUT_OF_MEMORY, "%s: out of host memory for the noise", path);
+    goto done;
   }
+  if ((s = safetensors_read_f32(st, t, all))) goto done;
+  memcpy(*noise, all + (size_t)b * n, n * sizeof *all);
+  if (a) {
+    if ((s = safetensors_read_f32(st, a, an))) goto done;
+    for (int k = 0; k < steps; k++) memcpy(*ancestral + (size_t)k * n, an + (size_t)k * per + (size_t)b * n, n * sizeof *an);
+  }
+done:
+  free(all), free(an);
   safetensors_close(st);
-  return STATUS_OK;
+  return s;
 }

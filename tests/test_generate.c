@@ -15,6 +15,18 @@
 
 static char dir[256], out[16384], base[2048];
 
+/* The `latents` tensor of a --save-latents file ([steps, N, 4, h, w]) as f32, its shape in dims. */
+static float *read_latents(const char *path, int64_t dims[5]) {
+  struct safetensors *st = NULL;
+  if (safetensors_open(path, &st)) return NULL;
+  const struct st_tensor *t = safetensors_find(st, "latents");
+  float *v = t && t->ndim == 5 ? malloc((size_t)t->numel * sizeof *v) : NULL;
+  if (v && safetensors_read_f32(st, t, v)) free(v), v = NULL;
+  if (v) memcpy(dims, t->shape, 5 * sizeof *dims);
+  safetensors_close(st);
+  return v;
+}
+
 #define run(...) test_run(out, sizeof out, __VA_ARGS__)
 
 static void write_text(const char *name, const char *text) {
@@ -172,6 +184,32 @@ int main(void) {
     CHECK(t && t->ndim == 5 && t->shape[0] == 4 && t->shape[2] == 4 && t->shape[3] == 16 && t->shape[4] == 16);
     safetensors_close(st);
   }
+  /* --save-latents keeps every image of a batch: image 1 of a batch of 2 (seed 8) is the single image of seed 8 */
+  float *lat2 = NULL, *lat1 = NULL;
+  int64_t dims2[5] = {0}, dims1[5] = {0};
+  rc = run("%s --prompt 'a red ring' --width 32 --height 32 --steps 3 --seed 7 --batch-count 2 --save-latents %s/l2.safetensors "
+           "-o %s/e", base, dir, dir);
+  CHECK_MSG(rc == 0, "--save-latents, batch of 2: %s", out);
+  rc = run("%s --prompt 'a red ring' --width 32 --height 32 --steps 3 --seed 8 --save-latents %s/l1.safetensors -o %s/e",
+           base, dir, dir);
+  CHECK_MSG(rc == 0, "--save-latents, one image: %s", out);
+  snprintf(lat, sizeof lat, "%s/l2.safetensors", dir);
+  lat2 = read_latents(lat, dims2);
+  snprintf(lat, sizeof lat, "%s/l1.safetensors", dir);
+  lat1 = read_latents(lat, dims1);
+  CHECK(lat2 && lat1 && dims2[0] == 3 && dims2[1] == 2 && dims1[0] == 3 && dims1[1] == 1 && dims2[4] == dims1[4]);
+  if (lat2 && lat1 && dims2[1] == 2 && dims1[1] == 1 && dims2[0] == dims1[0]) {
+    size_t per = (size_t)dims1[2] * dims1[3] * dims1[4];
+    bool same = true, differs = false;
+    for (int64_t k = 0; k < dims1[0]; k++) {
+      same &= memcmp(lat2 + ((size_t)k * 2 + 1) * per, lat1 + (size_t)k * per, per * sizeof *lat1) == 0;
+      differs |= memcmp(lat2 + (size_t)k * 2 * per, lat1 + (size_t)k * per, per * sizeof *lat1) != 0;
+    }
+    CHECK_MSG(same, "--save-latents: image 1 of the batch differs from the same seed alone");
+    CHECK_MSG(differs, "--save-latents: image 0 of the batch equals image 1");
+  }
+  free(lat2), free(lat1);
+  printf("  --save-latents: a batch of 2 keeps both images' steps\n");
   /* vkdiffusion unet / decode against the goldens through files (fp32 path bounds) */
   char ugold[1024], vgold[1024], eps_path[600], img_path[600];
   test_shared_path(ugold, sizeof ugold, "ref/goldens/unet_tiny.safetensors");
