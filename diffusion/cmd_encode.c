@@ -196,6 +196,10 @@ int cmd_encode(int argc, char **argv) {
   rc = 1;
   struct textenc *te = NULL;
   float *weights = NULL, *cond = NULL, *pooled = NULL, *projected = NULL;
+  /* the CLI's own device, lent to the encoder: VKDIFFUSION_PROFILE and validation reported at the end */
+  struct gpu *g = cli_gpu("encode", o.device_index);
+  if (!g) goto cleanup;
+  o.device = g;
   if (textenc_create(&o, &te)) {
     cli_fail("encode", NULL);
     goto cleanup;
@@ -252,6 +256,7 @@ int cmd_encode(int argc, char **argv) {
 cleanup:
   free(ids), free(weights), free(cond), free(pooled), free(projected);
   textenc_destroy(te);
+  rc = cli_finish_gpu(g, rc);
 done:
   strings_free(&prompts);
   return rc;

@@ -82,6 +82,10 @@ int main(void) {
   strcat(ids, "]]");
   rc = run("%s encode --model %s --config %s --precision fp32 --clip-skip 2 --ids '%s' -o %s", bin, ckpt, cfg, ids, o2);
   CHECK_MSG(rc == 0, "encode --ids failed: %s", out);
+  /* VKDIFFUSION_PROFILE=1: GPU time per kernel of the encode on stderr */
+  rc = run("env VKDIFFUSION_PROFILE=1 %s encode --model %s --config %s --precision fp32 --ids '%s' -o %s", bin, ckpt, cfg, ids, o2);
+  CHECK_MSG(rc == 0 && strstr(out, "profile (GPU time per kernel)") && strstr(out, "layernorm") && strstr(out, "total"),
+            "encode with VKDIFFUSION_PROFILE=1: %s", out);
   /* bad input: one line, non-zero, nothing written */
   char o3[512];
   snprintf(o3, sizeof o3, "%s/never.safetensors", dir);
