@@ -87,20 +87,27 @@ def stage_clip(args):
     tok = bpe.Tokenizer(args.work)
     model = nets.Clip(len(tok.vocab))
     opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.05)
-    total, hist = steps_of(args, "clip"), []
-    t0 = time.time()
+    hist, seconds = clip_steps("clip", model, opt, tok, steps_of(args, "clip"), lambda: batch(rng, 128)[:2])
+    save_state(model, f"{args.work}/clip_phase1.pt", {"loss": hist, "seconds": seconds})
+
+
+def clip_steps(name, model, opt, tok, total, draw):
+    """The contrastive loop of both CLIP phases (AdamW, warm-up + cosine from 5e-4); draw() gives a
+    step's (uint8 images, captions). -> (loss history, seconds)."""
+    hist, t0 = [], time.time()
     for step in range(total):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, total, 5e-4, 50)
-        imgs, caps, _ = batch(rng, 128)
+        imgs, caps = draw()
         loss, acc = clip_loss(model, tok, imgs, caps)
         opt.zero_grad()
         loss.backward()
         opt.step()
         hist.append(loss.item())
         if step % 50 == 0 or step == total - 1:
-            log(f"clip {step}/{total} loss {loss.item():.4f} batch acc {acc:.3f} scale {model.logit_scale.exp().item():.1f} ({time.time() - t0:.0f} s)")
-    save_state(model, f"{args.work}/clip_phase1.pt", {"loss": hist, "seconds": time.time() - t0})
+            log(f"{name} {step}/{total} loss {loss.item():.4f} (50-step mean {np.mean(hist[-50:]):.4f}) batch acc {acc:.3f} "
+                f"scale {model.logit_scale.exp().item():.1f} ({time.time() - t0:.0f} s)")
+    return hist, time.time() - t0
 
 
 def shape_groups(rng, groups):
@@ -129,21 +136,13 @@ def stage_clip_shapes(args):
         p.requires_grad_(False)
     params = list(model.vision_model.parameters()) + list(model.visual_projection.parameters()) + [model.logit_scale]
     opt = torch.optim.AdamW(params, lr=5e-4, weight_decay=0.05)
-    total, hist = steps_of(args, "clip_shapes"), []
-    t0 = time.time()
-    for step in range(total):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, total, 5e-4, 50)
+
+    def draw():
         imgs, caps, _ = zip(*(shape_groups(rng, 12) + [scenes.draw_scene(rng) for _ in range(16)]))
-        loss, acc = clip_loss(model, tok, np.stack(imgs), list(caps))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        hist.append(loss.item())
-        if step % 50 == 0 or step == total - 1:
-            log(f"clip_shapes {step}/{total} loss {np.mean(hist[-50:]):.4f} batch acc {acc:.3f} ({time.time() - t0:.0f} s)")
+        return np.stack(imgs), list(caps)
+    hist, seconds = clip_steps("clip_shapes", model, opt, tok, steps_of(args, "clip_shapes"), draw)
     save_state(model, f"{args.work}/clip.pt", {"loss": prev["loss"], "loss_shapes": hist, "seconds": prev["seconds"],
-                                               "seconds_shapes": time.time() - t0})
+                                               "seconds_shapes": seconds})
 
 
 def vae_step(model, opt, imgs, shape_weight):
