@@ -234,9 +234,11 @@ static int run_job(struct sd_model *m, struct job *j, const struct opts *o, int 
     rng_seed(&rng, s);
     enum status st = noise && x && img && u8 ? STATUS_OK : status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
     const float *anoise = NULL;
+    if (!st && o->noise_file && !noise_file) /* read once a job */
+      st = sd_load_noise(o->noise_file, j->batch_count, j->steps, n, &noise_file, &anoise_file);
     if (!st && o->noise_file) {
-      st = sd_load_noise(o->noise_file, b, j->steps, n, &noise_file, &anoise_file);
-      if (!st) memcpy(noise, noise_file, n * sizeof *noise), anoise = anoise_file;
+      memcpy(noise, noise_file + (size_t)b * n, n * sizeof *noise);
+      anoise = anoise_file ? anoise_file + (size_t)b * j->steps * n : NULL;
     } else if (!st) {
       rng_randn(&rng, noise, n); /* torch.manual_seed(seed); torch.randn([1, 4, h, w]) */
     }

@@ -137,24 +137,24 @@ char *sd_parameters_text(const struct sd_model *m, const struct job *j, uint64_t
   return t;
 }
 
-enum status sd_load_noise(const char *path, int b, int steps, size_t n, float **noise, float **ancestral) {
+enum status sd_load_noise(const char *path, int images, int steps, size_t n, float **noise, float **ancestral) {
   struct safetensors *st;
   enum status s = safetensors_open(path, &st);
   if (s) return s;
   const struct st_tensor *t = safetensors_find(st, "noise"), *a = safetensors_find(st, "ancestral_noise");
   float *all = NULL, *an = NULL;
-  if (!t || t->numel < (int64_t)((size_t)(b + 1) * n)) {
-    s = status_set(STATUS_FORMAT, "%s: needs `noise` [N, 4, h, w] with image %d of %zu values", path, b, n);
+  *noise = *ancestral = NULL;
+  if (!t || t->numel < (int64_t)((size_t)images * n)) {
+    s = status_set(STATUS_FORMAT, "%s: needs `noise` [N >= %d, 4, h, w] with %zu values an image", path, images, n);
     goto done;
   }
   int64_t per = a && a->ndim > 1 && a->shape[0] > 0 ? a->numel / a->shape[0] : 0;
-  if (a && (a->shape[0] < steps || per < (int64_t)((size_t)(b + 1) * n))) { /* [steps, N, 4, h, w] */
-    s = status_set(STATUS_FORMAT, "%s: `ancestral_noise` must be [steps >= %d, N, 4, h, w]", path, steps);
+  if (a && (a->shape[0] < steps || per < (int64_t)((size_t)images * n))) { /* [steps, N, 4, h, w] */
+    s = status_set(STATUS_FORMAT, "%s: `ancestral_noise` must be [steps >= %d, N >= %d, 4, h, w]", path, steps, images);
     goto done;
   }
-  free(*noise), free(*ancestral);
-  *noise = malloc(n * sizeof **noise);
-  *ancestral = a ? malloc((size_t)steps * n * sizeof **ancestral) : NULL;
+  *noise = malloc((size_t)images * n * sizeof **noise);
+  *ancestral = a ? malloc((size_t)images * steps * n * sizeof **ancestral) : NULL;
   all = malloc((size_t)t->numel * sizeof *all);
   an = a ? malloc((size_t)a->numel * sizeof *an) : NULL;
   if (!*noise || !all || (a && (!*ancestral || !an))) {
@@ -162,13 +162,16 @@ enum status sd_load_noise(const char *path, int b, int steps, size_t n, float **
     goto done;
   }
   if ((s = safetensors_read_f32(st, t, all))) goto done;
-  memcpy(*noise, all + (size_t)b * n, n * sizeof *all);
+  memcpy(*noise, all, (size_t)images * n * sizeof *all);
   if (a) {
     if ((s = safetensors_read_f32(st, a, an))) goto done;
-    for (int k = 0; k < steps; k++) memcpy(*ancestral + (size_t)k * n, an + (size_t)k * per + (size_t)b * n, n * sizeof *an);
+    for (int b = 0; b < images; b++)
+      for (int k = 0; k < steps; k++)
+        memcpy(*ancestral + ((size_t)b * steps + k) * n, an + (size_t)k * per + (size_t)b * n, n * sizeof *an);
   }
 done:
   free(all), free(an);
   safetensors_close(st);
+  if (s) free(*noise), free(*ancestral), *noise = *ancestral = NULL;
   return s;
 }

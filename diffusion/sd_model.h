@@ -40,7 +40,8 @@ enum status sd_model_sample(struct sd_model *m, const struct sampler_run *run, f
 enum status sd_model_decode(struct sd_model *m, const float *latent, int h, int w, enum vae_tiling tiling, float *image);
 /* AUTOMATIC1111's parameters text for a generated image (malloc'd). */
 char *sd_parameters_text(const struct sd_model *m, const struct job *j, uint64_t seed);
-/* --noise FILE: image b's `noise` [n] and, when present, `ancestral_noise` [steps][n]. */
-enum status sd_load_noise(const char *path, int b, int steps, size_t n, float **noise, float **ancestral);
+/* --noise FILE, read once for a job of `images` images of n latent values: `noise` [images][n] and,
+ * when the file has `ancestral_noise` [steps, N, 4, h, w], that as [images][steps][n] (else NULL). */
+enum status sd_load_noise(const char *path, int images, int steps, size_t n, float **noise, float **ancestral);
 
 #endif

@@ -184,6 +184,9 @@ int main(void) {
     CHECK(t && t->ndim == 5 && t->shape[0] == 4 && t->shape[2] == 4 && t->shape[3] == 16 && t->shape[4] == 16);
     safetensors_close(st);
   }
+  /* a batch of 2 needs noise for 2 images: the golden holds one */
+  rc = run("%s --prompt x --width 32 --height 32 --steps 4 --sampler euler_a --noise %s --batch-count 2 -o %s/d", base, gold, dir);
+  CHECK_MSG(rc == 1 && strstr(out, "needs `noise` [N >= 2, 4, h, w]"), "--noise, batch of 2: %s", out);
   /* --save-latents keeps every image of a batch: image 1 of a batch of 2 (seed 8) is the single image of seed 8 */
   float *lat2 = NULL, *lat1 = NULL;
   int64_t dims2[5] = {0}, dims1[5] = {0};
