@@ -35,7 +35,8 @@ static void usage(FILE *f) {
           "  output (--output; a file name pattern with {index}, {seed}, {prompt}; \"{index}-{seed}.png\").\n"
           "Other options: --precision fp16|fp32, --device N, --vae-tiling auto|on|off, --literal (no prompt\n"
           "syntax), --noise FILE (noise [N,4,h,w], ancestral_noise [steps,N,4,h,w]: replaces the RNG),\n"
-          "--save-latents FILE (latents [steps,N,4,h,w]: every step of the job's N images; the last job's), --rng cpu, --quiet, --progress,\n"
+          "--save-latents FILE (latents [steps,N,4,h,w]: every step of the N images of the job, the last job),\n"
+          "--rng cpu, --quiet, --progress,\n"
           "--score-with CLIP_MODEL [--score-config FILE]: the CLIP score (100 x cosine of image and prompt\n"
           "embeddings) of every image, on stderr and in the PNG's parameters.\n"
           "The PNG carries the settings in AUTOMATIC1111's `parameters` text (vkdiffusion info IMAGE.png).\n"
@@ -176,8 +177,6 @@ static enum status clip_score(struct scorer *sc, const unsigned char *rgb, int w
   return s;
 }
 
-/* Runs one job (all its images); returns the number of images that failed. A failure to write
- * --save-latents (the images are written) counts in *errors. */
 /* The checkpoint's native size from its ModelSpec metadata ("modelspec.resolution": "512x512"):
  * the width and height of jobs that give none. A file that cannot be read is reported by the loader. */
 static void native_size(const char *path, struct job_overrides *ov) {
@@ -192,6 +191,8 @@ static void native_size(const char *path, struct job_overrides *ov) {
   safetensors_close(st);
 }
 
+/* Runs one job (all its images); returns the number of images that failed. A failure to write
+ * --save-latents (the images are written) counts in *errors. */
 static int run_job(struct sd_model *m, struct job *j, const struct opts *o, int *next_index, int *images_done, int *errors) {
   char label[200];
   snprintf(label, sizeof label, "%s", j->where);
@@ -220,8 +221,14 @@ static int run_job(struct sd_model *m, struct job *j, const struct opts *o, int 
   if (j->seed < 0 && !o->quiet) fprintf(stderr, "%s: seed %llu\n", label, (unsigned long long)seed);
   size_t n = (size_t)4 * h * w;
   float *noise_file = NULL, *anoise_file = NULL, *saved = NULL; /* saved: [steps, batch_count, 4, h, w] */
-  if (o->latents_file && !(saved = calloc((size_t)j->steps * j->batch_count * n, sizeof *saved))) {
-    fprintf(stderr, "vkdiffusion generate: %s: out of host memory for --save-latents (job skipped)\n", label);
+  enum status js = STATUS_OK;
+  if (o->noise_file) /* read once a job: [batch_count][n], ancestral [batch_count][steps][n] */
+    js = sd_load_noise(o->noise_file, j->batch_count, j->steps, n, &noise_file, &anoise_file);
+  if (!js && o->latents_file && !(saved = calloc((size_t)j->steps * j->batch_count * n, sizeof *saved)))
+    js = status_set(STATUS_OUT_OF_MEMORY, "out of host memory for --save-latents");
+  if (js) {
+    fprintf(stderr, "vkdiffusion generate: %s: %s (job skipped)\n", label, status_message());
+    free(noise_file), free(anoise_file);
     sd_conditioning_free(&c);
     return j->batch_count;
   }
@@ -234,9 +241,7 @@ static int run_job(struct sd_model *m, struct job *j, const struct opts *o, int 
     rng_seed(&rng, s);
     enum status st = noise && x && img && u8 ? STATUS_OK : status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
     const float *anoise = NULL;
-    if (!st && o->noise_file && !noise_file) /* read once a job */
-      st = sd_load_noise(o->noise_file, j->batch_count, j->steps, n, &noise_file, &anoise_file);
-    if (!st && o->noise_file) {
+    if (!st && noise_file) {
       memcpy(noise, noise_file + (size_t)b * n, n * sizeof *noise);
       anoise = anoise_file ? anoise_file + (size_t)b * j->steps * n : NULL;
     } else if (!st) {

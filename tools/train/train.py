@@ -24,6 +24,7 @@ import bpe  # noqa: E402
 import nets  # noqa: E402
 import scenes  # noqa: E402
 
+STAGES = ("tokenizer", "clip", "clip_shapes", "vae", "vae_shapes", "unet", "export")  # in order
 STEPS = {"clip": 700, "clip_shapes": 1000, "vae": 800, "vae_shapes": 600, "unet": 600}
 LATENT_POOL = 12000
 UNET = dict(mc=64, mult=(1, 2, 2), blocks=1, attn_levels=(0, 1), ctx=128, heads=8)
@@ -430,8 +431,8 @@ def stage_export(args):
               "latent_scale_folded": k, "held_out_pairs": scenes.HELD_OUT,
               "zero_shot_python_500": {k2: float(v2) for k2, v2 in zs.items()},
               "closed_loop_python_40": cl, "seconds": {}, "final_loss": {}}
-    for name, key in (("clip", ""), ("clip_shapes", "_shapes"), ("vae", ""), ("unet", "")):
-        st = torch.load(f"{args.work}/{name.split('_')[0]}.pt") if name != "unet" else u
+    c, v = torch.load(f"{args.work}/clip.pt"), torch.load(f"{args.work}/vae.pt")
+    for name, st, key in (("clip", c, ""), ("clip_shapes", c, "_shapes"), ("vae", v, ""), ("unet", u, "")):
         curves.append((name, np.array(st["loss" + key])))
         report["seconds"][name] = round(st["seconds" + key], 1)
         report["final_loss"][name] = float(np.mean(st["loss" + key][-50:]))
@@ -445,13 +446,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "models", "demo"))
     ap.add_argument("--work", default="/tmp/vkd-demo-train")
-    ap.add_argument("--stage", default="all", choices=["all", "tokenizer", "clip", "clip_shapes", "vae", "vae_shapes", "unet", "export"])
+    ap.add_argument("--stage", default="all", choices=("all",) + STAGES)
     ap.add_argument("--scale", type=float, default=1.0, help="multiplies every step count (0.01: a smoke test)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     os.makedirs(args.work, exist_ok=True)
-    for name in ("tokenizer", "clip", "clip_shapes", "vae", "vae_shapes", "unet", "export"):
+    for name in STAGES:
         if args.stage in ("all", name):
             t0 = time.time()
             globals()["stage_" + name](args)
