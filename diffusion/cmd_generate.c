@@ -206,6 +206,19 @@ static int run_job(struct sd_model *m, struct job *j, const struct opts *o, int 
             j->width, j->height, align * sd_model_vae_factor(m));
     return j->batch_count;
   }
+  /* the job's --noise (read once: [batch_count][n], ancestral [batch_count][steps][n]) and its
+   * --save-latents buffer [steps, batch_count, 4, h, w], before the prompt is encoded */
+  size_t n = (size_t)4 * h * w;
+  float *noise_file = NULL, *anoise_file = NULL, *saved = NULL;
+  enum status js = STATUS_OK;
+  if (o->noise_file) js = sd_load_noise(o->noise_file, j->batch_count, j->steps, n, &noise_file, &anoise_file);
+  if (!js && o->latents_file && !(saved = calloc((size_t)j->steps * j->batch_count * n, sizeof *saved)))
+    js = status_set(STATUS_OUT_OF_MEMORY, "out of host memory for --save-latents");
+  if (js) {
+    fprintf(stderr, "vkdiffusion generate: %s: %s (job skipped)\n", label, status_message());
+    free(noise_file), free(anoise_file);
+    return j->batch_count;
+  }
   struct progress prog = {.on = o->progress && !o->quiet, .images = j->batch_count};
   struct sd_conditioning c = {0};
   prog.phase = "encode";
@@ -213,25 +226,13 @@ static int run_job(struct sd_model *m, struct job *j, const struct opts *o, int 
   progress_draw(&prog, 0, 1);
   if (sd_model_encode(m, j->prompt, j->negative_prompt ? j->negative_prompt : "", j->clip_skip, &c)) {
     fprintf(stderr, "\nvkdiffusion generate: %s: %s (job skipped)\n", label, status_message());
+    free(noise_file), free(anoise_file), free(saved);
     return j->batch_count;
   }
   progress_draw(&prog, 1, 1);
   int failed = 0;
   uint64_t seed = j->seed >= 0 ? (uint64_t)j->seed : random_seed();
   if (j->seed < 0 && !o->quiet) fprintf(stderr, "%s: seed %llu\n", label, (unsigned long long)seed);
-  size_t n = (size_t)4 * h * w;
-  float *noise_file = NULL, *anoise_file = NULL, *saved = NULL; /* saved: [steps, batch_count, 4, h, w] */
-  enum status js = STATUS_OK;
-  if (o->noise_file) /* read once a job: [batch_count][n], ancestral [batch_count][steps][n] */
-    js = sd_load_noise(o->noise_file, j->batch_count, j->steps, n, &noise_file, &anoise_file);
-  if (!js && o->latents_file && !(saved = calloc((size_t)j->steps * j->batch_count * n, sizeof *saved)))
-    js = status_set(STATUS_OUT_OF_MEMORY, "out of host memory for --save-latents");
-  if (js) {
-    fprintf(stderr, "vkdiffusion generate: %s: %s (job skipped)\n", label, status_message());
-    free(noise_file), free(anoise_file);
-    sd_conditioning_free(&c);
-    return j->batch_count;
-  }
   for (int b = 0; b < j->batch_count; b++) {
     uint64_t s = (seed + (uint64_t)b) & 0xffffffffu;
     prog.image = b + 1;
