@@ -76,13 +76,38 @@ class ClipText(nn.Module):
         return x, x[torch.arange(ids.shape[0]), first_eot]
 
 
+class PatchEmbedding(nn.Module):
+    """CLIP's patch embedding (a bias-free convolution, patch x patch, stride patch) with its first
+    `sep` filters trained in separable form: a spatial filter times one of 3 learned colour
+    directions (filter i uses direction i % 3). A shape reaches a linear patch embedding
+    multiplied by its colour difference from the background; sharing spatial filters across
+    colour directions lets the tower learn edges once for every colour pair. `weight` is the
+    plain [d, 3, patch, patch] kernel, which is what is exported."""
+
+    def __init__(self, d, patch, sep):
+        super().__init__()
+        self.patch, self.sep = patch, sep
+        self.spatial = nn.Parameter(torch.randn(sep, 1, patch, patch) / patch)
+        self.colour = nn.Parameter(torch.tensor([[1.0, 1.0, 1.0], [1.0, -1.0, 0.0], [0.5, 0.5, -1.0]]) / 3 ** 0.5)
+        free = nn.Conv2d(3, d - sep, patch, patch, bias=False)
+        self.free = nn.Parameter(free.weight.detach().clone())
+
+    @property
+    def weight(self):
+        cols = self.colour[torch.arange(self.sep) % 3]  # [sep, 3]
+        return torch.cat([self.spatial * cols[:, :, None, None], self.free])
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight, stride=self.patch)
+
+
 class ClipVision(nn.Module):
-    def __init__(self, image=64, patch=8, d=128, layers=3, heads=2, mlp=512):
+    def __init__(self, image=64, patch=8, d=128, layers=3, heads=2, mlp=512, sep=0):
         super().__init__()
         self.patch = patch
         self.embeddings = nn.Module()
         self.embeddings.class_embedding = nn.Parameter(torch.randn(d) * 0.02)
-        self.embeddings.patch_embedding = nn.Conv2d(3, d, patch, patch, bias=False)
+        self.embeddings.patch_embedding = PatchEmbedding(d, patch, sep) if sep else nn.Conv2d(3, d, patch, patch, bias=False)
         self.embeddings.position_embedding = nn.Embedding((image // patch) ** 2 + 1, d)
         nn.init.normal_(self.embeddings.position_embedding.weight, std=0.02)
         self.pre_layrnorm = nn.LayerNorm(d)  # sic: HF's spelling
@@ -101,13 +126,26 @@ class ClipVision(nn.Module):
 
 
 class Clip(nn.Module):
-    def __init__(self, vocab, d=128, proj=64):
+    """Text tower width d; vision tower: a dict of ClipVision's settings (width, layers, heads, mlp, sep)."""
+
+    def __init__(self, vocab, d=128, proj=64, vision=None):
         super().__init__()
+        vision = {"d": d, **(vision or {})}
         self.text_model = ClipText(vocab, d=d)
-        self.vision_model = ClipVision(d=d)
+        self.vision_model = ClipVision(**vision)
         self.text_projection = nn.Linear(d, proj, bias=False)
-        self.visual_projection = nn.Linear(d, proj, bias=False)
+        self.visual_projection = nn.Linear(vision["d"], proj, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def hf_state_dict(self):
+        """The state dict in HF CLIPModel names (a separable patch embedding as its plain kernel)."""
+        sd = self.state_dict()
+        pe = self.vision_model.embeddings.patch_embedding
+        if isinstance(pe, PatchEmbedding):
+            key = "vision_model.embeddings.patch_embedding."
+            sd = {k: v for k, v in sd.items() if not k.startswith(key)}
+            sd[key + "weight"] = pe.weight.detach()
+        return sd
 
 
 CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)

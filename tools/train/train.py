@@ -2,8 +2,8 @@
 
     python3 tools/train/train.py [--out models/demo] [--work /tmp/vkd-demo-train] [--stage all]
 
-Stages (each reads the previous ones' files from --work): tokenizer, clip, clip_shapes, vae,
-vae_shapes, unet, export.
+Stages (each reads the previous ones' files from --work): tokenizer, clip, vae, vae_shapes, unet,
+export.
 Everything is seeded; CPU only (Debian python3-torch + libopenblas0-pthread, see README.md here).
 """
 import argparse
@@ -24,9 +24,10 @@ import bpe  # noqa: E402
 import nets  # noqa: E402
 import scenes  # noqa: E402
 
-STAGES = ("tokenizer", "clip", "clip_shapes", "vae", "vae_shapes", "unet", "export")  # in order
-STEPS = {"clip": 700, "clip_shapes": 1000, "vae": 800, "vae_shapes": 600, "unet": 600}
+STAGES = ("tokenizer", "clip", "vae", "vae_shapes", "unet", "export")  # in order
+STEPS = {"clip": 1000, "vae": 800, "vae_shapes": 600, "unet": 800}
 LATENT_POOL = 12000
+CLIP_VISION = dict(d=192, layers=4, heads=3, mlp=768, sep=144)  # the text tower: width 128, 3 layers, 2 heads
 UNET = dict(mc=64, mult=(1, 2, 2), blocks=1, attn_levels=(0, 1), ctx=128, heads=8)
 # The decoder's residual stream keeps absolute values, but norm_out (GroupNorm(32) just before
 # conv_out) normalises it: with k channels a group, a flat background keeps k - 2 degrees of
@@ -82,24 +83,34 @@ def clip_loss(model, tok, imgs, caps):
 
 
 def stage_clip(args):
-    """CLIP: contrastive training on random batches of 128 scenes, AdamW 5e-4, warm-up + cosine."""
+    """CLIP, both towers from scratch: batches of 16 shape groups (scenes that differ only in their
+    shape, so the contrastive loss can only fall by telling shapes apart, on both sides) plus 48
+    ordinary scenes; AdamW 5e-4, warm-up + cosine, the temperature at 20x the learning rate."""
     torch.manual_seed(2)
     rng = np.random.default_rng(2)
     tok = bpe.Tokenizer(args.work)
-    model = nets.Clip(len(tok.vocab))
-    opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.05)
-    hist, seconds = clip_steps("clip", model, opt, tok, steps_of(args, "clip"), lambda: batch(rng, 128)[:2])
-    save_state(model, f"{args.work}/clip_phase1.pt", {"loss": hist, "seconds": seconds})
+    model = nets.Clip(len(tok.vocab), vision=CLIP_VISION)
+    rest = [p for n, p in model.named_parameters() if n != "logit_scale"]
+    opt = torch.optim.AdamW([{"params": rest, "mult": 1.0}, {"params": [model.logit_scale], "mult": 20.0, "weight_decay": 0.0}],
+                            lr=5e-4, weight_decay=0.05)
+
+    def draw():
+        imgs, caps, _ = zip(*(shape_groups(rng, 16) + [scenes.draw_scene(rng) for _ in range(48)]))
+        return np.stack(imgs), list(caps)
+    hist, seconds = clip_steps("clip", model, opt, tok, steps_of(args, "clip"), draw)
+    save_state(model, f"{args.work}/clip.pt", {"loss": hist, "seconds": seconds})
 
 
 def clip_steps(name, model, opt, tok, total, draw):
-    """The contrastive loop of both CLIP phases (AdamW, warm-up + cosine from 5e-4); draw() gives a
-    step's (uint8 images, captions). -> (loss history, seconds)."""
+    """The contrastive loop (AdamW, warm-up + cosine from 5e-4 times each group's "mult"); draw()
+    gives a step's (uint8 images, captions). Every 250 steps: zero-shot on 300 held-out scenes.
+    -> (loss history, seconds)."""
     hist, t0 = [], time.time()
     for step in range(total):
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, total, 5e-4, 50)
+            g["lr"] = lr_at(step, total, 5e-4, 50) * g.get("mult", 1.0)
         imgs, caps = draw()
+        model.train()
         loss, acc = clip_loss(model, tok, imgs, caps)
         opt.zero_grad()
         loss.backward()
@@ -108,6 +119,9 @@ def clip_steps(name, model, opt, tok, total, draw):
         if step % 50 == 0 or step == total - 1:
             log(f"{name} {step}/{total} loss {loss.item():.4f} (50-step mean {np.mean(hist[-50:]):.4f}) batch acc {acc:.3f} "
                 f"scale {model.logit_scale.exp().item():.1f} ({time.time() - t0:.0f} s)")
+        if (step + 1) % 250 == 0 or step == total - 1:
+            zs = zero_shot(model.eval(), tok, 300, seed=70)
+            log(f"{name} {step + 1}: zero-shot shape {zs['shape']:.3f} colour {zs['colour']:.3f}")
     return hist, time.time() - t0
 
 
@@ -121,29 +135,6 @@ def shape_groups(rng, groups):
         size, pos, t = rng.choice(list(scenes.SIZES)), rng.choice(scenes.POSITIONS), rng.choice(scenes.SINGLE_TEMPLATES)
         out += [scenes.draw_single(rng, colour, s, size, pos, bg, t) for s in scenes.SHAPES if scenes.allowed(colour, s, True)]
     return out
-
-
-def stage_clip_shapes(args):
-    """CLIP phase 2: the text tower locked, the vision tower (and its projection, the temperature)
-    trained on batches of 12 shape groups (scenes that differ only in their shape, so the
-    contrastive loss can only be lowered by telling shapes apart) plus 16 ordinary scenes."""
-    torch.manual_seed(12)
-    rng = np.random.default_rng(12)
-    tok = bpe.Tokenizer(args.work)
-    model = nets.Clip(len(tok.vocab))
-    prev = torch.load(f"{args.work}/clip_phase1.pt")
-    model.load_state_dict(prev["model"])
-    for p in list(model.text_model.parameters()) + list(model.text_projection.parameters()):
-        p.requires_grad_(False)
-    params = list(model.vision_model.parameters()) + list(model.visual_projection.parameters()) + [model.logit_scale]
-    opt = torch.optim.AdamW(params, lr=5e-4, weight_decay=0.05)
-
-    def draw():
-        imgs, caps, _ = zip(*(shape_groups(rng, 12) + [scenes.draw_scene(rng) for _ in range(16)]))
-        return np.stack(imgs), list(caps)
-    hist, seconds = clip_steps("clip_shapes", model, opt, tok, steps_of(args, "clip_shapes"), draw)
-    save_state(model, f"{args.work}/clip.pt", {"loss": prev["loss"], "loss_shapes": hist, "seconds": prev["seconds"],
-                                               "seconds_shapes": seconds})
 
 
 def vae_step(model, opt, imgs, shape_weight):
@@ -199,7 +190,7 @@ def stage_vae_shapes(args):
 
 def load_clip(args):
     tok = bpe.Tokenizer(args.work)
-    clip = nets.Clip(len(tok.vocab))
+    clip = nets.Clip(len(tok.vocab), vision=CLIP_VISION)
     clip.load_state_dict(torch.load(f"{args.work}/clip.pt")["model"])
     return tok, clip.eval()
 
@@ -281,6 +272,18 @@ def classify(clip, labels, cls, imgs):
     with torch.no_grad():
         v = F.normalize(clip.visual_projection(clip.vision_model(nets.clip_pixels(imgs))), dim=-1)
     return [labels[i] for i in (v @ cls.T).argmax(1).tolist()]
+
+
+def zero_shot(clip, tok, n, seed):
+    """Zero-shot colour and shape accuracy on n fresh single-shape scenes (held-out pairs included),
+    and on the held-out pairs alone (both right)."""
+    labels, cls = class_embeds(clip, tok)
+    imgs, _, lab = batch(np.random.default_rng(seed), n, train=False, pair_prob=0.0)
+    pred = classify(clip, labels, cls, imgs)
+    held = [(l["colour"], l["shape"]) in scenes.HELD_OUT for l in lab]
+    return {"shape": float(np.mean([p[1] == l["shape"] for p, l in zip(pred, lab)])),
+            "colour": float(np.mean([p[0] == l["colour"] for p, l in zip(pred, lab)])),
+            "both_held_out_pairs": float(np.mean([p == (l["colour"], l["shape"]) for p, l, h in zip(pred, lab, held) if h]))}
 
 
 @torch.no_grad()
@@ -393,25 +396,20 @@ def stage_export(args):
     sd = {}
     sd.update({"model.diffusion_model." + n: p.half() for n, p in unet.state_dict().items()})
     sd.update({"first_stage_model." + n: p.half() for n, p in v.items()})
-    sd.update({"cond_stage_model.transformer." + n: p.half() for n, p in clip.state_dict().items() if n.startswith("text_model.")})
+    cs = clip.hf_state_dict()
+    sd.update({"cond_stage_model.transformer." + n: p.half() for n, p in cs.items() if n.startswith("text_model.")})
     meta = {"format": "pt", "modelspec.title": "vkdiffusion demo (tools/train)", "modelspec.architecture": "stable-diffusion-v1",
             "modelspec.resolution": "64x64", "unet": json.dumps(UNET), "vae": json.dumps(VAE)}
     write_safetensors(f"{args.out}/demo.safetensors", sd, meta)
-    cs = {n: (p.float() if n == "logit_scale" else p.half()) for n, p in clip.state_dict().items()}
+    cs = {n: (p.float() if n == "logit_scale" else p.half()) for n, p in cs.items()}
     write_safetensors(f"{args.out}/clip.safetensors", cs, {"format": "pt", "model": "vkdiffusion demo CLIP (tools/train)"})
     for f in ("vocab.json", "merges.txt"):
         with open(f"{args.work}/{f}", "rb") as src, open(f"{args.out}/{f}", "wb") as dst:
             dst.write(src.read())
 
     # report: CLIP zero-shot on fresh single-shape scenes, closed loop through the Python sampler
+    zs = zero_shot(clip, tok, 500, seed=7)
     labels, cls = class_embeds(clip, tok)
-    rng = np.random.default_rng(7)
-    imgs, _, lab = batch(rng, 500, train=False, pair_prob=0.0)
-    pred = classify(clip, labels, cls, imgs)
-    held = [(l["colour"], l["shape"]) in scenes.HELD_OUT for l in lab]
-    zs = {"shape": np.mean([p[1] == l["shape"] for p, l in zip(pred, lab)]),
-          "colour": np.mean([p[0] == l["colour"] for p, l in zip(pred, lab)]),
-          "both_held_out_pairs": float(np.mean([p == (l["colour"], l["shape"]) for p, l, h in zip(pred, lab, held) if h]))}
     prompts = closed_loop_prompts()
     caps = [scenes.articles(f"a {s} {c} {sh}") for c, sh, s in prompts]
     ctx = text_context(clip, tok, caps)
@@ -427,15 +425,16 @@ def stage_export(args):
     with open(f"{args.work}/python_closed_loop.png", "wb") as f:
         f.write(png_bytes(sheet))
     curves = []
-    report = {"steps": STEPS, "scale": args.scale, "unet": UNET, "vae": VAE, "z_std": z_std,
+    report = {"steps": STEPS, "scale": args.scale, "clip_vision": CLIP_VISION, "unet": UNET, "vae": VAE, "z_std": z_std,
               "latent_scale_folded": k, "held_out_pairs": scenes.HELD_OUT,
               "zero_shot_python_500": {k2: float(v2) for k2, v2 in zs.items()},
               "closed_loop_python_40": cl, "seconds": {}, "final_loss": {}}
     c, v = torch.load(f"{args.work}/clip.pt"), torch.load(f"{args.work}/vae.pt")
-    for name, st, key in (("clip", c, ""), ("clip_shapes", c, "_shapes"), ("vae", v, ""), ("unet", u, "")):
-        curves.append((name, np.array(st["loss" + key])))
-        report["seconds"][name] = round(st["seconds" + key], 1)
-        report["final_loss"][name] = float(np.mean(st["loss" + key][-50:]))
+    for name, st in (("clip", c), ("vae", v), ("unet", u)):
+        if st["loss"]:
+            curves.append((name, np.array(st["loss"])))
+        report["seconds"][name] = round(st["seconds"], 1)
+        report["final_loss"][name] = float(np.mean(st["loss"][-50:])) if st["loss"] else st["final_loss"]
     plot(curves, f"{args.out}/training_loss.png")
     with open(f"{args.out}/training_report.json", "w") as f:
         json.dump(report, f, indent=1)
