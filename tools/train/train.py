@@ -110,7 +110,6 @@ def clip_steps(name, model, opt, tok, total, draw):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, total, 5e-4, 50) * g.get("mult", 1.0)
         imgs, caps = draw()
-        model.train()
         loss, acc = clip_loss(model, tok, imgs, caps)
         opt.zero_grad()
         loss.backward()
@@ -121,6 +120,7 @@ def clip_steps(name, model, opt, tok, total, draw):
                 f"scale {model.logit_scale.exp().item():.1f} ({time.time() - t0:.0f} s)")
         if (step + 1) % 250 == 0 or step == total - 1:
             zs = zero_shot(model.eval(), tok, 300, seed=70)
+            model.train()
             log(f"{name} {step + 1}: zero-shot shape {zs['shape']:.3f} colour {zs['colour']:.3f}")
     return hist, time.time() - t0
 
@@ -427,11 +427,11 @@ def stage_export(args):
     curves = []
     report = {"steps": STEPS, "scale": args.scale, "clip_vision": CLIP_VISION, "unet": UNET, "vae": VAE, "z_std": z_std,
               "latent_scale_folded": k, "held_out_pairs": scenes.HELD_OUT,
-              "zero_shot_python_500": {k2: float(v2) for k2, v2 in zs.items()},
+              "zero_shot_python_500": zs,
               "closed_loop_python_40": cl, "seconds": {}, "final_loss": {}}
     c, v = torch.load(f"{args.work}/clip.pt"), torch.load(f"{args.work}/vae.pt")
-    for name, st in (("clip", c), ("vae", v), ("unet", u)):
-        if st["loss"]:
+    for name, st in (("clip", c), ("vae", v), ("unet", u)):  # a stage's file read back from a checkpoint has
+        if st["loss"]:                                        # no loss history, only its final loss
             curves.append((name, np.array(st["loss"])))
         report["seconds"][name] = round(st["seconds"], 1)
         report["final_loss"][name] = float(np.mean(st["loss"][-50:])) if st["loss"] else st["final_loss"]
