@@ -70,7 +70,16 @@ def stage_tokenizer(args):
     log(f"tokenizer: {len(merges)} merges, {len(vocab)} tokens")
 
 
-def clip_loss(model, tok, imgs, caps):
+def contrastive(logits, target):
+    """CLIP's symmetric cross-entropy over a similarity matrix (rows images, columns captions)."""
+    return 0.5 * (torch.sum(-target * logits.log_softmax(1), 1).mean() + torch.sum(-target * logits.T.log_softmax(1), 1).mean())
+
+
+def clip_loss(model, tok, imgs, caps, groups=()):
+    """The batch's contrastive loss plus the mean of the same loss over each diagonal block that
+    `groups` gives (the lengths of the batch's first runs of scenes, each run with distinct
+    captions): a shape group's hard negatives get a softmax of their own instead of 4 of the
+    batch's 127 entries. -> (loss, batch accuracy)."""
     ids = torch.tensor([tok.encode(c, 24) for c in caps])  # causal: positions after the EOT never reach pooled
     _, pooled = model.text_model(ids, tok.eot)
     t = F.normalize(model.text_projection(pooled), dim=-1)
@@ -78,14 +87,18 @@ def clip_loss(model, tok, imgs, caps):
     logits = model.logit_scale.clamp(max=math.log(100)).exp() * v @ t.T
     same = torch.tensor([[a == b for b in caps] for a in caps], dtype=torch.float32)  # repeated captions share
     target = same / same.sum(1, keepdim=True)
-    loss = 0.5 * (torch.sum(-target * logits.log_softmax(1), 1).mean() + torch.sum(-target * logits.T.log_softmax(1), 1).mean())
+    loss = contrastive(logits, target)
+    if groups:
+        ends = np.cumsum(groups)
+        loss = loss + sum(contrastive(logits[e - n:e, e - n:e], torch.eye(n)) for n, e in zip(groups, ends)) / len(groups)
     return loss, (logits.argmax(1) == torch.arange(len(caps))).float().mean().item()
 
 
 def stage_clip(args):
     """CLIP, both towers from scratch: batches of 16 shape groups (scenes that differ only in their
     shape, so the contrastive loss can only fall by telling shapes apart, on both sides) plus 48
-    ordinary scenes; AdamW 5e-4, warm-up + cosine, the temperature at 20x the learning rate."""
+    ordinary scenes, each group also contrasted on its own (clip_loss); AdamW 5e-4, warm-up +
+    cosine, the temperature at 20x the learning rate."""
     torch.manual_seed(2)
     rng = np.random.default_rng(2)
     tok = bpe.Tokenizer(args.work)
@@ -95,22 +108,24 @@ def stage_clip(args):
                             lr=5e-4, weight_decay=0.05)
 
     def draw():
-        imgs, caps, _ = zip(*(shape_groups(rng, 16) + [scenes.draw_scene(rng) for _ in range(48)]))
-        return np.stack(imgs), list(caps)
+        groups = shape_groups(rng, 16)
+        imgs, caps, _ = zip(*(sum(groups, []) + [scenes.draw_scene(rng) for _ in range(48)]))
+        return np.stack(imgs), list(caps), [len(g) for g in groups]
     hist, seconds = clip_steps("clip", model, opt, tok, steps_of(args, "clip"), draw)
     save_state(model, f"{args.work}/clip.pt", {"loss": hist, "seconds": seconds})
 
 
 def clip_steps(name, model, opt, tok, total, draw):
     """The contrastive loop (AdamW, warm-up + cosine from 5e-4 times each group's "mult"); draw()
-    gives a step's (uint8 images, captions). Every 250 steps: zero-shot on 300 held-out scenes.
+    gives a step's (uint8 images, captions, shape group lengths). Every 250 steps: zero-shot on
+    300 held-out scenes.
     -> (loss history, seconds)."""
     hist, t0 = [], time.time()
     for step in range(total):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, total, 5e-4, 50) * g.get("mult", 1.0)
-        imgs, caps = draw()
-        loss, acc = clip_loss(model, tok, imgs, caps)
+        imgs, caps, groups = draw()
+        loss, acc = clip_loss(model, tok, imgs, caps, groups)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -126,14 +141,14 @@ def clip_steps(name, model, opt, tok, total, draw):
 
 
 def shape_groups(rng, groups):
-    """Scenes in groups of five (four where a pair is held out) that differ only in their shape:
-    one colour, size, position, background and template a group."""
+    """Lists of scenes, five a list (four where a pair is held out), that differ only in their
+    shape: one colour, size, position, background and template a list."""
     names, out = list(scenes.COLOURS), []
     for _ in range(groups):
         colour = rng.choice(names)
         bg = rng.choice([n for n in names + list(scenes.BACKGROUND_ONLY) if n != colour])
         size, pos, t = rng.choice(list(scenes.SIZES)), rng.choice(scenes.POSITIONS), rng.choice(scenes.SINGLE_TEMPLATES)
-        out += [scenes.draw_single(rng, colour, s, size, pos, bg, t) for s in scenes.SHAPES if scenes.allowed(colour, s, True)]
+        out.append([scenes.draw_single(rng, colour, s, size, pos, bg, t) for s in scenes.SHAPES if scenes.allowed(colour, s, True)])
     return out
 
 
