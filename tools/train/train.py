@@ -79,7 +79,7 @@ def clip_loss(model, tok, imgs, caps, groups=()):
     """The batch's contrastive loss plus the mean of the same loss over each diagonal block that
     `groups` gives (the lengths of the batch's first runs of scenes, each run with distinct
     captions): a shape group's hard negatives get a softmax of their own instead of 4 of the
-    batch's 127 entries. -> (loss, batch accuracy)."""
+    batch's ~125 entries. -> (loss, batch accuracy)."""
     ids = torch.tensor([tok.encode(c, 24) for c in caps])  # causal: positions after the EOT never reach pooled
     _, pooled = model.text_model(ids, tok.eot)
     t = F.normalize(model.text_projection(pooled), dim=-1)
