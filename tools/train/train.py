@@ -11,6 +11,7 @@ import json
 import math
 import os
 import struct
+import subprocess
 import sys
 import time
 import zlib
@@ -25,16 +26,17 @@ import nets  # noqa: E402
 import scenes  # noqa: E402
 
 STAGES = ("tokenizer", "clip", "vae", "vae_shapes", "unet", "export")  # in order
-STEPS = {"clip": 1000, "vae": 800, "vae_shapes": 600, "unet": 800}
+PARALLEL = ("clip", "vae,vae_shapes")  # --stage all runs these two chains side by side
+STEPS = {"clip": 1000, "vae": 800, "vae_shapes": 1900, "unet": 800}
 LATENT_POOL = 12000
 CLIP_VISION = dict(d=192, layers=4, heads=3, mlp=768, sep=144)  # the text tower: width 128, 3 layers, 2 heads
-UNET = dict(mc=64, mult=(1, 2, 2), blocks=1, attn_levels=(0, 1), ctx=128, heads=8)
+UNET = dict(mc=64, mult=(1, 2, 2), blocks=1, attn_levels=(1, 2), ctx=128, heads=8)  # no attention at 16x16: 3x the cost
 # The decoder's residual stream keeps absolute values, but norm_out (GroupNorm(32) just before
 # conv_out) normalises it: with k channels a group, a flat background keeps k - 2 degrees of
 # freedom a group, so k = 1 or 2 erases its colour (VAEs with 32 and 64 channels there stalled at
 # L1 0.3). Hence 128 channels (k = 4, as SD's VAE) at full resolution, 32 below, and no encoder
 # ResBlocks (blocks=0; the decoder has one a level) to pay for them.
-VAE = dict(ch=32, mult=(4, 1, 1, 1), blocks=0, z=4)
+VAE = dict(ch=32, mult=(4, 1, 1), blocks=0, z=4)  # 64x64x3 <-> 16x16x4
 SD_SCALE = 0.18215  # the C pipeline decodes latent / 0.18215, as for SD 1.x
 
 
@@ -248,7 +250,7 @@ def stage_unet(args):
     ema.load_state_dict(model.state_dict())
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.0)
     ac = nets.scaled_linear_alphas_cumprod().float()
-    total, hist, B = steps_of(args, "unet"), [], 128
+    total, hist, B = steps_of(args, "unet"), [], 96
     t0 = time.time()
     for step in range(total):
         for g in opt.param_groups:
@@ -460,17 +462,35 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "models", "demo"))
     ap.add_argument("--work", default="/tmp/vkd-demo-train")
-    ap.add_argument("--stage", default="all", choices=("all",) + STAGES)
+    ap.add_argument("--stage", default="all", help="all, or a comma-separated list of: " + ", ".join(STAGES))
     ap.add_argument("--scale", type=float, default=1.0, help="multiplies every step count (0.01: a smoke test)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    wanted = STAGES if args.stage == "all" else args.stage.split(",")
+    if any(n not in STAGES for n in wanted):
+        ap.error(f"--stage {args.stage}: unknown stage (one of: all, {', '.join(STAGES)})")
     torch.set_num_threads(args.threads)
     os.makedirs(args.work, exist_ok=True)
-    for name in STAGES:
-        if args.stage in ("all", name):
-            t0 = time.time()
-            globals()["stage_" + name](args)
-            log(f"stage {name} done in {time.time() - t0:.0f} s")
+    t_all = time.time()
+    if args.stage == "all" and args.threads == 2:
+        run_stages(args, ["tokenizer"])
+        # CLIP and the VAE are independent: two one-thread processes side by side do more work
+        # than one two-thread process (its small matrices and elementwise ops scale poorly)
+        common = ["--work", args.work, "--out", args.out, "--scale", str(args.scale), "--threads", "1"]
+        procs = [subprocess.Popen([sys.executable, os.path.abspath(__file__), "--stage", st] + common) for st in PARALLEL]
+        if any(p.wait() for p in procs):
+            sys.exit("train.py: a parallel stage failed (its messages are above)")
+        wanted = [n for n in STAGES if n not in ",".join(PARALLEL).split(",") + ["tokenizer"]]
+    run_stages(args, wanted)
+    if args.stage == "all":
+        log(f"all stages done in {time.time() - t_all:.0f} s")
+
+
+def run_stages(args, names):
+    for name in names:
+        t0 = time.time()
+        globals()["stage_" + name](args)
+        log(f"stage {name} done in {time.time() - t0:.0f} s")
 
 
 if __name__ == "__main__":
