@@ -8,8 +8,9 @@
  *    (chance: 1/10), so the prompt steers the picture through tokenizer, text encoder, U-Net,
  *    sampler, VAE and PNG.
  * The issue's shape bars (zero-shot >= 95%, closed loop >= 80% on shape and colour) are not met by
- * the current model (its CLIP tells shapes apart nine times in ten, but its 8x8x4 VAE turns them
- * into blobs): the zero-shot shape rate must stay above a regression floor (80%, chance 20%); the
+ * the current model (its CLIP names the shape in 94.7% of these scenes; its briefly trained U-Net
+ * draws the right colour but rough, often split shapes): the zero-shot shape rate must stay above a
+ * regression floor (90%, chance 20%); the
  * closed loop's shape and "both" rates are printed, not enforced. The colour-shape pairs held out
  * of training are generated and reported too. A contact sheet of every image is written to
  * demo_closed_loop.png in the test's folder. */
@@ -109,7 +110,7 @@ static void zero_shot(struct classifier *c) {
   printf("zero-shot on %d fresh scenes: colour %.1f%% (bar 95%%), shape %.1f%% (chance 20%%; the issue's 95%% not met); "
          "held-out pairs: %d/%d both right\n", N_ZERO_SHOT, 100 * colour, 100 * shape, held_ok, held);
   CHECK(colour >= 0.95);
-  CHECK(shape >= 0.80); /* a regression floor, well above chance (20%): the shipped CLIP measured 91.7% */
+  CHECK(shape >= 0.90); /* a regression floor, well above chance (20%): the shipped CLIP measured 94.7% */
   free(rgb);
 }
 
