@@ -10,10 +10,9 @@
  * The issue's shape bars (zero-shot >= 95%, closed loop >= 80% on shape and colour) are not met by
  * the current model (its CLIP names the shape in 94.7% of these scenes; its briefly trained U-Net
  * draws the right colour but rough, often split shapes): the zero-shot shape rate must stay above a
- * regression floor (90%, chance 20%); the
- * closed loop's shape and "both" rates are printed, not enforced. The colour-shape pairs held out
- * of training are generated and reported too. A contact sheet of every image is written to
- * demo_closed_loop.png in the test's folder. */
+ * regression floor (90%, chance 20%); the closed loop's shape and "both" rates are printed, not
+ * enforced. The colour-shape pairs held out of training are generated and reported too. A contact
+ * sheet of every image is written to demo_closed_loop.png in the test's folder. */
 #define _POSIX_C_SOURCE 200809L
 #include <sys/stat.h>
 #include <unistd.h>

@@ -26,7 +26,7 @@ import nets  # noqa: E402
 import scenes  # noqa: E402
 
 STAGES = ("tokenizer", "clip", "vae", "vae_shapes", "unet", "export")  # in order
-PARALLEL = ("clip", "vae,vae_shapes")  # --stage all runs these two chains side by side
+PARALLEL = (("clip",), ("vae", "vae_shapes"))  # --stage all runs these two chains side by side
 STEPS = {"clip": 1000, "vae": 800, "vae_shapes": 1900, "unet": 800}
 LATENT_POOL = 12000
 CLIP_VISION = dict(d=192, layers=4, heads=3, mlp=768, sep=144)  # the text tower: width 128, 3 layers, 2 heads
@@ -472,15 +472,17 @@ def main():
     torch.set_num_threads(args.threads)
     os.makedirs(args.work, exist_ok=True)
     t_all = time.time()
-    if args.stage == "all" and args.threads == 2:
+    if args.stage == "all" and args.threads >= 2:
         run_stages(args, ["tokenizer"])
-        # CLIP and the VAE are independent: two one-thread processes side by side do more work
-        # than one two-thread process (its small matrices and elementwise ops scale poorly)
-        common = ["--work", args.work, "--out", args.out, "--scale", str(args.scale), "--threads", "1"]
-        procs = [subprocess.Popen([sys.executable, os.path.abspath(__file__), "--stage", st] + common) for st in PARALLEL]
-        if any(p.wait() for p in procs):
+        # CLIP and the VAE are independent: two processes side by side, half the threads each, do
+        # more work than one (PyTorch's small matrices and elementwise ops scale poorly)
+        common = ["--work", args.work, "--out", args.out, "--scale", str(args.scale), "--threads", str(args.threads // 2)]
+        procs = [subprocess.Popen([sys.executable, os.path.abspath(__file__), "--stage", ",".join(chain)] + common)
+                 for chain in PARALLEL]
+        if any([p.wait() for p in procs]):  # a list: wait for both, even when one fails
             sys.exit("train.py: a parallel stage failed (its messages are above)")
-        wanted = [n for n in STAGES if n not in ",".join(PARALLEL).split(",") + ["tokenizer"]]
+        done = {"tokenizer"}.union(*PARALLEL)
+        wanted = [n for n in STAGES if n not in done]
     run_stages(args, wanted)
     if args.stage == "all":
         log(f"all stages done in {time.time() - t_all:.0f} s")
