@@ -3,7 +3,8 @@
     python3 tools/train/train.py [--out models/demo] [--work /tmp/vkd-demo-train] [--stage all]
 
 Stages (each reads the previous ones' files from --work): tokenizer, clip, vae, vae_shapes, unet,
-export.
+export; and, not part of "all", import --from DIR (the tokenizer, CLIP and VAE of an exported model,
+so that the U-Net can be retrained alone).
 Everything is seeded; CPU only (Debian python3-torch + libopenblas0-pthread, see README.md here).
 """
 import argparse
@@ -26,11 +27,16 @@ import nets  # noqa: E402
 import scenes  # noqa: E402
 
 STAGES = ("tokenizer", "clip", "vae", "vae_shapes", "unet", "export")  # in order
+# not part of "all": the tokenizer, CLIP and VAE read back from an exported model (--from), so
+# that the U-Net can be retrained against them without an hour of CLIP and VAE training
+EXTRA_STAGES = ("import",)
 PARALLEL = (("clip",), ("vae", "vae_shapes"))  # --stage all runs these two chains side by side
-STEPS = {"clip": 1000, "vae": 800, "vae_shapes": 1900, "unet": 800}
+STEPS = {"clip": 1000, "vae": 800, "vae_shapes": 1900, "unet": 3200}
 LATENT_POOL = 12000
+UNET_BATCH, UNET_LR = 48, 1e-3
+UNET_PAIR_PROB = 0.1  # two-shape scenes in the U-Net's latent pool (0.25 in the other stages)
 CLIP_VISION = dict(d=192, layers=4, heads=3, mlp=768, sep=144)  # the text tower: width 128, 3 layers, 2 heads
-UNET = dict(mc=64, mult=(1, 2, 2), blocks=1, attn_levels=(1, 2), ctx=128, heads=8)  # no attention at 16x16: 3x the cost
+UNET = dict(mc=64, mult=(1, 2, 2), blocks=1, attn_levels=(2,), ctx=128, heads=8)  # attention at 4x4 (and the middle) only: at 8x8 too a step costs 2x
 # The decoder's residual stream keeps absolute values, but norm_out (GroupNorm(32) just before
 # conv_out) normalises it: with k channels a group, a flat background keeps k - 2 degrees of
 # freedom a group, so k = 1 or 2 erases its colour (VAEs with 32 and 64 channels there stalled at
@@ -207,8 +213,9 @@ def stage_vae_shapes(args):
 
 def load_clip(args):
     tok = bpe.Tokenizer(args.work)
-    clip = nets.Clip(len(tok.vocab), vision=CLIP_VISION)
-    clip.load_state_dict(torch.load(f"{args.work}/clip.pt")["model"])
+    st = torch.load(f"{args.work}/clip.pt")
+    clip = nets.Clip(len(tok.vocab), vision=st.get("vision", CLIP_VISION))  # imported: plain patch kernel
+    clip.load_state_dict(st["model"])
     return tok, clip.eval()
 
 
@@ -235,7 +242,7 @@ def stage_unet(args):
     caps_all = []
     with torch.no_grad():
         for i in range(0, n, 256):
-            imgs, caps, _ = batch(rng, min(256, n - i))
+            imgs, caps, _ = batch(rng, min(256, n - i), pair_prob=UNET_PAIR_PROB)
             x = torch.as_tensor(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
             lat.append(vae.encode(x)[0])
             ctx.append(text_context(clip, tok, caps).half())
@@ -250,11 +257,16 @@ def stage_unet(args):
     ema.load_state_dict(model.state_dict())
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.0)
     ac = nets.scaled_linear_alphas_cumprod().float()
-    total, hist, B = steps_of(args, "unet"), [], 96
+    # Min-SNR-5 loss weights (Hang et al. 2023), for epsilon-prediction min(SNR, 5) / SNR: the
+    # nearly clean timesteps, whose fine detail the VAE blurs anyway, stop dominating the gradient,
+    # and the noisy ones, where shape and position are decided, get its weight
+    snr = ac / (1 - ac)
+    min_snr = snr.clamp(max=5.0) / snr
+    total, hist, B = steps_of(args, "unet"), [], UNET_BATCH
     t0 = time.time()
     for step in range(total):
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, total, 5e-4, 100)
+            g["lr"] = lr_at(step, total, UNET_LR, 100)
         idx = torch.from_numpy(rng.integers(0, n, B))
         x0, c = lat[idx], ctx[idx].float()
         drop = torch.from_numpy(rng.random(B) < 0.1)
@@ -262,7 +274,8 @@ def stage_unet(args):
         t = torch.from_numpy(rng.integers(0, 1000, B))
         noise = torch.randn_like(x0)
         a = ac[t].view(B, 1, 1, 1)
-        loss = F.mse_loss(model(a.sqrt() * x0 + (1 - a).sqrt() * noise, t, c), noise)
+        mse = (model(a.sqrt() * x0 + (1 - a).sqrt() * noise, t, c) - noise).square().mean((1, 2, 3))
+        loss = (mse * min_snr[t]).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -270,7 +283,7 @@ def stage_unet(args):
         with torch.no_grad():
             for pe, pm in zip(ema.parameters(), model.parameters()):
                 pe.mul_(decay).add_(pm, alpha=1 - decay)
-        hist.append(loss.item())
+        hist.append(mse.mean().item())  # unweighted: comparable with runs before the weighting
         if step % 50 == 0 or step == total - 1:
             log(f"unet {step}/{total} loss {np.mean(hist[-50:]):.4f} ({time.time() - t0:.0f} s)")
     save_state(ema, f"{args.work}/unet.pt", {"loss": hist, "seconds": time.time() - t0, "z_std": z_std})
@@ -360,6 +373,59 @@ def write_safetensors(path, tensors, metadata=None):
         for b in blobs:
             f.write(b)
     os.replace(tmp, path)
+
+
+def read_safetensors(path):
+    """-> ({name: float32 tensor}, metadata); F16 and F32 only, offsets checked."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 8:
+        sys.exit(f"{path}: too short for a safetensors file")
+    n = struct.unpack("<Q", data[:8])[0]
+    if n > len(data) - 8:
+        sys.exit(f"{path}: header length {n} runs past the end of the file")
+    header, body = json.loads(data[8:8 + n]), data[8 + n:]
+    out = {}
+    for k, e in header.items():
+        if k == "__metadata__":
+            continue
+        a, b = e["data_offsets"]
+        dt = {"F16": np.float16, "F32": np.float32}.get(e["dtype"])
+        if dt is None or not 0 <= a <= b <= len(body) or b - a != np.dtype(dt).itemsize * math.prod(e["shape"]):
+            sys.exit(f"{path}: tensor {k}: bad dtype or offsets")
+        out[k] = torch.from_numpy(np.frombuffer(body[a:b], dt).astype(np.float32).reshape(e["shape"]))
+    return out, header.get("__metadata__", {})
+
+
+def stage_import(args):
+    """The tokenizer, CLIP and VAE of an exported model (--from: clip.safetensors, demo.safetensors,
+    vocab.json, merges.txt, training_report.json) into --work as the clip, vae and tokenizer stages
+    would leave them: CLIP with its patch embedding as the plain kernel (the export merges the
+    separable form), the VAE with the latent scale unfolded; both were F16 in the export."""
+    src = args.src
+    for f in ("vocab.json", "merges.txt"):
+        with open(f"{src}/{f}", "rb") as a, open(f"{args.work}/{f}", "wb") as b:
+            b.write(a.read())
+    with open(f"{src}/training_report.json") as f:
+        rep = json.load(f)
+    tok = bpe.Tokenizer(args.work)
+    vision = dict(CLIP_VISION, sep=0)
+    clip = nets.Clip(len(tok.vocab), vision=vision)
+    clip.load_state_dict(read_safetensors(f"{src}/clip.safetensors")[0])
+    done = {"loss": [], "imported_from": src}
+    save_state(clip, f"{args.work}/clip.pt", dict(done, vision=vision, seconds=rep["seconds"]["clip"],
+                                                   final_loss=rep["final_loss"]["clip"]))
+    sd, _ = read_safetensors(f"{src}/demo.safetensors")
+    v = {n[len("first_stage_model."):]: t for n, t in sd.items() if n.startswith("first_stage_model.")}
+    k = rep["latent_scale_folded"]  # undo stage_export's fold
+    v["quant_conv.weight"][:4] /= k
+    v["quant_conv.bias"][:4] /= k
+    v["quant_conv.bias"][4:] -= 2 * math.log(k)
+    v["post_quant_conv.weight"] *= k
+    vae = nets.VAE(**VAE)
+    vae.load_state_dict(v)
+    save_state(vae, f"{args.work}/vae.pt", dict(done, seconds=rep["seconds"]["vae"], final_loss=rep["final_loss"]["vae"]))
+    log(f"import: tokenizer, CLIP and VAE from {src}")
 
 
 def png_bytes(rgb):
@@ -452,6 +518,8 @@ def stage_export(args):
             curves.append((name, np.array(st["loss"])))
         report["seconds"][name] = round(st["seconds"], 1)
         report["final_loss"][name] = float(np.mean(st["loss"][-50:])) if st["loss"] else st["final_loss"]
+        if st.get("imported_from"):
+            report.setdefault("imported_from", {})[name] = st["imported_from"]
     plot(curves, f"{args.out}/training_loss.png")
     with open(f"{args.out}/training_report.json", "w") as f:
         json.dump(report, f, indent=1)
@@ -462,13 +530,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "models", "demo"))
     ap.add_argument("--work", default="/tmp/vkd-demo-train")
-    ap.add_argument("--stage", default="all", help="all, or a comma-separated list of: " + ", ".join(STAGES))
+    ap.add_argument("--stage", default="all", help="all, or a comma-separated list of: " + ", ".join(STAGES + EXTRA_STAGES))
+    ap.add_argument("--from", dest="src", help="--stage import: the exported model to read (default: --out)")
     ap.add_argument("--scale", type=float, default=1.0, help="multiplies every step count (0.01: a smoke test)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     wanted = STAGES if args.stage == "all" else args.stage.split(",")
-    if any(n not in STAGES for n in wanted):
-        ap.error(f"--stage {args.stage}: unknown stage (one of: all, {', '.join(STAGES)})")
+    if any(n not in STAGES + EXTRA_STAGES for n in wanted):
+        ap.error(f"--stage {args.stage}: unknown stage (one of: all, {', '.join(STAGES + EXTRA_STAGES)})")
+    args.src = args.src or args.out
     torch.set_num_threads(args.threads)
     os.makedirs(args.work, exist_ok=True)
     t_all = time.time()
