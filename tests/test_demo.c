@@ -7,12 +7,14 @@
  *    steps, euler_a, cfg 5), and the same CLIP must find the colour asked for in >= 2/3 of them
  *    (chance: 1/10), so the prompt steers the picture through tokenizer, text encoder, U-Net,
  *    sampler, VAE and PNG.
- * The issue's shape bars (zero-shot >= 95%, closed loop >= 80% on shape and colour) are not met by
- * the current model (its CLIP names the shape in 94.7% of these scenes; its briefly trained U-Net
- * draws the right colour but rough, often split shapes): the zero-shot shape rate must stay above a
- * regression floor (90%, chance 20%); the closed loop's shape and "both" rates are printed, not
- * enforced. The colour-shape pairs held out of training are generated and reported too. A contact
- * sheet of every image is written to demo_closed_loop.png in the test's folder. */
+ * The issue's bars for shapes (zero-shot >= 95%, closed loop >= 80% on shape and colour) are not
+ * met by the current model: its CLIP names the shape in 94.7% of these scenes, and 29 of its 40
+ * closed-loop images are right on both (72%; its U-Net draws clear shapes, but small ones are
+ * sometimes mistaken). So both are regression floors here, well above chance and above the
+ * previous models: zero-shot shape >= 90% (chance 20%), closed loop both right >= 50% (chance 2%;
+ * the model before this one: 9/40). The colour-shape pairs held out of training are generated and
+ * reported too. A contact sheet of every image is written to demo_closed_loop.png in the test's
+ * folder. */
 #define _POSIX_C_SOURCE 200809L
 #include <sys/stat.h>
 #include <unistd.h>
@@ -175,9 +177,10 @@ static void closed_loop(struct classifier *c) {
         printf("  image %2d: asked for %s%s, CLIP sees %s\n", i, want, i >= N_LOOP ? " (held out)" : "", got);
       }
     }
-    printf("closed loop: colour %d/%d (bar 2/3); shape %d/%d; both %d/%d (%.0f%%; the issue's 80%% not met); "
+    printf("closed loop: colour %d/%d (bar 2/3); shape %d/%d; both %d/%d (%.0f%%; floor 50%%, the issue's bar 80%%); "
            "held-out pairs %d/%d both right\n", co, N_LOOP, sh, N_LOOP, both, N_LOOP, 100.0 * both / N_LOOP, held, N_HELD);
     CHECK(3 * co >= 2 * N_LOOP);
+    CHECK(2 * both >= N_LOOP);
     /* contact sheet: 5 rows of 10, the held-out pairs last */
     enum { CELL = SCENE_SIZE + 2, COLS = 10, ROWS = (N + COLS - 1) / COLS };
     unsigned char *sheet = malloc((size_t)CELL * COLS * CELL * ROWS * 3);
