@@ -11,6 +11,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -255,7 +256,7 @@ def stage_unet(args):
     model = nets.UNet(**UNET)
     ema = nets.UNet(**UNET)
     ema.load_state_dict(model.state_dict())
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.0)
+    opt = torch.optim.AdamW(model.parameters(), lr=UNET_LR, weight_decay=0.0)
     ac = nets.scaled_linear_alphas_cumprod().float()
     # Min-SNR-5 loss weights (Hang et al. 2023), for epsilon-prediction min(SNR, 5) / SNR: the
     # nearly clean timesteps, whose fine detail the VAE blurs anyway, stop dominating the gradient,
@@ -375,6 +376,16 @@ def write_safetensors(path, tensors, metadata=None):
     os.replace(tmp, path)
 
 
+def fold_latent_scale(v, k):
+    """Scales a VAE state dict's latent by k in place: posterior mean x k (its logvar + 2 log k),
+    decoder input / k; k and then 1/k give back the original."""
+    z = VAE["z"]
+    v["quant_conv.weight"][:z] *= k
+    v["quant_conv.bias"][:z] *= k
+    v["quant_conv.bias"][z:] += 2 * math.log(k)
+    v["post_quant_conv.weight"] /= k
+
+
 def read_safetensors(path):
     """-> ({name: float32 tensor}, metadata); F16 and F32 only, offsets checked."""
     with open(path, "rb") as f:
@@ -404,8 +415,7 @@ def stage_import(args):
     separable form), the VAE with the latent scale unfolded; both were F16 in the export."""
     src = args.src
     for f in ("vocab.json", "merges.txt"):
-        with open(f"{src}/{f}", "rb") as a, open(f"{args.work}/{f}", "wb") as b:
-            b.write(a.read())
+        shutil.copyfile(f"{src}/{f}", f"{args.work}/{f}")
     with open(f"{src}/training_report.json") as f:
         rep = json.load(f)
     tok = bpe.Tokenizer(args.work)
@@ -417,11 +427,7 @@ def stage_import(args):
                                                    final_loss=rep["final_loss"]["clip"]))
     sd, _ = read_safetensors(f"{src}/demo.safetensors")
     v = {n[len("first_stage_model."):]: t for n, t in sd.items() if n.startswith("first_stage_model.")}
-    k = rep["latent_scale_folded"]  # undo stage_export's fold
-    v["quant_conv.weight"][:4] /= k
-    v["quant_conv.bias"][:4] /= k
-    v["quant_conv.bias"][4:] -= 2 * math.log(k)
-    v["post_quant_conv.weight"] *= k
+    fold_latent_scale(v, 1.0 / rep["latent_scale_folded"])  # undo stage_export's fold
     vae = nets.VAE(**VAE)
     vae.load_state_dict(v)
     save_state(vae, f"{args.work}/vae.pt", dict(done, seconds=rep["seconds"]["vae"], final_loss=rep["final_loss"]["vae"]))
@@ -472,10 +478,7 @@ def stage_export(args):
     # sampler latent (unit variance) = 0.18215 x exported latent, as the C pipeline assumes
     k = 1.0 / (z_std * SD_SCALE)
     v = {n: p.clone() for n, p in vae.state_dict().items()}
-    v["quant_conv.weight"][:4] *= k
-    v["quant_conv.bias"][:4] *= k
-    v["quant_conv.bias"][4:] += 2 * math.log(k)  # logvar of the scaled posterior
-    v["post_quant_conv.weight"] /= k
+    fold_latent_scale(v, k)
     sd = {}
     sd.update({"model.diffusion_model." + n: p.half() for n, p in unet.state_dict().items()})
     sd.update({"first_stage_model." + n: p.half() for n, p in v.items()})
@@ -487,8 +490,7 @@ def stage_export(args):
     cs = {n: (p.float() if n == "logit_scale" else p.half()) for n, p in cs.items()}
     write_safetensors(f"{args.out}/clip.safetensors", cs, {"format": "pt", "model": "vkdiffusion demo CLIP (tools/train)"})
     for f in ("vocab.json", "merges.txt"):
-        with open(f"{args.work}/{f}", "rb") as src, open(f"{args.out}/{f}", "wb") as dst:
-            dst.write(src.read())
+        shutil.copyfile(f"{args.work}/{f}", f"{args.out}/{f}")
 
     # report: CLIP zero-shot on fresh single-shape scenes, closed loop through the Python sampler
     zs = zero_shot(clip, tok, 500, seed=7)
