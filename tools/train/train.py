@@ -2,8 +2,8 @@
 
     python3 tools/train/train.py [--out models/demo] [--work /tmp/vkd-demo-train] [--stage all]
 
-Stages (each reads the previous ones' files from --work): tokenizer, clip, vae, vae_shapes, unet,
-export; and, not part of "all", import --from DIR (the tokenizer, CLIP and VAE of an exported model,
+Stages (each reads the previous ones' files from --work): tokenizer, clip, clip_blur, vae,
+vae_shapes, unet, export; and, not part of "all", import --from DIR (the tokenizer, CLIP and VAE of an exported model,
 so that the U-Net can be retrained alone).
 Everything is seeded; CPU only (Debian python3-torch + libopenblas0-pthread, see README.md here).
 """
@@ -27,12 +27,12 @@ import bpe  # noqa: E402
 import nets  # noqa: E402
 import scenes  # noqa: E402
 
-STAGES = ("tokenizer", "clip", "vae", "vae_shapes", "unet", "export")  # in order
+STAGES = ("tokenizer", "clip", "clip_blur", "vae", "vae_shapes", "unet", "export")  # in order
 # not part of "all": the tokenizer, CLIP and VAE read back from an exported model (--from), so
 # that the U-Net can be retrained against them without an hour of CLIP and VAE training
 EXTRA_STAGES = ("import",)
-PARALLEL = (("clip",), ("vae", "vae_shapes"))  # --stage all runs these two chains side by side
-STEPS = {"clip": 1000, "vae": 800, "vae_shapes": 1900, "unet": 3200}
+PARALLEL = (("clip", "clip_blur"), ("vae", "vae_shapes"))  # --stage all runs these two chains side by side
+STEPS = {"clip": 1000, "clip_blur": 400, "vae": 800, "vae_shapes": 1900, "unet": 6000}
 LATENT_POOL = 12000
 UNET_BATCH, UNET_LR = 48, 1e-3
 UNET_PAIR_PROB = 0.1  # two-shape scenes in the U-Net's latent pool (0.25 in the other stages)
@@ -115,13 +115,58 @@ def stage_clip(args):
     rest = [p for n, p in model.named_parameters() if n != "logit_scale"]
     opt = torch.optim.AdamW([{"params": rest, "mult": 1.0}, {"params": [model.logit_scale], "mult": 20.0, "weight_decay": 0.0}],
                             lr=5e-4, weight_decay=0.05)
+    hist, seconds = clip_steps("clip", model, opt, tok, steps_of(args, "clip"), lambda: clip_batch(rng))
+    save_state(model, f"{args.work}/clip_phase1.pt", {"loss": hist, "seconds": seconds})
 
-    def draw():
-        groups = shape_groups(rng, 16)
-        imgs, caps, _ = zip(*(sum(groups, []) + [scenes.draw_scene(rng) for _ in range(48)]))
-        return np.stack(imgs), list(caps), [len(g) for g in groups]
-    hist, seconds = clip_steps("clip", model, opt, tok, steps_of(args, "clip"), draw)
-    save_state(model, f"{args.work}/clip.pt", {"loss": hist, "seconds": seconds})
+
+def clip_batch(rng, blur=0.0):
+    """A CLIP step's batch: 16 shape groups and 48 ordinary scenes, each image blurred with
+    probability `blur` (blur_noise). -> (uint8 images, captions, shape group lengths)."""
+    groups = shape_groups(rng, 16)
+    imgs, caps, _ = zip(*(sum(groups, []) + [scenes.draw_scene(rng) for _ in range(48)]))
+    imgs = np.stack(imgs)
+    m = rng.random(len(imgs)) < blur
+    if m.any():
+        imgs[m] = blur_noise(rng, imgs[m])
+    return imgs, list(caps), [len(g) for g in groups]
+
+
+def blur_noise(rng, u8):
+    """uint8 [B, H, W, 3] -> the same, Gaussian-blurred (sigma uniform in 0.5-1.6 px each image, a
+    separable 7-tap kernel, edges replicated), plus pixel noise (std 3 of 255)."""
+    B, H, W, _ = u8.shape
+    x = torch.as_tensor(u8).permute(0, 3, 1, 2).float().reshape(1, 3 * B, H, W)
+    sigma = torch.from_numpy(rng.uniform(0.5, 1.6, B)).float().repeat_interleave(3)
+    k = torch.exp(-torch.arange(-3, 4).float().square() / (2 * sigma[:, None] ** 2))
+    k = k / k.sum(1, keepdim=True)
+    x = F.conv2d(F.pad(x, (3, 3, 0, 0), mode="replicate"), k.view(3 * B, 1, 1, 7), groups=3 * B)
+    x = F.conv2d(F.pad(x, (0, 0, 3, 3), mode="replicate"), k.view(3 * B, 1, 7, 1), groups=3 * B)
+    x = x.reshape(B, 3, H, W) + torch.from_numpy(rng.normal(0.0, 3.0, (B, 3, H, W))).float()
+    return x.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+
+
+def stage_clip_blur(args):
+    """Phase 2 of CLIP: the vision tower and its projection fine-tuned on batches like phase 1's
+    with half of the images blurred (blur_noise); the text tower and the temperature frozen, so the
+    U-Net's context is phase 1's bit for bit. AdamW 1e-4, warm-up + cosine. Phase 1 sees only crisp
+    scenes and takes slightly soft ones (a VAE round trip, a generated picture) for other shapes:
+    a blurred large star for a circle, a ring for a star."""
+    torch.manual_seed(31)
+    rng = np.random.default_rng(31)
+    tok = bpe.Tokenizer(args.work)
+    prev = torch.load(f"{args.work}/clip_phase1.pt")
+    vision = prev.get("vision", CLIP_VISION)
+    model = nets.Clip(len(tok.vocab), vision=vision)
+    model.load_state_dict(prev["model"])
+    tuned = [p for n, p in model.named_parameters() if n.startswith(("vision_model.", "visual_projection."))]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in tuned:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW([{"params": tuned, "mult": 0.2}], lr=5e-4, weight_decay=0.05)
+    hist, seconds = clip_steps("clip_blur", model, opt, tok, steps_of(args, "clip_blur"), lambda: clip_batch(rng, 0.5))
+    extra = {k: v for k, v in prev.items() if k not in ("model", "loss", "seconds", "vision")}
+    save_state(model, f"{args.work}/clip.pt", dict(extra, loss=prev["loss"] + hist, seconds=prev["seconds"] + seconds, vision=vision))
 
 
 def clip_steps(name, model, opt, tok, total, draw):
