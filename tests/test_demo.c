@@ -1,20 +1,17 @@
 /* The shipped demo model (models/demo, trained by tools/train) end to end:
  *  - zero-shot: its CLIP classifies 300 freshly drawn scenes (tests/scenes.c, a port of the
- *    training scenes' generator) among the 50 "a <colour> <shape>" captions; the colour must be
- *    right >= 95% of the time (the issue's bar);
+ *    training scenes' generator) among the 50 "a <colour> <shape>" captions; colour and shape must
+ *    each be right >= 95% of the time (the issue's bars; this model: 100% and 96.3%);
  *  - closed loop: `vkdiffusion generate` with the default model (no --model, no size: the
  *    checkpoint's modelspec.resolution) draws 40 prompts that cover every shape and colour (20
- *    steps, euler_a, cfg 5), and the same CLIP must find the colour asked for in >= 2/3 of them
- *    (chance: 1/10), so the prompt steers the picture through tokenizer, text encoder, U-Net,
- *    sampler, VAE and PNG.
- * The issue's bars for shapes (zero-shot >= 95%, closed loop >= 80% on shape and colour) are not
- * met by the current model: its CLIP names the shape in 94.7% of these scenes, and 29 of its 40
- * closed-loop images are right on both (72%; its U-Net draws clear shapes, but small ones are
- * sometimes mistaken). So both are regression floors here, well above chance and above the
- * previous models: zero-shot shape >= 90% (chance 20%), closed loop both right >= 50% (chance 2%;
- * the model before this one: 9/40). The colour-shape pairs held out of training are generated and
- * reported too. A contact sheet of every image is written to demo_closed_loop.png in the test's
- * folder. */
+ *    steps, euler_a, cfg 5), so the prompt steers the picture through tokenizer, text encoder,
+ *    U-Net, sampler, VAE and PNG; the same CLIP must find the colour asked for in >= 2/3 of them
+ *    and both colour and shape in >= 30 of 40 (75%). The issue's bar is 80% (32/40), which this
+ *    model meets on lavapipe (33/40, and 81% of 400 images with more seeds through the Python
+ *    sampler); the check stops 2 images short of that, as another device's rounding can turn a
+ *    single ancestral-sampling trajectory, and 40 images are a coarse measure (one is 2.5%).
+ * The colour-shape pairs held out of training are generated and reported too. A contact sheet of
+ * every image is written to demo_closed_loop.png in the test's folder. */
 #define _POSIX_C_SOURCE 200809L
 #include <sys/stat.h>
 #include <unistd.h>
@@ -108,10 +105,10 @@ static void zero_shot(struct classifier *c) {
     if (scene_held_out(sc[i].colour, sc[i].shape)) held++, held_ok += label[i] == sc[i].colour * SCENE_SHAPES + sc[i].shape;
   }
   double shape = (double)shape_ok / N_ZERO_SHOT, colour = (double)colour_ok / N_ZERO_SHOT;
-  printf("zero-shot on %d fresh scenes: colour %.1f%% (bar 95%%), shape %.1f%% (chance 20%%; the issue's 95%% not met); "
+  printf("zero-shot on %d fresh scenes: colour %.1f%% (bar 95%%), shape %.1f%% (bar 95%%, chance 20%%); "
          "held-out pairs: %d/%d both right\n", N_ZERO_SHOT, 100 * colour, 100 * shape, held_ok, held);
   CHECK(colour >= 0.95);
-  CHECK(shape >= 0.90); /* a regression floor, well above chance (20%): the shipped CLIP measured 94.7% */
+  CHECK(shape >= 0.95);
   free(rgb);
 }
 
@@ -177,10 +174,11 @@ static void closed_loop(struct classifier *c) {
         printf("  image %2d: asked for %s%s, CLIP sees %s\n", i, want, i >= N_LOOP ? " (held out)" : "", got);
       }
     }
-    printf("closed loop: colour %d/%d (bar 2/3); shape %d/%d; both %d/%d (%.0f%%; floor 50%%, the issue's bar 80%%); "
-           "held-out pairs %d/%d both right\n", co, N_LOOP, sh, N_LOOP, both, N_LOOP, 100.0 * both / N_LOOP, held, N_HELD);
+    printf("closed loop: colour %d/%d (floor 2/3); shape %d/%d; both %d/%d = %.1f%% (the issue's bar 80%%: %s; floor 75%%); "
+           "held-out pairs %d/%d both right\n", co, N_LOOP, sh, N_LOOP, both, N_LOOP, 100.0 * both / N_LOOP,
+           5 * both >= 4 * N_LOOP ? "met" : "NOT met", held, N_HELD);
     CHECK(3 * co >= 2 * N_LOOP);
-    CHECK(2 * both >= N_LOOP);
+    CHECK(4 * both >= 3 * N_LOOP);
     /* contact sheet: 5 rows of 10, the held-out pairs last */
     enum { CELL = SCENE_SIZE + 2, COLS = 10, ROWS = (N + COLS - 1) / COLS };
     unsigned char *sheet = malloc((size_t)CELL * COLS * CELL * ROWS * 3);
