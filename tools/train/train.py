@@ -555,11 +555,10 @@ def stage_export(args):
     with open(f"{args.work}/python_closed_loop.png", "wb") as f:
         f.write(png_bytes(sheet))
     curves = []
-    report = {"steps": STEPS, "scale": args.scale, "clip_vision": CLIP_VISION, "unet": UNET, "vae": VAE, "z_std": z_std,
-              "latent_scale_folded": k, "held_out_pairs": scenes.HELD_OUT,
-              "zero_shot_python_500": zs,
-              "closed_loop_python_40": cl, "seconds": {}, "final_loss": {}}
     c, v = torch.load(f"{args.work}/clip.pt"), torch.load(f"{args.work}/vae.pt")
+    report = {"steps": STEPS, "scale": args.scale, "clip_vision": c.get("vision", CLIP_VISION),  # sep 0: imported, plain kernel
+              "unet": UNET, "vae": VAE, "z_std": z_std, "latent_scale_folded": k, "held_out_pairs": scenes.HELD_OUT,
+              "zero_shot_python_500": zs, "closed_loop_python_40": cl, "seconds": {}, "final_loss": {}}
     for name, st in (("clip", c), ("vae", v), ("unet", u)):  # a stage's file read back from a checkpoint has
         if st["loss"]:                                        # no loss history, only its final loss
             curves.append((name, np.array(st["loss"])))
