@@ -153,20 +153,16 @@ def stage_clip_blur(args):
     a blurred large star for a circle, a ring for a star."""
     torch.manual_seed(31)
     rng = np.random.default_rng(31)
-    tok = bpe.Tokenizer(args.work)
-    prev = torch.load(f"{args.work}/clip_phase1.pt")
-    vision = prev.get("vision", CLIP_VISION)
-    model = nets.Clip(len(tok.vocab), vision=vision)
-    model.load_state_dict(prev["model"])
+    tok, model, prev = load_clip(args, "clip_phase1.pt")
     tuned = [p for n, p in model.named_parameters() if n.startswith(("vision_model.", "visual_projection."))]
     for p in model.parameters():
         p.requires_grad_(False)
     for p in tuned:
         p.requires_grad_(True)
-    opt = torch.optim.AdamW([{"params": tuned, "mult": 0.2}], lr=5e-4, weight_decay=0.05)
+    opt = torch.optim.AdamW([{"params": tuned, "mult": 0.2}], lr=1e-4, weight_decay=0.05)  # clip_steps: 5e-4 x mult
     hist, seconds = clip_steps("clip_blur", model, opt, tok, steps_of(args, "clip_blur"), lambda: clip_batch(rng, 0.5))
-    extra = {k: v for k, v in prev.items() if k not in ("model", "loss", "seconds", "vision")}
-    save_state(model, f"{args.work}/clip.pt", dict(extra, loss=prev["loss"] + hist, seconds=prev["seconds"] + seconds, vision=vision))
+    extra = {k: v for k, v in prev.items() if k not in ("model", "loss", "seconds")}  # "vision", "imported_from" carry over
+    save_state(model, f"{args.work}/clip.pt", dict(extra, loss=prev["loss"] + hist, seconds=prev["seconds"] + seconds))
 
 
 def clip_steps(name, model, opt, tok, total, draw):
@@ -257,12 +253,13 @@ def stage_vae_shapes(args):
     train_vae(args, "vae_shapes", 13, "vae_phase1.pt", 16, 1e-3, 10.0, "vae.pt")
 
 
-def load_clip(args):
+def load_clip(args, name="clip.pt"):
+    """-> (tokenizer, CLIP (no dropout: its mode does not matter), the stage file's dict)."""
     tok = bpe.Tokenizer(args.work)
-    st = torch.load(f"{args.work}/clip.pt")
+    st = torch.load(f"{args.work}/{name}")
     clip = nets.Clip(len(tok.vocab), vision=st.get("vision", CLIP_VISION))  # imported: plain patch kernel
     clip.load_state_dict(st["model"])
-    return tok, clip.eval()
+    return tok, clip.eval(), st
 
 
 def load_vae(args):
@@ -280,7 +277,7 @@ def text_context(clip, tok, caps):
 def stage_unet(args):
     torch.manual_seed(5)
     rng = np.random.default_rng(5)
-    tok, clip = load_clip(args)
+    tok, clip, _ = load_clip(args)
     vae = load_vae(args)
     n = max(256, int(LATENT_POOL * min(1.0, args.scale * 10)))
     t0 = time.time()
@@ -511,7 +508,7 @@ def plot(curves, path):
 
 
 def stage_export(args):
-    tok, clip = load_clip(args)
+    tok, clip, _ = load_clip(args)
     vae = load_vae(args)
     u = torch.load(f"{args.work}/unet.pt")
     unet = nets.UNet(**UNET)
