@@ -317,22 +317,24 @@ def stage_unet(args):
     lat = lat / z_std  # unit variance: the sampler's latent = 0.18215 x the exported VAE's latent
     uncond = text_context(clip, tok, [""])[0]
     log(f"unet: {n} latents {tuple(lat.shape[1:])}, z std {z_std:.3f}, contexts in {time.time() - t0:.0f} s")
-    # Data parallel over the cores: one process per thread, each with half of every batch, their
-    # gradients averaged through shared memory each step (the same update as one process with the
-    # whole batch). PyTorch gains little from a second thread in this small network (0.85 s a step
-    # of batch 48 on two threads, 0.80 s on one), so two processes nearly halve the stage.
-    world = max(1, min(args.threads, 2))
+    # Data parallel: two processes (when there are two threads or more), each with half of every
+    # batch and half of the threads, their gradients averaged through shared memory each step (the
+    # same update as one process with the whole batch). A step of batch 48 on two cores: 0.56 s as
+    # one two-thread process, 0.42 s as two one-thread ones (PyTorch's small matrices and
+    # elementwise ops scale poorly over threads). Always two, so that the samples and the noise
+    # each process draws, hence the model, do not depend on the number of cores.
+    world = 2 if args.threads >= 2 else 1
     out = f"{args.work}/unet.pt"
     shared = [t.share_memory_() for t in (lat, ctx, uncond)]
     if world == 1:
-        unet_worker(0, 1, *shared, None, None, z_std, steps_of(args, "unet"), out)
+        unet_worker(0, 1, args.threads, *shared, None, None, z_std, steps_of(args, "unet"), out)
         return
     mp = torch.multiprocessing.get_context("spawn")
     n_par = sum(p.numel() for p in nets.UNet(**UNET).parameters())
     buf = torch.zeros(2, world, n_par + 1).share_memory_()  # two, used in turn: one barrier a step
     bar = mp.Barrier(world)
-    procs = [mp.Process(target=unet_worker, args=(r, world, *shared, buf, bar, z_std, steps_of(args, "unet"), out))
-             for r in range(world)]
+    work = (*shared, buf, bar, z_std, steps_of(args, "unet"), out)
+    procs = [mp.Process(target=unet_worker, args=(r, world, args.threads // world, *work)) for r in range(world)]
     for p in procs:
         p.start()
     while any(p.is_alive() for p in procs):
@@ -347,10 +349,10 @@ def stage_unet(args):
         sys.exit("train.py: a U-Net worker failed (its messages are above)")
 
 
-def unet_worker(rank, world, lat, ctx, uncond, buf, bar, z_std, total, out):
+def unet_worker(rank, world, threads, lat, ctx, uncond, buf, bar, z_std, total, out):
     """One of `world` data-parallel U-Net trainers (rank 0 keeps the EMA, logs and saves): the same
     initial weights everywhere, its own samples and noise, the gradients averaged in `buf`."""
-    torch.set_num_threads(1 if world > 1 else torch.get_num_threads())
+    torch.set_num_threads(threads)
     torch.manual_seed(5)
     model = nets.UNet(**UNET)
     ema = nets.UNet(**UNET)
