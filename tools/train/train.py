@@ -287,9 +287,11 @@ def load_clip(args, name="clip.pt"):
 
 
 def load_vae(args):
+    """-> (VAE, the stage file's dict)."""
+    st = torch.load(f"{args.work}/vae.pt")
     vae = nets.VAE(**VAE)
-    vae.load_state_dict(torch.load(f"{args.work}/vae.pt")["model"])
-    return vae.eval()
+    vae.load_state_dict(st["model"])
+    return vae.eval(), st
 
 
 @torch.no_grad()
@@ -302,7 +304,7 @@ def stage_unet(args):
     torch.manual_seed(5)
     rng = np.random.default_rng(5)
     tok, clip, _ = load_clip(args)
-    vae = load_vae(args)
+    vae, _ = load_vae(args)
     n = max(256, int(LATENT_POOL * min(1.0, args.scale * 10)))
     t0 = time.time()
     lat, ctx = [], []
@@ -360,6 +362,7 @@ def unet_worker(rank, world, threads, lat, ctx, uncond, buf, bar, z_std, total, 
     torch.manual_seed(5 + 1000 * (rank + 1))
     rng = np.random.default_rng((5, rank))
     params = list(model.parameters())
+    sizes = [p.numel() for p in params]
     opt = torch.optim.AdamW(params, lr=UNET_LR, weight_decay=0.0)
     ac = nets.scaled_linear_alphas_cumprod().float()
     # Min-SNR-5 loss weights (Hang et al. 2023), for epsilon-prediction min(SNR, 5) / SNR: the
@@ -390,10 +393,8 @@ def unet_worker(rank, world, threads, lat, ctx, uncond, buf, bar, z_std, total, 
             row[-1] = mse_mean
             bar.wait(timeout=600)
             avg = buf[step % 2].sum(0) / world  # the same sum, in the same order, in every process
-            o = 0
-            for p in params:
-                p.grad.copy_(avg[o:o + p.numel()].view_as(p))
-                o += p.numel()
+            for p, g in zip(params, avg[:-1].split(sizes)):
+                p.grad.copy_(g.view_as(p))
             mse_mean = avg[-1].item()
         opt.step()
         if rank:
@@ -590,8 +591,8 @@ def plot(curves, path):
 
 
 def stage_export(args):
-    tok, clip, _ = load_clip(args)
-    vae = load_vae(args)
+    tok, clip, clip_st = load_clip(args)
+    vae, vae_st = load_vae(args)
     u = torch.load(f"{args.work}/unet.pt")
     unet = nets.UNet(**UNET)
     unet.load_state_dict(u["model"])
@@ -634,11 +635,10 @@ def stage_export(args):
     with open(f"{args.work}/python_closed_loop.png", "wb") as f:
         f.write(png_bytes(sheet))
     curves = []
-    c, v = torch.load(f"{args.work}/clip.pt"), torch.load(f"{args.work}/vae.pt")
-    report = {"steps": STEPS, "scale": args.scale, "clip_vision": c.get("vision", CLIP_VISION),  # sep 0: imported, plain kernel
+    report = {"steps": STEPS, "scale": args.scale, "clip_vision": clip_st.get("vision", CLIP_VISION),  # sep 0: imported, plain kernel
               "unet": UNET, "vae": VAE, "z_std": z_std, "latent_scale_folded": k, "held_out_pairs": scenes.HELD_OUT,
               "zero_shot_python_500": zs, "closed_loop_python_40": cl, "seconds": {}, "final_loss": {}}
-    for name, st in (("clip", c), ("vae", v), ("unet", u)):  # a stage's file read back from a checkpoint has
+    for name, st in (("clip", clip_st), ("vae", vae_st), ("unet", u)):  # a stage's file read back from a checkpoint has
         if st["loss"]:                                        # no loss history, only its final loss
             curves.append((name, np.array(st["loss"])))
         report["seconds"][name] = round(st["seconds"], 1)
