@@ -56,7 +56,7 @@ STAGES = ("tokenizer", "clip", "clip_blur", "vae", "vae_shapes", "unet", "export
 # that the U-Net can be retrained against them without an hour of CLIP and VAE training
 EXTRA_STAGES = ("import",)
 PARALLEL = (("clip", "clip_blur"), ("vae", "vae_shapes"))  # --stage all runs these two chains side by side
-STEPS = {"clip": 1250, "clip_blur": 300, "vae": 800, "vae_shapes": 1900, "unet": 6000}
+STEPS = {"clip": 1000, "clip_blur": 400, "vae": 800, "vae_shapes": 1900, "unet": 6000}
 LATENT_POOL = 12000
 UNET_BATCH, UNET_LR = 48, 1e-3
 UNET_PAIR_PROB = 0.1  # two-shape scenes in the U-Net's latent pool (0.25 in the other stages)
