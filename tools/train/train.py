@@ -638,8 +638,8 @@ def stage_export(args):
     report = {"steps": STEPS, "scale": args.scale, "clip_vision": clip_st.get("vision", CLIP_VISION),  # sep 0: imported, plain kernel
               "unet": UNET, "vae": VAE, "z_std": z_std, "latent_scale_folded": k, "held_out_pairs": scenes.HELD_OUT,
               "zero_shot_python_500": zs, "closed_loop_python_40": cl, "seconds": {}, "final_loss": {}}
-    for name, st in (("clip", clip_st), ("vae", vae_st), ("unet", u)):  # a stage's file read back from a checkpoint has
-        if st["loss"]:                                        # no loss history, only its final loss
+    for name, st in (("clip", clip_st), ("vae", vae_st), ("unet", u)):
+        if st["loss"]:  # a stage's file read back from a checkpoint has no loss history, only its final loss
             curves.append((name, np.array(st["loss"])))
         report["seconds"][name] = round(st["seconds"], 1)
         report["final_loss"][name] = float(np.mean(st["loss"][-50:])) if st["loss"] else st["final_loss"]
