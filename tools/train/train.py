@@ -55,8 +55,7 @@ STAGES = ("tokenizer", "clip", "clip_blur", "vae", "vae_shapes", "unet", "export
 # not part of "all": the tokenizer, CLIP and VAE read back from an exported model (--from), so
 # that the U-Net can be retrained against them without an hour of CLIP and VAE training
 EXTRA_STAGES = ("import",)
-PARALLEL = (("clip", "clip_blur"), ("vae", "vae_shapes"))  # --stage all runs these two chains side by side
-STEPS = {"clip": 1000, "clip_blur": 400, "vae": 800, "vae_shapes": 1900, "unet": 6000}
+STEPS = {"clip": 1000, "clip_blur": 600, "vae": 800, "vae_shapes": 1900, "unet": 6000}
 LATENT_POOL = 12000
 UNET_BATCH, UNET_LR = 48, 1e-3
 UNET_PAIR_PROB = 0.1  # two-shape scenes in the U-Net's latent pool (0.25 in the other stages)
@@ -143,11 +142,11 @@ def stage_clip(args):
     save_state(model, f"{args.work}/clip_phase1.pt", {"loss": hist, "seconds": seconds})
 
 
-def clip_batch(rng, blur=0.0):
-    """A CLIP step's batch: 16 shape groups and 48 ordinary scenes, each image blurred with
+def clip_batch(rng, blur=0.0, groups=16, ordinary=48):
+    """A CLIP step's batch: `groups` shape groups and `ordinary` scenes, each image blurred with
     probability `blur` (blur_noise). -> (uint8 images, captions, shape group lengths)."""
-    groups = shape_groups(rng, 16)
-    imgs, caps, _ = zip(*(sum(groups, []) + [scenes.draw_scene(rng) for _ in range(48)]))
+    groups = shape_groups(rng, groups)
+    imgs, caps, _ = zip(*(sum(groups, []) + [scenes.draw_scene(rng) for _ in range(ordinary)]))
     imgs = np.stack(imgs)
     m = rng.random(len(imgs)) < blur
     if m.any():
@@ -170,11 +169,13 @@ def blur_noise(rng, u8):
 
 
 def stage_clip_blur(args):
-    """Phase 2 of CLIP: the vision tower and its projection fine-tuned on batches like phase 1's
-    with half of the images blurred (blur_noise); the text tower and the temperature frozen, so the
-    U-Net's context is phase 1's bit for bit. AdamW 1e-4, warm-up + cosine. Phase 1 sees only crisp
-    scenes and takes slightly soft ones (a VAE round trip, a generated picture) for other shapes:
-    a blurred large star for a circle, a ring for a star."""
+    """Phase 2 of CLIP: the vision tower and its projection fine-tuned on batches of 32 shape
+    groups and no ordinary scenes (colour is learnt by then; the shapes are what phase 1 leaves
+    wrong), half of the images blurred (blur_noise); the text tower and the temperature frozen, so
+    the U-Net's context is phase 1's bit for bit (stage_unet reads clip_phase1.pt and runs beside
+    this stage in --stage all). AdamW 5e-4 (phase 1's rate), warm-up + cosine. Phase 1 sees only
+    crisp scenes and takes slightly soft ones (a VAE round trip, a generated picture) for other
+    shapes: a blurred large star for a circle, a ring for a star."""
     torch.manual_seed(31)
     rng = np.random.default_rng(31)
     tok, model, prev = load_clip(args, "clip_phase1.pt")
@@ -183,8 +184,8 @@ def stage_clip_blur(args):
         p.requires_grad_(False)
     for p in tuned:
         p.requires_grad_(True)
-    opt = torch.optim.AdamW([{"params": tuned, "mult": 0.2}], lr=1e-4, weight_decay=0.05)  # clip_steps: 5e-4 x mult
-    hist, seconds = clip_steps("clip_blur", model, opt, tok, steps_of(args, "clip_blur"), lambda: clip_batch(rng, 0.5))
+    opt = torch.optim.AdamW([{"params": tuned, "mult": 1.0}], lr=5e-4, weight_decay=0.05)  # clip_steps: 5e-4 x mult
+    hist, seconds = clip_steps("clip_blur", model, opt, tok, steps_of(args, "clip_blur"), lambda: clip_batch(rng, 0.5, 32, 0))
     extra = {k: v for k, v in prev.items() if k not in ("model", "loss", "seconds")}  # "vision", "imported_from" carry over
     save_state(model, f"{args.work}/clip.pt", dict(extra, loss=prev["loss"] + hist, seconds=prev["seconds"] + seconds))
 
@@ -303,7 +304,7 @@ def text_context(clip, tok, caps):
 def stage_unet(args):
     torch.manual_seed(5)
     rng = np.random.default_rng(5)
-    tok, clip, _ = load_clip(args)
+    tok, clip, _ = load_clip(args, "clip_phase1.pt")  # the text tower only: clip_blur leaves it alone
     vae, _ = load_vae(args)
     n = max(256, int(LATENT_POOL * min(1.0, args.scale * 10)))
     t0 = time.time()
@@ -371,8 +372,11 @@ def unet_worker(rank, world, threads, lat, ctx, uncond, buf, bar, z_std, total, 
     snr = ac / (1 - ac)
     min_snr = snr.clamp(max=5.0) / snr
     n, hist, B = len(lat), [], UNET_BATCH // world
+    parent = os.getppid()
     t0 = time.time()
     for step in range(total):
+        if world > 1 and os.getppid() != parent:  # the main process was killed: do not train on unseen
+            sys.exit("train.py: the U-Net stage's main process is gone")
         for g in opt.param_groups:
             g["lr"] = lr_at(step, total, UNET_LR, 100)
         idx = torch.from_numpy(rng.integers(0, n, B))
@@ -548,8 +552,9 @@ def stage_import(args):
     clip = nets.Clip(len(tok.vocab), vision=vision)
     clip.load_state_dict(read_safetensors(f"{src}/clip.safetensors")[0])
     done = {"loss": [], "imported_from": src}
-    save_state(clip, f"{args.work}/clip.pt", dict(done, vision=vision, seconds=rep["seconds"]["clip"],
-                                                   final_loss=rep["final_loss"]["clip"]))
+    for name in ("clip_phase1.pt", "clip.pt"):  # the U-Net reads the first, the export the second
+        save_state(clip, f"{args.work}/{name}", dict(done, vision=vision, seconds=rep["seconds"]["clip"],
+                                                      final_loss=rep["final_loss"]["clip"]))
     sd, _ = read_safetensors(f"{src}/demo.safetensors")
     v = {n[len("first_stage_model."):]: t for n, t in sd.items() if n.startswith("first_stage_model.")}
     fold_latent_scale(v, 1.0 / rep["latent_scale_folded"])  # undo stage_export's fold
@@ -669,15 +674,31 @@ def main():
     t_all = time.time()
     if args.stage == "all" and args.threads >= 2:
         run_stages(args, ["tokenizer"])
-        # CLIP and the VAE are independent: two processes side by side, half the threads each, do
-        # more work than one (PyTorch's small matrices and elementwise ops scale poorly)
+        # Processes side by side, half the threads each, do more work than one after another
+        # (PyTorch's small matrices and elementwise ops scale poorly over threads): CLIP phase 1
+        # beside the VAE; then clip_blur, which needs phase 1, beside the rest of the VAE and then
+        # beside the U-Net, which needs the VAE and only phase 1's text tower. Each process has a
+        # fixed thread count, so the results do not depend on how they share the cores.
         common = ["--work", args.work, "--out", args.out, "--scale", str(args.scale), "--threads", str(args.threads // 2)]
-        procs = [subprocess.Popen([sys.executable, os.path.abspath(__file__), "--stage", ",".join(chain)] + common)
-                 for chain in PARALLEL]
-        if any([p.wait() for p in procs]):  # a list: wait for both, even when one fails
+
+        def spawn(*chain):
+            return subprocess.Popen([sys.executable, os.path.abspath(__file__), "--stage", ",".join(chain)] + common)
+
+        vae = spawn("vae", "vae_shapes")
+        blur = spawn("clip_blur") if spawn("clip").wait() == 0 else None
+        if vae.wait() or blur is None:
+            if blur is not None:
+                blur.wait()  # its clip.pt is still of use to --stage
             sys.exit("train.py: a parallel stage failed (its messages are above)")
-        done = {"tokenizer"}.union(*PARALLEL)
-        wanted = [n for n in STAGES if n not in done]
+        try:
+            run_stages(args, ["unet"])
+        except BaseException:
+            blur.terminate()
+            blur.wait()
+            raise
+        if blur.wait():
+            sys.exit("train.py: stage clip_blur failed (its messages are above)")
+        wanted = ["export"]
     run_stages(args, wanted)
     if args.stage == "all":
         log(f"all stages done in {time.time() - t_all:.0f} s")
