@@ -85,6 +85,14 @@ def lr_at(step, total, peak, warmup):
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))))
 
 
+def check_parent():
+    """Exit if this stage process was started by `--stage all` (VKD_TRAIN_PARENT) and that main
+    process is gone: killing it should stop the run, not leave stages training unseen."""
+    parent = os.environ.get("VKD_TRAIN_PARENT")
+    if parent is not None and os.getppid() != int(parent):
+        sys.exit("train.py: the main process is gone")
+
+
 def steps_of(args, name):
     return max(2, int(STEPS[name] * args.scale))
 
@@ -197,6 +205,7 @@ def clip_steps(name, model, opt, tok, total, draw):
     -> (loss history, seconds)."""
     hist, t0 = [], time.time()
     for step in range(total):
+        check_parent()
         for g in opt.param_groups:
             g["lr"] = lr_at(step, total, 5e-4, 50) * g.get("mult", 1.0)
         imgs, caps, groups = draw()
@@ -258,6 +267,7 @@ def train_vae(args, name, seed, init, batch_size, peak, shape_weight, out):
     total, hist = steps_of(args, name), list(prev["loss"])
     t0 = time.time()
     for step in range(total):
+        check_parent()
         for g in opt.param_groups:
             g["lr"] = lr_at(step, total, peak, 50)
         l1, kl = vae_step(model, opt, batch(rng, batch_size)[0], shape_weight)
@@ -682,7 +692,8 @@ def main():
         common = ["--work", args.work, "--out", args.out, "--scale", str(args.scale), "--threads", str(args.threads // 2)]
 
         def spawn(*chain):
-            return subprocess.Popen([sys.executable, os.path.abspath(__file__), "--stage", ",".join(chain)] + common)
+            return subprocess.Popen([sys.executable, os.path.abspath(__file__), "--stage", ",".join(chain)] + common,
+                                    env=dict(os.environ, VKD_TRAIN_PARENT=str(os.getpid())))
 
         vae = spawn("vae", "vae_shapes")
         blur = spawn("clip_blur") if spawn("clip").wait() == 0 else None
