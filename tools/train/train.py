@@ -85,11 +85,14 @@ def lr_at(step, total, peak, warmup):
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))))
 
 
-def check_parent():
-    """Exit if this stage process was started by `--stage all` (VKD_TRAIN_PARENT) and that main
-    process is gone: killing it should stop the run, not leave stages training unseen."""
-    parent = os.environ.get("VKD_TRAIN_PARENT")
-    if parent is not None and os.getppid() != int(parent):
+# the main process of --stage all, for the stage processes it starts (None: not started by it)
+MAIN_PID = int(os.environ["VKD_TRAIN_PARENT"]) if "VKD_TRAIN_PARENT" in os.environ else None
+
+
+def exit_if_orphaned(parent):
+    """Called every step of a process that `parent` (a pid; None: no check) started: once that
+    process is gone (killed), stop, rather than train on unseen."""
+    if parent is not None and os.getppid() != parent:
         sys.exit("train.py: the main process is gone")
 
 
@@ -150,11 +153,11 @@ def stage_clip(args):
     save_state(model, f"{args.work}/clip_phase1.pt", {"loss": hist, "seconds": seconds})
 
 
-def clip_batch(rng, blur=0.0, groups=16, ordinary=48):
-    """A CLIP step's batch: `groups` shape groups and `ordinary` scenes, each image blurred with
-    probability `blur` (blur_noise). -> (uint8 images, captions, shape group lengths)."""
-    groups = shape_groups(rng, groups)
-    imgs, caps, _ = zip(*(sum(groups, []) + [scenes.draw_scene(rng) for _ in range(ordinary)]))
+def clip_batch(rng, blur=0.0, n_groups=16, n_ordinary=48):
+    """A CLIP step's batch: `n_groups` shape groups and `n_ordinary` scenes, each image blurred
+    with probability `blur` (blur_noise). -> (uint8 images, captions, shape group lengths)."""
+    groups = shape_groups(rng, n_groups)
+    imgs, caps, _ = zip(*(sum(groups, []) + [scenes.draw_scene(rng) for _ in range(n_ordinary)]))
     imgs = np.stack(imgs)
     m = rng.random(len(imgs)) < blur
     if m.any():
@@ -205,7 +208,7 @@ def clip_steps(name, model, opt, tok, total, draw):
     -> (loss history, seconds)."""
     hist, t0 = [], time.time()
     for step in range(total):
-        check_parent()
+        exit_if_orphaned(MAIN_PID)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, total, 5e-4, 50) * g.get("mult", 1.0)
         imgs, caps, groups = draw()
@@ -267,7 +270,7 @@ def train_vae(args, name, seed, init, batch_size, peak, shape_weight, out):
     total, hist = steps_of(args, name), list(prev["loss"])
     t0 = time.time()
     for step in range(total):
-        check_parent()
+        exit_if_orphaned(MAIN_PID)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, total, peak, 50)
         l1, kl = vae_step(model, opt, batch(rng, batch_size)[0], shape_weight)
@@ -382,11 +385,10 @@ def unet_worker(rank, world, threads, lat, ctx, uncond, buf, bar, z_std, total, 
     snr = ac / (1 - ac)
     min_snr = snr.clamp(max=5.0) / snr
     n, hist, B = len(lat), [], UNET_BATCH // world
-    parent = os.getppid()
+    parent = os.getppid() if world > 1 else None  # the U-Net stage's process started this one
     t0 = time.time()
     for step in range(total):
-        if world > 1 and os.getppid() != parent:  # the main process was killed: do not train on unseen
-            sys.exit("train.py: the U-Net stage's main process is gone")
+        exit_if_orphaned(parent)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, total, UNET_LR, 100)
         idx = torch.from_numpy(rng.integers(0, n, B))
