@@ -6,10 +6,11 @@
  *    checkpoint's modelspec.resolution) draws 40 prompts that cover every shape and colour (20
  *    steps, euler_a, cfg 5), so the prompt steers the picture through tokenizer, text encoder,
  *    U-Net, sampler, VAE and PNG; the same CLIP must find the colour asked for in >= 2/3 of them
- *    and both colour and shape in >= 30 of 40 (75%). The issue's bar is 80% (32/40), which this
- *    model meets on lavapipe (34/40; its Python-side report: 82.5% of its own 40 prompts); the
- *    check stops 2 images short of that, as another device's rounding can turn a single
- *    ancestral-sampling trajectory, and 40 images are a coarse measure (one is 2.5%).
+ *    and both colour and shape in >= 32 of 40 (80%, the issue's bar). This model: 34/40 on
+ *    lavapipe (its Python-side report: 82.5% of its own 40 prompts); the same 34 with the same
+ *    misses at cfg 4.9 to 5.1, whose images differ from cfg 5's far more than another device's
+ *    rounding moves them (by 2.3/255 on average at 4.9), and 33/40 at cfg 4.5 and 5.5. 40 images
+ *    are a coarse measure (one is 2.5%).
  * The colour-shape pairs held out of training are generated and reported too. A contact sheet of
  * every image is written to demo_closed_loop.png in the test's folder. */
 #define _POSIX_C_SOURCE 200809L
@@ -174,11 +175,10 @@ static void closed_loop(struct classifier *c) {
         printf("  image %2d: asked for %s%s, CLIP sees %s\n", i, want, i >= N_LOOP ? " (held out)" : "", got);
       }
     }
-    printf("closed loop: colour %d/%d (floor 2/3); shape %d/%d; both %d/%d = %.1f%% (the issue's bar 80%%: %s; floor 75%%); "
-           "held-out pairs %d/%d both right\n", co, N_LOOP, sh, N_LOOP, both, N_LOOP, 100.0 * both / N_LOOP,
-           5 * both >= 4 * N_LOOP ? "met" : "NOT met", held, N_HELD);
+    printf("closed loop: colour %d/%d (floor 2/3); shape %d/%d; both %d/%d = %.1f%% (bar 80%%); "
+           "held-out pairs %d/%d both right\n", co, N_LOOP, sh, N_LOOP, both, N_LOOP, 100.0 * both / N_LOOP, held, N_HELD);
     CHECK(3 * co >= 2 * N_LOOP);
-    CHECK(4 * both >= 3 * N_LOOP);
+    CHECK(5 * both >= 4 * N_LOOP);
     /* contact sheet: 5 rows of 10, the held-out pairs last */
     enum { CELL = SCENE_SIZE + 2, COLS = 10, ROWS = (N + COLS - 1) / COLS };
     unsigned char *sheet = malloc((size_t)CELL * COLS * CELL * ROWS * 3);
