@@ -17,7 +17,6 @@ import struct
 import subprocess
 import sys
 import time
-import zlib
 
 # OpenBLAS (libopenblas0-pthread) runs a thread per core in every process unless told otherwise, on
 # top of PyTorch's own threads: with two single-threaded stages side by side that is four busy
@@ -49,6 +48,7 @@ import torch.nn.functional as F  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bpe  # noqa: E402
 import nets  # noqa: E402
+from plot import plot, png_bytes  # noqa: E402
 import scenes  # noqa: E402
 
 STAGES = ("tokenizer", "clip", "clip_blur", "vae", "vae_shapes", "unet", "export")  # in order
@@ -576,37 +576,6 @@ def stage_import(args):
     log(f"import: tokenizer, CLIP and VAE from {src}")
 
 
-def png_bytes(rgb):
-    h, w, _ = rgb.shape
-    raw = b"".join(b"\0" + rgb[y].tobytes() for y in range(h))
-
-    def chunk(tag, data):
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
-
-
-def plot(curves, path):
-    """Loss curves, one panel each (log y, smoothed), as a PNG without a plotting library."""
-    W, H, pad = 420, 220, 20
-    canvas = np.full((H, W * len(curves), 3), 255, np.uint8)
-    for p, (name, ys) in enumerate(curves):
-        ys = np.log10(np.maximum(np.convolve(ys, np.ones(20) / 20, mode="valid"), 1e-6))
-        x0 = p * W
-        canvas[pad:H - pad, x0 + pad] = 0
-        canvas[H - pad, x0 + pad:x0 + W - pad] = 0
-        lo, hi = math.floor(ys.min() * 4) / 4, math.ceil(ys.max() * 4) / 4 + 1e-9
-        for gy in np.arange(lo, hi, 0.25):  # grid lines every quarter decade
-            y = int(H - pad - (gy - lo) / (hi - lo) * (H - 2 * pad))
-            canvas[y, x0 + pad + 1:x0 + W - pad:3] = 200
-        xs = np.linspace(x0 + pad + 1, x0 + W - pad - 1, len(ys))
-        yv = H - pad - (ys - lo) / (hi - lo) * (H - 2 * pad)
-        for i in range(len(ys) - 1):
-            for f in np.linspace(0, 1, 8):
-                canvas[int(yv[i] * (1 - f) + yv[i + 1] * f), int(xs[i] * (1 - f) + xs[i + 1] * f)] = [(200, 30, 30), (30, 90, 200), (30, 150, 60)][p % 3]
-    with open(path, "wb") as f:
-        f.write(png_bytes(canvas))
-
-
 def stage_export(args):
     tok, clip, clip_st = load_clip(args)
     vae, vae_st = load_vae(args)
@@ -651,18 +620,25 @@ def stage_export(args):
         sheet[(i // 8) * 66 + 1:(i // 8) * 66 + 65, (i % 8) * 66 + 1:(i % 8) * 66 + 65] = im
     with open(f"{args.work}/python_closed_loop.png", "wb") as f:
         f.write(png_bytes(sheet))
-    curves = []
+    panels = []
     report = {"steps": STEPS, "scale": args.scale, "clip_vision": clip_st.get("vision", CLIP_VISION),  # sep 0: imported, plain kernel
               "unet": UNET, "vae": VAE, "z_std": z_std, "latent_scale_folded": k, "held_out_pairs": scenes.HELD_OUT,
               "zero_shot_python_500": zs, "closed_loop_python_40": cl, "seconds": {}, "final_loss": {}}
-    for name, st in (("clip", clip_st), ("vae", vae_st), ("unet", u)):
-        if st["loss"]:  # a stage's file read back from a checkpoint has no loss history, only its final loss
-            curves.append((name, np.array(st["loss"])))
+    for name, st, title, colour, phase2 in (("clip", clip_st, "CLIP: contrastive loss", (200, 30, 30), "clip_blur"),
+                                            ("vae", vae_st, "VAE: L1 reconstruction error", (30, 90, 200), "vae_shapes"),
+                                            ("unet", u, "U-Net: epsilon MSE", (30, 150, 60), None)):
+        # a stage's file read back from a checkpoint has no loss history, only its final loss
+        final = float(np.mean(st["loss"][-50:])) if st["loss"] else st["final_loss"]
+        if st["loss"]:
+            n1 = steps_of(args, name)  # where the second phase starts, if the history is both phases of this --scale
+            marks = [(n1, phase2)] if phase2 and len(st["loss"]) == n1 + steps_of(args, phase2) else []
+            panels.append((f"{title}; last 50 steps {final:.3g}", st["loss"], colour, marks))
         report["seconds"][name] = round(st["seconds"], 1)
-        report["final_loss"][name] = float(np.mean(st["loss"][-50:])) if st["loss"] else st["final_loss"]
+        report["final_loss"][name] = final
         if st.get("imported_from"):
             report.setdefault("imported_from", {})[name] = st["imported_from"]
-    plot(curves, f"{args.out}/training_loss.png")
+    plot(panels, f"{args.out}/training_loss.png",
+         "Log scale. Light: each step; dark: mean of 20 steps; dashed: the stage's second phase starts.")
     with open(f"{args.out}/training_report.json", "w") as f:
         json.dump(report, f, indent=1)
     log("export:", json.dumps(report))
