@@ -29,6 +29,7 @@ FONT = {
     "]": (14, 2, 2, 2, 2, 2, 14), "%": (24, 25, 2, 4, 8, 19, 3), "'": (4, 4, 8, 0, 0, 0, 0),
 }
 INK, GRID, AXIS = (0, 0, 0), (215, 215, 215), (90, 90, 90)
+MEAN_STEPS = 20  # the dark curve's moving mean (fewer for a smoke run's few steps)
 
 
 def png_bytes(rgb):
@@ -76,21 +77,19 @@ def step_ticks(n):
     return [0, n]
 
 
-def plot(panels, path, footer=""):
-    """panels: (title, losses a step, colour, [(step, label), ...] where a phase starts). One
-    panel each, side by side: every step's loss light, its 20-step moving mean dark, a log y axis
-    with a grid line every quarter decade, steps on the x axis, a dashed line and the phase's name
-    where a phase starts."""
+def plot(panels, path):
+    """panels: (title, losses a step, colour, [(step, label), ...] where a stage's second phase
+    starts). One panel each, side by side: every step's loss light, its moving mean dark, a log y
+    axis with a grid line every quarter decade, steps on the x axis, a dashed line and the phase's
+    name where a phase starts; a footer that says so."""
     W, H, left, right, top, bottom = 460, 280, 50, 16, 26, 36
-    foot = 14 if footer else 0
-    canvas = np.full((H + foot, W * len(panels), 3), 255, np.uint8)
+    canvas = np.full((H + 14, W * len(panels), 3), 255, np.uint8)
     for p, (title, ys, colour, phases) in enumerate(panels):
         ys = np.maximum(np.asarray(ys, np.float64), 1e-8)
         n = len(ys)
-        win = max(1, min(20, n // 5))  # fewer for a smoke run's few steps
+        win = max(1, min(MEAN_STEPS, n // 5))
         mean = np.convolve(ys, np.ones(win) / win, mode="valid")
-        lo_v, hi_v = np.log10(ys).min(), np.log10(ys).max()
-        lo, hi = math.floor(lo_v * 4) / 4, math.ceil(hi_v * 4) / 4
+        lo, hi = math.floor(np.log10(ys.min()) * 4) / 4, math.ceil(np.log10(ys.max()) * 4) / 4
         hi = max(hi, lo + 0.25)
         x0, x1, y0, y1 = p * W + left, p * W + W - right, top, H - bottom  # plot area: y0 top, y1 bottom
 
@@ -112,7 +111,7 @@ def plot(panels, path, footer=""):
             canvas[y1:y1 + 4, x] = AXIS
             lab = str(s)
             text(canvas, min(max(x - text_width(lab) // 2, x0 - 8), p * W + W - 2 - text_width(lab)), y1 + 7, lab, AXIS)
-        text(canvas, (x0 + x1 - text_width("STEP")) // 2, y1 + 19, "step", AXIS)
+        text(canvas, (x0 + x1 - text_width("step")) // 2, y1 + 19, "step", AXIS)
         for s, name in phases:
             x = int(round(px(s)))
             canvas[y0:y1:4, x] = AXIS
@@ -126,7 +125,7 @@ def plot(panels, path, footer=""):
             line(canvas, px(j + off), py(mean[j]), px(j + 1 + off), py(mean[j + 1]), colour)
         canvas[y0:y1 + 1, x0] = INK
         canvas[y1, x0:x1 + 1] = INK
-    if footer:
-        text(canvas, 8, H + 2, footer, AXIS)
+    text(canvas, 8, H + 2, f"Log scale. Light: each step; dark: mean of {MEAN_STEPS} steps; dashed: the stage's second "
+         "phase starts.", AXIS)
     with open(path, "wb") as f:
         f.write(png_bytes(canvas))

@@ -627,9 +627,10 @@ def stage_export(args):
     for name, st, title, colour, phase2 in (("clip", clip_st, "CLIP: contrastive loss", (200, 30, 30), "clip_blur"),
                                             ("vae", vae_st, "VAE: L1 reconstruction error", (30, 90, 200), "vae_shapes"),
                                             ("unet", u, "U-Net: epsilon MSE", (30, 150, 60), None)):
-        # a stage's file read back from a checkpoint has no loss history, only its final loss
-        final = float(np.mean(st["loss"][-50:])) if st["loss"] else st["final_loss"]
-        if st["loss"]:
+        if not st["loss"]:  # a stage's file read back from a checkpoint has no loss history, only its final loss
+            final = st["final_loss"]
+        else:
+            final = float(np.mean(st["loss"][-50:]))
             n1 = steps_of(args, name)  # where the second phase starts, if the history is both phases of this --scale
             marks = [(n1, phase2)] if phase2 and len(st["loss"]) == n1 + steps_of(args, phase2) else []
             panels.append((f"{title}; last 50 steps {final:.3g}", st["loss"], colour, marks))
@@ -637,8 +638,7 @@ def stage_export(args):
         report["final_loss"][name] = final
         if st.get("imported_from"):
             report.setdefault("imported_from", {})[name] = st["imported_from"]
-    plot(panels, f"{args.out}/training_loss.png",
-         "Log scale. Light: each step; dark: mean of 20 steps; dashed: the stage's second phase starts.")
+    plot(panels, f"{args.out}/training_loss.png")
     with open(f"{args.out}/training_report.json", "w") as f:
         json.dump(report, f, indent=1)
     log("export:", json.dumps(report))
