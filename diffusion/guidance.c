@@ -42,12 +42,3 @@ enum status guidance_denoise(const float *x_in, double t, float *eps, void *user
   for (size_t i = 0; i < n; i++) eps[i] = g->eps2[i] + g->scale * (g->eps2[n + i] - g->eps2[i]);
   return STATUS_OK;
 }
-
-void image_to_u8(const float *image, int H, int W, unsigned char *out) {
-  size_t P = (size_t)H * W;
-  for (size_t p = 0; p < P; p++)
-    for (int c = 0; c < 3; c++) {
-      double v = floor(((double)image[c * P + p] + 1.0) * 127.5 + 0.5);
-      out[p * 3 + c] = (unsigned char)(v < 0 ? 0 : v > 255 ? 255 : v);
-    }
-}

@@ -23,7 +23,4 @@ void guidance_free(struct guidance *g);
 /* denoise_fn */
 enum status guidance_denoise(const float *x_in, double t, float *eps, void *user);
 
-/* image [3, H, W] in [-1, 1] -> 8-bit H x W x 3: clamp(floor((v + 1) * 127.5 + 0.5), 0, 255) */
-void image_to_u8(const float *image, int H, int W, unsigned char *out);
-
 #endif

@@ -4,41 +4,56 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
-#include "gpu.h"
-#include "model_config.h"
 #include "prompt.h"
 #include "safetensors.h"
+#include "status.h"
+#include "unet_config.h"
 
-struct sd_model {
-  struct gpu *g;
+_Static_assert(SD_OK == (int)STATUS_OK && SD_NUMERIC == (int)STATUS_NUMERIC && SD_CANCELLED == (int)STATUS_CANCELLED &&
+                   SD_NO_DEVICE == (int)STATUS_NO_DEVICE && SD_FORMAT == (int)STATUS_FORMAT,
+               "sd_status mirrors enum status");
+_Static_assert(SD_FP16 == (int)TEXTENC_FP16 && SD_FP32 == (int)TEXTENC_FP32, "sd_precision mirrors textenc_precision");
+
+struct sd_model_options sd_model_default_options(void) {
+  return (struct sd_model_options){.device_index = -1, .precision = SD_FP16};
+}
+
+const char *sd_last_error(void) { return status_message(); }
+
+bool sd_checkpoint_native_size(const char *path, int *width, int *height) {
+  struct stat sb;
   struct safetensors *st;
-  struct textenc *te;
-  struct unet *unet;
-  struct vae *vae;
-  struct schedule sched;
-  char name[256];
-  int align, factor;
-};
+  if (stat(path, &sb) || !S_ISREG(sb.st_mode) || safetensors_open(path, &st)) {
+    status_clear();
+    return false;
+  }
+  const char *r = safetensors_metadata(st, "modelspec.resolution");
+  int w, h;
+  char tail;
+  bool ok = r && sscanf(r, "%dx%d%c", &w, &h, &tail) == 2 && w >= 8 && h >= 8 && w <= 8192 && h <= 8192 &&
+            w % 8 == 0 && h % 8 == 0;
+  if (ok) *width = w, *height = h;
+  safetensors_close(st);
+  return ok;
+}
 
-enum status sd_model_load(const struct sd_model_options *o, struct sd_model **out) {
+int sd_model_create(const struct sd_model_options *o, struct sd_model **out) {
   *out = NULL;
+  if (!o || !o->model_path) return status_set(STATUS_INVALID_ARGUMENT, "sd_model_create: no model path");
   struct sd_model *m = calloc(1, sizeof *m);
   if (!m) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
   schedule_init(&m->sched);
-  const char *base = strrchr(o->model_path, '/');
-  snprintf(m->name, sizeof m->name, "%s", base ? base + 1 : o->model_path);
-  char *dot = strrchr(m->name, '.');
-  if (dot && dot != m->name) *dot = 0;
-  bool fp16 = o->precision == TEXTENC_FP16;
-  enum status s = gpu_create(&(struct gpu_options){.device_index = o->device, .validation = -1, .profile = -1}, &m->g);
+  bool fp16 = o->precision == SD_FP16;
+  enum status s = gpu_create(&(struct gpu_options){.device_index = o->device_index, .validation = -1, .profile = -1}, &m->g);
   if (!s) s = safetensors_open(o->model_path, &m->st);
   if (!s && !unet_present(m->st, NULL))
     s = status_set(STATUS_FORMAT, "%s: no U-Net (model.diffusion_model.*): not a Stable Diffusion checkpoint", o->model_path);
   if (!s && !vae_present(m->st, NULL))
     s = status_set(STATUS_FORMAT, "%s: no VAE decoder (first_stage_model.decoder.*)", o->model_path);
   struct unet_options uo = {.fp16 = fp16};
-  if (!s) s = model_unet_heads(o->config_path, uo.heads, &uo.heads_all);
+  if (!s) s = unet_config_heads(o->config_path, uo.heads, &uo.heads_all);
   if (!s) s = unet_load(m->g, m->st, &uo, &m->unet);
   if (!s) s = vae_load(m->g, m->st, &(struct vae_options){.fp16 = fp16}, &m->vae);
   if (!s) {
@@ -47,46 +62,43 @@ enum status sd_model_load(const struct sd_model_options *o, struct sd_model **ou
     to.tokenizer_path = o->tokenizer_path;
     to.config_path = o->config_path;
     to.device = m->g;
-    to.precision = o->precision;
+    to.precision = fp16 ? TEXTENC_FP16 : TEXTENC_FP32;
     to.literal = o->literal;
     s = textenc_create(&to, &m->te);
   }
   if (s) {
-    sd_model_close(m, 0);
+    sd_model_destroy(m);
     return s;
   }
   struct unet_info ui;
   unet_get_info(m->unet, &ui);
-  m->align = 1 << (ui.levels - 1);
-  m->factor = vae_factor(m->vae);
+  struct textenc_info ti;
+  textenc_info(m->te, &ti);
+  m->info = (struct sd_model_info){.vae_factor = vae_factor(m->vae), .latent_channels = ui.in_channels,
+                                   .latent_align = 1 << (ui.levels - 1), .context_width = ui.context_dim,
+                                   .fp16 = ti.fp16, .device_name = gpu_info(m->g)->name,
+                                   .weight_bytes = unet_weight_bytes(m->unet) + vae_weight_bytes(m->vae) + ti.weight_bytes};
+  sd_checkpoint_native_size(o->model_path, &m->info.native_width, &m->info.native_height);
   *out = m;
   return STATUS_OK;
 }
 
-int sd_model_close(struct sd_model *m, int rc) {
-  if (!m) return rc;
+void sd_model_destroy(struct sd_model *m) {
+  if (!m) return;
   textenc_destroy(m->te);
   vae_destroy(m->vae);
   unet_destroy(m->unet);
   safetensors_close(m->st);
-  if (m->g) {
-    const char *last;
-    int n = gpu_validation_count(m->g, &last);
-    if (gpu_profiling(m->g)) gpu_profile_print(m->g, stderr);
-    gpu_destroy(m->g);
-    if (n) {
-      fprintf(stderr, "vkdiffusion: %d Vulkan validation message(s); last: %s\n", n, last ? last : "?");
-      rc = rc ? rc : 1;
-    }
-  }
+  gpu_destroy(m->g);
   free(m);
-  return rc;
 }
 
-struct unet *sd_model_unet(struct sd_model *m) { return m->unet; }
+int sd_model_get_info(const struct sd_model *m, struct sd_model_info *info) {
+  *info = m->info;
+  return STATUS_OK;
+}
+
 struct gpu *sd_model_gpu(struct sd_model *m) { return m->g; }
-int sd_model_vae_factor(const struct sd_model *m) { return m->factor; }
-int sd_model_latent_align(const struct sd_model *m) { return m->align; }
 
 void sd_conditioning_free(struct sd_conditioning *c) {
   free(c->cond);
@@ -115,35 +127,13 @@ enum status sd_model_encode(struct sd_model *m, const char *prompt, const char *
   return s;
 }
 
-enum status sd_model_sample(struct sd_model *m, const struct sampler_run *run, float *x) {
-  return sampler_run(&m->sched, run, x);
-}
-
-enum status sd_model_decode(struct sd_model *m, const float *latent, int h, int w, enum vae_tiling tiling, float *image) {
-  return vae_decode(m->vae, latent, 1, h, w, tiling, image);
-}
-
-char *sd_parameters_text(const struct sd_model *m, const struct job *j, uint64_t seed) {
-  size_t n = strlen(j->prompt) + (j->negative_prompt ? strlen(j->negative_prompt) : 0) + 512;
-  char *t = malloc(n);
-  if (!t) return NULL;
-  size_t o = (size_t)snprintf(t, n, "%s\n", j->prompt);
-  if (j->negative_prompt && j->negative_prompt[0]) o += (size_t)snprintf(t + o, n - o, "Negative prompt: %s\n", j->negative_prompt);
-  o += (size_t)snprintf(t + o, n - o, "Steps: %d, Sampler: %s, ", j->steps, sampler_a1111_name(j->sampler, SCHEDULE_DISCRETE));
-  if (j->schedule == SCHEDULE_KARRAS) o += (size_t)snprintf(t + o, n - o, "Schedule type: Karras, ");
-  o += (size_t)snprintf(t + o, n - o, "CFG scale: %g, Seed: %llu, Size: %dx%d, Model: %s", j->cfg_scale,
-                        (unsigned long long)seed, j->width, j->height, m->name);
-  if (j->clip_skip > 1) snprintf(t + o, n - o, ", Clip skip: %d", j->clip_skip);
-  return t;
-}
-
 enum status sd_load_noise(const char *path, int images, int steps, size_t n, float **noise, float **ancestral) {
   struct safetensors *st;
+  *noise = *ancestral = NULL;
   enum status s = safetensors_open(path, &st);
   if (s) return s;
   const struct st_tensor *t = safetensors_find(st, "noise"), *a = safetensors_find(st, "ancestral_noise");
   float *all = NULL, *an = NULL;
-  *noise = *ancestral = NULL;
   if (!t || t->numel < (int64_t)((size_t)images * n)) {
     s = status_set(STATUS_FORMAT, "%s: needs `noise` [N >= %d, 4, h, w] with %zu values an image", path, images, n);
     goto done;
@@ -154,7 +144,7 @@ enum status sd_load_noise(const char *path, int images, int steps, size_t n, flo
     goto done;
   }
   *noise = malloc((size_t)images * n * sizeof **noise);
-  *ancestral = a ? malloc((size_t)images * steps * n * sizeof **ancestral) : NULL;
+  *ancestral = a ? malloc((size_t)steps * images * n * sizeof **ancestral) : NULL;
   all = malloc((size_t)t->numel * sizeof *all);
   an = a ? malloc((size_t)a->numel * sizeof *an) : NULL;
   if (!*noise || !all || (a && (!*ancestral || !an))) {
@@ -165,9 +155,8 @@ enum status sd_load_noise(const char *path, int images, int steps, size_t n, flo
   memcpy(*noise, all, (size_t)images * n * sizeof *all);
   if (a) {
     if ((s = safetensors_read_f32(st, a, an))) goto done;
-    for (int b = 0; b < images; b++)
-      for (int k = 0; k < steps; k++)
-        memcpy(*ancestral + ((size_t)b * steps + k) * n, an + (size_t)k * per + (size_t)b * n, n * sizeof *an);
+    for (int k = 0; k < steps; k++) /* the first `images` of each step */
+      memcpy(*ancestral + (size_t)k * images * n, an + (size_t)k * per, (size_t)images * n * sizeof *an);
   }
 done:
   free(all), free(an);

@@ -5,20 +5,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "act.h"
 #include "ops.h"
+#include "resnet.h"
 #include "weight_loader.h"
+#include "workspace.h"
 
 #define GN_GROUPS 32
 #define MAX_DEPTH 16
 
 enum layer_kind { L_CONV, L_RES, L_ST, L_DOWN, L_UP };
-
-struct res_block { /* ldm ResBlock: in_layers (GN, SiLU, conv), emb_layers (SiLU, Linear), out_layers, skip */
-  struct gpu_tensor in_norm_w, in_norm_b, in_conv_w, emb_w, emb_bias, out_norm_w, out_norm_b, out_conv_w, out_conv_b;
-  struct gpu_tensor skip_w, skip_b;
-  bool has_skip;
-};
 
 struct transformer_block { /* BasicTransformerBlock: self-attention, cross-attention, GEGLU feed-forward */
   struct gpu_tensor norm1_w, norm1_b, q1, k1, v1, out1_w, out1_b;
@@ -36,7 +31,7 @@ struct layer {
   enum layer_kind kind;
   int cin, cout, heads;
   struct gpu_tensor w, b;       /* L_CONV, L_DOWN, L_UP */
-  struct res_block *res;        /* L_RES */
+  struct resnet *res;           /* L_RES */
   struct spatial_transformer *st; /* L_ST */
 };
 
@@ -74,74 +69,23 @@ struct loading {
   enum dtype mat;
 };
 
-static enum status shape_of(struct loading *ld, const char *name, int want_ndim, int64_t *shape) {
-  int nd;
-  if (!weight_shape(ld->l, name, &nd, shape) || nd != want_ndim)
-    return status_set(STATUS_FORMAT, "%s: tensor '%s%s' is missing or not %d-D", safetensors_path(ld->l->st),
-                      ld->l->prefix, name, want_ndim);
-  return STATUS_OK;
-}
-
 static enum status load_conv(struct loading *ld, const char *base, int cin, int cout, int k, struct gpu_tensor *w,
                              struct gpu_tensor *b) {
-  char name[512];
-  snprintf(name, sizeof name, "%s.weight", base);
-  enum status s = weight_load(ld->l, name, 4, (int64_t[]){cout, cin, k, k}, 0, 0, WL_CONV, ld->mat, w);
-  if (s || !b) return s;
-  snprintf(name, sizeof name, "%s.bias", base);
-  return weight_load(ld->l, name, 1, (int64_t[]){cout}, 0, 0, WL_PLAIN, DT_F32, b);
-}
-
-static enum status load_vec(struct loading *ld, const char *base, const char *leaf, int n, struct gpu_tensor *t) {
-  char name[512];
-  snprintf(name, sizeof name, "%s.%s", base, leaf);
-  return weight_load(ld->l, name, 1, (int64_t[]){n}, 0, 0, WL_PLAIN, DT_F32, t);
+  return weight_load_conv(ld->l, base, cin, cout, k, ld->mat, w, b);
 }
 
 static enum status load_linear(struct loading *ld, const char *base, int in, int out, struct gpu_tensor *w,
                                struct gpu_tensor *b) {
-  char name[512];
-  snprintf(name, sizeof name, "%s.weight", base);
-  enum status s = weight_load(ld->l, name, 2, (int64_t[]){out, in}, 0, 0, WL_PLAIN, ld->mat, w);
-  if (s || !b) return s;
-  return load_vec(ld, base, "bias", out, b);
+  return weight_load_linear(ld->l, base, in, out, ld->mat, w, b);
 }
 
 static enum status load_res(struct loading *ld, const char *base, struct layer *L) {
-  int64_t sh[8];
-  char name[512];
-  snprintf(name, sizeof name, "%s.in_layers.2.weight", base);
-  enum status s = shape_of(ld, name, 4, sh);
-  if (s) return s;
-  int cin = (int)sh[1], cout = (int)sh[0], E = ld->u->info.temb_dim;
-  L->kind = L_RES;
-  L->cin = cin;
-  L->cout = cout;
   if (!(L->res = calloc(1, sizeof *L->res))) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
-  struct res_block *r = L->res;
-  char sub[512], a[512], b[512];
-  snprintf(sub, sizeof sub, "%s.in_layers.0", base);
-  if ((s = load_vec(ld, sub, "weight", cin, &r->in_norm_w)) || (s = load_vec(ld, sub, "bias", cin, &r->in_norm_b))) return s;
-  snprintf(sub, sizeof sub, "%s.in_layers.2", base);
-  if ((s = load_conv(ld, sub, cin, cout, 3, &r->in_conv_w, NULL))) return s;
-  snprintf(sub, sizeof sub, "%s.emb_layers.1", base);
-  if ((s = load_linear(ld, sub, E, cout, &r->emb_w, NULL))) return s;
-  /* the conv bias and the embedding bias are both added to h: one vector */
-  snprintf(a, sizeof a, "%s.in_layers.2.bias", base);
-  snprintf(b, sizeof b, "%s.emb_layers.1.bias", base);
-  if ((s = weight_load_sum(ld->l, a, b, cout, &r->emb_bias))) return s;
-  snprintf(sub, sizeof sub, "%s.out_layers.0", base);
-  if ((s = load_vec(ld, sub, "weight", cout, &r->out_norm_w)) || (s = load_vec(ld, sub, "bias", cout, &r->out_norm_b))) return s;
-  snprintf(sub, sizeof sub, "%s.out_layers.3", base);
-  if ((s = load_conv(ld, sub, cout, cout, 3, &r->out_conv_w, &r->out_conv_b))) return s;
-  snprintf(name, sizeof name, "%s.skip_connection.weight", base);
-  r->has_skip = weight_exists(ld->l, name);
-  if (!r->has_skip && cin != cout)
-    return status_set(STATUS_FORMAT, "%s: tensor '%s%s' is missing (channels change %d -> %d)",
-                      safetensors_path(ld->l->st), ld->l->prefix, name, cin, cout);
-  snprintf(sub, sizeof sub, "%s.skip_connection", base);
-  if (r->has_skip && (s = load_conv(ld, sub, cin, cout, 1, &r->skip_w, &r->skip_b))) return s;
-  return STATUS_OK;
+  enum status s = resnet_load(ld->l, &resnet_unet_names, base, ld->u->info.temb_dim, ld->mat, 1e-5f, L->res);
+  L->kind = L_RES;
+  L->cin = L->res->cin;
+  L->cout = L->res->cout;
+  return s;
 }
 
 static enum status load_attn(struct loading *ld, const char *base, int C, int ctx, struct gpu_tensor *q,
@@ -162,7 +106,7 @@ static enum status load_st(struct loading *ld, const char *base, int level, stru
   int64_t sh[8];
   char name[512], sub[600];
   snprintf(name, sizeof name, "%s.norm.weight", base);
-  enum status s = shape_of(ld, name, 1, sh);
+  enum status s = weight_dims(ld->l, name, 1, sh);
   if (s) return s;
   int C = (int)sh[0];
   L->kind = L_ST;
@@ -175,7 +119,7 @@ static enum status load_st(struct loading *ld, const char *base, int level, stru
   if (level < UNET_MAX_LEVELS) ld->u->info.heads[level] = L->heads;
   if (!(L->st = calloc(1, sizeof *L->st))) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
   struct spatial_transformer *st = L->st;
-  if ((s = load_vec(ld, base, "norm.weight", C, &st->norm_w)) || (s = load_vec(ld, base, "norm.bias", C, &st->norm_b))) return s;
+  if ((s = weight_load_vector(ld->l, base, "norm.weight", C, &st->norm_w)) || (s = weight_load_vector(ld->l, base, "norm.bias", C, &st->norm_b))) return s;
   int nd;
   int64_t pin[8];
   snprintf(name, sizeof name, "%s.proj_in.weight", base);
@@ -193,22 +137,22 @@ static enum status load_st(struct loading *ld, const char *base, int level, stru
   }
   if (st->depth == 0) return status_set(STATUS_FORMAT, "%s: '%s' has no transformer_blocks", safetensors_path(ld->l->st), base);
   snprintf(name, sizeof name, "%s.transformer_blocks.0.attn2.to_k.weight", base);
-  if ((s = shape_of(ld, name, 2, sh))) return s;
+  if ((s = weight_dims(ld->l, name, 2, sh))) return s;
   int ctx = (int)sh[1];
   if (ld->u->info.context_dim && ctx != ld->u->info.context_dim)
     return status_set(STATUS_FORMAT, "%s: '%s' expects context width %d, other blocks %d", safetensors_path(ld->l->st),
                       name, ctx, ld->u->info.context_dim);
   ld->u->info.context_dim = ctx;
   snprintf(name, sizeof name, "%s.transformer_blocks.0.ff.net.2.weight", base);
-  if ((s = shape_of(ld, name, 2, sh))) return s;
+  if ((s = weight_dims(ld->l, name, 2, sh))) return s;
   st->ff_inner = (int)sh[1];
   for (int d = 0; d < st->depth; d++) {
     struct transformer_block *b = &st->blocks[d];
     char tb[560];
     snprintf(tb, sizeof tb, "%s.transformer_blocks.%d", base, d);
-    if ((s = load_vec(ld, tb, "norm1.weight", C, &b->norm1_w)) || (s = load_vec(ld, tb, "norm1.bias", C, &b->norm1_b)) ||
-        (s = load_vec(ld, tb, "norm2.weight", C, &b->norm2_w)) || (s = load_vec(ld, tb, "norm2.bias", C, &b->norm2_b)) ||
-        (s = load_vec(ld, tb, "norm3.weight", C, &b->norm3_w)) || (s = load_vec(ld, tb, "norm3.bias", C, &b->norm3_b)))
+    if ((s = weight_load_vector(ld->l, tb, "norm1.weight", C, &b->norm1_w)) || (s = weight_load_vector(ld->l, tb, "norm1.bias", C, &b->norm1_b)) ||
+        (s = weight_load_vector(ld->l, tb, "norm2.weight", C, &b->norm2_w)) || (s = weight_load_vector(ld->l, tb, "norm2.bias", C, &b->norm2_b)) ||
+        (s = weight_load_vector(ld->l, tb, "norm3.weight", C, &b->norm3_w)) || (s = weight_load_vector(ld->l, tb, "norm3.bias", C, &b->norm3_b)))
       return s;
     snprintf(sub, sizeof sub, "%s.attn1", tb);
     if ((s = load_attn(ld, sub, C, C, &b->q1, &b->k1, &b->v1, &b->out1_w, &b->out1_b))) return s;
@@ -239,7 +183,7 @@ static enum status load_seq(struct loading *ld, const char *base, int *level, bo
     } else if (snprintf(name, sizeof name, "%s.proj_in.weight", lb), weight_exists(ld->l, name)) {
       s = load_st(ld, lb, *level, L);
     } else if (snprintf(name, sizeof name, "%s.op.weight", lb), weight_exists(ld->l, name)) {
-      if (!(s = shape_of(ld, name, 4, sh))) {
+      if (!(s = weight_dims(ld->l, name, 4, sh))) {
         L->kind = L_DOWN;
         L->cin = (int)sh[1];
         L->cout = (int)sh[0];
@@ -248,7 +192,7 @@ static enum status load_seq(struct loading *ld, const char *base, int *level, bo
         (*level)++;
       }
     } else if (snprintf(name, sizeof name, "%s.conv.weight", lb), output && weight_exists(ld->l, name)) {
-      if (!(s = shape_of(ld, name, 4, sh))) {
+      if (!(s = weight_dims(ld->l, name, 4, sh))) {
         L->kind = L_UP;
         L->cin = (int)sh[1];
         L->cout = (int)sh[0];
@@ -265,15 +209,18 @@ static enum status load_seq(struct loading *ld, const char *base, int *level, bo
   return STATUS_OK;
 }
 
-static enum status load_all(struct unet *u, struct loading *ld) {
+static enum status load_all(struct weight_loader *l, void *model) {
+  struct loading *ld = model;
+  struct unet *u = ld->u;
+  ld->l = l;
   struct unet_info *in = &u->info;
   int64_t sh[8];
   enum status s;
   memset(in, 0, sizeof *in);
-  if ((s = shape_of(ld, "input_blocks.0.0.weight", 4, sh))) return s;
+  if ((s = weight_dims(ld->l, "input_blocks.0.0.weight", 4, sh))) return s;
   in->model_channels = (int)sh[0];
   in->in_channels = (int)sh[1];
-  if ((s = shape_of(ld, "time_embed.0.weight", 2, sh))) return s;
+  if ((s = weight_dims(ld->l, "time_embed.0.weight", 2, sh))) return s;
   in->temb_dim = (int)sh[0];
   if (sh[1] != in->model_channels)
     return status_set(STATUS_FORMAT, "%s: time_embed.0.weight is [%lld, %lld], expected [*, %d] (model channels)",
@@ -307,10 +254,10 @@ static enum status load_all(struct unet *u, struct loading *ld) {
   if (in->n_output != in->n_input)
     return status_set(STATUS_FORMAT, "%s: %d input blocks but %d output blocks", safetensors_path(ld->l->st), in->n_input,
                       in->n_output);
-  if ((s = shape_of(ld, "out.2.weight", 4, sh))) return s;
+  if ((s = weight_dims(ld->l, "out.2.weight", 4, sh))) return s;
   in->out_channels = (int)sh[0];
-  if ((s = load_vec(ld, "out.0", "weight", in->model_channels, &u->out_norm_w)) ||
-      (s = load_vec(ld, "out.0", "bias", in->model_channels, &u->out_norm_b)) ||
+  if ((s = weight_load_vector(ld->l, "out.0", "weight", in->model_channels, &u->out_norm_w)) ||
+      (s = weight_load_vector(ld->l, "out.0", "bias", in->model_channels, &u->out_norm_b)) ||
       (s = load_conv(ld, "out.2", in->model_channels, in->out_channels, 3, &u->out_conv_w, &u->out_conv_b)))
     return s;
   if (in->context_dim == 0) return status_set(STATUS_FORMAT, "%s: no cross-attention layers", safetensors_path(ld->l->st));
@@ -325,10 +272,16 @@ static void free_layers(struct seq *q) {
   q->n = 0;
 }
 
-void unet_destroy(struct unet *u) {
-  if (!u) return;
+/* between the measuring and the loading pass (weight_load_model), and at the end */
+static void free_all_layers(void *model) {
+  struct unet *u = ((struct loading *)model)->u;
   for (int i = 0; i < 32; i++) free_layers(&u->input[i]), free_layers(&u->output[i]);
   free_layers(&u->middle);
+}
+
+void unet_destroy(struct unet *u) {
+  if (!u) return;
+  free_all_layers(&(struct loading){.u = u});
   gpu_recording_destroy(u->rec);
   gpu_arena_destroy(u->temps);
   gpu_arena_destroy(u->persist);
@@ -343,26 +296,16 @@ enum status unet_load(struct gpu *g, const struct safetensors *st, const struct 
   u->g = g;
   u->fp16 = opt->fp16 && gpu_has_fp16(g) && gpu_texel_format_ok(g, VK_FORMAT_R16G16B16A16_SFLOAT) &&
             gpu_texel_format_ok(g, VK_FORMAT_R16_SFLOAT);
-  struct weight_loader l = {.g = g, .st = st, .prefix = opt->prefix ? opt->prefix : "model.diffusion_model."};
-  struct loading ld = {.u = u, .l = &l, .opt = opt, .mat = u->fp16 ? DT_F16 : DT_F32};
-  enum status s = load_all(u, &ld);
-  if (!s) {
-    for (int i = 0; i < 32; i++) free_layers(&u->input[i]), free_layers(&u->output[i]);
-    free_layers(&u->middle);
-    s = gpu_arena_create(g, l.bytes, "U-Net weights", &u->weights);
-  }
-  if (!s) {
-    l.arena = u->weights;
-    s = load_all(u, &ld);
-  }
-  weight_loader_free(&l);
+  const char *prefix = opt->prefix ? opt->prefix : "model.diffusion_model.";
+  struct loading ld = {.u = u, .opt = opt, .mat = u->fp16 ? DT_F16 : DT_F32};
+  enum status s = weight_load_model(g, st, prefix, "U-Net weights", load_all, free_all_layers, &ld, &u->weights);
   if (s) {
     unet_destroy(u);
     return s;
   }
   for (int i = 0; i < safetensors_count(st); i++) {
     const struct st_tensor *t = safetensors_at(st, i);
-    if (!strncmp(t->name, l.prefix, strlen(l.prefix))) u->info.parameters += t->numel;
+    if (!strncmp(t->name, prefix, strlen(prefix))) u->info.parameters += t->numel;
   }
   *out = u;
   return STATUS_OK;
@@ -376,39 +319,12 @@ uint64_t unet_activation_bytes(const struct unet *u) { return u->act_bytes; }
 
 struct run {
   struct unet *u;
-  struct act P, T; /* persistent tensors, per-layer temporaries */
+  struct workspace P, T; /* persistent tensors, per-layer temporaries */
   int N, ctx_len;
   struct gpu_tensor context, semb, scratch;
 };
 
-#define RUN(call)                        \
-  do {                                   \
-    if (!r->T.measure && (s = (call))) return s; \
-  } while (0)
-
-static enum status res_forward(struct run *r, const struct layer *L, const struct gpu_tensor *x, struct gpu_tensor *y) {
-  struct gpu *g = r->u->g;
-  const struct res_block *b = L->res;
-  int64_t N = x->shape[0], H = x->shape[2], W = x->shape[3];
-  enum status s;
-  VkDeviceSize mark = act_mark(&r->T);
-  struct gpu_tensor h1, h2, eb;
-  if ((s = act_alloc(&r->T, DT_F32, 4, (int64_t[]){N, L->cin, H, W}, &h1)) ||
-      (s = act_alloc(&r->T, DT_F32, 4, (int64_t[]){N, L->cout, H, W}, &h2)) ||
-      (s = act_alloc(&r->T, DT_F32, 2, (int64_t[]){N, L->cout}, &eb)))
-    return s;
-  RUN(op_group_norm(g, x, &b->in_norm_w, &b->in_norm_b, &h1, GN_GROUPS, 1e-5f, true));   /* in_layers 0-1 */
-  RUN(op_linear(g, &r->semb, &b->emb_w, &b->emb_bias, &eb, ACT_NONE));                  /* emb_layers + conv bias [N, Co] */
-  RUN(op_conv2d(g, &h1, &b->in_conv_w, &eb, &h2, 3, 1, 1, false, &r->scratch));         /* in_layers 2 + emb */
-  RUN(op_group_norm(g, &h2, &b->out_norm_w, &b->out_norm_b, &h2, GN_GROUPS, 1e-5f, true)); /* out_layers 0-1 */
-  if (b->has_skip)
-    RUN(op_conv2d(g, x, &b->skip_w, &b->skip_b, y, 1, 1, 0, false, &r->scratch));       /* skip_connection */
-  else
-    RUN(gpu_copy(g, x, y));
-  RUN(op_conv2d(g, &h2, &b->out_conv_w, &b->out_conv_b, y, 3, 1, 1, true, &r->scratch)); /* y += out_layers 3 */
-  act_reset(&r->T, mark);
-  return STATUS_OK;
-}
+#define RUN(call) WORKSPACE_RECORD(&r->T, call)
 
 static enum status attention_block(struct run *r, const struct gpu_tensor *h, const struct gpu_tensor *kv_src,
                                    const struct gpu_tensor *wq, const struct gpu_tensor *wk, const struct gpu_tensor *wv,
@@ -417,17 +333,17 @@ static enum status attention_block(struct run *r, const struct gpu_tensor *h, co
   struct gpu *g = r->u->g;
   int64_t N = h->shape[0], P = h->shape[1], C = h->shape[2], Tk = kv_src->shape[1];
   enum status s;
-  VkDeviceSize mark = act_mark(&r->T);
+  VkDeviceSize mark = workspace_mark(&r->T);
   struct gpu_tensor q, k, v, a;
-  if ((s = act_alloc(&r->T, DT_F32, 3, (int64_t[]){N, P, C}, &q)) || (s = act_alloc(&r->T, DT_F32, 3, (int64_t[]){N, Tk, C}, &k)) ||
-      (s = act_alloc(&r->T, DT_F32, 3, (int64_t[]){N, Tk, C}, &v)) || (s = act_alloc(&r->T, DT_F32, 3, (int64_t[]){N, P, C}, &a)))
+  if ((s = workspace_alloc(&r->T, DT_F32, 3, (int64_t[]){N, P, C}, &q)) || (s = workspace_alloc(&r->T, DT_F32, 3, (int64_t[]){N, Tk, C}, &k)) ||
+      (s = workspace_alloc(&r->T, DT_F32, 3, (int64_t[]){N, Tk, C}, &v)) || (s = workspace_alloc(&r->T, DT_F32, 3, (int64_t[]){N, P, C}, &a)))
     return s;
   RUN(op_linear(g, h, wq, NULL, &q, ACT_NONE));
   RUN(op_linear(g, kv_src, wk, NULL, &k, ACT_NONE));
   RUN(op_linear(g, kv_src, wv, NULL, &v, ACT_NONE));
   RUN(op_attention(g, &q, &k, &v, &a, heads, false, 1.0f / sqrtf((float)(C / heads))));
   RUN(op_linear_residual(g, &a, wo, bo, t)); /* t += to_out(attention) */
-  act_reset(&r->T, mark);
+  workspace_reset(&r->T, mark);
   return STATUS_OK;
 }
 
@@ -437,13 +353,13 @@ static enum status st_forward(struct run *r, const struct layer *L, struct gpu_t
   int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], P = H * W;
   int64_t Cp = conv_weight_cols(C, 1);
   enum status s;
-  VkDeviceSize mark = act_mark(&r->T);
+  VkDeviceSize mark = workspace_mark(&r->T);
   struct gpu_tensor hn, t, h, f, gg, col;
-  if ((s = act_alloc(&r->T, DT_F32, 4, (int64_t[]){N, C, H, W}, &hn)) ||
-      (s = act_alloc(&r->T, DT_F32, 3, (int64_t[]){N, P, C}, &t)) || (s = act_alloc(&r->T, DT_F32, 3, (int64_t[]){N, P, C}, &h)) ||
-      (s = act_alloc(&r->T, DT_F32, 3, (int64_t[]){N, P, 2 * st->ff_inner}, &f)) ||
-      (s = act_alloc(&r->T, DT_F32, 3, (int64_t[]){N, P, st->ff_inner}, &gg)) ||
-      (s = act_alloc(&r->T, DT_F32, 2, (int64_t[]){P, Cp}, &col)))
+  if ((s = workspace_alloc(&r->T, DT_F32, 4, (int64_t[]){N, C, H, W}, &hn)) ||
+      (s = workspace_alloc(&r->T, DT_F32, 3, (int64_t[]){N, P, C}, &t)) || (s = workspace_alloc(&r->T, DT_F32, 3, (int64_t[]){N, P, C}, &h)) ||
+      (s = workspace_alloc(&r->T, DT_F32, 3, (int64_t[]){N, P, 2 * st->ff_inner}, &f)) ||
+      (s = workspace_alloc(&r->T, DT_F32, 3, (int64_t[]){N, P, st->ff_inner}, &gg)) ||
+      (s = workspace_alloc(&r->T, DT_F32, 2, (int64_t[]){P, Cp}, &col)))
     return s;
   RUN(op_group_norm(g, x, &st->norm_w, &st->norm_b, &hn, GN_GROUPS, 1e-6f, false)); /* norm */
   for (int64_t n = 0; n < N; n++) { /* proj_in: the 1x1 convolution, written as tokens [P, C] */
@@ -464,7 +380,7 @@ static enum status st_forward(struct run *r, const struct layer *L, struct gpu_t
     RUN(op_linear_residual(g, &gg, &b->ff2_w, &b->ff2_b, &t));  /* t += ff.net.2 */
   }
   RUN(op_matmul_nchw(g, &st->proj_out_w, &t, &st->proj_out_b, x, true)); /* x += proj_out(t) */
-  act_reset(&r->T, mark);
+  workspace_reset(&r->T, mark);
   return STATUS_OK;
 }
 
@@ -478,44 +394,29 @@ static enum status layer_forward(struct run *r, const struct layer *L, struct gp
   case L_ST:
     return st_forward(r, L, h);
   case L_RES:
-    if ((s = act_alloc(&r->P, DT_F32, 4, (int64_t[]){N, L->cout, H, W}, &y))) return s;
-    if ((s = res_forward(r, L, h, &y))) return s;
+    if ((s = workspace_alloc(&r->P, DT_F32, 4, (int64_t[]){N, L->cout, H, W}, &y))) return s;
+    if ((s = resnet_forward(g, &r->T, L->res, h, &r->semb, &y, &r->scratch))) return s;
     break;
   case L_CONV:
-    if ((s = act_alloc(&r->P, DT_F32, 4, (int64_t[]){N, L->cout, H, W}, &y))) return s;
+    if ((s = workspace_alloc(&r->P, DT_F32, 4, (int64_t[]){N, L->cout, H, W}, &y))) return s;
     RUN(op_conv2d(g, h, &L->w, &L->b, &y, 3, 1, 1, false, &r->scratch));
     break;
   case L_DOWN:
-    if ((s = act_alloc(&r->P, DT_F32, 4, (int64_t[]){N, L->cout, (H + 1) / 2, (W + 1) / 2}, &y))) return s;
+    if ((s = workspace_alloc(&r->P, DT_F32, 4, (int64_t[]){N, L->cout, (H + 1) / 2, (W + 1) / 2}, &y))) return s;
     RUN(op_conv2d(g, h, &L->w, &L->b, &y, 3, 2, 1, false, &r->scratch));
     break;
   case L_UP: {
-    VkDeviceSize mark = act_mark(&r->T);
-    if ((s = act_alloc(&r->T, DT_F32, 4, (int64_t[]){N, L->cin, 2 * H, 2 * W}, &up)) ||
-        (s = act_alloc(&r->P, DT_F32, 4, (int64_t[]){N, L->cout, 2 * H, 2 * W}, &y)))
+    VkDeviceSize mark = workspace_mark(&r->T);
+    if ((s = workspace_alloc(&r->T, DT_F32, 4, (int64_t[]){N, L->cin, 2 * H, 2 * W}, &up)) ||
+        (s = workspace_alloc(&r->P, DT_F32, 4, (int64_t[]){N, L->cout, 2 * H, 2 * W}, &y)))
       return s;
     RUN(op_upsample2x(g, h, &up));
     RUN(op_conv2d(g, &up, &L->w, &L->b, &y, 3, 1, 1, false, &r->scratch));
-    act_reset(&r->T, mark);
+    workspace_reset(&r->T, mark);
     break;
   }
   }
   *h = y;
-  return STATUS_OK;
-}
-
-struct traced {
-  struct gpu_tensor t;
-  float *dst;
-};
-
-static enum status trace_copy(struct run *r, const struct gpu_tensor *src, float *dst, struct traced *list, int *n) {
-  if (!dst) return STATUS_OK;
-  enum status s = act_alloc(&r->P, DT_F32, src->ndim, src->shape, &list[*n].t);
-  if (s) return s;
-  list[*n].dst = dst;
-  if (!r->P.measure && (s = gpu_copy(r->u->g, src, &list[*n].t))) return s;
-  (*n)++;
   return STATUS_OK;
 }
 
@@ -528,60 +429,60 @@ static enum status alloc_io(struct run *r, int H, int W, int64_t scratch, struct
   const struct unet_info *in = &r->u->info;
   int64_t N = r->N;
   enum status s;
-  if ((s = act_alloc(&r->P, DT_F32, 4, (int64_t[]){N, in->in_channels, H, W}, &io->x)) ||
-      (s = act_alloc(&r->P, DT_F32, 1, (int64_t[]){N}, &io->t)) ||
-      (s = act_alloc(&r->P, DT_F32, 3, (int64_t[]){N, r->ctx_len, in->context_dim}, &r->context)) ||
-      (s = act_alloc(&r->P, DT_F32, 4, (int64_t[]){N, in->out_channels, H, W}, &io->eps)) ||
-      (s = act_alloc(&r->P, DT_F32, 1, (int64_t[]){scratch}, &r->scratch)))
+  if ((s = workspace_alloc(&r->P, DT_F32, 4, (int64_t[]){N, in->in_channels, H, W}, &io->x)) ||
+      (s = workspace_alloc(&r->P, DT_F32, 1, (int64_t[]){N}, &io->t)) ||
+      (s = workspace_alloc(&r->P, DT_F32, 3, (int64_t[]){N, r->ctx_len, in->context_dim}, &r->context)) ||
+      (s = workspace_alloc(&r->P, DT_F32, 4, (int64_t[]){N, in->out_channels, H, W}, &io->eps)) ||
+      (s = workspace_alloc(&r->P, DT_F32, 1, (int64_t[]){scratch}, &r->scratch)))
     return s;
   return STATUS_OK;
 }
 
 /* The whole network; while measuring, only the allocations happen. */
-static enum status walk(struct run *r, struct io *io, struct unet_trace *tr, struct traced *traced, int *n_traced) {
+static enum status walk(struct run *r, struct io *io, struct unet_trace *tr, struct workspace_trace *traced, int *n_traced) {
   struct unet *u = r->u;
   struct gpu *g = u->g;
   const struct unet_info *in = &u->info;
   int64_t N = r->N;
   enum status s;
   struct gpu_tensor temb, e1, emb, hs[32], h, hn;
-  if ((s = act_alloc(&r->P, DT_F32, 2, (int64_t[]){N, in->model_channels}, &temb)) ||
-      (s = act_alloc(&r->P, DT_F32, 2, (int64_t[]){N, in->temb_dim}, &e1)) ||
-      (s = act_alloc(&r->P, DT_F32, 2, (int64_t[]){N, in->temb_dim}, &emb)) ||
-      (s = act_alloc(&r->P, DT_F32, 2, (int64_t[]){N, in->temb_dim}, &r->semb)))
+  if ((s = workspace_alloc(&r->P, DT_F32, 2, (int64_t[]){N, in->model_channels}, &temb)) ||
+      (s = workspace_alloc(&r->P, DT_F32, 2, (int64_t[]){N, in->temb_dim}, &e1)) ||
+      (s = workspace_alloc(&r->P, DT_F32, 2, (int64_t[]){N, in->temb_dim}, &emb)) ||
+      (s = workspace_alloc(&r->P, DT_F32, 2, (int64_t[]){N, in->temb_dim}, &r->semb)))
     return s;
   RUN(op_timestep_embedding(g, &io->t, &temb, 10000.0f));            /* [N, model_channels] */
   RUN(op_linear(g, &temb, &u->te0_w, &u->te0_b, &e1, ACT_SILU));     /* time_embed.0 + SiLU */
   RUN(op_linear(g, &e1, &u->te2_w, &u->te2_b, &emb, ACT_NONE));      /* time_embed.2 */
   RUN(op_activation(g, &emb, &r->semb, ACT_SILU));                   /* every emb_layers starts with SiLU */
-  if ((s = trace_copy(r, &temb, tr ? tr->t_emb : NULL, traced, n_traced))) return s;
-  if ((s = trace_copy(r, &emb, tr ? tr->emb : NULL, traced, n_traced))) return s;
+  if ((s = workspace_trace_copy(&r->P, &temb, tr ? tr->t_emb : NULL, traced, n_traced))) return s;
+  if ((s = workspace_trace_copy(&r->P, &emb, tr ? tr->emb : NULL, traced, n_traced))) return s;
   h = io->x;
   for (int i = 0; i < in->n_input; i++) {
     for (int j = 0; j < u->input[i].n; j++)
       if ((s = layer_forward(r, &u->input[i].l[j], &h))) return s;
     hs[i] = h;
-    if ((s = trace_copy(r, &h, tr ? tr->input[i] : NULL, traced, n_traced))) return s;
+    if ((s = workspace_trace_copy(&r->P, &h, tr ? tr->input[i] : NULL, traced, n_traced))) return s;
   }
   for (int j = 0; j < u->middle.n; j++)
     if ((s = layer_forward(r, &u->middle.l[j], &h))) return s;
-  if ((s = trace_copy(r, &h, tr ? tr->middle : NULL, traced, n_traced))) return s;
+  if ((s = workspace_trace_copy(&r->P, &h, tr ? tr->middle : NULL, traced, n_traced))) return s;
   for (int i = 0; i < in->n_output; i++) {
     const struct gpu_tensor *skip = &hs[in->n_input - 1 - i];
     struct gpu_tensor cat;
-    if ((s = act_alloc(&r->P, DT_F32, 4, (int64_t[]){N, h.shape[1] + skip->shape[1], h.shape[2], h.shape[3]}, &cat)))
+    if ((s = workspace_alloc(&r->P, DT_F32, 4, (int64_t[]){N, h.shape[1] + skip->shape[1], h.shape[2], h.shape[3]}, &cat)))
       return s;
     RUN(op_concat(g, &h, skip, &cat)); /* cat([h, skip], dim=1) */
     h = cat;
     for (int j = 0; j < u->output[i].n; j++)
       if ((s = layer_forward(r, &u->output[i].l[j], &h))) return s;
-    if ((s = trace_copy(r, &h, tr ? tr->output[i] : NULL, traced, n_traced))) return s;
+    if ((s = workspace_trace_copy(&r->P, &h, tr ? tr->output[i] : NULL, traced, n_traced))) return s;
   }
-  VkDeviceSize mark = act_mark(&r->T);
-  if ((s = act_alloc(&r->T, DT_F32, 4, h.shape, &hn))) return s;
+  VkDeviceSize mark = workspace_mark(&r->T);
+  if ((s = workspace_alloc(&r->T, DT_F32, 4, h.shape, &hn))) return s;
   RUN(op_group_norm(g, &h, &u->out_norm_w, &u->out_norm_b, &hn, GN_GROUPS, 1e-5f, true)); /* out.0-1 */
   RUN(op_conv2d(g, &hn, &u->out_conv_w, &u->out_conv_b, &io->eps, 3, 1, 1, false, &r->scratch)); /* out.2 */
-  act_reset(&r->T, mark);
+  workspace_reset(&r->T, mark);
   return STATUS_OK;
 }
 
@@ -615,13 +516,13 @@ enum status unet_forward(struct unet *u, const float *x, const float *t, const f
   /* scratch for convolution patches: the largest layer, capped at 32 MiB (convolutions chunk) */
   int64_t scratch = (int64_t)H * W * conv_weight_cols(4 * in->model_channels, 3);
   if (scratch > (8 << 20)) scratch = 8 << 20;
-  struct traced traced[80];
+  struct workspace_trace traced[80];
   int n_traced = 0;
   struct io io;
   /* pass 1: measure */
   struct run r = {.u = u, .N = N, .ctx_len = T};
-  r.P = (struct act){.g = u->g, .measure = true};
-  r.T = (struct act){.g = u->g, .measure = true};
+  r.P = (struct workspace){.g = u->g, .measure = true};
+  r.T = (struct workspace){.g = u->g, .measure = true};
   s = alloc_io(&r, H, W, scratch, &io);
   if (!s) s = walk(&r, &io, trace, traced, &n_traced);
   if (s) return s;
@@ -629,10 +530,10 @@ enum status unet_forward(struct unet *u, const float *x, const float *t, const f
   /* pass 2: record and run */
   n_traced = 0;
   r = (struct run){.u = u, .N = N, .ctx_len = T};
-  r.P = (struct act){.g = u->g};
-  r.T = (struct act){.g = u->g};
-  if ((s = act_prepare(&r.P, &u->persist, pbytes, "U-Net activations")) ||
-      (s = act_prepare(&r.T, &u->temps, tbytes ? tbytes : 64, "U-Net temporaries")))
+  r.P = (struct workspace){.g = u->g};
+  r.T = (struct workspace){.g = u->g};
+  if ((s = workspace_prepare(&r.P, &u->persist, pbytes, "U-Net activations")) ||
+      (s = workspace_prepare(&r.T, &u->temps, tbytes ? tbytes : 64, "U-Net temporaries")))
     return s;
   u->act_bytes = pbytes + tbytes;
   if ((s = alloc_io(&r, H, W, scratch, &io))) return s;

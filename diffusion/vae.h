@@ -48,5 +48,7 @@ struct vae_trace {
 enum status vae_decode_traced(struct vae *v, const float *latent, int N, int h, int w, float *image,
                               struct vae_trace *trace);
 double vae_gflop(const struct vae *v, int N, int h, int w);
+/* image [3, H, W] in [-1, 1] -> 8-bit H x W x 3: clamp(floor((v + 1) * 127.5 + 0.5), 0, 255) */
+void image_to_u8(const float *image, int H, int W, unsigned char *out);
 
 #endif

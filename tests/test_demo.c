@@ -24,7 +24,7 @@
 #include <stb_image_write.h>
 
 #include "clip_vision.h"
-#include "image.h"
+#include "clip_image.h"
 #include "safetensors.h"
 #include "scenes.h"
 #include "test.h"

@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "checkpoint.h"
-#include "prompt_file.h"
+#include "job_file.h"
 #include "test.h"
 
 static char dir[256], out[16384], base[2048];
@@ -46,14 +46,14 @@ static int count_png(const char *d) {
   return n;
 }
 
-/* prompt_file_load on a text: the first job's error must contain needle */
+/* job_file_load on a text: the first job's error must contain needle */
 static void bad_file(const char *label, const char *name, const char *text, const char *needle) {
   write_text(name, text);
   char path[512];
   snprintf(path, sizeof path, "%s/%s", dir, name);
   struct job *jobs = NULL;
   int n = 0;
-  enum status s = prompt_file_load(path, NULL, &jobs, &n);
+  enum status s = job_file_load(path, NULL, &jobs, &n);
   int bad = 0; /* the first invalid job */
   while (!s && bad + 1 < n && !jobs[bad].error[0]) bad++;
   const char *msg = s ? status_message() : n ? jobs[bad].error : "";
@@ -83,7 +83,7 @@ static void test_prompt_files(void) {
   snprintf(path, sizeof path, "%s/m.txt", dir);
   struct job *jobs = NULL;
   int n = 0;
-  CHECK_OK(prompt_file_load(path, NULL, &jobs, &n));
+  CHECK_OK(job_file_load(path, NULL, &jobs, &n));
   CHECK(n == 2 && !strcmp(jobs[0].prompt, "a red circle") && !strcmp(jobs[1].prompt, "a blue square"));
   CHECK(n == 2 && strstr(jobs[1].where, "line 4"));
   for (int i = 0; i < n; i++) job_free(&jobs[i]);
@@ -93,7 +93,7 @@ static void test_prompt_files(void) {
   snprintf(path, sizeof path, "%s/o.json", dir);
   struct job_overrides ov = {.has_steps = true};
   ov.values.steps = 9;
-  CHECK_OK(prompt_file_load(path, &ov, &jobs, &n));
+  CHECK_OK(job_file_load(path, &ov, &jobs, &n));
   CHECK(n == 1 && jobs[0].steps == 9 && jobs[0].cfg_scale == 2 && !jobs[0].error[0]);
   job_free(&jobs[0]);
   free(jobs);

@@ -8,7 +8,7 @@
 
 #include "checkpoint.h"
 #include "clip_vision.h"
-#include "image.h"
+#include "clip_image.h"
 #include "textenc.h"
 #include "zeroshot.h"
 #include "test.h"

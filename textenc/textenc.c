@@ -6,7 +6,7 @@
 #include "clip_text.h"
 #include "clip_vision.h"
 #include "gpu.h"
-#include "model_config.h"
+#include "clip_config.h"
 #include "prompt.h"
 #include "push.h"
 #include "safetensors.h"
@@ -51,17 +51,17 @@ int textenc_create(const struct textenc_options *opt, struct textenc **out) {
   te->clip_skip = opt->clip_skip > 0 ? opt->clip_skip : 1;
   te->literal = opt->literal;
   char weights[4096], beside[4200];
-  enum status s = model_find_text_encoder(opt->model_path, weights, sizeof weights, beside, sizeof beside);
+  enum status s = clip_find_text_encoder(opt->model_path, weights, sizeof weights, beside, sizeof beside);
   if (s) goto fail;
   struct clip_text_options co = {.fp16 = opt->precision == TEXTENC_FP16, .act = -1, .prefix = opt->prefix};
   if (opt->hidden_act) {
-    co.act = model_parse_act(opt->hidden_act);
+    co.act = clip_parse_act(opt->hidden_act);
     if (co.act < 0) {
       s = status_set(STATUS_INVALID_ARGUMENT, "hidden activation '%s': expected gelu or quick_gelu", opt->hidden_act);
       goto fail;
     }
   }
-  if ((s = model_text_config(opt->config_path, beside, &co, te->note, sizeof te->note))) goto fail;
+  if ((s = clip_config_text(opt->config_path, beside, &co, te->note, sizeof te->note))) goto fail;
   if ((s = safetensors_open(weights, &te->st))) goto fail;
   if (opt->device) {
     te->gpu = opt->device;
@@ -252,7 +252,7 @@ int textenc_vision_create(const struct textenc_options *opt, struct textenc_visi
   struct textenc_vision *tv = calloc(1, sizeof *tv);
   if (!tv) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
   int heads = 0;
-  enum status s = model_vision_heads(opt->config_path, &heads);
+  enum status s = clip_vision_heads(opt->config_path, &heads);
   if (!s) s = safetensors_open(opt->model_path, &tv->st);
   if (!s) {
     if (opt->device) {

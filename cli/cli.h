@@ -1,0 +1,59 @@
+/* The vkdiffusion command line: one function per subcommand, option helpers. */
+#ifndef VKD_CLI_H
+#define VKD_CLI_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "gpu.h"
+#include "safetensors.h"
+#include "vae.h"
+
+struct command {
+  const char *name;
+  const char *summary;
+  int (*run)(int argc, char **argv); /* argv[0] is the subcommand name */
+};
+
+int cmd_devices(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_encode(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_unet(int argc, char **argv);
+int cmd_decode(int argc, char **argv);
+int cmd_classify(int argc, char **argv);
+int cmd_embed_image(int argc, char **argv);
+
+/* Option parsing: argv[*i] is the option; its value is argv[*i + 1] (advances *i).
+ * Prints an error and returns NULL when the value is missing. */
+const char *cli_value(int argc, char **argv, int *i);
+bool cli_int(const char *opt, const char *s, long lo, long hi, long *out);
+bool cli_is_help(const char *a);
+/* Prints "vkdiffusion <cmd>: <message>" for a failed library call; returns 1. */
+int cli_fail(const char *cmd, const char *what);
+/* The gpu for a command: --device (index, -1 for default). Prints errors. */
+struct gpu *cli_gpu(const char *cmd, int device);
+/* The model when --model is absent: $VKDIFFUSION_MODEL, else the demo model (models/demo/demo.safetensors)
+ * installed beside the executable (<exe>/../share/vkdiffusion), in the source tree it was built from,
+ * or in the configured install folder. NULL after printing where it looked. */
+const char *cli_default_model(const char *cmd);
+/* Validation messages seen: printed, and turned into a failing exit code; destroys g. */
+int cli_finish_gpu(struct gpu *g, int rc);
+/* The same without destroying g (a device owned by a model): the profile and validation count. */
+int cli_report_gpu(struct gpu *g, int rc);
+
+/* Options of the networks-one-at-a-time commands (unet, decode): --model, --in, -o, --config,
+ * --precision, --device, --vae-tiling. Returns -1 to go on, else the exit code (help: 0). */
+struct part_opts {
+  const char *model, *in, *out, *config;
+  bool fp16;
+  int device;
+  enum vae_tiling tiling;
+};
+int cli_parse_part(int argc, char **argv, struct part_opts *o, const char *usage);
+/* The f32 values of tensor `name` (ndim dimensions, 0: any) of an input file; NULL after printing. */
+float *cli_read_input(struct safetensors *st, const char *name, int ndim, const struct st_tensor **t);
+
+#endif

@@ -1,0 +1,143 @@
+#define _DEFAULT_SOURCE /* readlink */
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "safetensors.h"
+
+const char *cli_value(int argc, char **argv, int *i) {
+  if (*i + 1 >= argc) {
+    fprintf(stderr, "vkdiffusion %s: option %s needs a value\n", argv[0], argv[*i]);
+    return NULL;
+  }
+  return argv[++*i];
+}
+
+bool cli_int(const char *opt, const char *s, long lo, long hi, long *out) {
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (errno || end == s || *end || v < lo || v > hi) {
+    fprintf(stderr, "vkdiffusion: %s expects an integer from %ld to %ld, got '%s'\n", opt, lo, hi, s);
+    return false;
+  }
+  *out = v;
+  return true;
+}
+
+bool cli_is_help(const char *a) { return !strcmp(a, "--help") || !strcmp(a, "-h"); }
+
+int cli_fail(const char *cmd, const char *what) {
+  if (what)
+    fprintf(stderr, "vkdiffusion %s: %s: %s\n", cmd, what, status_message());
+  else
+    fprintf(stderr, "vkdiffusion %s: %s\n", cmd, status_message());
+  return 1;
+}
+
+struct gpu *cli_gpu(const char *cmd, int device) {
+  struct gpu *g = NULL;
+  struct gpu_options o = {.device_index = device, .validation = -1, .profile = -1};
+  if (gpu_create(&o, &g)) {
+    cli_fail(cmd, NULL);
+    return NULL;
+  }
+  return g;
+}
+
+int cli_report_gpu(struct gpu *g, int rc) {
+  if (!g) return rc;
+  if (gpu_profiling(g)) gpu_profile_print(g, stderr);
+  const char *last;
+  int n = gpu_validation_count(g, &last);
+  if (n) {
+    fprintf(stderr, "vkdiffusion: %d Vulkan validation message(s); last: %s\n", n, last ? last : "?");
+    return rc ? rc : 1;
+  }
+  return rc;
+}
+
+int cli_finish_gpu(struct gpu *g, int rc) {
+  rc = cli_report_gpu(g, rc);
+  gpu_destroy(g);
+  return rc;
+}
+
+/* models/demo/demo.safetensors under a data folder, if readable */
+static bool demo_in(const char *dir, char *buf, size_t n, char *looked, size_t *lo, size_t ln) {
+  snprintf(buf, n, "%s/models/demo/demo.safetensors", dir);
+  if (access(buf, R_OK) == 0) return true;
+  *lo += (size_t)snprintf(looked + *lo, *lo < ln ? ln - *lo : 0, "%s%s", *lo ? ", " : "", buf);
+  return false;
+}
+
+const char *cli_default_model(const char *cmd) {
+  static char path[PATH_MAX + 64];
+  char looked[4 * PATH_MAX], exe[PATH_MAX], dir[PATH_MAX + 32];
+  size_t lo = 0;
+  const char *env = getenv("VKDIFFUSION_MODEL");
+  if (env && *env) return env;
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) { /* an installed binary: <prefix>/bin/vkdiffusion -> <prefix>/share/vkdiffusion */
+    exe[n] = 0;
+    char *slash = strrchr(exe, '/');
+    if (slash) *slash = 0;
+    snprintf(dir, sizeof dir, "%s/../share/vkdiffusion", exe);
+    if (demo_in(dir, path, sizeof path, looked, &lo, sizeof looked)) return path;
+  }
+#ifdef VKD_SOURCE_DIR /* the source tree this binary was built from */
+  if (demo_in(VKD_SOURCE_DIR, path, sizeof path, looked, &lo, sizeof looked)) return path;
+#endif
+#ifdef VKD_DATADIR
+  if (demo_in(VKD_DATADIR, path, sizeof path, looked, &lo, sizeof looked)) return path;
+#endif
+  fprintf(stderr, "vkdiffusion %s: no --model given and no default model found ($VKDIFFUSION_MODEL unset; looked in: %s)\n",
+          cmd, lo ? looked : "nowhere");
+  return NULL;
+}
+
+/* --- the networks-one-at-a-time commands (unet, decode) --- */
+
+int cli_parse_part(int argc, char **argv, struct part_opts *o, const char *usage) {
+  *o = (struct part_opts){.fp16 = true, .device = -1, .tiling = VAE_TILING_AUTO};
+  long v;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *val;
+    if (cli_is_help(a)) {
+      printf("%s", usage);
+      return 0;
+    }
+    if (!(val = cli_value(argc, argv, &i))) return 2;
+    if (!strcmp(a, "--model")) o->model = val;
+    else if (!strcmp(a, "--in")) o->in = val;
+    else if (!strcmp(a, "-o") || !strcmp(a, "--output")) o->out = val;
+    else if (!strcmp(a, "--config")) o->config = val;
+    else if (!strcmp(a, "--precision") && (!strcmp(val, "fp16") || !strcmp(val, "fp32"))) o->fp16 = !strcmp(val, "fp16");
+    else if (!strcmp(a, "--device") && cli_int(a, val, 0, 64, &v)) o->device = (int)v;
+    else if (!strcmp(a, "--vae-tiling") && (!strcmp(val, "auto") || !strcmp(val, "on") || !strcmp(val, "off")))
+      o->tiling = !strcmp(val, "on") ? VAE_TILING_ON : !strcmp(val, "off") ? VAE_TILING_OFF : VAE_TILING_AUTO;
+    else {
+      fprintf(stderr, "vkdiffusion %s: bad option '%s %s' (see --help)\n", argv[0], a, val);
+      return 2;
+    }
+  }
+  if (!o->model || !o->in || !o->out) {
+    fprintf(stderr, "vkdiffusion %s: --model, --in and -o are required (see --help)\n", argv[0]);
+    return 2;
+  }
+  return -1;
+}
+
+float *cli_read_input(struct safetensors *st, const char *name, int ndim, const struct st_tensor **t) {
+  *t = safetensors_find(st, name);
+  if (!*t || (ndim && (*t)->ndim != ndim)) {
+    fprintf(stderr, "vkdiffusion: %s: needs a %d-D tensor '%s'\n", safetensors_path(st), ndim, name);
+    return NULL;
+  }
+  float *v = malloc((size_t)(*t)->numel * sizeof *v + 4);
+  if (v) safetensors_read_f32(st, *t, v);
+  return v;
+}

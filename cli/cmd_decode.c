@@ -1,0 +1,71 @@
+/* vkdiffusion decode: the VAE decoder alone, latent file in, PNGs or an image tensor out. */
+#define _POSIX_C_SOURCE 200809L
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "png.h"
+#include "vae.h"
+
+static bool ends_with(const char *s, const char *suffix) {
+  size_t a = strlen(s), b = strlen(suffix);
+  return a >= b && !strcmp(s + a - b, suffix);
+}
+
+int cmd_decode(int argc, char **argv) {
+  struct part_opts o;
+  int rc = cli_parse_part(argc, argv, &o,
+                 "usage: vkdiffusion decode --model CKPT --in LATENT.safetensors (-o OUT.png | -o OUT.safetensors)\n"
+                 "                          [--precision fp16|fp32] [--vae-tiling auto|on|off] [--device N]\n\n"
+                 "LATENT holds latent [N,4,h,w] as the sampler leaves it (scaled: divided by 0.18215 here).\n"
+                 "A .png output writes one PNG per image (OUT-i.png when N > 1); a .safetensors output gets\n"
+                 "image [N,3,H,W] in about [-1,1].\n");
+  if (rc >= 0) return rc;
+  struct safetensors *in = NULL, *ck = NULL;
+  struct gpu *g = NULL;
+  struct vae *v = NULL;
+  float *lat = NULL, *img = NULL;
+  unsigned char *u8 = NULL;
+  const struct st_tensor *lt;
+  rc = 1;
+  if (safetensors_open(o.in, &in)) {
+    cli_fail("decode", NULL);
+    goto done;
+  }
+  if (!(lat = cli_read_input(in, "latent", 4, &lt))) goto done;
+  if (safetensors_open(o.model, &ck) || !(g = cli_gpu("decode", o.device)) ||
+      vae_load(g, ck, &(struct vae_options){.fp16 = o.fp16}, &v)) {
+    if (g || !ck) cli_fail("decode", NULL);
+    goto done;
+  }
+  int N = (int)lt->shape[0], h = (int)lt->shape[2], w = (int)lt->shape[3], f = vae_factor(v), H = f * h, W = f * w;
+  img = malloc((size_t)N * 3 * H * W * sizeof *img);
+  if (!img || vae_decode(v, lat, N, h, w, o.tiling, img)) {
+    cli_fail("decode", NULL);
+    goto done;
+  }
+  if (ends_with(o.out, ".png")) {
+    u8 = malloc((size_t)H * W * 3);
+    rc = 0;
+    for (int n = 0; n < N && !rc; n++) {
+      char path[4096];
+      if (N == 1) snprintf(path, sizeof path, "%s", o.out);
+      else snprintf(path, sizeof path, "%.*s-%d.png", (int)(strlen(o.out) - 4), o.out, n);
+      image_to_u8(img + (size_t)n * 3 * H * W, H, W, u8);
+      if (png_write(path, u8, W, H, NULL)) rc = cli_fail("decode", NULL);
+    }
+  } else {
+    struct st_writer *wr;
+    if (!st_writer_create(&wr)) {
+      st_writer_add(wr, "image", ST_F32, 4, (int64_t[]){N, 3, H, W}, img);
+      rc = st_writer_finish(wr, o.out) ? cli_fail("decode", NULL) : 0;
+      st_writer_destroy(wr);
+    }
+  }
+done:
+  free(lat), free(img), free(u8);
+  vae_destroy(v);
+  safetensors_close(ck);
+  safetensors_close(in);
+  return cli_finish_gpu(g, rc);
+}

@@ -1,0 +1,428 @@
+/* vkdiffusion generate: prompt files in, PNGs out (the main job). */
+#define _POSIX_C_SOURCE 200809L
+#include <ctype.h>
+#include <math.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "clip_image.h"
+#include "job_file.h"
+#include "png.h"
+#include "progress.h"
+#include "sd_model.h"
+#include "zeroshot.h"
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: vkdiffusion generate [--model CKPT] [--tokenizer PATH] [--config FILE] [overrides...] [-o OUTDIR]\n"
+          "                            (PROMPT_FILE... | --prompt TEXT)\n\n"
+          "Generates a PNG per image of every job. Prompt files: a JSON object (one job), an array of jobs,\n"
+          "JSON Lines, or .txt (one prompt a line, # comments). Job fields (and their overriding flags):\n"
+          "  prompt, negative_prompt (--negative-prompt), seed (--seed; -1 random), steps (--steps, 20),\n"
+          "  cfg_scale (--cfg-scale, 7), width/height (--width/--height, multiples of 8; 512, or the checkpoint's\n"
+          "  modelspec.resolution metadata),\n"
+          "  sampler (--sampler euler|euler_a|ddim|dpmpp_2m; euler_a), schedule (--schedule discrete|karras),\n"
+          "  clip_skip (--clip-skip, 1), batch_count (--batch-count, 1),\n"
+          "  output (--output; a file name pattern with {index}, {seed}, {prompt}; \"{index}-{seed}.png\").\n"
+          "Other options: --precision fp16|fp32, --device N, --vae-tiling auto|on|off, --literal (no prompt\n"
+          "syntax), --noise FILE (noise [N,4,h,w], ancestral_noise [steps,N,4,h,w]: replaces the RNG),\n"
+          "--save-latents FILE (latents [steps,N,4,h,w]: every step of the N images of the job, the last job),\n"
+          "--rng cpu, --quiet, --progress,\n"
+          "--score-with CLIP_MODEL [--score-config FILE]: the CLIP score (100 x cosine of image and prompt\n"
+          "embeddings) of every image, on stderr and in the PNG's parameters.\n"
+          "The PNG carries the settings in AUTOMATIC1111's `parameters` text (vkdiffusion info IMAGE.png).\n"
+          "Without --model: $VKDIFFUSION_MODEL, else the demo model (models/demo, installed with vkdiffusion).\n"
+          "Exit status: 0 when every job succeeded; 1 otherwise (the other jobs still run).\n");
+}
+
+/* {index} {seed} {prompt} in a file-name pattern */
+static void expand_name(const char *pattern, int index, uint64_t seed, const char *prompt, char *out, size_t n) {
+  size_t o = 0;
+  for (const char *p = pattern; *p && o + 1 < n;) {
+    if (!strncmp(p, "{index}", 7)) {
+      o += (size_t)snprintf(out + o, n - o, "%05d", index);
+      p += 7;
+    } else if (!strncmp(p, "{seed}", 6)) {
+      o += (size_t)snprintf(out + o, n - o, "%llu", (unsigned long long)seed);
+      p += 6;
+    } else if (!strncmp(p, "{prompt}", 8)) { /* slug: lower-case letters and digits, '-' between words */
+      int k = 0;
+      bool dash = false;
+      for (const char *q = prompt; *q && k < 48 && o + 1 < n; q++) {
+        unsigned char ch = (unsigned char)*q;
+        if (isalnum(ch)) {
+          if (dash && k) out[o++] = '-', k++;
+          out[o++] = (char)tolower(ch);
+          k++;
+          dash = false;
+        } else {
+          dash = true;
+        }
+      }
+      p += 8;
+    } else {
+      out[o++] = *p == '/' ? '_' : *p;
+      p++;
+    }
+    if (o >= n) o = n - 1;
+  }
+  out[o] = 0;
+}
+
+static uint64_t random_seed(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  uint64_t x = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^ ((uint64_t)getpid() << 40);
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdull;
+  x ^= x >> 33;
+  return x & 0xffffffffu;
+}
+
+struct opts {
+  const char *outdir, *noise_file, *latents_file, *score_model, *score_config, *model_name;
+  bool quiet, progress;
+  enum sd_vae_tiling tiling;
+  struct zeroshot *scorer; /* --score-with: CLIP score = 100 * cos(image, prompt) of each image */
+};
+
+/* AUTOMATIC1111's parameters text of a generated image (malloc'd) */
+static char *parameters_text(const struct job *j, uint64_t seed, const char *model) {
+  size_t n = strlen(j->prompt) + (j->negative_prompt ? strlen(j->negative_prompt) : 0) + strlen(model) + 512;
+  char *t = malloc(n);
+  if (!t) return NULL;
+  size_t o = (size_t)snprintf(t, n, "%s\n", j->prompt);
+  if (j->negative_prompt && j->negative_prompt[0]) o += (size_t)snprintf(t + o, n - o, "Negative prompt: %s\n", j->negative_prompt);
+  o += (size_t)snprintf(t + o, n - o, "Steps: %d, Sampler: %s, ", j->steps, sampler_a1111_name(j->sampler, SCHEDULE_DISCRETE));
+  if (j->schedule == SCHEDULE_KARRAS) o += (size_t)snprintf(t + o, n - o, "Schedule type: Karras, ");
+  o += (size_t)snprintf(t + o, n - o, "CFG scale: %g, Seed: %llu, Size: %dx%d, Model: %s", j->cfg_scale,
+                        (unsigned long long)seed, j->width, j->height, model);
+  if (j->clip_skip > 1) snprintf(t + o, n - o, ", Clip skip: %d", j->clip_skip);
+  return t;
+}
+
+/* txt2img's callbacks for one job: the progress line, and each finished image scored and written */
+struct job_run {
+  const struct job *j;
+  const struct opts *o;
+  struct progress prog;
+  int *next_index, *images_done, failed;
+};
+
+static int on_progress(enum sd_phase phase, int image, int step, int steps, void *user) {
+  struct job_run *r = user;
+  static const char *const names[] = {"encode", "sample", "decode"};
+  r->prog.image = image + 1;
+  if (step == 0) progress_phase(&r->prog, names[phase]);
+  progress_draw(&r->prog, step, steps);
+  return 0;
+}
+
+static int on_image(int image, uint32_t seed, const unsigned char *rgb, const float *latent, void *user) {
+  struct job_run *r = user;
+  const struct job *j = r->j;
+  char name[1024], path[2048];
+  expand_name(j->output ? j->output : "{index}-{seed}.png", *r->next_index, seed, j->prompt, name, sizeof name);
+  snprintf(path, sizeof path, "%s/%s", r->o->outdir, name);
+  (*r->next_index)++;
+  char *params = parameters_text(j, seed, r->o->model_name);
+  enum status st = params ? STATUS_OK : status_set(STATUS_OUT_OF_MEMORY, "out of memory");
+  double score = 0;
+  if (!st && r->o->scorer && !(st = zeroshot_score(r->o->scorer, rgb, j->width, j->height, j->prompt, &score))) {
+    char *p2 = realloc(params, strlen(params) + 64);
+    if (p2) params = p2, snprintf(params + strlen(params), 64, ", CLIP score: %.2f", score);
+    fprintf(stderr, "%s, image %d: CLIP score %.2f\n", j->where, image + 1, score);
+  }
+  if (!st) st = png_write(path, rgb, j->width, j->height, params);
+  free(params);
+  if (st) {
+    fprintf(stderr, "%svkdiffusion generate: %s, image %d: %s\n", r->prog.on ? "\n" : "", j->where, image + 1,
+            status_message());
+    r->failed++;
+  } else {
+    (*r->images_done)++;
+    if (!r->o->quiet) fprintf(stderr, "wrote %s (seed %llu)\n", path, (unsigned long long)seed);
+  }
+  (void)latent;
+  return 0; /* a failed write fails this image only */
+}
+
+/* Runs one job (all its images); returns the number of images that failed. A failure to write
+ * --save-latents (the images are written) counts in *errors. */
+static int run_job(struct sd_model *m, const struct job *j, const struct opts *o, int *next_index, int *images_done,
+                   int *errors) {
+  if (j->error[0]) {
+    fprintf(stderr, "vkdiffusion generate: %s: %s (job skipped)\n", j->where, j->error);
+    return j->batch_count;
+  }
+  struct sd_model_info info;
+  sd_model_get_info(m, &info);
+  int unit = info.vae_factor * info.latent_align, h = j->height / info.vae_factor, w = j->width / info.vae_factor;
+  if (j->height % unit || j->width % unit) {
+    fprintf(stderr, "vkdiffusion generate: %s: %dx%d is not a multiple of %d for this model (job skipped)\n", j->where,
+            j->width, j->height, unit);
+    return j->batch_count;
+  }
+  /* the job's --noise (read once: [batch_count][n], ancestral [steps][batch_count][n]) and its
+   * --save-latents buffer [steps, batch_count, 4, h, w], before the prompt is encoded */
+  size_t n = (size_t)info.latent_channels * h * w;
+  float *noise = NULL, *anoise = NULL, *saved = NULL;
+  enum status js = STATUS_OK;
+  if (o->noise_file) js = sd_load_noise(o->noise_file, j->batch_count, j->steps, n, &noise, &anoise);
+  if (!js && o->latents_file && !(saved = calloc((size_t)j->steps * j->batch_count * n, sizeof *saved)))
+    js = status_set(STATUS_OUT_OF_MEMORY, "out of host memory for --save-latents");
+  if (js) {
+    fprintf(stderr, "vkdiffusion generate: %s: %s (job skipped)\n", j->where, status_message());
+    free(noise), free(anoise);
+    return j->batch_count;
+  }
+  uint64_t seed = j->seed >= 0 ? (uint64_t)j->seed : random_seed();
+  if (j->seed < 0 && !o->quiet) fprintf(stderr, "%s: seed %llu\n", j->where, (unsigned long long)seed);
+  struct job_run r = {.j = j, .o = o, .prog = {.on = o->progress && !o->quiet, .images = j->batch_count},
+                      .next_index = next_index, .images_done = images_done};
+  struct txt2img_params p = txt2img_default_params();
+  p.prompt = j->prompt;
+  p.negative_prompt = j->negative_prompt;
+  p.seed = (int64_t)seed;
+  p.noise = noise;
+  p.ancestral_noise = anoise;
+  p.steps = j->steps;
+  p.cfg_scale = j->cfg_scale;
+  p.width = j->width;
+  p.height = j->height;
+  p.sampler = (enum sd_sampler)j->sampler;
+  p.schedule = (enum sd_schedule)j->schedule;
+  p.clip_skip = j->clip_skip;
+  p.batch_count = j->batch_count;
+  p.vae_tiling = o->tiling;
+  p.progress = on_progress;
+  p.on_image = on_image;
+  p.user = &r;
+  int done_before = *images_done + r.failed, st = txt2img(m, &p, NULL, saved);
+  if (st) { /* the images not delivered failed with it */
+    int delivered = *images_done + r.failed - done_before;
+    fprintf(stderr, "%svkdiffusion generate: %s, image %d: %s\n", r.prog.on ? "\n" : "", j->where, delivered + 1,
+            status_message());
+    r.failed += j->batch_count - delivered;
+    *next_index += j->batch_count - delivered;
+  }
+  if (saved && r.failed) {
+    fprintf(stderr, "vkdiffusion generate: %s: %s not written (%d of %d images failed)\n", j->where, o->latents_file,
+            r.failed, j->batch_count);
+    (*errors)++;
+  } else if (saved) { /* every image of the job, written once they are all done */
+    struct st_writer *lw = NULL;
+    enum status ws = st_writer_create(&lw);
+    if (!ws) ws = st_writer_add(lw, "latents", ST_F32, 5, (int64_t[]){j->steps, j->batch_count, info.latent_channels, h, w}, saved);
+    if (!ws) ws = st_writer_finish(lw, o->latents_file);
+    st_writer_destroy(lw);
+    if (ws) {
+      fprintf(stderr, "vkdiffusion generate: %s: --save-latents: %s\n", j->where, status_message());
+      (*errors)++;
+    }
+  }
+  free(noise), free(anoise), free(saved);
+  return r.failed;
+}
+
+int cmd_generate(int argc, char **argv) {
+  struct sd_model_options mo = sd_model_default_options();
+  struct job_overrides ov = {0};
+  struct opts o = {.outdir = ".", .progress = isatty(2), .tiling = SD_VAE_TILING_AUTO};
+  const char **files = calloc((size_t)argc, sizeof *files), *prompt = NULL;
+  int n_files = 0;
+  long v;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *val = NULL;
+#define VALUE() \
+  if (!(val = cli_value(argc, argv, &i))) goto usage_error
+#define INT(field, lo, hi)                                   \
+  do {                                                       \
+    VALUE();                                                 \
+    if (!cli_int(a, val, lo, hi, &v)) goto usage_error;      \
+    ov.values.field = (int)v;                                \
+  } while (0)
+    if (cli_is_help(a)) {
+      usage(stdout);
+      free(files);
+      return 0;
+    } else if (!strcmp(a, "--model")) { VALUE(); mo.model_path = val; }
+    else if (!strcmp(a, "--tokenizer")) { VALUE(); mo.tokenizer_path = val; }
+    else if (!strcmp(a, "--config")) { VALUE(); mo.config_path = val; }
+    else if (!strcmp(a, "--prompt")) { VALUE(); prompt = val; }
+    else if (!strcmp(a, "-o") || !strcmp(a, "--outdir")) { VALUE(); o.outdir = val; }
+    else if (!strcmp(a, "--negative-prompt")) { VALUE(); ov.negative_prompt = val; }
+    else if (!strcmp(a, "--output")) { VALUE(); ov.output = val; }
+    else if (!strcmp(a, "--steps")) { INT(steps, 1, 1000); ov.has_steps = true; }
+    else if (!strcmp(a, "--width")) { INT(width, -100000, 100000); ov.has_width = true; }
+    else if (!strcmp(a, "--height")) { INT(height, -100000, 100000); ov.has_height = true; }
+    else if (!strcmp(a, "--clip-skip")) { INT(clip_skip, 1, 12); ov.has_clip_skip = true; }
+    else if (!strcmp(a, "--batch-count")) { INT(batch_count, 1, 1000); ov.has_batch_count = true; }
+    else if (!strcmp(a, "--seed")) {
+      VALUE();
+      if (!cli_int(a, val, -1, 4294967295L, &v)) goto usage_error;
+      ov.values.seed = v;
+      ov.has_seed = true;
+    } else if (!strcmp(a, "--cfg-scale")) {
+      VALUE();
+      char *end;
+      ov.values.cfg_scale = strtod(val, &end);
+      if (*end || end == val) {
+        fprintf(stderr, "vkdiffusion generate: --cfg-scale expects a number, got '%s'\n", val);
+        goto usage_error;
+      }
+      ov.has_cfg_scale = true;
+    } else if (!strcmp(a, "--sampler")) {
+      VALUE();
+      int s = sampler_parse(val);
+      if (s < 0) {
+        fprintf(stderr, "vkdiffusion generate: --sampler expects euler, euler_a, ddim or dpmpp_2m, got '%s'\n", val);
+        goto usage_error;
+      }
+      ov.values.sampler = (enum sampler_kind)s;
+      ov.has_sampler = true;
+    } else if (!strcmp(a, "--schedule")) {
+      VALUE();
+      int s = schedule_parse(val);
+      if (s < 0) {
+        fprintf(stderr, "vkdiffusion generate: --schedule expects discrete or karras, got '%s'\n", val);
+        goto usage_error;
+      }
+      ov.values.schedule = (enum schedule_kind)s;
+      ov.has_schedule = true;
+    } else if (!strcmp(a, "--precision")) {
+      VALUE();
+      if (strcmp(val, "fp16") && strcmp(val, "fp32")) {
+        fprintf(stderr, "vkdiffusion generate: --precision expects fp16 or fp32\n");
+        goto usage_error;
+      }
+      mo.precision = strcmp(val, "fp32") ? SD_FP16 : SD_FP32;
+    } else if (!strcmp(a, "--device")) {
+      VALUE();
+      if (!cli_int(a, val, 0, 64, &v)) goto usage_error;
+      mo.device_index = (int)v;
+    } else if (!strcmp(a, "--vae-tiling")) {
+      VALUE();
+      if (!strcmp(val, "auto")) o.tiling = SD_VAE_TILING_AUTO;
+      else if (!strcmp(val, "on")) o.tiling = SD_VAE_TILING_ON;
+      else if (!strcmp(val, "off")) o.tiling = SD_VAE_TILING_OFF;
+      else {
+        fprintf(stderr, "vkdiffusion generate: --vae-tiling expects auto, on or off\n");
+        goto usage_error;
+      }
+    } else if (!strcmp(a, "--rng")) {
+      VALUE();
+      if (strcmp(val, "cpu")) {
+        fprintf(stderr, "vkdiffusion generate: --rng: only cpu (torch's CPU generator) is supported\n");
+        goto usage_error;
+      }
+    } else if (!strcmp(a, "--noise")) { VALUE(); o.noise_file = val; }
+    else if (!strcmp(a, "--save-latents")) { VALUE(); o.latents_file = val; }
+    else if (!strcmp(a, "--score-with")) { VALUE(); o.score_model = val; }
+    else if (!strcmp(a, "--score-config")) { VALUE(); o.score_config = val; }
+    else if (!strcmp(a, "--quiet")) o.quiet = true;
+    else if (!strcmp(a, "--progress")) o.progress = true;
+    else if (!strcmp(a, "--literal")) mo.literal = 1; /* the text encoder is created with it */
+    else if (a[0] == '-' && a[1]) {
+      fprintf(stderr, "vkdiffusion generate: unknown option '%s' (see --help)\n", a);
+      goto usage_error;
+    } else {
+      files[n_files++] = a;
+    }
+#undef VALUE
+#undef INT
+  }
+  if (!mo.model_path) {
+    if (!(mo.model_path = cli_default_model("generate"))) goto usage_error;
+    if (!o.quiet) fprintf(stderr, "vkdiffusion generate: no --model: using %s\n", mo.model_path);
+  }
+  if (!prompt && !n_files) {
+    fprintf(stderr, "vkdiffusion generate: give prompt files or --prompt TEXT\n");
+    goto usage_error;
+  }
+  /* jobs without a size take the checkpoint's native size (modelspec.resolution) */
+  sd_checkpoint_native_size(mo.model_path, &ov.default_width, &ov.default_height);
+  /* the model's name in the parameters text: the file name without its extension */
+  char model_name[256];
+  const char *slash = strrchr(mo.model_path, '/');
+  snprintf(model_name, sizeof model_name, "%s", slash ? slash + 1 : mo.model_path);
+  char *dot = strrchr(model_name, '.');
+  if (dot && dot != model_name) *dot = 0;
+  o.model_name = model_name;
+  /* every job is read and checked before any GPU work */
+  struct job *jobs = NULL;
+  int n_jobs = 0, rc = 0;
+  for (int f = 0; f < n_files; f++) {
+    struct job *fj;
+    int fn;
+    if (job_file_load(files[f], &ov, &fj, &fn)) {
+      fprintf(stderr, "vkdiffusion generate: %s\n", status_message());
+      rc = 1;
+      continue;
+    }
+    jobs = realloc(jobs, (size_t)(n_jobs + fn + 1) * sizeof *jobs);
+    memcpy(jobs + n_jobs, fj, (size_t)fn * sizeof *fj);
+    n_jobs += fn;
+    free(fj);
+  }
+  if (prompt) {
+    jobs = realloc(jobs, (size_t)(n_jobs + 1) * sizeof *jobs);
+    job_from_text(prompt, &ov, &jobs[n_jobs++]);
+  }
+  int invalid = 0;
+  for (int k = 0; k < n_jobs; k++) invalid += jobs[k].error[0] != 0;
+  if (mkdir(o.outdir, 0755) != 0 && errno != EEXIST) {
+    fprintf(stderr, "vkdiffusion generate: %s: cannot create the output folder: %s\n", o.outdir, strerror(errno));
+    rc = 1;
+  }
+  struct sd_model *m = NULL;
+  int failed_images = 0, done_images = 0, index = 0;
+  if (!rc && invalid < n_jobs && sd_model_create(&mo, &m)) {
+    fprintf(stderr, "vkdiffusion generate: %s\n", status_message());
+    rc = 1;
+  }
+  if (m && o.score_model) {
+    struct textenc_options to = textenc_default_options();
+    to.model_path = o.score_model;
+    to.config_path = o.score_config;
+    to.tokenizer_path = mo.tokenizer_path;
+    to.device = sd_model_gpu(m);
+    if (zeroshot_create(&to, &o.scorer)) {
+      fprintf(stderr, "vkdiffusion generate: --score-with: %s\n", status_message());
+      rc = 1;
+      sd_model_destroy(m);
+      m = NULL;
+    }
+  }
+  for (int k = 0; k < n_jobs; k++) {
+    if (!m) {
+      if (jobs[k].error[0]) fprintf(stderr, "vkdiffusion generate: %s: %s (job skipped)\n", jobs[k].where, jobs[k].error);
+      failed_images += jobs[k].batch_count;
+      continue;
+    }
+    failed_images += run_job(m, &jobs[k], &o, &index, &done_images, &rc);
+  }
+  int total = done_images + failed_images;
+  if (failed_images || rc) {
+    fprintf(stderr, "vkdiffusion generate: %d of %d images written; %d failed (%d invalid jobs)\n", done_images, total,
+            failed_images, invalid);
+    rc = 1;
+  } else if (!o.quiet) {
+    fprintf(stderr, "vkdiffusion generate: %d images written to %s\n", done_images, o.outdir);
+  }
+  for (int k = 0; k < n_jobs; k++) job_free(&jobs[k]);
+  free(jobs);
+  free(files);
+  zeroshot_destroy(o.scorer);
+  if (m) rc = cli_report_gpu(sd_model_gpu(m), rc); /* the profile, and validation messages fail the run */
+  sd_model_destroy(m);
+  return rc;
+usage_error:
+  free(files);
+  return 2;
+}

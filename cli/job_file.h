@@ -1,0 +1,42 @@
+/* Prompt files: a JSON object (one job), an array of jobs, JSON Lines, or plain text (one prompt a
+ * line, '#' comments). Every job is validated before any GPU work: an invalid job gets a message
+ * naming the file, the job (index or line) and the field, and the valid jobs still run. */
+#ifndef VKD_JOB_FILE_H
+#define VKD_JOB_FILE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "sampler.h"
+
+struct job {
+  char *prompt, *negative_prompt, *output;
+  int64_t seed; /* -1: random */
+  int steps, width, height, clip_skip, batch_count;
+  double cfg_scale;
+  enum sampler_kind sampler;
+  enum schedule_kind schedule;
+  char where[160]; /* "prompts/a.json, job 2" or "x.txt, line 4", for messages */
+  char error[512]; /* non-empty: the job is invalid and is skipped */
+};
+
+/* Which fields were given, for command-line overrides (--steps 30 beats "steps": 20). */
+struct job_overrides {
+  const char *negative_prompt, *output;
+  bool has_seed, has_steps, has_width, has_height, has_clip_skip, has_batch_count, has_cfg_scale, has_sampler,
+      has_schedule;
+  struct job values;
+  int default_width, default_height; /* non-zero: the model's native size, for jobs that give none */
+};
+
+void job_defaults(struct job *j, const struct job_overrides *ov); /* ov may be NULL */
+void job_free(struct job *j);
+/* Reads path into *jobs (*n of them). Returns non-zero only when the file as a whole cannot be
+ * read (missing, not JSON at all); per-job problems are recorded in each job's error. */
+enum status job_file_load(const char *path, const struct job_overrides *ov, struct job **jobs, int *n);
+/* A job from --prompt TEXT. */
+enum status job_from_text(const char *text, const struct job_overrides *ov, struct job *out);
+/* Checks ranges after overrides; fills j->error. */
+void job_validate(struct job *j);
+
+#endif

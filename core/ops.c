@@ -1,0 +1,364 @@
+#include "ops.h"
+
+#include <string.h>
+
+
+#define WG 64u
+
+static uint32_t div_up(uint64_t a, uint64_t b) { return (uint32_t)((a + b - 1) / b); }
+
+const char *shape_str(const struct gpu_tensor *t, char *buf, size_t n) {
+  size_t o = 0;
+  o += (size_t)snprintf(buf + o, n - o, "[");
+  for (int i = 0; i < t->ndim && o < n; i++)
+    o += (size_t)snprintf(buf + o, n - o, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+  if (o < n) snprintf(buf + o, n - o, "]");
+  return buf;
+}
+
+static enum status shape_error(const char *op, const char *what, const struct gpu_tensor *t, const char *expected) {
+  char b[96];
+  return status_set(STATUS_INVALID_ARGUMENT, "%s: %s has shape %s %s, expected %s", op, what, shape_str(t, b, sizeof b),
+                    dtype_name(t->dtype), expected);
+}
+
+static int64_t last_dim(const struct gpu_tensor *t) { return t->shape[t->ndim - 1]; }
+
+static bool is_f32(const struct gpu_tensor *t) { return t->dtype == DT_F32; }
+
+static VkFormat scalar_format(enum dtype dt) {
+  return dt == DT_F16 ? VK_FORMAT_R16_SFLOAT : VK_FORMAT_R32_SFLOAT;
+}
+static VkFormat vec4_format(enum dtype dt) {
+  return dt == DT_F16 ? VK_FORMAT_R16G16B16A16_SFLOAT : VK_FORMAT_R32G32B32A32_SFLOAT;
+}
+
+static bool is_cpu(const struct gpu *g) { return strcmp(gpu_info(g)->type, "cpu") == 0; }
+
+/* The matrix product behind linear layers and convolutions (see linear_tiled.comp). */
+struct matmul {
+  const struct gpu_tensor *a, *b, *bias, *y; /* a [M, K], b [N, K] */
+  int64_t M, N, K;
+  uint32_t bias_mode, bias_offset, ldy, y_offset, act, accumulate;
+};
+
+static bool tiled_ok(struct gpu *g, const struct matmul *mm) {
+  const VkPhysicalDeviceLimits *l = gpu_limits(g);
+  return mm->K % 4 == 0 && gpu_texel_format_ok(g, vec4_format(mm->a->dtype)) &&
+         gpu_texel_format_ok(g, vec4_format(mm->b->dtype)) && (uint64_t)mm->M * mm->K / 4 <= l->maxTexelBufferElements &&
+         (uint64_t)mm->N * mm->K / 4 <= l->maxTexelBufferElements;
+}
+
+static enum status matmul(struct gpu *g, const struct matmul *mm, enum linear_variant variant) {
+  if (mm->M == 0 || mm->N == 0) return STATUS_OK;
+  struct linear_push p = {.rows = (u32)mm->M, .cols = (u32)mm->N, .inner = (u32)mm->K, .bias_mode = mm->bias_mode,
+                          .act = mm->act, .ldy = mm->ldy, .accumulate = mm->accumulate, .y_offset = mm->y_offset,
+                          .bias_offset = mm->bias_offset};
+  const struct gpu_tensor *bias = mm->bias ? mm->bias : mm->y;
+  bool ok = tiled_ok(g, mm);
+  if (variant == LINEAR_AUTO) variant = ok ? LINEAR_TILED : LINEAR_GENERIC;
+  if (variant == LINEAR_TILED) {
+    if (!ok) return status_set(STATUS_UNSUPPORTED, "linear: tiled variant needs K %% 4 == 0 (K = %lld)", (long long)mm->K);
+    /* lavapipe: large register blocks amortise its per-fetch cost (16x16 measured best of 8x8 .. 32x16
+     * with `bench ops`); GPUs: smaller blocks, more threads in flight */
+    uint32_t bm = is_cpu(g) ? 16 : 4, bn = is_cpu(g) ? 16 : 4, wg = is_cpu(g) ? 32 : 64;
+    uint32_t spec[] = {wg, bm, bn};
+    struct gpu_arg args[] = {{bias, 0}, {mm->y, 0}, {mm->a, vec4_format(mm->a->dtype)}, {mm->b, vec4_format(mm->b->dtype)}};
+    return gpu_dispatch(g, KERNEL_linear_tiled, spec, 3, args, 4, &p, sizeof p, div_up(div_up(mm->N, bn), wg),
+                        div_up(mm->M, bm), 1);
+  }
+  if (!is_f32(mm->a))
+    return status_set(STATUS_UNSUPPORTED, "linear: the generic kernel needs an f32 left operand (K = %lld)", (long long)mm->K);
+  uint32_t spec[] = {WG};
+  struct gpu_arg args[] = {{mm->a, 0}, {bias, 0}, {mm->y, 0}, {mm->b, scalar_format(mm->b->dtype)}};
+  return gpu_dispatch(g, KERNEL_linear, spec, 1, args, 4, &p, sizeof p, div_up(mm->N, WG), (uint32_t)mm->M, 1);
+}
+
+static enum status linear_checked(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w,
+                                  const struct gpu_tensor *b, const struct gpu_tensor *y, int act, bool accumulate,
+                                  enum linear_variant variant) {
+  if (w->ndim != 2 || w->dtype == DT_I32) return shape_error("linear", "W", w, "[N, K] f32/f16");
+  int64_t N = w->shape[0], K = w->shape[1];
+  if (!is_f32(x) || last_dim(x) != K) return shape_error("linear", "x", x, "[..., K] f32 with K = W's columns");
+  int64_t M = gpu_tensor_numel(x) / (K ? K : 1);
+  if (!is_f32(y) || last_dim(y) != N || gpu_tensor_numel(y) != M * N)
+    return shape_error("linear", "y", y, "[..., N] f32 with x's rows and N = W's rows");
+  if (b && (!is_f32(b) || gpu_tensor_numel(b) != N)) return shape_error("linear", "b", b, "[N] f32");
+  struct matmul mm = {.a = x, .b = w, .bias = b, .y = y, .M = M, .N = N, .K = K,
+                      .bias_mode = b ? BIAS_COL : BIAS_NONE, .ldy = (uint32_t)N, .act = (uint32_t)act,
+                      .accumulate = accumulate};
+  return matmul(g, &mm, variant);
+}
+
+enum status op_linear_variant(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w,
+                              const struct gpu_tensor *b, const struct gpu_tensor *y, int act,
+                              enum linear_variant variant) {
+  return linear_checked(g, x, w, b, y, act, false, variant);
+}
+
+enum status op_linear(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w,
+                      const struct gpu_tensor *b, const struct gpu_tensor *y, int act) {
+  return linear_checked(g, x, w, b, y, act, false, LINEAR_AUTO);
+}
+
+enum status op_linear_residual(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w,
+                               const struct gpu_tensor *b, const struct gpu_tensor *y) {
+  return linear_checked(g, x, w, b, y, ACT_NONE, true, LINEAR_AUTO);
+}
+
+int64_t conv_weight_cols(int64_t channels, int kernel) { return (channels * kernel * kernel + 3) / 4 * 4; }
+
+enum status op_conv2d(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w, const struct gpu_tensor *b,
+                      const struct gpu_tensor *y, int kernel, int stride, int pad, bool accumulate,
+                      const struct gpu_tensor *scratch) {
+  if (!is_f32(x) || x->ndim != 4) return shape_error("conv2d", "x", x, "[N, C, H, W] f32");
+  int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], Kp = conv_weight_cols(C, kernel);
+  if (w->ndim != 2 || w->shape[1] != Kp || w->dtype == DT_I32)
+    return shape_error("conv2d", "W", w, "[Cout, C*k*k rounded up to 4] (the device layout of a convolution)");
+  int64_t Co = w->shape[0], Ho = (H + 2 * pad - kernel) / stride + 1, Wo = (W + 2 * pad - kernel) / stride + 1;
+  if (!is_f32(y) || y->ndim != 4 || y->shape[0] != N || y->shape[1] != Co || y->shape[2] != Ho || y->shape[3] != Wo)
+    return shape_error("conv2d", "y", y, "[N, Cout, Ho, Wo] f32");
+  /* bias: [Cout] shared, or [N, Cout] per image (a ResBlock's conv bias plus its time embedding) */
+  bool per_image = b && gpu_tensor_numel(b) == N * Co && N > 1;
+  if (b && (!is_f32(b) || (gpu_tensor_numel(b) != Co && gpu_tensor_numel(b) != N * Co)))
+    return shape_error("conv2d", "bias", b, "[Cout] or [N, Cout] f32");
+  if (!is_f32(scratch)) return shape_error("conv2d", "scratch", scratch, "f32");
+  const VkPhysicalDeviceLimits *l = gpu_limits(g);
+  int64_t HW = Ho * Wo, room = gpu_tensor_numel(scratch);
+  if ((uint64_t)room * 4 > l->maxStorageBufferRange) room = l->maxStorageBufferRange / 4;
+  if ((uint64_t)room > (uint64_t)l->maxTexelBufferElements * 4) room = (int64_t)l->maxTexelBufferElements * 4;
+  int64_t chunk = room / Kp;
+  if (chunk < 1) return status_set(STATUS_OUT_OF_MEMORY, "conv2d: the scratch buffer holds no row of %lld values", (long long)Kp);
+  if (chunk > HW) chunk = HW;
+  if (chunk > 65535) chunk = 65535; /* within the guaranteed work-group count of an im2col dispatch */
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t p0 = 0; p0 < HW; p0 += chunk) {
+      int64_t np = HW - p0 < chunk ? HW - p0 : chunk;
+      struct gpu_tensor col = gpu_tensor_reshape(scratch, 1, (int64_t[]){gpu_tensor_numel(scratch)});
+      col = gpu_tensor_rows(&col, 0, np * Kp);
+      col = gpu_tensor_reshape(&col, 2, (int64_t[]){np, Kp});
+      enum status s = op_im2col(g, x, n, kernel, stride, pad, p0, &col);
+      if (s) return s;
+      struct matmul mm = {.a = w, .b = &col, .bias = b, .y = y, .M = Co, .N = np, .K = Kp,
+                          .bias_mode = b ? BIAS_ROW : BIAS_NONE, .bias_offset = per_image ? (uint32_t)(n * Co) : 0,
+                          .ldy = (uint32_t)HW, .y_offset = (uint32_t)(n * Co * HW + p0), .accumulate = accumulate};
+      if ((s = matmul(g, &mm, LINEAR_AUTO))) return s;
+    }
+  return STATUS_OK;
+}
+
+#define IM2COL_PIXELS 16u /* pixels per work group: PIXELS in im2col.comp */
+
+enum status op_im2col(struct gpu *g, const struct gpu_tensor *x, int64_t image, int kernel, int stride, int pad,
+                      int64_t pixel0, const struct gpu_tensor *col) {
+  if (!is_f32(x) || x->ndim != 4) return shape_error("im2col", "x", x, "[N, C, H, W] f32");
+  int64_t C = x->shape[1], H = x->shape[2], W = x->shape[3], Kp = conv_weight_cols(C, kernel);
+  int64_t Ho = (H + 2 * pad - kernel) / stride + 1, Wo = (W + 2 * pad - kernel) / stride + 1;
+  if (!is_f32(col) || col->ndim != 2 || col->shape[1] != Kp || pixel0 + col->shape[0] > Ho * Wo || image >= x->shape[0])
+    return shape_error("im2col", "col", col, "[pixels, C*k*k rounded up to 4] within the output");
+  struct im2col_push ip = {.channels = (u32)C, .height = (u32)H, .width = (u32)W, .out_height = (u32)Ho,
+                           .out_width = (u32)Wo, .kernel = (u32)kernel, .stride = (u32)stride, .pad = (u32)pad,
+                           .pixel0 = (u32)pixel0, .pixels = (u32)col->shape[0], .cols = (u32)Kp,
+                           .x_offset = (u32)(image * C * H * W)};
+  uint32_t spec[] = {WG, (uint32_t)kernel};
+  struct gpu_arg args[] = {{x, 0}, {col, 0}};
+  return gpu_dispatch(g, KERNEL_im2col, spec, 2, args, 2, &ip, sizeof ip, div_up(Kp, WG),
+                      div_up((uint32_t)col->shape[0], IM2COL_PIXELS), 1);
+}
+
+enum status op_matmul_nchw(struct gpu *g, const struct gpu_tensor *w, const struct gpu_tensor *tokens,
+                           const struct gpu_tensor *b, const struct gpu_tensor *y, bool accumulate) {
+  /* y[n, co, p] = sum_c w[co, c] tokens[n, p, c] + b[co]: a 1x1 convolution from token layout */
+  if (w->ndim != 2 || w->dtype == DT_I32) return shape_error("matmul_nchw", "W", w, "[Cout, C]");
+  if (!is_f32(tokens) || tokens->ndim != 3 || tokens->shape[2] != w->shape[1])
+    return shape_error("matmul_nchw", "tokens", tokens, "[N, P, C] f32");
+  int64_t N = tokens->shape[0], P = tokens->shape[1], Co = w->shape[0], C = w->shape[1];
+  if (!is_f32(y) || gpu_tensor_numel(y) != N * Co * P) return shape_error("matmul_nchw", "y", y, "[N, Cout, P] f32");
+  if (b && (!is_f32(b) || gpu_tensor_numel(b) != Co)) return shape_error("matmul_nchw", "bias", b, "[Cout] f32");
+  for (int64_t n = 0; n < N; n++) {
+    struct gpu_tensor t = gpu_tensor_rows(tokens, n, 1);
+    t = gpu_tensor_reshape(&t, 2, (int64_t[]){P, C});
+    struct matmul mm = {.a = w, .b = &t, .bias = b, .y = y, .M = Co, .N = P, .K = C,
+                        .bias_mode = b ? BIAS_ROW : BIAS_NONE, .ldy = (uint32_t)P, .y_offset = (uint32_t)(n * Co * P),
+                        .accumulate = accumulate};
+    enum status s = matmul(g, &mm, LINEAR_AUTO);
+    if (s) return s;
+  }
+  return STATUS_OK;
+}
+
+enum status op_group_norm(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *gamma,
+                          const struct gpu_tensor *beta, const struct gpu_tensor *y, int groups, float eps, bool silu) {
+  if (!is_f32(x) || x->ndim < 2) return shape_error("group_norm", "x", x, "[N, C, ...] f32");
+  int64_t N = x->shape[0], C = x->shape[1], NC = N * C, P = gpu_tensor_numel(x) / (NC > 0 ? NC : 1);
+  if (groups <= 0 || C % groups) return status_set(STATUS_INVALID_ARGUMENT, "group_norm: %lld channels in %d groups",
+                                                   (long long)C, groups);
+  if (!is_f32(gamma) || gpu_tensor_numel(gamma) != C) return shape_error("group_norm", "weight", gamma, "[C] f32");
+  if (!is_f32(beta) || gpu_tensor_numel(beta) != C) return shape_error("group_norm", "bias", beta, "[C] f32");
+  if (!is_f32(y) || gpu_tensor_numel(y) != gpu_tensor_numel(x)) return shape_error("group_norm", "y", y, "x's shape");
+  struct groupnorm_push p = {.channels = (u32)C, .groups = (u32)groups, .pixels = (u32)P, .eps = eps, .silu = silu};
+  uint32_t spec[] = {256};
+  struct gpu_arg args[] = {{x, 0}, {gamma, 0}, {beta, 0}, {y, 0}};
+  return gpu_dispatch(g, KERNEL_group_norm, spec, 1, args, 4, &p, sizeof p, (uint32_t)groups, (uint32_t)N, 1);
+}
+
+enum status op_upsample2x(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *y) {
+  if (!is_f32(x) || x->ndim != 4) return shape_error("upsample", "x", x, "[N, C, H, W] f32");
+  int64_t H = x->shape[2], W = x->shape[3], planes = x->shape[0] * x->shape[1];
+  if (!is_f32(y) || y->ndim != 4 || y->shape[0] != x->shape[0] || y->shape[1] != x->shape[1] || y->shape[2] != 2 * H ||
+      y->shape[3] != 2 * W)
+    return shape_error("upsample", "y", y, "[N, C, 2H, 2W] f32");
+  struct upsample_push p = {.planes = (u32)planes, .height = (u32)H, .width = (u32)W};
+  uint32_t spec[] = {WG};
+  struct gpu_arg args[] = {{x, 0}, {y, 0}};
+  return gpu_dispatch(g, KERNEL_upsample, spec, 1, args, 2, &p, sizeof p, div_up(4 * H * W, WG), (uint32_t)planes, 1);
+}
+
+enum status op_concat(struct gpu *g, const struct gpu_tensor *a, const struct gpu_tensor *b, const struct gpu_tensor *y) {
+  int64_t N = a->shape[0], ia = gpu_tensor_numel(a) / (N ? N : 1), ib = gpu_tensor_numel(b) / (N ? N : 1);
+  if (!is_f32(a) || !is_f32(b) || b->shape[0] != N) return shape_error("concat", "b", b, "[N, ...] f32 like a");
+  if (!is_f32(y) || y->shape[0] != N || gpu_tensor_numel(y) != N * (ia + ib))
+    return shape_error("concat", "y", y, "[N, a's + b's channels, ...] f32");
+  struct concat_push p = {.batch = (u32)N, .inner_a = (u32)ia, .inner_b = (u32)ib};
+  uint32_t spec[] = {WG};
+  struct gpu_arg args[] = {{a, 0}, {b, 0}, {y, 0}};
+  return gpu_dispatch(g, KERNEL_concat, spec, 1, args, 3, &p, sizeof p, div_up(ia + ib, WG), (uint32_t)N, 1);
+}
+
+enum status op_timestep_embedding(struct gpu *g, const struct gpu_tensor *t, const struct gpu_tensor *emb,
+                                  float max_period) {
+  int64_t N = gpu_tensor_numel(t);
+  if (!is_f32(t)) return shape_error("timestep_embedding", "t", t, "[N] f32");
+  if (!is_f32(emb) || emb->ndim != 2 || emb->shape[0] != N) return shape_error("timestep_embedding", "emb", emb, "[N, dim] f32");
+  struct timestep_push p = {.batch = (u32)N, .dim = (u32)emb->shape[1], .max_period = max_period};
+  uint32_t spec[] = {WG};
+  struct gpu_arg args[] = {{t, 0}, {emb, 0}};
+  return gpu_dispatch(g, KERNEL_timestep_embedding, spec, 1, args, 2, &p, sizeof p, div_up(emb->shape[1], WG),
+                      (uint32_t)N, 1);
+}
+
+enum status op_geglu(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *y) {
+  int64_t F2 = last_dim(x), rows = gpu_tensor_numel(x) / (F2 ? F2 : 1);
+  if (!is_f32(x) || F2 % 2) return shape_error("geglu", "x", x, "[..., 2F] f32");
+  if (!is_f32(y) || last_dim(y) != F2 / 2 || gpu_tensor_numel(y) != rows * F2 / 2)
+    return shape_error("geglu", "y", y, "[..., F] f32");
+  struct geglu_push p = {.rows = (u32)rows, .cols = (u32)(F2 / 2)};
+  uint32_t spec[] = {WG};
+  struct gpu_arg args[] = {{x, 0}, {y, 0}};
+  return gpu_dispatch(g, KERNEL_geglu, spec, 1, args, 2, &p, sizeof p, div_up(F2 / 2, WG), (uint32_t)rows, 1);
+}
+
+enum status op_layernorm(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *gamma,
+                         const struct gpu_tensor *beta, const struct gpu_tensor *y, float eps) {
+  int64_t D = last_dim(x);
+  if (!is_f32(x)) return shape_error("layernorm", "x", x, "f32");
+  if (!is_f32(gamma) || gpu_tensor_numel(gamma) != D) return shape_error("layernorm", "weight", gamma, "[D] f32");
+  if (!is_f32(beta) || gpu_tensor_numel(beta) != D) return shape_error("layernorm", "bias", beta, "[D] f32");
+  if (!is_f32(y) || gpu_tensor_numel(y) != gpu_tensor_numel(x)) return shape_error("layernorm", "y", y, "x's shape");
+  int64_t rows = gpu_tensor_numel(x) / (D ? D : 1);
+  struct layernorm_push p = {.rows = (u32)rows, .cols = (u32)D, .eps = eps};
+  uint32_t spec[] = {WG};
+  struct gpu_arg args[] = {{x, 0}, {gamma, 0}, {beta, 0}, {y, 0}};
+  return gpu_dispatch(g, KERNEL_layernorm, spec, 1, args, 4, &p, sizeof p, (uint32_t)rows, 1, 1);
+}
+
+enum status op_embedding(struct gpu *g, const struct gpu_tensor *ids, const struct gpu_tensor *tok,
+                         const struct gpu_tensor *pos, const struct gpu_tensor *y) {
+  if (ids->dtype != DT_I32 || ids->ndim != 2) return shape_error("embedding", "ids", ids, "[N, T] i32");
+  if (tok->ndim != 2 || tok->dtype == DT_I32) return shape_error("embedding", "token table", tok, "[vocab, D]");
+  int64_t D = tok->shape[1], T = ids->shape[1], NT = gpu_tensor_numel(ids);
+  if (pos->ndim != 2 || pos->shape[1] != D || pos->shape[0] < T || pos->dtype == DT_I32)
+    return shape_error("embedding", "position table", pos, "[ctx >= T, D]");
+  if (!is_f32(y) || gpu_tensor_numel(y) != NT * D) return shape_error("embedding", "y", y, "[N, T, D] f32");
+  struct embedding_push p = {.n_tokens = (u32)NT, .ctx = (u32)T, .width = (u32)D, .vocab = (u32)tok->shape[0]};
+  uint32_t spec[] = {WG};
+  struct gpu_arg args[] = {{ids, 0}, {y, 0}, {tok, scalar_format(tok->dtype)}, {pos, scalar_format(pos->dtype)}};
+  return gpu_dispatch(g, KERNEL_embedding, spec, 1, args, 4, &p, sizeof p, div_up(D, WG), (uint32_t)NT, 1);
+}
+
+enum status op_attention(struct gpu *g, const struct gpu_tensor *q, const struct gpu_tensor *k,
+                         const struct gpu_tensor *v, const struct gpu_tensor *o, int n_head, bool causal,
+                         float scale) {
+  if (!is_f32(q) || q->ndim != 3) return shape_error("attention", "q", q, "[N, Tq, NH*D] f32");
+  int64_t N = q->shape[0], Tq = q->shape[1], W = q->shape[2];
+  if (n_head <= 0 || W % n_head) return status_set(STATUS_INVALID_ARGUMENT, "attention: width %lld is not a multiple of %d heads",
+                                                  (long long)W, n_head);
+  if (!is_f32(k) || k->ndim != 3 || k->shape[0] != N || k->shape[2] != W)
+    return shape_error("attention", "k", k, "[N, Tk, NH*D] f32");
+  int64_t Tk = k->shape[1];
+  if (!is_f32(v) || v->ndim != 3 || v->shape[0] != N || v->shape[1] != Tk || v->shape[2] != W)
+    return shape_error("attention", "v", v, "k's shape");
+  if (!is_f32(o) || gpu_tensor_numel(o) != N * Tq * W) return shape_error("attention", "o", o, "q's shape");
+  int64_t D = W / n_head;
+  if (D > 512) return status_set(STATUS_UNSUPPORTED, "attention: head width %lld > 512", (long long)D);
+  if (Tk == 0) return status_set(STATUS_INVALID_ARGUMENT, "attention: no keys");
+  struct attention_push p = {.batch = (u32)N, .q_len = (u32)Tq, .kv_len = (u32)Tk, .n_head = (u32)n_head,
+                             .head_dim = (u32)D, .causal = causal, .scale = scale};
+  /* llvmpipe ends any invocation whose runtime loops run more than 65535 times in all; the key
+   * loop is the only runtime loop of this kernel */
+  if (Tk > 65000)
+    return status_set(STATUS_UNSUPPORTED, "attention over %lld keys: at most 65000 in one pass", (long long)Tk);
+  if (D % 4 == 0 && gpu_texel_format_ok(g, VK_FORMAT_R32G32B32A32_SFLOAT) &&
+      (uint64_t)N * (Tq > Tk ? Tq : Tk) * W / 4 <= gpu_limits(g)->maxTexelBufferElements) {
+    /* lavapipe: several queries per invocation share each fetched key row; GPUs: one query per thread */
+    uint32_t hd4 = (uint32_t)(D / 4), slice4 = hd4 <= 32 ? hd4 : 32, bq = is_cpu(g) && D <= 128 ? 4 : 1, wg = 32;
+    uint32_t spec[] = {wg, hd4, slice4, bq};
+    struct gpu_arg args[] = {{o, 0}, {q, VK_FORMAT_R32G32B32A32_SFLOAT}, {k, VK_FORMAT_R32G32B32A32_SFLOAT},
+                             {v, VK_FORMAT_R32G32B32A32_SFLOAT}};
+    return gpu_dispatch(g, KERNEL_attention_vec4, spec, 4, args, 4, &p, sizeof p, div_up(div_up(Tq, bq), wg),
+                        (uint32_t)n_head * div_up(hd4, slice4), (uint32_t)N);
+  }
+  uint32_t wg = 32, slice = D <= 128 ? (uint32_t)D : 128;
+  uint32_t spec[] = {wg, (uint32_t)D, slice};
+  struct gpu_arg args[] = {{q, 0}, {k, 0}, {v, 0}, {o, 0}};
+  return gpu_dispatch(g, KERNEL_attention, spec, 3, args, 4, &p, sizeof p, div_up(Tq, wg),
+                      (uint32_t)n_head * div_up(D, slice), (uint32_t)N);
+}
+
+enum status op_add(struct gpu *g, const struct gpu_tensor *a, const struct gpu_tensor *b,
+                   const struct gpu_tensor *y) {
+  int64_t n = gpu_tensor_numel(a);
+  if (!is_f32(a) || !is_f32(b) || !is_f32(y) || gpu_tensor_numel(b) != n || gpu_tensor_numel(y) != n)
+    return shape_error("add", "b or y", b, "a's shape, f32");
+  struct eltwise_push p = {.n = (u32)n};
+  uint32_t spec[] = {WG};
+  struct gpu_arg args[] = {{a, 0}, {b, 0}, {y, 0}};
+  return gpu_dispatch(g, KERNEL_add, spec, 1, args, 3, &p, sizeof p, div_up(n, WG), 1, 1);
+}
+
+enum status op_activation(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *y, int act) {
+  int64_t n = gpu_tensor_numel(x);
+  if (!is_f32(x) || !is_f32(y) || gpu_tensor_numel(y) != n) return shape_error("activation", "y", y, "x's shape, f32");
+  struct eltwise_push p = {.n = (u32)n, .act = (u32)act};
+  uint32_t spec[] = {WG};
+  struct gpu_arg args[] = {{x, 0}, {y, 0}};
+  return gpu_dispatch(g, KERNEL_activation, spec, 1, args, 2, &p, sizeof p, div_up(n, WG), 1, 1);
+}
+
+enum status op_gelu(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *y) {
+  return op_activation(g, x, y, ACT_GELU);
+}
+
+enum status op_quick_gelu(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *y) {
+  return op_activation(g, x, y, ACT_QUICK_GELU);
+}
+
+enum status op_gather_rows(struct gpu *g, const struct gpu_tensor *index, const struct gpu_tensor *x,
+                           const struct gpu_tensor *y) {
+  int64_t cols = last_dim(x), rows = gpu_tensor_numel(x) / (cols ? cols : 1), n = gpu_tensor_numel(index);
+  if (index->dtype != DT_I32) return shape_error("gather_rows", "index", index, "[n] i32");
+  if (!is_f32(x)) return shape_error("gather_rows", "x", x, "[rows, cols] f32");
+  if (!is_f32(y) || gpu_tensor_numel(y) != n * cols) return shape_error("gather_rows", "y", y, "[n, cols] f32");
+  struct gather_push p = {.n = (u32)n, .rows = (u32)rows, .cols = (u32)cols};
+  uint32_t spec[] = {WG};
+  struct gpu_arg args[] = {{index, 0}, {x, 0}, {y, 0}};
+  return gpu_dispatch(g, KERNEL_gather_rows, spec, 1, args, 3, &p, sizeof p, div_up(cols, WG), (uint32_t)n, 1);
+}
+
+enum status op_peak(struct gpu *g, const struct gpu_tensor *y, uint32_t groups, uint32_t iters) {
+  if (!is_f32(y) || gpu_tensor_numel(y) < (int64_t)groups * 256) return shape_error("peak", "y", y, "[groups * 256] f32");
+  struct peak_push p = {.iters = iters};
+  uint32_t spec[] = {256};
+  struct gpu_arg args[] = {{y, 0}};
+  return gpu_dispatch(g, KERNEL_peak, spec, 1, args, 1, &p, sizeof p, groups, 1, 1);
+}

@@ -1,0 +1,200 @@
+#include "weight_loader.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "half.h"
+#include "ops.h"
+
+static const struct st_tensor *find(const struct weight_loader *l, const char *name) {
+  char key[512];
+  snprintf(key, sizeof key, "%s%s", l->prefix ? l->prefix : "", name);
+  return safetensors_find(l->st, key);
+}
+
+bool weight_exists(const struct weight_loader *l, const char *name) { return find(l, name) != NULL; }
+
+bool weight_shape(const struct weight_loader *l, const char *name, int *ndim, int64_t shape[8]) {
+  const struct st_tensor *t = find(l, name);
+  *ndim = t ? t->ndim : 0;
+  for (int i = 0; t && i < t->ndim; i++) shape[i] = t->shape[i];
+  return t != NULL;
+}
+
+void weight_loader_free(struct weight_loader *l) {
+  free(l->host);
+  free(l->host2);
+  free(l->half);
+  l->host = l->host2 = NULL;
+  l->half = NULL;
+  l->cap = l->cap2 = 0;
+}
+
+static void shape_text(char *buf, size_t n, int ndim, const int64_t *shape) {
+  size_t o = 0;
+  buf[0] = 0;
+  for (int i = 0; i < ndim && o < n; i++) o += (size_t)snprintf(buf + o, n - o, "%s%lld", i ? ", " : "", (long long)shape[i]);
+}
+
+/* Reads and checks prefix+name into l->host (all of it, as f32). */
+static enum status read_checked(struct weight_loader *l, const char *name, int ndim, const int64_t *shape,
+                                const struct st_tensor **out) {
+  const struct st_tensor *t = find(l, name);
+  const char *path = safetensors_path(l->st), *pre = l->prefix ? l->prefix : "";
+  char want[128], got[128];
+  shape_text(want, sizeof want, ndim, shape);
+  if (!t) return status_set(STATUS_FORMAT, "%s: tensor '%s%s' [%s] is missing", path, pre, name, want);
+  bool same = t->ndim == ndim;
+  for (int i = 0; same && i < ndim; i++) same = t->shape[i] == shape[i];
+  if (!same) {
+    shape_text(got, sizeof got, t->ndim, t->shape);
+    return status_set(STATUS_FORMAT, "%s: tensor '%s%s': expected [%s], got [%s]", path, pre, name, want, got);
+  }
+  if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16)
+    return status_set(STATUS_FORMAT, "%s: tensor '%s%s' is %s, expected F32, F16 or BF16", path, pre, name,
+                      st_dtype_name(t->dtype));
+  *out = t;
+  if (!l->arena) return STATUS_OK; /* measuring */
+  size_t need = (size_t)t->numel + 4;
+  if (need > l->cap) {
+    free(l->host);
+    l->cap = need;
+    if (!(l->host = malloc(need * sizeof *l->host))) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+  }
+  safetensors_read_f32(l->st, t, l->host);
+  for (int64_t i = 0; i < t->numel; i++)
+    if (!isfinite(l->host[i]))
+      return status_set(STATUS_NUMERIC, "%s: tensor '%s%s' holds a NaN or infinite value (element %lld): the "
+                        "checkpoint is damaged", path, pre, name, (long long)i);
+  return STATUS_OK;
+}
+
+/* host2 (the converted copy) and half (the fp16 copy) hold at least n values */
+static enum status reserve(struct weight_loader *l, int64_t n) {
+  if (!l->arena || (size_t)n + 4 <= l->cap2) return STATUS_OK;
+  free(l->host2);
+  free(l->half);
+  l->cap2 = (size_t)n + 4;
+  l->host2 = malloc(l->cap2 * sizeof *l->host2);
+  l->half = malloc(l->cap2 * sizeof *l->half);
+  return l->host2 && l->half ? STATUS_OK : status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+}
+
+static enum status upload(struct weight_loader *l, const float *v, int ndim, const int64_t *shape, enum dtype dt,
+                          struct gpu_tensor *out) {
+  int64_t n = 1;
+  for (int i = 0; i < ndim; i++) n *= shape[i];
+  enum status s = reserve(l, n);
+  if (s) return s;
+  if (!l->arena) {
+    l->bytes += gpu_aligned_size(l->g, (VkDeviceSize)n * dtype_size(dt));
+    return STATUS_OK;
+  }
+  if ((s = gpu_arena_alloc(l->arena, dt, ndim, shape, out))) return s;
+  if (dt == DT_F16) {
+    for (int64_t i = 0; i < n; i++) l->half[i] = half_from_float(v[i]);
+    return gpu_upload(l->g, out, l->half, (size_t)n * 2);
+  }
+  return gpu_upload(l->g, out, v, (size_t)n * 4);
+}
+
+enum status weight_load(struct weight_loader *l, const char *name, int ndim, const int64_t *shape, int64_t row0,
+                        int64_t rows, enum weight_layout layout, enum dtype dt, struct gpu_tensor *out) {
+  const struct st_tensor *t;
+  enum status s = read_checked(l, name, ndim, shape, &t);
+  if (s) return s;
+  int64_t inner = 1;
+  for (int i = 1; i < ndim; i++) inner *= shape[i];
+  if (rows <= 0) row0 = 0, rows = ndim ? shape[0] : 1;
+  const float *src = l->host ? l->host + row0 * inner : NULL;
+  if (layout == WL_CONV) { /* [Co, C, k, k] -> [Co, Kp], zero padded */
+    int64_t kp = (inner + 3) / 4 * 4;
+    if ((s = reserve(l, rows * kp))) return s;
+    if (l->arena) {
+      for (int64_t r = 0; r < rows; r++) {
+        memcpy(l->host2 + r * kp, src + r * inner, (size_t)inner * sizeof *src);
+        memset(l->host2 + r * kp + inner, 0, (size_t)(kp - inner) * sizeof *src);
+      }
+    }
+    return upload(l, l->host2, 2, (int64_t[]){rows, kp}, dt, out);
+  }
+  if (layout == WL_TRANSPOSE) {
+    VKD_ASSERT(ndim == 2);
+    if ((s = reserve(l, shape[0] * shape[1]))) return s;
+    if (l->arena)
+      for (int64_t r = 0; r < shape[0]; r++)
+        for (int64_t c = 0; c < shape[1]; c++) l->host2[c * shape[0] + r] = l->host[r * shape[1] + c];
+    return upload(l, l->host2, 2, (int64_t[]){shape[1], shape[0]}, dt, out);
+  }
+  int64_t out_shape[8];
+  for (int i = 0; i < ndim; i++) out_shape[i] = shape[i];
+  if (ndim) out_shape[0] = rows;
+  return upload(l, src, ndim ? ndim : 1, ndim ? out_shape : (int64_t[]){1}, dt, out);
+}
+
+enum status weight_load_sum(struct weight_loader *l, const char *a, const char *b, int64_t n, struct gpu_tensor *out) {
+  const struct st_tensor *t;
+  enum status s = read_checked(l, a, 1, (int64_t[]){n}, &t);
+  if (!s) s = reserve(l, n);
+  if (s) return s;
+  if (l->arena) memcpy(l->host2, l->host, (size_t)n * sizeof *l->host);
+  if ((s = read_checked(l, b, 1, (int64_t[]){n}, &t))) return s;
+  if (l->arena)
+    for (int64_t i = 0; i < n; i++) l->host2[i] += l->host[i];
+  return upload(l, l->host2, 1, (int64_t[]){n}, DT_F32, out);
+}
+
+/* --- the layers every model has, by their checkpoint leaf names --- */
+
+enum status weight_dims(const struct weight_loader *l, const char *name, int ndim, int64_t shape[8]) {
+  int nd;
+  if (!weight_shape(l, name, &nd, shape) || nd != ndim)
+    return status_set(STATUS_FORMAT, "%s: tensor '%s%s' is missing or not %d-D", safetensors_path(l->st), l->prefix,
+                      name, ndim);
+  return STATUS_OK;
+}
+
+enum status weight_load_vector(struct weight_loader *l, const char *base, const char *leaf, int64_t n,
+                               struct gpu_tensor *out) {
+  char name[512];
+  snprintf(name, sizeof name, "%s.%s", base, leaf);
+  return weight_load(l, name, 1, (int64_t[]){n}, 0, 0, WL_PLAIN, DT_F32, out);
+}
+
+enum status weight_load_norm(struct weight_loader *l, const char *base, int64_t channels, struct gpu_tensor *w,
+                             struct gpu_tensor *b) {
+  enum status s = weight_load_vector(l, base, "weight", channels, w);
+  return s ? s : weight_load_vector(l, base, "bias", channels, b);
+}
+
+enum status weight_load_conv(struct weight_loader *l, const char *base, int64_t cin, int64_t cout, int kernel,
+                             enum dtype dt, struct gpu_tensor *w, struct gpu_tensor *b) {
+  char name[512];
+  snprintf(name, sizeof name, "%s.weight", base);
+  enum status s = weight_load(l, name, 4, (int64_t[]){cout, cin, kernel, kernel}, 0, 0, WL_CONV, dt, w);
+  return s || !b ? s : weight_load_vector(l, base, "bias", cout, b);
+}
+
+enum status weight_load_linear(struct weight_loader *l, const char *base, int64_t in, int64_t out, enum dtype dt,
+                               struct gpu_tensor *w, struct gpu_tensor *b) {
+  char name[512];
+  snprintf(name, sizeof name, "%s.weight", base);
+  enum status s = weight_load(l, name, 2, (int64_t[]){out, in}, 0, 0, WL_PLAIN, dt, w);
+  return s || !b ? s : weight_load_vector(l, base, "bias", out, b);
+}
+
+enum status weight_load_model(struct gpu *g, const struct safetensors *st, const char *prefix, const char *what,
+                              weight_load_fn load, void (*reset)(void *model), void *model, struct gpu_arena **arena) {
+  struct weight_loader l = {.g = g, .st = st, .prefix = prefix};
+  enum status s = load(&l, model); /* measuring: l.arena is NULL, only l.bytes grows */
+  if (!s && reset) reset(model);
+  if (!s) s = gpu_arena_create(g, l.bytes, what, arena);
+  if (!s) {
+    l.arena = *arena;
+    s = load(&l, model);
+  }
+  weight_loader_free(&l);
+  return s;
+}

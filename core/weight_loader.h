@@ -1,0 +1,66 @@
+/* Loading checkpoint tensors into a model's weights arena, in two passes: the first only adds up
+ * the bytes (so the arena is created once at its exact size), the second converts and uploads.
+ * Every tensor is checked: present, the expected shape (an error names the key and both shapes),
+ * a float dtype, and finite values (a NaN or infinity is an error naming the tensor). */
+#ifndef VKD_WEIGHT_LOADER_H
+#define VKD_WEIGHT_LOADER_H
+
+#include <stdbool.h>
+
+#include "gpu.h"
+#include "safetensors.h"
+
+struct weight_loader {
+  struct gpu *g;
+  const struct safetensors *st;
+  struct gpu_arena *arena; /* NULL in the measuring pass */
+  const char *prefix;      /* prepended to every name */
+  VkDeviceSize bytes;      /* measuring pass: the total */
+  float *host, *host2;
+  uint16_t *half;
+  size_t cap, cap2;
+};
+
+enum weight_layout {
+  WL_PLAIN,     /* as stored */
+  WL_CONV,      /* [Cout, C, k, k] (or [Cout, C]) -> [Cout, Kp], Kp = C k k rounded up to 4 */
+  WL_TRANSPOSE, /* [a, b] -> [b, a] */
+};
+
+/* Loads prefix+name, expected shape `shape` (ndim dims); rows [row0, row0 + rows) of dimension 0
+ * when rows > 0 (OpenCLIP's packed q;k;v), else all of it. */
+enum status weight_load(struct weight_loader *l, const char *name, int ndim, const int64_t *shape, int64_t row0,
+                        int64_t rows, enum weight_layout layout, enum dtype dt, struct gpu_tensor *out);
+/* An f32 vector a + b (two biases that the model adds anyway), each of n elements. */
+enum status weight_load_sum(struct weight_loader *l, const char *a, const char *b, int64_t n, struct gpu_tensor *out);
+/* Whether prefix+name exists. */
+bool weight_exists(const struct weight_loader *l, const char *name);
+/* The stored shape of prefix+name (ndim 0 and false when absent). */
+bool weight_shape(const struct weight_loader *l, const char *name, int *ndim, int64_t shape[8]);
+void weight_loader_free(struct weight_loader *l);
+
+/* The layers every model has, named base + "." + the checkpoint's leaf names (weight, bias):
+ * an error names the key and both shapes. */
+/* The stored shape of prefix+name, which must exist with ndim dimensions. */
+enum status weight_dims(const struct weight_loader *l, const char *name, int ndim, int64_t shape[8]);
+/* base.leaf, an f32 vector of n */
+enum status weight_load_vector(struct weight_loader *l, const char *base, const char *leaf, int64_t n,
+                               struct gpu_tensor *out);
+/* base.weight, base.bias [channels] (GroupNorm, LayerNorm) */
+enum status weight_load_norm(struct weight_loader *l, const char *base, int64_t channels, struct gpu_tensor *w,
+                             struct gpu_tensor *b);
+/* base.weight [cout, cin, k, k] as [cout, Kp] in dt, base.bias [cout] (skipped when b is NULL) */
+enum status weight_load_conv(struct weight_loader *l, const char *base, int64_t cin, int64_t cout, int kernel,
+                             enum dtype dt, struct gpu_tensor *w, struct gpu_tensor *b);
+/* base.weight [out, in] in dt, base.bias [out] (skipped when b is NULL) */
+enum status weight_load_linear(struct weight_loader *l, const char *base, int64_t in, int64_t out, enum dtype dt,
+                               struct gpu_tensor *w, struct gpu_tensor *b);
+
+/* A whole model in two passes: load(l, model) first measures (l->arena NULL), then reset(model)
+ * (may be NULL) undoes what it built, *arena is created at the exact size, and load runs again to
+ * fill it. prefix is prepended to every name. */
+typedef enum status (*weight_load_fn)(struct weight_loader *l, void *model);
+enum status weight_load_model(struct gpu *g, const struct safetensors *st, const char *prefix, const char *what,
+                              weight_load_fn load, void (*reset)(void *model), void *model, struct gpu_arena **arena);
+
+#endif

@@ -1,0 +1,129 @@
+/* Text to image, the whole pipeline (../shared/STYLE.md, "Architecture"):
+ *
+ *   prompt ─► tokens ─► conditioning (CLIP text, GPU) ─► cond / uncond
+ *   seed ─► starting noise x ─► for each sigma: U-Net (GPU) ─► CFG + sampler step (CPU)
+ *   final latent ─► VAE decode (GPU) ─► 8-bit pixels
+ *
+ * No printing and no files: progress, finished images and cancellation go through the
+ * parameters' callbacks. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "guidance.h"
+#include "rng.h"
+#include "sd_model.h"
+
+_Static_assert((int)SD_SAMPLER_EULER == (int)SAMPLER_EULER && (int)SD_SAMPLER_EULER_A == (int)SAMPLER_EULER_A &&
+                   (int)SD_SAMPLER_DDIM == (int)SAMPLER_DDIM && (int)SD_SAMPLER_DPMPP_2M == (int)SAMPLER_DPMPP_2M,
+               "sd_sampler mirrors sampler_kind");
+_Static_assert((int)SD_SCHEDULE_DISCRETE == (int)SCHEDULE_DISCRETE && (int)SD_SCHEDULE_KARRAS == (int)SCHEDULE_KARRAS,
+               "sd_schedule mirrors schedule_kind");
+_Static_assert((int)SD_VAE_TILING_AUTO == (int)VAE_TILING_AUTO && (int)SD_VAE_TILING_ON == (int)VAE_TILING_ON &&
+                   (int)SD_VAE_TILING_OFF == (int)VAE_TILING_OFF,
+               "sd_vae_tiling mirrors vae_tiling");
+
+struct txt2img_params txt2img_default_params(void) {
+  return (struct txt2img_params){.steps = 20, .cfg_scale = 7.0, .width = 512, .height = 512,
+                                 .sampler = SD_SAMPLER_EULER_A, .schedule = SD_SCHEDULE_DISCRETE, .clip_skip = 1,
+                                 .batch_count = 1, .vae_tiling = SD_VAE_TILING_AUTO};
+}
+
+static enum status check_params(const struct sd_model *m, const struct txt2img_params *p) {
+  const struct sd_model_info *in = &m->info;
+  int unit = in->vae_factor * in->latent_align;
+  if (!p->prompt) return status_set(STATUS_INVALID_ARGUMENT, "txt2img: no prompt");
+  if (p->steps < 1 || p->steps > 1000) return status_set(STATUS_INVALID_ARGUMENT, "txt2img: steps %d is outside 1..1000", p->steps);
+  if (p->batch_count < 1) return status_set(STATUS_INVALID_ARGUMENT, "txt2img: batch_count %d is below 1", p->batch_count);
+  if (!(p->cfg_scale >= 0 && p->cfg_scale <= 100))
+    return status_set(STATUS_INVALID_ARGUMENT, "txt2img: cfg_scale %g is outside 0..100", p->cfg_scale);
+  if (p->width < unit || p->height < unit || p->width % unit || p->height % unit || p->width > 16384 || p->height > 16384)
+    return status_set(STATUS_INVALID_ARGUMENT, "txt2img: %dx%d is not a multiple of %d for this model", p->width,
+                      p->height, unit);
+  if ((unsigned)p->sampler >= SAMPLER_COUNT || (unsigned)p->schedule >= SCHEDULE_COUNT)
+    return status_set(STATUS_INVALID_ARGUMENT, "txt2img: unknown sampler or schedule");
+  if (!p->noise && (p->seed < 0 || p->seed > 0xffffffffLL))
+    return status_set(STATUS_INVALID_ARGUMENT, "txt2img: seed %lld is outside 0..4294967295", (long long)p->seed);
+  return STATUS_OK;
+}
+
+/* the sampler's per-step hook: progress, the caller's cancel flag, the saved latents */
+struct step_hook {
+  const struct txt2img_params *p;
+  int image;
+  float *latents; /* this image's slot at step 0, or NULL */
+  size_t n, stride;
+};
+
+static enum status on_step(int step, int steps, const float *x, void *user) {
+  struct step_hook *h = user;
+  if (h->latents) memcpy(h->latents + (size_t)step * h->stride, x, h->n * sizeof *x);
+  if (h->p->cancel && *h->p->cancel) return status_set(STATUS_CANCELLED, "cancelled at step %d of %d", step + 1, steps);
+  if (h->p->progress && h->p->progress(SD_PHASE_SAMPLE, h->image, step + 1, steps, h->p->user))
+    return status_set(STATUS_CANCELLED, "cancelled at step %d of %d", step + 1, steps);
+  return STATUS_OK;
+}
+
+static enum status report(const struct txt2img_params *p, enum sd_phase phase, int image, int step, int steps) {
+  if ((p->cancel && *p->cancel) || (p->progress && p->progress(phase, image, step, steps, p->user)))
+    return status_set(STATUS_CANCELLED, "cancelled");
+  return STATUS_OK;
+}
+
+int txt2img(struct sd_model *m, const struct txt2img_params *p, unsigned char *images, float *latents) {
+  enum status s = check_params(m, p);
+  if (s) return s;
+  int f = m->info.vae_factor, C = m->info.latent_channels, h = p->height / f, w = p->width / f;
+  size_t n = (size_t)C * h * w, npix = (size_t)p->width * p->height;
+  float *noise = malloc(n * sizeof *noise), *x = malloc(n * sizeof *x), *anoise = NULL;
+  float *image = malloc(3 * npix * sizeof *image);
+  unsigned char *rgb = malloc(3 * npix);
+  if (p->ancestral_noise) anoise = malloc((size_t)p->steps * n * sizeof *anoise);
+  struct sd_conditioning c = {0};
+  if (!noise || !x || !image || !rgb || (p->ancestral_noise && !anoise)) {
+    s = status_set(STATUS_OUT_OF_MEMORY, "txt2img: out of host memory for a %dx%d image", p->width, p->height);
+    goto done;
+  }
+
+  /* prompt -> tokens -> conditioning: cond and uncond [77 k, width], one encode for the batch */
+  if ((s = report(p, SD_PHASE_ENCODE, 0, 0, 1))) goto done;
+  if ((s = sd_model_encode(m, p->prompt, p->negative_prompt ? p->negative_prompt : "", p->clip_skip, &c))) goto done;
+  if ((s = report(p, SD_PHASE_ENCODE, 0, 1, 1))) goto done;
+
+  for (int b = 0; b < p->batch_count; b++) {
+    /* the starting noise: torch.manual_seed(seed + b); torch.randn([1, 4, h, w]), or the caller's */
+    uint32_t seed = (uint32_t)((uint64_t)p->seed + (uint64_t)b);
+    struct rng rng;
+    rng_seed(&rng, seed);
+    if (p->noise) memcpy(noise, p->noise + (size_t)b * n, n * sizeof *noise);
+    else rng_randn(&rng, noise, n);
+    for (int k = 0; anoise && k < p->steps; k++) /* [steps, batch, n] -> this image's [steps, n] */
+      memcpy(anoise + (size_t)k * n, p->ancestral_noise + ((size_t)k * p->batch_count + b) * n, n * sizeof *anoise);
+
+    /* the sampling loop: each step one guided U-Net evaluation (cond and uncond in one batch) */
+    struct guidance g = {0};
+    if ((s = guidance_init(&g, m->unet, c.cond, c.uncond, c.tokens, C, h, w, (float)p->cfg_scale))) goto done;
+    struct step_hook hook = {.p = p, .image = b, .latents = latents ? latents + (size_t)b * n : NULL, .n = n,
+                             .stride = (size_t)p->batch_count * n};
+    struct sampler_run run = {.sampler = (enum sampler_kind)p->sampler, .schedule = (enum schedule_kind)p->schedule,
+                              .steps = p->steps, .n = n, .noise = noise, .ancestral_noise = anoise, .rng = &rng,
+                              .denoise = guidance_denoise, .user = &g, .on_step = on_step, .step_user = &hook};
+    s = sampler_run(&m->sched, &run, x);
+    guidance_free(&g);
+    if (s) goto done;
+
+    /* the final latent -> VAE decode -> 8-bit pixels */
+    if ((s = report(p, SD_PHASE_DECODE, b, 0, 1))) goto done;
+    if ((s = vae_decode(m->vae, x, 1, h, w, (enum vae_tiling)p->vae_tiling, image))) goto done;
+    image_to_u8(image, p->height, p->width, rgb);
+    if ((s = report(p, SD_PHASE_DECODE, b, 1, 1))) goto done;
+    if (images) memcpy(images + (size_t)b * 3 * npix, rgb, 3 * npix);
+    if (p->on_image && p->on_image(b, seed, rgb, x, p->user)) {
+      s = status_set(STATUS_CANCELLED, "cancelled after image %d of %d", b + 1, p->batch_count);
+      goto done;
+    }
+  }
+done:
+  sd_conditioning_free(&c);
+  free(noise), free(x), free(anoise), free(image), free(rgb);
+  return s;
+}

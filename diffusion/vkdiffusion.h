@@ -1,0 +1,138 @@
+/* vkdiffusion: latent-diffusion text to image on any Vulkan device, as one library call.
+ *
+ * Usage (link with `pkg-config --cflags --libs vkdiffusion`):
+ *
+ *   #include <vkdiffusion.h>
+ *
+ *   struct sd_model_options mo = sd_model_default_options();
+ *   mo.model_path = "v1-5.safetensors";             // SD 1.x single file (U-Net, VAE, CLIP text)
+ *   struct sd_model *m;
+ *   if (sd_model_create(&mo, &m) != SD_OK) {
+ *     fprintf(stderr, "%s\n", sd_last_error());
+ *     return 1;
+ *   }
+ *   struct txt2img_params p = txt2img_default_params();
+ *   p.prompt = "a red circle on a blue background";
+ *   p.seed = 42;                                      // torch.manual_seed(42); torch.randn(...)
+ *   p.width = p.height = 512;
+ *   unsigned char *rgb = malloc((size_t)p.batch_count * p.height * p.width * 3);
+ *   if (txt2img(m, &p, rgb, NULL) != SD_OK) fprintf(stderr, "%s\n", sd_last_error());
+ *   // rgb: batch_count images, each height x width x 3 bytes
+ *   sd_model_destroy(m);
+ *
+ * Every function returns a status (SD_OK = 0); on failure sd_last_error() holds a one-line message
+ * for the calling thread. Nothing prints, nothing exits, no file is written. A struct sd_model is
+ * not thread-safe: use one per thread. */
+#ifndef VKDIFFUSION_H
+#define VKDIFFUSION_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(VKDIFFUSION_BUILDING)
+#define VKDIFFUSION_API __attribute__((visibility("default")))
+#else
+#define VKDIFFUSION_API
+#endif
+
+/* The same values as the library's internal status codes (and textenc's). */
+enum sd_status {
+  SD_OK = 0,
+  SD_INVALID_ARGUMENT,
+  SD_IO,
+  SD_FORMAT,
+  SD_NOT_FOUND,
+  SD_UNSUPPORTED,
+  SD_OUT_OF_MEMORY,
+  SD_NO_DEVICE,
+  SD_VULKAN,
+  SD_NUMERIC,
+  SD_CANCELLED,
+};
+
+enum sd_precision {
+  SD_FP16 = 0, /* fp16 weights on the device where supported (fp32 accumulation) */
+  SD_FP32 = 1, /* fp32 everywhere, for exact comparison */
+};
+
+/* Samplers as k-diffusion / AUTOMATIC1111 name them. */
+enum sd_sampler { SD_SAMPLER_EULER, SD_SAMPLER_EULER_A, SD_SAMPLER_DDIM, SD_SAMPLER_DPMPP_2M };
+enum sd_schedule { SD_SCHEDULE_DISCRETE, SD_SCHEDULE_KARRAS };
+/* VAE decode in bands of rows: when the whole image would not fit the device (AUTO), always, never.
+ * The tiled decode equals the whole one up to summation order. */
+enum sd_vae_tiling { SD_VAE_TILING_AUTO, SD_VAE_TILING_ON, SD_VAE_TILING_OFF };
+
+struct sd_model_options {
+  const char *model_path;     /* a single-file checkpoint: model.diffusion_model.*, first_stage_model.*, CLIP text */
+  const char *tokenizer_path; /* NULL: vocab.json + merges.txt beside the model, $VKDIFFUSION_TOKENIZER, installed */
+  const char *config_path;    /* NULL, or a JSON object with `text_encoder` / `unet` members (attention heads) */
+  int device_index;           /* -1: $VKDIFFUSION_DEVICE or the best device */
+  enum sd_precision precision;
+  int literal;                /* 1: prompts are plain text; 0: AUTOMATIC1111 syntax (emphasis, BREAK) */
+};
+
+struct sd_model_info {
+  int vae_factor;        /* image pixels per latent pixel (8 for SD) */
+  int latent_channels;   /* 4 */
+  int latent_align;      /* latent height and width must divide by this */
+  int context_width;     /* 768 for SD 1.x */
+  int fp16;              /* weights stored as fp16 on the device */
+  int native_width, native_height; /* the checkpoint's modelspec.resolution, or 0 */
+  const char *device_name;
+  uint64_t weight_bytes; /* U-Net + VAE + text encoder on the device */
+};
+
+enum sd_phase { SD_PHASE_ENCODE, SD_PHASE_SAMPLE, SD_PHASE_DECODE };
+
+/* Progress: `step` of `steps` of `phase` is done for image `image` (0-based) of the batch (encode:
+ * image 0, step 0 of 1 before, 1 of 1 after; sample: after each step; decode: 0 before, 1 after).
+ * Return non-zero to cancel (txt2img then returns SD_CANCELLED). */
+typedef int (*sd_progress_fn)(enum sd_phase phase, int image, int step, int steps, void *user);
+/* An image is ready: rgb [height, width, 3], latent [4, h, w] (the sampler's final latent). Return
+ * non-zero to stop (txt2img returns SD_CANCELLED). */
+typedef int (*sd_image_fn)(int image, uint32_t seed, const unsigned char *rgb, const float *latent, void *user);
+
+struct txt2img_params {
+  const char *prompt;          /* AUTOMATIC1111 syntax unless the model was created literal */
+  const char *negative_prompt; /* NULL: "" */
+  int64_t seed;                /* image b starts from torch.manual_seed((seed + b) mod 2^32); 0 .. 2^32-1 */
+  const float *noise;          /* NULL, or the starting noise [batch_count, 4, h, w] (replaces the seed's) */
+  const float *ancestral_noise; /* NULL, or euler_a's per-step noise [steps, batch_count, 4, h, w] */
+  int steps;                   /* 1 .. 1000 */
+  double cfg_scale;            /* classifier-free guidance; 1: no unconditional pass */
+  int width, height;           /* pixels, multiples of vae_factor * latent_align */
+  enum sd_sampler sampler;
+  enum sd_schedule schedule;
+  int clip_skip;               /* 1: the last layer (AUTOMATIC1111 numbering) */
+  int batch_count;             /* images, each with its own seed */
+  enum sd_vae_tiling vae_tiling;
+  sd_progress_fn progress;     /* may be NULL */
+  sd_image_fn on_image;        /* may be NULL */
+  void *user;                  /* for progress and on_image */
+  const volatile int *cancel;  /* may be NULL; checked between steps: non-zero stops with SD_CANCELLED */
+};
+
+struct sd_model; /* a checkpoint on the device: text encoder, U-Net, VAE (opaque) */
+
+VKDIFFUSION_API struct sd_model_options sd_model_default_options(void);
+/* Loads the checkpoint onto a new device. On failure *out is NULL and nothing is left allocated. */
+VKDIFFUSION_API int sd_model_create(const struct sd_model_options *opt, struct sd_model **out);
+VKDIFFUSION_API void sd_model_destroy(struct sd_model *m); /* accepts NULL */
+VKDIFFUSION_API int sd_model_get_info(const struct sd_model *m, struct sd_model_info *info);
+VKDIFFUSION_API const char *sd_last_error(void);
+
+/* Defaults: 20 steps, cfg 7, 512 x 512, euler_a, discrete schedule, clip skip 1, seed 0, 1 image. */
+VKDIFFUSION_API struct txt2img_params txt2img_default_params(void);
+/* Text to image: prompt -> tokens -> conditioning -> sampling loop -> VAE -> pixels, for every image
+ * of the batch. images: NULL, or batch_count x height x width x 3 bytes; latents: NULL, or every
+ * step's latent [steps, batch_count, 4, h, w]. Every parameter is checked before any GPU work. A
+ * failing image stops the batch; the images before it have been delivered to on_image. */
+VKDIFFUSION_API int txt2img(struct sd_model *m, const struct txt2img_params *p, unsigned char *images, float *latents);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
