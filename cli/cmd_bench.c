@@ -502,7 +502,7 @@ int cmd_bench(int argc, char **argv) {
     }
   }
   if (!what) {
-    fprintf(stderr, "vkdiffusion bench: what to measure? (ops, tokenize, encode)\n");
+    fprintf(stderr, "vkdiffusion bench: what to measure? (ops, tokenize, encode, unet, vae, generate, classify)\n");
     return 2;
   }
   int rest_argc = argc - first_rest + 1;
@@ -535,6 +535,6 @@ int cmd_bench(int argc, char **argv) {
   if (!strcmp(what, "unet") || !strcmp(what, "vae")) return bench_model(what, rest_argc, rest, device);
   if (!strcmp(what, "generate")) return bench_generate(rest_argc, rest, device);
   if (!strcmp(what, "classify")) return bench_classify(rest_argc, rest, device);
-  fprintf(stderr, "vkdiffusion bench: unknown benchmark '%s' (ops, tokenize, encode)\n", what);
+  fprintf(stderr, "vkdiffusion bench: unknown benchmark '%s' (ops, tokenize, encode, unet, vae, generate, classify)\n", what);
   return 2;
 }

@@ -144,8 +144,9 @@ int cmd_classify(int argc, char **argv) {
                  "Zero-shot classification: per image the top-K labels with probabilities (softmax of\n"
                  "exp(logit_scale) x cosine similarity). Several templates are averaged per label (OpenAI's\n"
                  "prompt ensembling); without --template, OpenAI's 7 templates are used. The model is an HF\n"
-                 "CLIPModel safetensors (text_model.*, vision_model.*, projections, logit_scale). --config: a JSON\n"
-                 "object with text_encoder / vision_model members holding num_attention_heads.\n");
+                 "CLIPModel safetensors (text_model.*, vision_model.*, projections, logit_scale: ln 100 when\n"
+                 "absent). --config: a JSON object with text_encoder / vision_model members holding\n"
+                 "num_attention_heads.\n");
   struct gpu *g = NULL;
   struct zeroshot *z = NULL;
   char **labels = NULL;

@@ -1,4 +1,5 @@
-/* vkdiffusion: CLIP text encoding and latent diffusion on Vulkan. Subcommand dispatch. */
+/* vkdiffusion: CLIP text encoding and latent diffusion on Vulkan. Subcommand dispatch: one
+ * cmd_<name>.c per command (cli.h). */
 #include <stdio.h>
 #include <string.h>
 
@@ -14,7 +15,7 @@ static const struct command commands[] = {
     {"classify", "zero-shot image classification with CLIP", cmd_classify},
     {"embed-image", "CLIP image embeddings into safetensors", cmd_embed_image},
     {"info", "a checkpoint's components, or a PNG's generation parameters", cmd_info},
-    {"bench", "measure speed: bench ops | tokenize | encode", cmd_bench},
+    {"bench", "measure speed: ops | tokenize | encode | unet | vae | generate | classify", cmd_bench},
 };
 
 static void usage(FILE *f) {

@@ -107,7 +107,7 @@ int txt2img(struct sd_model *m, const struct txt2img_params *p, unsigned char *i
     struct sampler_run run = {.sampler = (enum sampler_kind)p->sampler, .schedule = (enum schedule_kind)p->schedule,
                               .steps = p->steps, .n = n, .noise = noise, .ancestral_noise = anoise, .rng = &rng,
                               .denoise = guidance_denoise, .user = &g, .on_step = on_step, .step_user = &hook};
-    s = sampler_run(&m->sched, &run, x);
+    if (!(s = report(p, SD_PHASE_SAMPLE, b, 0, p->steps))) s = sampler_run(&m->sched, &run, x);
     guidance_free(&g);
     if (s) goto done;
 

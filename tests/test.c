@@ -128,3 +128,14 @@ int test_run(char *out, size_t n, const char *fmt, ...) {
   int st = p ? pclose(p) : -1;
   return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
+
+void test_write_text(const char *dir, const char *name, const char *text) {
+  char path[1024];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  FILE *f = fopen(path, "w");
+  if (!f || fputs(text, f) < 0) {
+    fprintf(stderr, "FAIL: cannot write %s\n", path);
+    test_failures++;
+  }
+  if (f) fclose(f);
+}

@@ -23,9 +23,7 @@
 #pragma GCC diagnostic ignored "-Wsign-compare"
 #include <stb_image_write.h>
 
-#include "clip_vision.h"
 #include "clip_image.h"
-#include "safetensors.h"
 #include "scenes.h"
 #include "test.h"
 #include "textenc.h"
@@ -36,64 +34,37 @@ enum { C = SCENE_COLOURS * SCENE_SHAPES, N_ZERO_SHOT = 300, N_LOOP = 40, N_HELD 
 
 static char out[65536];
 
-struct classifier {
-  struct safetensors *st;
-  struct clip_vision *v;
-  struct textenc *te;
-  float *cls, scale;
-  int P, S;
-};
-
-static enum status classifier_create(struct gpu *g, struct classifier *c) {
-  enum status s;
+/* the demo CLIP as the one zero-shot classifier (textenc/zeroshot.h), over the 50 captions */
+static enum status classifier_create(struct gpu *g, struct zeroshot **z) {
   char labels[C][40];
   const char *lp[C], *tpl[1] = {"{}"};
-  if ((s = safetensors_open(DEMO "/clip.safetensors", &c->st)) || (s = clip_vision_load(g, c->st, true, 0, -1, &c->v)))
-    return s;
+  for (int k = 0; k < C; k++) scene_label(k / SCENE_SHAPES, k % SCENE_SHAPES, labels[k], sizeof labels[k]), lp[k] = labels[k];
   struct textenc_options o = textenc_default_options();
   o.model_path = DEMO "/clip.safetensors";
   o.device = g;
-  o.literal = 1;
-  if (textenc_create(&o, &c->te)) return status_set(STATUS_FORMAT, "%s", textenc_last_error());
-  const struct clip_vision_config *vc = clip_vision_config(c->v);
-  c->P = vc->proj, c->S = vc->image;
-  for (int k = 0; k < C; k++) scene_label(k / SCENE_SHAPES, k % SCENE_SHAPES, labels[k], sizeof labels[k]), lp[k] = labels[k];
-  const struct st_tensor *ls = safetensors_find(c->st, "logit_scale");
-  c->scale = 4.6f;
-  if (ls && ls->numel == 1) safetensors_read_f32(c->st, ls, &c->scale);
-  if (!(c->cls = malloc((size_t)C * c->P * sizeof *c->cls))) return STATUS_OUT_OF_MEMORY;
-  return zeroshot_class_embeds(c->te, lp, C, tpl, 1, c->cls);
-}
-
-static void classifier_destroy(struct classifier *c) {
-  free(c->cls);
-  textenc_destroy(c->te);
-  clip_vision_destroy(c->v);
-  safetensors_close(c->st);
+  enum status s = zeroshot_create(&o, z);
+  return s ? s : zeroshot_set_labels(*z, lp, C, tpl, 1);
 }
 
 /* rgb [n, 64, 64, 3] -> the most probable label per image (colour * SCENE_SHAPES + shape) */
-static enum status classify(struct classifier *c, const unsigned char *rgb, int n, int *label) {
-  size_t px_n = (size_t)3 * c->S * c->S;
-  float *px = malloc((size_t)n * px_n * sizeof *px), *emb = malloc((size_t)n * c->P * sizeof *emb),
-        *probs = malloc((size_t)n * C * sizeof *probs);
-  enum status s = px && emb && probs ? STATUS_OK : STATUS_OUT_OF_MEMORY;
+static enum status classify(struct zeroshot *z, const unsigned char *rgb, int n, int *label) {
+  int S = zeroshot_image_size(z);
+  size_t px_n = (size_t)3 * S * S;
+  float *px = malloc((size_t)n * px_n * sizeof *px), *probs = malloc((size_t)n * C * sizeof *probs);
+  enum status s = px && probs ? STATUS_OK : STATUS_OUT_OF_MEMORY;
   for (int i = 0; i < n && !s; i++)
-    s = clip_preprocess(rgb + (size_t)i * SCENE_SIZE * SCENE_SIZE * 3, SCENE_SIZE, SCENE_SIZE, c->S, px + i * px_n, NULL);
-  if (!s) s = clip_vision_forward(c->v, px, n, NULL, emb, NULL);
-  if (!s) {
-    zeroshot_probs(emb, n, c->cls, C, c->P, c->scale, NULL, probs);
-    for (int i = 0; i < n; i++) {
-      label[i] = 0;
-      for (int k = 1; k < C; k++)
-        if (probs[(size_t)i * C + k] > probs[(size_t)i * C + label[i]]) label[i] = k;
-    }
+    s = clip_preprocess(rgb + (size_t)i * SCENE_SIZE * SCENE_SIZE * 3, SCENE_SIZE, SCENE_SIZE, S, px + i * px_n, NULL);
+  if (!s) s = zeroshot_classify(z, px, n, probs, NULL);
+  for (int i = 0; i < n && !s; i++) {
+    label[i] = 0;
+    for (int k = 1; k < C; k++)
+      if (probs[(size_t)i * C + k] > probs[(size_t)i * C + label[i]]) label[i] = k;
   }
-  free(px), free(emb), free(probs);
+  free(px), free(probs);
   return s;
 }
 
-static void zero_shot(struct classifier *c) {
+static void zero_shot(struct zeroshot *c) {
   unsigned char *rgb = malloc((size_t)N_ZERO_SHOT * SCENE_SIZE * SCENE_SIZE * 3);
   struct scene sc[N_ZERO_SHOT];
   int label[N_ZERO_SHOT], shape_ok = 0, colour_ok = 0, held = 0, held_ok = 0;
@@ -129,7 +100,7 @@ static void loop_prompts(int colour[], int shape[], bool large[]) {
         for (int k = 0; k < 2; k++, n++) colour[n] = i, shape[n] = s, large[n] = k == 0;
 }
 
-static void closed_loop(struct classifier *c) {
+static void closed_loop(struct zeroshot *c) {
   enum { N = N_LOOP + N_HELD };
   int colour[N], shape[N], label[N];
   bool large[N];
@@ -205,12 +176,12 @@ int main(void) {
   }
   struct gpu *g = test_gpu(&rc);
   if (!g) return rc;
-  struct classifier c = {0};
-  enum status st = classifier_create(g, &c);
+  struct zeroshot *z = NULL;
+  enum status st = classifier_create(g, &z);
   CHECK_OK(st);
-  if (!st) zero_shot(&c);
-  if (!st) closed_loop(&c);
-  classifier_destroy(&c);
+  if (!st) zero_shot(z);
+  if (!st) closed_loop(z);
+  zeroshot_destroy(z);
   test_gpu_done(g);
   return test_result("test_demo");
 }

@@ -1,7 +1,7 @@
 /* vkdiffusion generate end to end on the tiny random checkpoint (weight rule): PNGs written with
  * their parameters (read back by `info`), bit-identical reruns, a batch file with one bad job
- * (reported, the others still run, exit 1), --noise/--save-latents against the sampler golden's
- * inputs, and every malformed prompt-file case with its message. */
+ * (reported, the others still run, exit 1), --noise/--save-latents against the sampler golden.
+ * The job-file parser alone is test_job_file. */
 #define _POSIX_C_SOURCE 200809L
 #include <dirent.h>
 #include <stdarg.h>
@@ -10,7 +10,6 @@
 #include <unistd.h>
 
 #include "checkpoint.h"
-#include "job_file.h"
 #include "test.h"
 
 static char dir[256], out[16384], base[2048];
@@ -29,13 +28,7 @@ static float *read_latents(const char *path, int64_t dims[5]) {
 
 #define run(...) test_run(out, sizeof out, __VA_ARGS__)
 
-static void write_text(const char *name, const char *text) {
-  char path[512];
-  snprintf(path, sizeof path, "%s/%s", dir, name);
-  FILE *f = fopen(path, "w");
-  fputs(text, f);
-  fclose(f);
-}
+static void write_text(const char *name, const char *text) { test_write_text(dir, name, text); }
 
 
 static int count_png(const char *d) {
@@ -46,59 +39,6 @@ static int count_png(const char *d) {
   return n;
 }
 
-/* job_file_load on a text: the first job's error must contain needle */
-static void bad_file(const char *label, const char *name, const char *text, const char *needle) {
-  write_text(name, text);
-  char path[512];
-  snprintf(path, sizeof path, "%s/%s", dir, name);
-  struct job *jobs = NULL;
-  int n = 0;
-  enum status s = job_file_load(path, NULL, &jobs, &n);
-  int bad = 0; /* the first invalid job */
-  while (!s && bad + 1 < n && !jobs[bad].error[0]) bad++;
-  const char *msg = s ? status_message() : n ? jobs[bad].error : "";
-  CHECK_MSG(strstr(msg, needle) != NULL, "%s: '%s' lacks '%s'", label, msg, needle);
-  printf("  %-22s -> %s%s%s\n", label, s ? "" : jobs[bad].where, s ? "" : ": ", msg);
-  for (int i = 0; i < n; i++) job_free(&jobs[i]);
-  free(jobs);
-}
-
-static void test_prompt_files(void) {
-  bad_file("unknown field", "a.json", "{\"prompt\": \"x\", \"stepz\": 4}", "unknown field \"stepz\"");
-  bad_file("steps 0", "b.json", "{\"prompt\": \"x\", \"steps\": 0}", "\"steps\" 0");
-  bad_file("width 7", "c.json", "{\"prompt\": \"x\", \"width\": 7}", "\"width\" 7");
-  bad_file("cfg NaN", "d.json", "{\"prompt\": \"x\", \"cfg_scale\": \"NaN\"}", "\"cfg_scale\" must be a number");
-  bad_file("cfg huge", "d2.json", "{\"prompt\": \"x\", \"cfg_scale\": 1e309}", "cfg_scale");
-  bad_file("wrong type", "e.json", "{\"prompt\": 5}", "\"prompt\" must be a string");
-  bad_file("no prompt", "f.json", "{\"steps\": 5}", "missing field \"prompt\"");
-  bad_file("bad sampler", "g.json", "{\"prompt\": \"x\", \"sampler\": \"plms\"}", "sampler");
-  bad_file("seed range", "h.json", "{\"prompt\": \"x\", \"seed\": 99999999999}", "seed");
-  bad_file("float steps", "i.json", "{\"prompt\": \"x\", \"steps\": 2.5}", "integer");
-  bad_file("not json", "j.json", "{\"prompt\": ", "not valid JSON");
-  bad_file("empty array", "k.json", "[]", "no jobs");
-  bad_file("jsonl line 2", "l.jsonl", "{\"prompt\": \"a\"}\n{\"prompt\": \"b\", \"height\": 12}\n", "\"height\" 12");
-  /* a .txt file: one prompt a line, comments and blank lines skipped */
-  write_text("m.txt", "# comment\n\na red circle\n  a blue square  \n");
-  char path[512];
-  snprintf(path, sizeof path, "%s/m.txt", dir);
-  struct job *jobs = NULL;
-  int n = 0;
-  CHECK_OK(job_file_load(path, NULL, &jobs, &n));
-  CHECK(n == 2 && !strcmp(jobs[0].prompt, "a red circle") && !strcmp(jobs[1].prompt, "a blue square"));
-  CHECK(n == 2 && strstr(jobs[1].where, "line 4"));
-  for (int i = 0; i < n; i++) job_free(&jobs[i]);
-  free(jobs);
-  /* overrides beat file values */
-  write_text("o.json", "{\"prompt\": \"x\", \"steps\": 3, \"cfg_scale\": 2}");
-  snprintf(path, sizeof path, "%s/o.json", dir);
-  struct job_overrides ov = {.has_steps = true};
-  ov.values.steps = 9;
-  CHECK_OK(job_file_load(path, &ov, &jobs, &n));
-  CHECK(n == 1 && jobs[0].steps == 9 && jobs[0].cfg_scale == 2 && !jobs[0].error[0]);
-  job_free(&jobs[0]);
-  free(jobs);
-}
-
 int main(void) {
   const char *bin = VKD_BINARY;
   char digest[1024], vocab[1024], ckpt[512], cfg[512];
@@ -107,7 +47,6 @@ int main(void) {
   if (access(digest, R_OK) || access(vocab, R_OK)) return test_skip("../shared/ref goldens or ../shared/clip missing");
   snprintf(dir, sizeof dir, "/tmp/vkd_test_generate_%ld", (long)getpid());
   mkdir(dir, 0755);
-  test_prompt_files();
   snprintf(ckpt, sizeof ckpt, "%s/tiny_sd.safetensors", dir);
   snprintf(cfg, sizeof cfg, "%s/config.json", dir);
   CHECK(write_sd_checkpoint(ckpt, digest, ST_F32, 1, clip_spec("tiny")) == 0);
@@ -168,22 +107,43 @@ int main(void) {
   CHECK(access(c3, R_OK) == 0);
   printf("  batch with a bad job: %s", out);
 
-  /* --noise replaces the RNG; --save-latents writes every step */
+  /* --noise replaces the RNG: with euler (no per-step noise) two different --seeds give the same
+   * latents, which are the golden's (the golden's prompt, empty negative, cfg 7.5, fp32), and a run
+   * without --noise differs; --save-latents writes every step */
   char gold[1024];
   test_shared_path(gold, sizeof gold, "ref/goldens/sample_tiny.safetensors");
-  rc = run("%s --prompt x --width 32 --height 32 --steps 4 --sampler euler_a --noise %s --save-latents %s/lat.safetensors "
-           "--output n.png -o %s/d", base, gold, dir, dir);
-  CHECK_MSG(rc == 0, "--noise: %s", out);
-  char lat[600];
-  snprintf(lat, sizeof lat, "%s/lat.safetensors", dir);
-  int64_t dims[5] = {0};
-  float *lat0 = read_latents(lat, dims);
-  /* the tiny VAE has factor 2: a 32x32 image is a 16x16 latent, as in sample_tiny */
-  CHECK(lat0 && dims[0] == 4 && dims[1] == 1 && dims[2] == 4 && dims[3] == 16 && dims[4] == 16);
-  free(lat0);
+  float *runs[3] = {NULL, NULL, NULL};
+  const char *noise_arg[3] = {"--noise", "--noise", ""}, *noise_file[3] = {gold, gold, ""};
+  for (int k = 0; k < 3; k++) {
+    rc = run("%s --prompt 'a photograph of an astronaut riding a horse' --width 32 --height 32 --steps 4 --sampler euler "
+             "--cfg-scale 7.5 --precision fp32 --seed %d %s %s --save-latents %s/lat%d.safetensors --output n%d.png -o %s/d",
+             base, k + 1, noise_arg[k], noise_file[k], dir, k, k, dir);
+    CHECK_MSG(rc == 0, "--noise run %d: %s", k, out);
+    char lat[600];
+    snprintf(lat, sizeof lat, "%s/lat%d.safetensors", dir, k);
+    int64_t dims[5] = {0};
+    runs[k] = read_latents(lat, dims);
+    /* the tiny VAE has factor 2: a 32x32 image is a 16x16 latent, as in sample_tiny */
+    CHECK(runs[k] && dims[0] == 4 && dims[1] == 1 && dims[2] == 4 && dims[3] == 16 && dims[4] == 16);
+  }
+  if (runs[0] && runs[1] && runs[2]) {
+    size_t nl = 4 * 4 * 16 * 16;
+    CHECK_MSG(!memcmp(runs[0], runs[1], nl * sizeof(float)), "--noise: seeds 1 and 2 gave different latents");
+    CHECK_MSG(memcmp(runs[0], runs[2], nl * sizeof(float)) != 0, "--noise: the same latents as without --noise");
+    struct safetensors *gs = NULL;
+    CHECK_OK(safetensors_open(gold, &gs));
+    float *ref = gs ? test_tensor(gs, "euler.latents", NULL) : NULL;
+    CHECK(ref != NULL);
+    if (ref) CHECK_CLOSE("generate --noise: euler latents against the golden (fp32)", runs[0], ref, nl, 2e-3, 1e-4);
+    free(ref);
+    safetensors_close(gs);
+  }
+  for (int k = 0; k < 3; k++) free(runs[k]);
+  printf("  --noise: the same latents for seeds 1 and 2, the golden's; a run without it differs\n");
   /* a batch of 2 needs noise for 2 images: the golden holds one */
   rc = run("%s --prompt x --width 32 --height 32 --steps 4 --sampler euler_a --noise %s --batch-count 2 -o %s/d", base, gold, dir);
   CHECK_MSG(rc == 1 && strstr(out, "needs `noise` [N >= 2, 4, h, w]"), "--noise, batch of 2: %s", out);
+  char lat[600];
   /* --save-latents keeps every image of a batch: image 1 of a batch of 2 (seed 8) is the single image of seed 8 */
   float *lat2 = NULL, *lat1 = NULL;
   int64_t dims2[5] = {0}, dims1[5] = {0};

@@ -3,7 +3,7 @@
 # and run it on a tiny checkpoint: the public header, library and .pc file work as installed; the
 # installed vkdiffusion generates with the installed demo model when --model is absent.
 set -euo pipefail
-build=$1 example=$2 make_ckpt=$3 shared=$4 extra_flags=${5:-}
+build=$1 example=$2 make_ckpt=$3 shared=$4 extra_flags=${5:-} example2=${6:-$(dirname "$2")/install_txt2img.c}
 if [ ! -d "$shared/clip" ]; then
   if [ -n "${CI:-}" ]; then echo "FAIL: $shared/clip is missing"; exit 1; fi
   echo "SKIP: $shared/clip is missing"; exit 77
@@ -20,6 +20,19 @@ echo '{"text_encoder": {"num_attention_heads": 4}}' > "$tmp/config.json"
 LD_LIBRARY_PATH=$(dirname "$(find "$tmp/prefix" -name 'libtextenc.so' | head -n 1)") \
   "$tmp/example" "$tmp/tiny.safetensors" "$shared/clip" "$tmp/config.json" | tee "$tmp/out.txt"
 grep -q "width 64, chunks 1" "$tmp/out.txt"
+# libvkdiffusion: txt2img as a library call, from the installed header and .pc file, on the
+# installed demo model; it exports its own API only (textenc and core stay inside)
+cc -std=c11 -Wall -Werror $extra_flags -o "$tmp/txt2img" "$example2" $(pkg-config --cflags --libs vkdiffusion)
+lib=$(find "$tmp/prefix" -name 'libvkdiffusion.so' | head -n 1)
+[ -n "$lib" ] || { echo "FAIL: no libvkdiffusion.so installed"; exit 1; }
+exported=$(nm -D --defined-only "$lib" | awk '{print $3}' | sed 's/@.*//' | grep -v '^VKDIFFUSION_0$' | sort | tr '\n' ' ')
+[ "$exported" = "sd_last_error sd_model_create sd_model_default_options sd_model_destroy sd_model_get_info txt2img txt2img_default_params " ] ||
+  { echo "FAIL: libvkdiffusion exports: $exported"; exit 1; }
+demo=$(find "$tmp/prefix" -path '*models/demo/demo.safetensors' | head -n 1)
+LD_LIBRARY_PATH=$(dirname "$lib") "$tmp/txt2img" "$demo" "$tmp/one.ppm" | tee "$tmp/out2.txt"
+grep -q "64x64 image" "$tmp/out2.txt"
+[ "$(head -c 2 "$tmp/one.ppm")" = "P6" ] && [ "$(stat -c %s "$tmp/one.ppm")" -eq $((13 + 64 * 64 * 3)) ] ||
+  { echo "FAIL: the txt2img example wrote no 64x64 image"; exit 1; }
 # the installed generator finds the installed demo model (and its tokenizer) without --model
 env -u VKDIFFUSION_MODEL "$tmp/prefix/bin/vkdiffusion" generate --prompt "a red circle" --steps 2 --seed 1 \
   -o "$tmp/gen" 2> "$tmp/gen.txt" || { cat "$tmp/gen.txt"; exit 1; }

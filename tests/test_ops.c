@@ -353,6 +353,20 @@ static void test_errors(void) {
   CHECK(gpu_buffer_create(g, too_big, "test buffer", &b) == STATUS_OUT_OF_MEMORY);
   CHECK(strstr(status_message(), "maxMemoryAllocationSize") != NULL);
   CHECK(b == NULL);
+  /* the dispatch contract (core/kernels.c): every kernel's argument count and push struct */
+  for (int k = 0; k < KERNEL_COUNT; k++) {
+    const struct kernel_code *kc = kernel_code((enum kernel_id)k);
+    CHECK_MSG(kc && kc->code && kc->bindings > 0 && kc->push_size > 0 && kc->push_size <= GPU_PUSH_SIZE,
+              "kernel %d has no contract", k);
+  }
+  struct eltwise_push p = {.n = 7, .act = ACT_NONE};
+  struct gpu_arg args[3] = {{&x, 0}, {&x, 0}, {&y, 0}};
+  CHECK_OK(gpu_begin(g));
+  CHECK(gpu_dispatch(g, KERNEL_add, (uint32_t[]){64}, 1, args, 2, &p, sizeof p, 1, 1, 1) == STATUS_INVALID_ARGUMENT);
+  CHECK_MSG(strstr(status_message(), "add: dispatched with 2 arguments") != NULL, "%s", status_message());
+  struct linear_push lp = {0};
+  CHECK(gpu_dispatch(g, KERNEL_add, (uint32_t[]){64}, 1, args, 3, &lp, sizeof lp, 1, 1, 1) == STATUS_INVALID_ARGUMENT);
+  CHECK_OK(gpu_submit(g));
 }
 
 int main(void) {

@@ -105,7 +105,7 @@ static void test_zeroshot(struct gpu *gpu, const char *dir) {
   test_shared_path(gpath, sizeof gpath, "ref/goldens/zeroshot_tiny.safetensors");
   CHECK(write_vision_checkpoint(ckpt, vision_spec("tiny"), clip_spec("tiny"), ST_F32, 1) == 0);
   FILE *f = fopen(cfg, "w");
-  fputs("{\"text_encoder\": {\"num_attention_heads\": 4}}", f);
+  fputs("{\"text_encoder\": {\"num_attention_heads\": 4}, \"vision_model\": {\"num_attention_heads\": 4}}", f);
   fclose(f);
   struct safetensors *g = NULL, *st = NULL;
   CHECK_OK(safetensors_open(gpath, &g));
@@ -142,7 +142,21 @@ static void test_zeroshot(struct gpu *gpu, const char *dir) {
     zeroshot_probs(emb, 3, cls, 5, 64, ls, NULL, probs);
     ref = test_tensor(g, "ens_probs", NULL);
     CHECK_CLOSE("zero-shot ensemble probs (3 templates)", probs, ref, 15, 1e-3, 0);
-    free(ref), free(px);
+    free(ref);
+    /* the same through the one classifier every command uses (logit_scale from the checkpoint) */
+    struct zeroshot *z = NULL;
+    CHECK_OK(zeroshot_create(&o, &z));
+    if (z) {
+      CHECK(zeroshot_image_size(z) == 64 && zeroshot_dim(z) == 64 && fabsf(zeroshot_logit_scale(z) - ls) < 1e-6f);
+      CHECK_OK(zeroshot_set_labels(z, labels, 5, three, 3));
+      float zp[15];
+      CHECK_OK(zeroshot_classify(z, px, 3, zp, NULL));
+      ref = test_tensor(g, "ens_probs", NULL);
+      CHECK_CLOSE("zeroshot_classify ensemble probs", zp, ref, 15, 1e-3, 0);
+      free(ref);
+    }
+    zeroshot_destroy(z);
+    free(px);
   }
   clip_vision_destroy(vm);
   textenc_destroy(te);
@@ -152,8 +166,38 @@ static void test_zeroshot(struct gpu *gpu, const char *dir) {
   unlink(cfg);
 }
 
+/* zeroshot_probs has no cap on the number of labels: 5000 classes against a plain double reference */
+static void test_many_labels(void) {
+  enum { NI = 2, C = 5000, P = 16 };
+  float *img = malloc(NI * P * sizeof *img), *cls = malloc((size_t)C * P * sizeof *cls), *probs = malloc(NI * C * sizeof *probs);
+  double *ref = malloc(NI * C * sizeof *ref);
+  test_random(img, NI * P, 11);
+  test_random(cls, (size_t)C * P, 12);
+  for (int i = 0; i < NI * C; i++) probs[i] = NAN;
+  CHECK_OK(zeroshot_probs(img, NI, cls, C, P, 2.0f, NULL, probs));
+  double worst = 0;
+  for (int n = 0; n < NI; n++) {
+    double norm = 0, mx = -INFINITY, sum = 0;
+    for (int i = 0; i < P; i++) norm += (double)img[n * P + i] * img[n * P + i];
+    for (int c = 0; c < C; c++) {
+      double d = 0;
+      for (int i = 0; i < P; i++) d += (double)img[n * P + i] * cls[(size_t)c * P + i];
+      ref[n * C + c] = exp(2.0) * d / sqrt(norm);
+      if (ref[n * C + c] > mx) mx = ref[n * C + c];
+    }
+    for (int c = 0; c < C; c++) sum += exp(ref[n * C + c] - mx);
+    for (int c = 0; c < C; c++) {
+      double e = fabs(probs[n * C + c] - exp(ref[n * C + c] - mx) / sum);
+      if (!(e <= worst)) worst = e; /* NaN: worst becomes NaN */
+    }
+  }
+  CHECK_MSG(worst < 1e-7, "zero-shot with %d labels: max error %g (every probability written)", C, worst);
+  free(img), free(cls), free(probs), free(ref);
+}
+
 int main(void) {
   test_preprocess();
+  test_many_labels();
   char probe[1024], dir[256], ckpt[512];
   test_shared_path(probe, sizeof probe, "ref/goldens/vision_tiny.safetensors");
   if (access(probe, R_OK)) return test_skip("cannot read ../shared/ref/goldens/vision_tiny.safetensors");

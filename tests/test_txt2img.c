@@ -1,0 +1,195 @@
+/* txt2img driven directly through the library (vkdiffusion.h) against
+ * ../shared/ref/goldens/sample_tiny.safetensors: the tiny SD checkpoint of the weight rule (U-Net,
+ * VAE and tiny CLIP text, seed 1), the golden's prompt and empty negative prompt, its starting
+ * noise (and euler_a's per-step noise), 4 steps, cfg 7.5, 32x32; for each of euler, euler_a, ddim
+ * and dpmpp_2m (karras) the per-step latents and the 8-bit image. Tolerances are the reference's
+ * (../shared/ref/README.md, "Recommended tolerances"): fp32 latents atol 2e-3 rtol 1e-4, image
+ * within 1 level; fp16 storage latents atol 1 rtol 2e-2, image within 3 levels. The conditioning
+ * on the way is checked against the golden's `cond`/`uncond` (fp32: 1e-4).
+ * Also: the callbacks (progress order, one image a batch element, seeds), cancellation, and
+ * parameters refused before any GPU work. */
+#define _POSIX_C_SOURCE 200809L
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "sd_model.h"
+#include "test.h"
+#include "vkdiffusion.h"
+
+static const char *const PROMPT = "a photograph of an astronaut riding a horse";
+enum { STEPS = 4, H = 16, W = 16, N_LAT = 4 * H * W, PX = 32 * 32 * 3 };
+
+struct calls {
+  int encode, sample, decode, images, last_step;
+  uint32_t seeds[4];
+  bool order_ok;
+  int cancel_at; /* sample step that cancels (0: never) */
+};
+
+static int on_progress(enum sd_phase phase, int image, int step, int steps, void *user) {
+  struct calls *c = user;
+  if (phase == SD_PHASE_ENCODE) c->encode++;
+  if (phase == SD_PHASE_DECODE) c->decode++;
+  if (phase == SD_PHASE_SAMPLE) {
+    c->sample++;
+    if (step != 0 && step != c->last_step + 1) c->order_ok = false;
+    c->last_step = step;
+    if (steps != STEPS) c->order_ok = false;
+    if (c->cancel_at && step == c->cancel_at) return 1;
+  }
+  (void)image;
+  return 0;
+}
+
+static int on_image(int image, uint32_t seed, const unsigned char *rgb, const float *latent, void *user) {
+  struct calls *c = user;
+  if (image < 4) c->seeds[image] = seed;
+  c->images++;
+  (void)rgb, (void)latent;
+  return 0;
+}
+
+static void golden(const char *ckpt, const char *cfg, const char *vocab, struct safetensors *gold, bool fp16) {
+  struct sd_model_options mo = sd_model_default_options();
+  mo.model_path = ckpt;
+  mo.config_path = cfg;
+  mo.tokenizer_path = vocab;
+  mo.precision = fp16 ? SD_FP16 : SD_FP32;
+  struct sd_model *m = NULL;
+  CHECK_OK(sd_model_create(&mo, &m));
+  if (!m) return;
+  const char *p = fp16 ? "fp16" : "fp32";
+  /* the conditioning txt2img samples with */
+  struct sd_conditioning c = {0};
+  CHECK_OK(sd_model_encode(m, PROMPT, "", 1, &c));
+  float *cond = test_tensor(gold, "cond", NULL), *uncond = test_tensor(gold, "uncond", NULL);
+  if (!fp16 && c.cond && c.tokens == 77) {
+    CHECK_CLOSE("txt2img conditioning: cond", c.cond, cond, 77 * 64, 1e-4, 1e-4);
+    CHECK_CLOSE("txt2img conditioning: uncond", c.uncond, uncond, 77 * 64, 1e-4, 1e-4);
+  }
+  sd_conditioning_free(&c);
+  free(cond), free(uncond);
+
+  float *noise = test_tensor(gold, "noise", NULL), *anoise = test_tensor(gold, "euler_a_noise", NULL);
+  const char *names[] = {"euler", "euler_a", "ddim", "dpmpp_2m_karras"};
+  enum sd_sampler samplers[] = {SD_SAMPLER_EULER, SD_SAMPLER_EULER_A, SD_SAMPLER_DDIM, SD_SAMPLER_DPMPP_2M};
+  for (int k = 0; k < 4; k++) {
+    struct calls calls = {.order_ok = true};
+    struct txt2img_params tp = txt2img_default_params();
+    tp.prompt = PROMPT;
+    tp.noise = noise;
+    tp.ancestral_noise = samplers[k] == SD_SAMPLER_EULER_A ? anoise : NULL;
+    tp.steps = STEPS;
+    tp.cfg_scale = 7.5;
+    tp.width = tp.height = 32;
+    tp.sampler = samplers[k];
+    tp.schedule = k == 3 ? SD_SCHEDULE_KARRAS : SD_SCHEDULE_DISCRETE;
+    tp.vae_tiling = SD_VAE_TILING_OFF;
+    tp.progress = on_progress;
+    tp.on_image = on_image;
+    tp.user = &calls;
+    unsigned char img[PX];
+    float lat[STEPS * N_LAT];
+    memset(img, 0, sizeof img);
+    for (int i = 0; i < STEPS * N_LAT; i++) lat[i] = NAN;
+    CHECK_OK(txt2img(m, &tp, img, lat));
+    char name[96], what[128];
+    snprintf(name, sizeof name, "%s.latents", names[k]);
+    float *ref = test_tensor(gold, name, NULL);
+    snprintf(what, sizeof what, "txt2img %s %s per-step latents", names[k], p);
+    CHECK_CLOSE(what, lat, ref, STEPS * N_LAT, fp16 ? 1.0 : 2e-3, fp16 ? 2e-2 : 1e-4);
+    free(ref);
+    snprintf(name, sizeof name, "%s.image_u8", names[k]);
+    ref = test_tensor(gold, name, NULL);
+    float got[PX];
+    for (int i = 0; i < PX; i++) got[i] = img[i];
+    snprintf(what, sizeof what, "txt2img %s %s image_u8 (levels)", names[k], p);
+    CHECK_CLOSE(what, got, ref, PX, fp16 ? 3 : 1, 0);
+    free(ref);
+    CHECK_MSG(calls.encode == 2 && calls.sample == STEPS + 1 && calls.decode == 2 && calls.images == 1 && calls.order_ok,
+              "%s: callbacks encode %d sample %d decode %d images %d", names[k], calls.encode, calls.sample, calls.decode,
+              calls.images);
+  }
+  free(noise), free(anoise);
+  if (fp16) { /* the seed path, a batch, cancellation and refused parameters (once is enough) */
+    struct calls calls = {.order_ok = true};
+    struct txt2img_params tp = txt2img_default_params();
+    tp.prompt = "a red circle";
+    tp.seed = 4294967295LL; /* image 1 wraps to seed 0 */
+    tp.steps = STEPS;
+    tp.width = tp.height = 32;
+    tp.batch_count = 2;
+    tp.progress = on_progress;
+    tp.on_image = on_image;
+    tp.user = &calls;
+    unsigned char two[2 * PX], one[PX];
+    CHECK_OK(txt2img(m, &tp, two, NULL));
+    CHECK(calls.images == 2 && calls.seeds[0] == 4294967295u && calls.seeds[1] == 0);
+    tp.seed = 0;
+    tp.batch_count = 1;
+    calls = (struct calls){.order_ok = true};
+    CHECK_OK(txt2img(m, &tp, one, NULL));
+    CHECK_MSG(!memcmp(one, two + PX, PX), "image 1 of a batch from seed 2^32-1 differs from seed 0 alone");
+    CHECK_MSG(memcmp(two, two + PX, PX) != 0, "the two images of a batch are the same");
+    calls = (struct calls){.order_ok = true, .cancel_at = 2};
+    int st = txt2img(m, &tp, one, NULL);
+    CHECK_MSG(st == SD_CANCELLED && calls.images == 0 && strstr(sd_last_error(), "cancelled"), "cancel: %d %s", st,
+              sd_last_error());
+    volatile int flag = 1;
+    tp.cancel = &flag;
+    tp.progress = NULL;
+    CHECK(txt2img(m, &tp, one, NULL) == SD_CANCELLED);
+    tp.cancel = NULL;
+    tp.width = 36; /* not a multiple of the tiny model's 4 (VAE factor 2, 2 levels) */
+    CHECK(txt2img(m, &tp, one, NULL) == SD_INVALID_ARGUMENT && strstr(sd_last_error(), "36x32"));
+    tp.width = 32;
+    tp.steps = 0;
+    CHECK(txt2img(m, &tp, one, NULL) == SD_INVALID_ARGUMENT && strstr(sd_last_error(), "steps 0"));
+    tp.steps = STEPS;
+    tp.seed = -1;
+    CHECK(txt2img(m, &tp, one, NULL) == SD_INVALID_ARGUMENT && strstr(sd_last_error(), "seed -1"));
+  }
+  struct sd_model_info info;
+  CHECK_OK(sd_model_get_info(m, &info));
+  CHECK(info.vae_factor == 2 && info.latent_channels == 4 && info.context_width == 64);
+  const char *last = NULL;
+  int n = gpu_validation_count(sd_model_gpu(m), &last);
+  CHECK_MSG(n == 0, "%d validation messages; last: %s", n, last ? last : "");
+  sd_model_destroy(m);
+}
+
+int main(void) {
+  char gpath[1024], digest[1024], vocab[1024], dir[256], ckpt[512], cfg[512];
+  test_shared_path(gpath, sizeof gpath, "ref/goldens/sample_tiny.safetensors");
+  test_shared_path(digest, sizeof digest, "ref/goldens/weights_digest_unet_vae_tiny_seed1.json");
+  test_shared_path(vocab, sizeof vocab, "clip");
+  struct safetensors *gold = NULL;
+  if (access(digest, R_OK) || access(vocab, R_OK) || safetensors_open(gpath, &gold))
+    return test_skip("../shared/ref/goldens (sample_tiny, the tiny weight digest) or ../shared/clip missing");
+  int rc = 0;
+  struct gpu *probe = test_gpu(&rc); /* is there a device at all (skip, or fail under CI) */
+  if (!probe) {
+    safetensors_close(gold);
+    return rc;
+  }
+  test_gpu_done(probe);
+  snprintf(dir, sizeof dir, "/tmp/vkd_test_txt2img_%ld", (long)getpid());
+  mkdir(dir, 0755);
+  snprintf(ckpt, sizeof ckpt, "%s/tiny_sd.safetensors", dir);
+  snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+  CHECK(write_sd_checkpoint(ckpt, digest, ST_F32, 1, clip_spec("tiny")) == 0);
+  FILE *f = fopen(cfg, "w");
+  CHECK(f != NULL);
+  if (f) {
+    fputs("{\"text_encoder\": {\"num_attention_heads\": 4}, \"unet\": {\"num_attention_heads\": 2}}", f);
+    fclose(f);
+  }
+  golden(ckpt, cfg, vocab, gold, false);
+  golden(ckpt, cfg, vocab, gold, true);
+  unlink(ckpt);
+  unlink(cfg);
+  rmdir(dir);
+  safetensors_close(gold);
+  return test_result("test_txt2img");
+}
