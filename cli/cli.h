@@ -3,6 +3,7 @@
 #define VKD_CLI_H
 
 #include <stdbool.h>
+#include <signal.h>
 #include <stdio.h>
 
 #include "gpu.h"
@@ -25,6 +26,12 @@ int cmd_unet(int argc, char **argv);
 int cmd_decode(int argc, char **argv);
 int cmd_classify(int argc, char **argv);
 int cmd_embed_image(int argc, char **argv);
+
+/* SIGINT/SIGTERM remove the temporary files being written and exit (status 128 + signal); with
+ * stop_cleanly (generate) the first one only sets cli_interrupted, so the work stops after its
+ * current step (txt2img's cancel flag) with what is done written, and a second one exits at once. */
+extern volatile int cli_interrupted;
+void cli_handle_signals(bool stop_cleanly);
 
 /* Option parsing: argv[*i] is the option; its value is argv[*i + 1] (advances *i).
  * Prints an error and returns NULL when the value is missing. */

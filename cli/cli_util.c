@@ -1,4 +1,4 @@
-#define _DEFAULT_SOURCE /* readlink */
+#define _DEFAULT_SOURCE /* readlink, sigaction */
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -6,7 +6,30 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "fileio.h"
 #include "safetensors.h"
+
+volatile int cli_interrupted;
+static volatile sig_atomic_t cancellable;
+
+static void on_signal(int sig) {
+  if (cancellable && !cli_interrupted) { /* the command stops cleanly after its current step */
+    cli_interrupted = sig;
+    return;
+  }
+  file_tmp_remove_all(); /* async-signal-safe: unlink only */
+  _exit(128 + sig);
+}
+
+void cli_handle_signals(bool stop_cleanly) {
+  cancellable = stop_cleanly;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+}
 
 const char *cli_value(int argc, char **argv, int *i) {
   if (*i + 1 >= argc) {

@@ -52,7 +52,7 @@ int cmd_decode(int argc, char **argv) {
       if (N == 1) snprintf(path, sizeof path, "%s", o.out);
       else snprintf(path, sizeof path, "%.*s-%d.png", (int)(strlen(o.out) - 4), o.out, n);
       image_to_u8(img + (size_t)n * 3 * H * W, H, W, u8);
-      if (png_write(path, u8, W, H, NULL)) rc = cli_fail("decode", NULL);
+      if (png_write(path, u8, W, H, NULL, true)) rc = cli_fail("decode", NULL);
     }
   } else {
     struct st_writer *wr;

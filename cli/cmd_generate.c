@@ -11,6 +11,7 @@
 
 #include "cli.h"
 #include "clip_image.h"
+#include "fileio.h"
 #include "job_file.h"
 #include "png.h"
 #include "progress.h"
@@ -32,7 +33,8 @@ static void usage(FILE *f) {
           "Other options: --precision fp16|fp32, --device N, --vae-tiling auto|on|off, --literal (no prompt\n"
           "syntax), --noise FILE (noise [N,4,h,w], ancestral_noise [steps,N,4,h,w]: replaces the RNG),\n"
           "--save-latents FILE (latents [steps,N,4,h,w]: every step of the N images of the job, the last job),\n"
-          "--rng cpu, --quiet, --progress,\n"
+          "--rng cpu, --quiet, --progress, --overwrite (replace existing images; without it they are skipped\n"
+          "with a note, and two images of one run with the same name are an error before any work),\n"
           "--score-with CLIP_MODEL [--score-config FILE]: the CLIP score (100 x cosine of image and prompt\n"
           "embeddings) of every image, on stderr and in the PNG's parameters.\n"
           "The PNG carries the settings in AUTOMATIC1111's `parameters` text (vkdiffusion info IMAGE.png).\n"
@@ -86,9 +88,24 @@ static uint64_t random_seed(void) {
 
 struct opts {
   const char *outdir, *noise_file, *latents_file, *score_model, *score_config, *model_name;
-  bool quiet, progress;
+  bool quiet, progress, overwrite;
   enum sd_vae_tiling tiling;
   struct zeroshot *scorer; /* --score-with: CLIP score = 100 * cos(image, prompt) of each image */
+};
+
+/* Every image's output, decided before any GPU work: its path, its seed, whether it is skipped
+ * (the file exists and --overwrite is not given). */
+struct planned {
+  char *path;
+  uint32_t seed;
+  bool skip;
+  const struct job *job; /* for messages */
+  int image;
+};
+struct job_plan {
+  struct planned *img; /* batch_count of them; NULL for an invalid job */
+  uint64_t seed;
+  int skipped;
 };
 
 /* AUTOMATIC1111's parameters text of a generated image (malloc'd) */
@@ -109,9 +126,10 @@ static char *parameters_text(const struct job *j, uint64_t seed, const char *mod
 /* txt2img's callbacks for one job: the progress line, and each finished image scored and written */
 struct job_run {
   const struct job *j;
+  const struct job_plan *plan;
   const struct opts *o;
   struct progress prog;
-  int *next_index, *images_done, failed;
+  int *images_done, *images_skipped, failed, delivered;
 };
 
 static int on_progress(enum sd_phase phase, int image, int step, int steps, void *user) {
@@ -126,10 +144,9 @@ static int on_progress(enum sd_phase phase, int image, int step, int steps, void
 static int on_image(int image, uint32_t seed, const unsigned char *rgb, const float *latent, void *user) {
   struct job_run *r = user;
   const struct job *j = r->j;
-  char name[1024], path[2048];
-  expand_name(j->output ? j->output : "{index}-{seed}.png", *r->next_index, seed, j->prompt, name, sizeof name);
-  snprintf(path, sizeof path, "%s/%s", r->o->outdir, name);
-  (*r->next_index)++;
+  const struct planned *pl = &r->plan->img[image];
+  r->delivered++;
+  if (pl->skip) return 0; /* exists: noted when planned */
   char *params = parameters_text(j, seed, r->o->model_name);
   enum status st = params ? STATUS_OK : status_set(STATUS_OUT_OF_MEMORY, "out of memory");
   double score = 0;
@@ -138,28 +155,36 @@ static int on_image(int image, uint32_t seed, const unsigned char *rgb, const fl
     if (p2) params = p2, snprintf(params + strlen(params), 64, ", CLIP score: %.2f", score);
     fprintf(stderr, "%s, image %d: CLIP score %.2f\n", j->where, image + 1, score);
   }
-  if (!st) st = png_write(path, rgb, j->width, j->height, params);
+  if (!st) st = png_write(pl->path, rgb, j->width, j->height, params, r->o->overwrite);
   free(params);
-  if (st) {
+  if (st && !r->o->overwrite && strstr(status_message(), "(not replaced)")) {
+    /* another process wrote it since the plan: kept, never replaced */
+    fprintf(stderr, "%s%s: written meanwhile by another process: kept\n", r->prog.on ? "\n" : "", pl->path);
+    (*r->images_skipped)++;
+  } else if (st) {
     fprintf(stderr, "%svkdiffusion generate: %s, image %d: %s\n", r->prog.on ? "\n" : "", j->where, image + 1,
             status_message());
     r->failed++;
   } else {
     (*r->images_done)++;
-    if (!r->o->quiet) fprintf(stderr, "wrote %s (seed %llu)\n", path, (unsigned long long)seed);
+    if (!r->o->quiet) fprintf(stderr, "wrote %s (seed %llu)\n", pl->path, (unsigned long long)seed);
   }
   (void)latent;
   return 0; /* a failed write fails this image only */
 }
 
+/* An invalid job counts as its images (at least one) in the summary. */
+static int job_images(const struct job *j) { return j->batch_count >= 1 && j->batch_count <= 1000 ? j->batch_count : 1; }
+
 /* Runs one job (all its images); returns the number of images that failed. A failure to write
  * --save-latents (the images are written) counts in *errors. */
-static int run_job(struct sd_model *m, const struct job *j, const struct opts *o, int *next_index, int *images_done,
-                   int *errors) {
+static int run_job(struct sd_model *m, const struct job *j, const struct job_plan *plan, const struct opts *o,
+                   int *images_done, int *images_skipped, int *errors) {
   if (j->error[0]) {
     fprintf(stderr, "vkdiffusion generate: %s: %s (job skipped)\n", j->where, j->error);
-    return j->batch_count;
+    return job_images(j);
   }
+  if (plan->skipped == j->batch_count && !o->latents_file) return 0; /* every image exists */
   struct sd_model_info info;
   sd_model_get_info(m, &info);
   int unit = info.vae_factor * info.latent_align, h = j->height / info.vae_factor, w = j->width / info.vae_factor;
@@ -181,14 +206,12 @@ static int run_job(struct sd_model *m, const struct job *j, const struct opts *o
     free(noise), free(anoise);
     return j->batch_count;
   }
-  uint64_t seed = j->seed >= 0 ? (uint64_t)j->seed : random_seed();
-  if (j->seed < 0 && !o->quiet) fprintf(stderr, "%s: seed %llu\n", j->where, (unsigned long long)seed);
-  struct job_run r = {.j = j, .o = o, .prog = {.on = o->progress && !o->quiet, .images = j->batch_count},
-                      .next_index = next_index, .images_done = images_done};
+  struct job_run r = {.j = j, .plan = plan, .o = o, .prog = {.on = o->progress && !o->quiet, .images = j->batch_count},
+                      .images_done = images_done, .images_skipped = images_skipped};
   struct txt2img_params p = txt2img_default_params();
   p.prompt = j->prompt;
   p.negative_prompt = j->negative_prompt;
-  p.seed = (int64_t)seed;
+  p.seed = (int64_t)plan->seed;
   p.noise = noise;
   p.ancestral_noise = anoise;
   p.steps = j->steps;
@@ -203,13 +226,11 @@ static int run_job(struct sd_model *m, const struct job *j, const struct opts *o
   p.progress = on_progress;
   p.on_image = on_image;
   p.user = &r;
-  int done_before = *images_done + r.failed, st = txt2img(m, &p, NULL, saved);
-  if (st) { /* the images not delivered failed with it */
-    int delivered = *images_done + r.failed - done_before;
-    fprintf(stderr, "%svkdiffusion generate: %s, image %d: %s\n", r.prog.on ? "\n" : "", j->where, delivered + 1,
+  p.cancel = &cli_interrupted;
+  if (txt2img(m, &p, NULL, saved)) { /* the images not delivered failed with it */
+    fprintf(stderr, "%svkdiffusion generate: %s, image %d: %s\n", r.prog.on ? "\n" : "", j->where, r.delivered + 1,
             status_message());
-    r.failed += j->batch_count - delivered;
-    *next_index += j->batch_count - delivered;
+    r.failed += j->batch_count - r.delivered;
   }
   if (saved && r.failed) {
     fprintf(stderr, "vkdiffusion generate: %s: %s not written (%d of %d images failed)\n", j->where, o->latents_file,
@@ -228,6 +249,93 @@ static int run_job(struct sd_model *m, const struct job *j, const struct opts *o
   }
   free(noise), free(anoise), free(saved);
   return r.failed;
+}
+
+/* an output name: not empty, not . or .., no longer than a file name may be */
+static bool name_ok(const char *name, char *why, size_t n) {
+  size_t len = strlen(name);
+  if (!len || !strcmp(name, ".") || !strcmp(name, "..")) snprintf(why, n, "the output name \"%s\" is not a file name", name);
+  else if (len > 255) snprintf(why, n, "the output name is %zu bytes, more than the 255 a file name may have", len);
+  else return true;
+  return false;
+}
+
+static int cmp_names(const void *a, const void *b) {
+  const struct planned *const *x = a, *const *y = b;
+  return strcmp((*x)->path, (*y)->path);
+}
+
+/* Decides every image's path, seed and fate before any GPU work: bad output names make the job
+ * invalid; two images of the run with one name are an error for the whole run (nothing is
+ * generated); an existing file is skipped with a note unless --overwrite. Returns 0 or 1. */
+static int plan_outputs(struct job *jobs, int n_jobs, struct job_plan *plans, const struct opts *o, int *skipped) {
+  int index = 0, total = 0;
+  for (int k = 0; k < n_jobs; k++) {
+    struct job *j = &jobs[k];
+    struct job_plan *pl = &plans[k];
+    if (j->error[0]) continue;
+    pl->seed = j->seed >= 0 ? (uint64_t)j->seed : random_seed();
+    if (j->seed < 0 && !o->quiet) fprintf(stderr, "%s: seed %llu\n", j->where, (unsigned long long)pl->seed);
+    if (!(pl->img = calloc((size_t)j->batch_count, sizeof *pl->img))) {
+      fprintf(stderr, "vkdiffusion generate: out of host memory\n");
+      return 1;
+    }
+    for (int b = 0; b < j->batch_count; b++) {
+      char name[1024], why[160];
+      uint32_t seed = (uint32_t)((pl->seed + (uint64_t)b) & 0xffffffffu);
+      expand_name(j->output ? j->output : "{index}-{seed}.png", index++, seed, j->prompt, name, sizeof name);
+      if (!name_ok(name, why, sizeof why)) {
+        snprintf(j->error, sizeof j->error, "%s", why);
+        break;
+      }
+      size_t len = strlen(o->outdir) + strlen(name) + 2;
+      if (!(pl->img[b].path = malloc(len))) return 1;
+      snprintf(pl->img[b].path, len, "%s/%s", o->outdir, name);
+      pl->img[b].seed = seed;
+      pl->img[b].job = j;
+      pl->img[b].image = b + 1;
+      total++;
+    }
+  }
+  /* collisions: sort every path once */
+  struct planned **all = calloc((size_t)total + 1, sizeof *all);
+  int m = 0, rc = 0;
+  if (!all) return 1;
+  for (int k = 0; k < n_jobs; k++)
+    for (int b = 0; !jobs[k].error[0] && plans[k].img && b < jobs[k].batch_count; b++) all[m++] = &plans[k].img[b];
+  qsort(all, (size_t)m, sizeof *all, cmp_names);
+  for (int i = 0; i + 1 < m; i++)
+    if (!strcmp(all[i]->path, all[i + 1]->path)) {
+      fprintf(stderr, "vkdiffusion generate: %s: %s, image %d and %s, image %d would both write it ({index} or {seed} "
+              "in \"output\" make names unique); nothing generated\n", all[i]->path, all[i]->job->where, all[i]->image,
+              all[i + 1]->job->where, all[i + 1]->image);
+      rc = 1;
+      while (i + 1 < m && !strcmp(all[i]->path, all[i + 1]->path)) i++;
+    }
+  free(all);
+  for (int k = 0; !rc && k < n_jobs; k++)
+    for (int b = 0; !jobs[k].error[0] && b < jobs[k].batch_count; b++) {
+      struct stat sb;
+      if (lstat(plans[k].img[b].path, &sb) != 0) continue;
+      if (o->overwrite && S_ISREG(sb.st_mode)) continue;
+      if (S_ISREG(sb.st_mode)) {
+        if (!o->quiet) fprintf(stderr, "%s: exists: skipped (--overwrite replaces it)\n", plans[k].img[b].path);
+      } else {
+        fprintf(stderr, "vkdiffusion generate: %s: exists and is not a regular file: skipped\n", plans[k].img[b].path);
+      }
+      plans[k].img[b].skip = true;
+      plans[k].skipped++;
+      (*skipped)++;
+    }
+  return rc;
+}
+
+static void free_plans(struct job_plan *plans, struct job *jobs, int n) {
+  for (int k = 0; plans && k < n; k++) {
+    for (int b = 0; plans[k].img && b < jobs[k].batch_count; b++) free(plans[k].img[b].path);
+    free(plans[k].img);
+  }
+  free(plans);
 }
 
 int cmd_generate(int argc, char **argv) {
@@ -326,6 +434,7 @@ int cmd_generate(int argc, char **argv) {
     else if (!strcmp(a, "--score-with")) { VALUE(); o.score_model = val; }
     else if (!strcmp(a, "--score-config")) { VALUE(); o.score_config = val; }
     else if (!strcmp(a, "--quiet")) o.quiet = true;
+    else if (!strcmp(a, "--overwrite")) o.overwrite = true;
     else if (!strcmp(a, "--progress")) o.progress = true;
     else if (!strcmp(a, "--literal")) mo.literal = 1; /* the text encoder is created with it */
     else if (a[0] == '-' && a[1]) {
@@ -374,15 +483,33 @@ int cmd_generate(int argc, char **argv) {
     jobs = realloc(jobs, (size_t)(n_jobs + 1) * sizeof *jobs);
     job_from_text(prompt, &ov, &jobs[n_jobs++]);
   }
-  int invalid = 0;
-  for (int k = 0; k < n_jobs; k++) invalid += jobs[k].error[0] != 0;
-  if (mkdir(o.outdir, 0755) != 0 && errno != EEXIST) {
+  cli_handle_signals(true);
+  /* the output folder, every image's name and fate: all decided before any GPU work */
+  struct stat sb;
+  if (stat(o.outdir, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
+    fprintf(stderr, "vkdiffusion generate: %s: exists and is not a folder (-o names the output folder)\n", o.outdir);
+    rc = 1;
+  } else if (mkdir(o.outdir, 0755) != 0 && errno != EEXIST) {
     fprintf(stderr, "vkdiffusion generate: %s: cannot create the output folder: %s\n", o.outdir, strerror(errno));
     rc = 1;
+  } else if (access(o.outdir, W_OK | X_OK) != 0) {
+    fprintf(stderr, "vkdiffusion generate: %s: cannot write in the output folder: %s\n", o.outdir, strerror(errno));
+    rc = 1;
+  }
+  int stale = rc ? 0 : file_tmp_remove_stale(o.outdir);
+  if (stale && !o.quiet) fprintf(stderr, "vkdiffusion generate: removed %d temporary file(s) a killed run left in %s\n", stale, o.outdir);
+  int skipped = 0;
+  struct job_plan *plans = calloc((size_t)n_jobs + 1, sizeof *plans);
+  if (!plans) rc = 1;
+  if (!rc) rc = plan_outputs(jobs, n_jobs, plans, &o, &skipped);
+  int invalid = 0, to_render = 0;
+  for (int k = 0; k < n_jobs; k++) {
+    invalid += jobs[k].error[0] != 0;
+    if (!jobs[k].error[0]) to_render += jobs[k].batch_count - plans[k].skipped;
   }
   struct sd_model *m = NULL;
-  int failed_images = 0, done_images = 0, index = 0;
-  if (!rc && invalid < n_jobs && sd_model_create(&mo, &m)) {
+  int failed_images = 0, done_images = 0;
+  if (!rc && (to_render > 0 || (o.latents_file && invalid < n_jobs)) && sd_model_create(&mo, &m)) {
     fprintf(stderr, "vkdiffusion generate: %s\n", status_message());
     rc = 1;
   }
@@ -400,21 +527,32 @@ int cmd_generate(int argc, char **argv) {
     }
   }
   for (int k = 0; k < n_jobs; k++) {
-    if (!m) {
-      if (jobs[k].error[0]) fprintf(stderr, "vkdiffusion generate: %s: %s (job skipped)\n", jobs[k].where, jobs[k].error);
-      failed_images += jobs[k].batch_count;
+    if (cli_interrupted) { /* SIGINT/SIGTERM: the image in progress was discarded; the rest are not started */
+      failed_images += jobs[k].error[0] ? job_images(&jobs[k]) : jobs[k].batch_count - plans[k].skipped;
       continue;
     }
-    failed_images += run_job(m, &jobs[k], &o, &index, &done_images, &rc);
+    if (!m && !jobs[k].error[0] && plans[k].skipped == jobs[k].batch_count) continue;
+    if (!m) {
+      if (jobs[k].error[0]) fprintf(stderr, "vkdiffusion generate: %s: %s (job skipped)\n", jobs[k].where, jobs[k].error);
+      failed_images += jobs[k].error[0] ? job_images(&jobs[k]) : jobs[k].batch_count - plans[k].skipped;
+      continue;
+    }
+    failed_images += run_job(m, &jobs[k], &plans[k], &o, &done_images, &skipped, &rc);
   }
-  int total = done_images + failed_images;
-  if (failed_images || rc) {
-    fprintf(stderr, "vkdiffusion generate: %d of %d images written; %d failed (%d invalid jobs)\n", done_images, total,
-            failed_images, invalid);
+  int total = done_images + failed_images + skipped;
+  char skip_note[96] = "";
+  if (skipped) snprintf(skip_note, sizeof skip_note, "; %d skipped (the file exists; --overwrite replaces it)", skipped);
+  if (cli_interrupted) {
+    fprintf(stderr, "vkdiffusion generate: interrupted: %d of %d images written%s\n", done_images, total, skip_note);
+    rc = 1;
+  } else if (failed_images || rc || invalid) {
+    fprintf(stderr, "vkdiffusion generate: %d of %d images written; %d failed (%d invalid jobs)%s\n", done_images, total,
+            failed_images, invalid, skip_note);
     rc = 1;
   } else if (!o.quiet) {
-    fprintf(stderr, "vkdiffusion generate: %d images written to %s\n", done_images, o.outdir);
+    fprintf(stderr, "vkdiffusion generate: %d images written to %s%s\n", done_images, o.outdir, skip_note);
   }
+  free_plans(plans, jobs, n_jobs);
   for (int k = 0; k < n_jobs; k++) job_free(&jobs[k]);
   free(jobs);
   free(files);

@@ -2,6 +2,9 @@
 #include "job_file.h"
 
 #include "fileio.h"
+#include "json_file.h"
+#include "prompt.h"
+#include "text.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -41,6 +44,15 @@ void job_validate(struct job *j) {
   if (j->error[0]) return;
   char buf[200];
   if (!j->prompt) fail(j, "missing field \"%s\"", "prompt");
+  size_t bad;
+  const char *texts[] = {j->prompt, j->negative_prompt, j->output}, *names[] = {"prompt", "negative_prompt", "output"};
+  for (int k = 0; k < 3; k++) {
+    if (texts[k] && !text_utf8_valid(texts[k], strlen(texts[k]), &bad))
+      snprintf(buf, sizeof buf, "\"%s\" is not valid UTF-8 (byte %zu)", names[k], bad), fail(j, "%s", buf);
+    if (k < 2 && texts[k] && strlen(texts[k]) > PROMPT_MAX_BYTES)
+      snprintf(buf, sizeof buf, "\"%s\" of %zu bytes is longer than the %d allowed", names[k], strlen(texts[k]),
+               PROMPT_MAX_BYTES), fail(j, "%s", buf);
+  }
   if (j->steps < 1 || j->steps > 1000) snprintf(buf, sizeof buf, "\"steps\" %d is outside 1..1000", j->steps), fail(j, "%s", buf);
   if (j->width < 8 || j->width > 8192 || j->width % 8)
     snprintf(buf, sizeof buf, "\"width\" %d must be a multiple of 8 from 8 to 8192", j->width), fail(j, "%s", buf);
@@ -151,80 +163,125 @@ static bool ends_with(const char *s, const char *suffix) {
   return a >= b && !strcmp(s + a - b, suffix);
 }
 
+/* a new job at the end of the list, defaults and overrides applied after the caller fills it */
+static struct job *add_job(struct job **jobs, int *n, int *cap, const struct job_overrides *ov, enum status *st) {
+  if ((*st = grow(jobs, n, cap))) return NULL;
+  struct job *j = &(*jobs)[(*n)++];
+  job_defaults(j, ov);
+  return j;
+}
+
+static void finish_job(struct job *j, const struct job_overrides *ov) {
+  apply_overrides(j, ov);
+  job_validate(j);
+}
+
+/* .txt: one prompt a line, # comments and blank lines skipped, any line ending */
+static enum status load_text(const char *path, const char *text, size_t len, const struct job_overrides *ov,
+                             struct job **jobs, int *n, int *cap) {
+  enum status st = STATUS_OK;
+  const char *line;
+  size_t pos = 0, l;
+  for (int no = 1; !st && text_next_line(text, len, &pos, &line, &l); no++) {
+    text_trim(&line, &l);
+    if (!l || line[0] == '#') continue;
+    struct job *j = add_job(jobs, n, cap, ov, &st);
+    if (!j) break;
+    snprintf(j->where, sizeof j->where, "%s, line %d", path, no);
+    if (!(j->prompt = strndup(line, l))) st = status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+    finish_job(j, ov);
+  }
+  return st;
+}
+
+/* JSON Lines: one object (or prompt string) a line; a line that is not JSON is that job's error */
+static enum status load_json_lines(const char *path, const char *text, size_t len, const struct job_overrides *ov,
+                                   struct job **jobs, int *n, int *cap, bool *any) {
+  enum status st = STATUS_OK;
+  const char *line;
+  size_t pos = 0, l;
+  for (int no = 1; !st && text_next_line(text, len, &pos, &line, &l); no++) {
+    text_trim(&line, &l);
+    if (!l) continue;
+    struct job *j = add_job(jobs, n, cap, ov, &st);
+    if (!j) break;
+    snprintf(j->where, sizeof j->where, "%s, line %d", path, no);
+    cJSON *o = NULL;
+    if (json_parse(line, l, "this line", &o)) {
+      fail(j, "%s", status_message());
+      status_clear();
+    } else {
+      if (cJSON_IsString(o)) set_str(&j->prompt, o->valuestring);
+      else job_from_json(o, j);
+      *any = true;
+    }
+    cJSON_Delete(o);
+    finish_job(j, ov);
+  }
+  return st;
+}
+
 enum status job_file_load(const char *path, const struct job_overrides *ov, struct job **jobs, int *n) {
   *jobs = NULL;
   *n = 0;
   int cap = 0;
-  size_t len;
-  char *text;
-  enum status st = file_read(path, 64u << 20, &text, &len);
+  size_t len, skip;
+  char *buf;
+  enum status st = file_read(path, JOB_FILE_MAX_BYTES, &buf, &len);
   if (st) return st;
+  /* UTF-8 only (a byte-order mark is skipped); UTF-16, NUL bytes and invalid UTF-8 are refused */
+  if ((st = text_check(path, buf, len, &skip))) {
+    free(buf);
+    return st;
+  }
+  const char *text = buf + skip;
+  len -= skip;
   size_t i = 0;
   while (i < len && strchr(" \t\r\n", text[i])) i++;
-  bool is_txt = ends_with(path, ".txt") || (i < len && text[i] != '{' && text[i] != '[');
-  if (is_txt) { /* one prompt a line, # comments, blank lines skipped */
-    int line = 0;
-    for (char *p = text; *p && !st;) {
-      char *e = strchr(p, '\n');
-      size_t l = e ? (size_t)(e - p) : strlen(p);
-      line++;
-      while (l && (p[l - 1] == '\r' || p[l - 1] == ' ' || p[l - 1] == '\t')) l--;
-      size_t s0 = 0;
-      while (s0 < l && (p[s0] == ' ' || p[s0] == '\t')) s0++;
-      if (l > s0 && p[s0] != '#' && !(st = grow(jobs, n, &cap))) {
-        struct job *j = &(*jobs)[(*n)++];
-        job_defaults(j, ov);
-        snprintf(j->where, sizeof j->where, "%s, line %d", path, line);
-        j->prompt = strndup(p + s0, l - s0);
-        apply_overrides(j, ov);
-        job_validate(j);
-      }
-      p = e ? e + 1 : p + l;
-    }
+  bool json_name = ends_with(path, ".json") || ends_with(path, ".jsonl");
+  bool is_json = !ends_with(path, ".txt") && i < len && (text[i] == '{' || text[i] == '[');
+  if (json_name && !is_json && i < len) {
+    free(buf);
+    return status_set(STATUS_FORMAT, "%s: a .json file must hold a JSON object, an array of jobs or JSON Lines", path);
+  }
+  if (!is_json) {
+    st = load_text(path, text, len, ov, jobs, n, &cap);
   } else {
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithOpts(text, &end, 0);
-    while (root && end && *end && strchr(" \t\r\n", *end)) end++;
-    if (root && end && *end) { /* more after the first value: JSON Lines */
+    cJSON *root = NULL;
+    size_t end = 0;
+    enum status ps = json_parse_prefix(text, len, path, &root, &end);
+    while (!ps && end < len && strchr(" \t\r\n", text[end])) end++;
+    bool whole = !ps && end == len;
+    if (text[i] == '[' && !whole) { /* an array is the whole file: anything else is an error that says where */
+      if (!ps) {
+        char where[64];
+        json_position(text, end, where, sizeof where);
+        ps = status_set(STATUS_FORMAT, "%s: unexpected data after the JSON array at %s", path, where);
+      }
       cJSON_Delete(root);
-      root = NULL;
+      free(buf);
+      return ps;
     }
-    if (root && (cJSON_IsObject(root) || cJSON_IsArray(root))) {
+    if (ps && strstr(status_message(), "nested too deeply")) {
+      free(buf);
+      return ps;
+    }
+    status_clear();
+    if (whole) {
       bool array = cJSON_IsArray(root);
       int idx = 0;
       for (const cJSON *e = array ? root->child : root; e && !st; e = array ? e->next : NULL, idx++) {
-        if ((st = grow(jobs, n, &cap))) break;
-        struct job *j = &(*jobs)[(*n)++];
-        job_defaults(j, ov);
+        struct job *j = add_job(jobs, n, &cap, ov, &st);
+        if (!j) break;
         if (array) snprintf(j->where, sizeof j->where, "%s, job %d", path, idx + 1);
         else snprintf(j->where, sizeof j->where, "%s", path);
-        if (cJSON_IsString(e)) j->prompt = strdup(e->valuestring);
+        if (cJSON_IsString(e)) set_str(&j->prompt, e->valuestring);
         else job_from_json(e, j);
-        apply_overrides(j, ov);
-        job_validate(j);
+        finish_job(j, ov);
       }
-    } else { /* JSON Lines: one object a line */
-      int line = 0;
+    } else { /* more after the first object: JSON Lines */
       bool any = false;
-      for (char *p = text; *p && !st;) {
-        char *e = strchr(p, '\n');
-        size_t l = e ? (size_t)(e - p) : strlen(p);
-        line++;
-        size_t s0 = 0;
-        while (s0 < l && strchr(" \t\r", p[s0])) s0++;
-        if (l > s0 && !(st = grow(jobs, n, &cap))) {
-          struct job *j = &(*jobs)[(*n)++];
-          job_defaults(j, ov);
-          snprintf(j->where, sizeof j->where, "%s, line %d", path, line);
-          cJSON *o = cJSON_ParseWithLength(p + s0, l - s0);
-          if (!o) fail(j, "%s", "not valid JSON");
-          else job_from_json(o, j), any = true;
-          cJSON_Delete(o);
-          apply_overrides(j, ov);
-          job_validate(j);
-        }
-        p = e ? e + 1 : p + l;
-      }
+      st = load_json_lines(path, text, len, ov, jobs, n, &cap, &any);
       if (!any && !st) {
         for (int k = 0; k < *n; k++) job_free(&(*jobs)[k]);
         free(*jobs);
@@ -235,7 +292,7 @@ enum status job_file_load(const char *path, const struct job_overrides *ov, stru
     }
     cJSON_Delete(root);
   }
-  free(text);
+  free(buf);
   if (!st && *n == 0) st = status_set(STATUS_FORMAT, "%s: no jobs in the file", path);
   return st;
 }

@@ -9,6 +9,8 @@
 
 #include "sampler.h"
 
+#define JOB_FILE_MAX_BYTES (64u << 20)
+
 struct job {
   char *prompt, *negative_prompt, *output;
   int64_t seed; /* -1: random */

@@ -39,6 +39,7 @@ int main(int argc, char **argv) {
     printf("vkdiffusion 0.1.0\n");
     return 0;
   }
+  cli_handle_signals(false);
   for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
     if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
   fprintf(stderr, "vkdiffusion: unknown command '%s'\n", argv[1]);

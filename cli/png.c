@@ -10,6 +10,9 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "fileio.h"
+#include "text.h"
+
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #define STB_IMAGE_WRITE_STATIC
 #define STBI_WRITE_NO_STDIO
@@ -26,12 +29,17 @@ static void be32(unsigned char *p, uint32_t v) {
 
 static uint32_t rd32(const unsigned char *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
 
-enum status png_write(const char *path, const unsigned char *rgb, int W, int H, const char *parameters) {
+enum status png_write(const char *path, const unsigned char *rgb, int W, int H, const char *parameters, bool overwrite) {
   int len = 0;
   unsigned char *png = stbi_write_png_to_mem(rgb, W * 3, W, H, 3, &len);
   if (!png) return status_set(STATUS_OUT_OF_MEMORY, "%s: PNG encoding failed", path);
   unsigned char *chunk = NULL;
   size_t clen = 0;
+  size_t bad;
+  if (parameters && !text_utf8_valid(parameters, strlen(parameters), &bad)) {
+    STBIW_FREE(png);
+    return status_set(STATUS_INVALID_ARGUMENT, "%s: the parameters text is not valid UTF-8 (byte %zu)", path, bad);
+  }
   if (parameters) {
     bool ascii = true;
     for (const char *p = parameters; *p; p++) ascii = ascii && (unsigned char)*p < 0x80;
@@ -49,20 +57,16 @@ enum status png_write(const char *path, const unsigned char *rgb, int W, int H, 
     memcpy(chunk + 8 + head, parameters, tl);
     be32(chunk + 8 + head + tl, (uint32_t)crc32(crc32(0, NULL, 0), chunk + 4, (uInt)(4 + head + tl)));
   }
-  char tmp[4200];
-  snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)getpid());
-  FILE *f = fopen(tmp, "wb");
-  enum status s = STATUS_OK;
-  if (!f) {
-    s = status_set(STATUS_IO, "%s: cannot create: %s", tmp, strerror(errno));
-  } else {
+  /* a temporary created exclusively beside it, then committed under its name (core/fileio.h) */
+  struct file_out o;
+  enum status s = file_out_begin(&o, path);
+  if (!s) {
     const size_t ihdr_end = 8 + 25; /* signature, IHDR (always first) */
-    bool ok = fwrite(png, 1, ihdr_end, f) == ihdr_end && (!chunk || fwrite(chunk, 1, clen, f) == clen) &&
-              fwrite(png + ihdr_end, 1, (size_t)len - ihdr_end, f) == (size_t)len - ihdr_end;
-    if (fclose(f) != 0) ok = false;
-    if (!ok) s = status_set(STATUS_IO, "%s: write failed: %s", path, strerror(errno));
-    else if (rename(tmp, path) != 0) s = status_set(STATUS_IO, "%s: cannot rename into place: %s", path, strerror(errno));
-    if (s) remove(tmp);
+    s = file_out_write(&o, png, ihdr_end);
+    if (!s && chunk) s = file_out_write(&o, chunk, clen);
+    if (!s) s = file_out_write(&o, png + ihdr_end, (size_t)len - ihdr_end);
+    if (s) file_out_abort(&o);
+    else s = file_out_commit(&o, overwrite);
   }
   free(chunk);
   STBIW_FREE(png);
@@ -71,8 +75,14 @@ enum status png_write(const char *path, const unsigned char *rgb, int W, int H, 
 
 enum status png_read_parameters(const char *path, char **out) {
   *out = NULL;
-  FILE *f = fopen(path, "rb");
-  if (!f) return status_set(STATUS_NOT_FOUND, "%s: cannot open: %s", path, strerror(errno));
+  int fd;
+  enum status os = file_open_regular(path, &fd, NULL);
+  if (os) return os;
+  FILE *f = fdopen(fd, "rb");
+  if (!f) {
+    close(fd);
+    return status_set(STATUS_IO, "%s: cannot open: %s", path, strerror(errno));
+  }
   unsigned char sig[8], hdr[8];
   enum status s = STATUS_OK;
   if (fread(sig, 1, 8, f) != 8 || memcmp(sig, "\x89PNG\r\n\x1a\n", 8)) {

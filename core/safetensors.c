@@ -13,7 +13,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fileio.h"
 #include "half.h"
+#include "json_file.h"
 
 #define MAX_HEADER (100ull << 20)
 
@@ -100,9 +102,11 @@ static enum status parse_entry(const char *path, const cJSON *item, struct st_te
 
 static enum status parse_header(struct safetensors *st, const char *json, size_t len) {
   const char *path = st->path;
-  cJSON *root = cJSON_ParseWithLength(json, len);
-  if (!root) return status_set(STATUS_FORMAT, "%s: header is not valid JSON", path);
-  enum status s = STATUS_OK;
+  char what[FILE_PATH_MAX + 16];
+  snprintf(what, sizeof what, "%s: header", path);
+  cJSON *root = NULL;
+  enum status s = json_parse(json, len, what, &root);
+  if (s) return s;
   if (!cJSON_IsObject(root)) {
     s = status_set(STATUS_FORMAT, "%s: header is not a JSON object", path);
     goto done;
@@ -168,17 +172,10 @@ enum status safetensors_open(const char *path, struct safetensors **out) {
     return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
   }
   enum status s = STATUS_OK;
-  int fd = open(path, O_RDONLY);
-  if (fd < 0) {
-    s = status_set(errno == ENOENT ? STATUS_NOT_FOUND : STATUS_IO, "%s: cannot open: %s", path, strerror(errno));
-    goto fail;
-  }
-  struct stat sb;
-  if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-    close(fd);
-    s = status_set(STATUS_IO, "%s: not a regular file", path);
-    goto fail;
-  }
+  int fd;
+  uint64_t size;
+  if ((s = file_open_regular(path, &fd, &size))) goto fail;
+  struct stat sb = {.st_size = (off_t)size};
   if (sb.st_size < 8) {
     close(fd);
     s = status_set(STATUS_FORMAT, "%s: too short for a safetensors file (%lld bytes)", path, (long long)sb.st_size);
@@ -353,8 +350,7 @@ enum status st_writer_finish(struct st_writer *w, const char *path) {
   cJSON *root = cJSON_CreateObject();
   if (!root) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
   enum status s = STATUS_OK;
-  char *json = NULL, tmp[PATH_MAX];
-  FILE *f = NULL;
+  char *json = NULL;
   if (w->metadata) cJSON_AddItemToObject(root, "__metadata__", cJSON_Duplicate(w->metadata, 1));
   uint64_t off = 0;
   for (int i = 0; i < w->n; i++) {
@@ -380,28 +376,16 @@ enum status st_writer_finish(struct st_writer *w, const char *path) {
     goto done;
   }
   size_t len = strlen(json), padded = (len + 7) / 8 * 8;
-  snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)getpid());
-  f = fopen(tmp, "wb");
-  if (!f) {
-    s = status_set(STATUS_IO, "%s: cannot create: %s", tmp, strerror(errno));
-    goto done;
-  }
+  struct file_out o;
+  if ((s = file_out_begin(&o, path))) goto done;
   uint8_t hdr[8];
   for (int i = 0; i < 8; i++) hdr[i] = (uint8_t)((uint64_t)padded >> (8 * i));
-  bool ok = fwrite(hdr, 1, 8, f) == 8 && fwrite(json, 1, len, f) == len;
-  for (size_t i = len; ok && i < padded; i++) ok = fputc(' ', f) != EOF;
-  for (int i = 0; ok && i < w->n; i++) ok = fwrite(w->e[i].data, 1, w->e[i].bytes, f) == w->e[i].bytes;
-  if (fclose(f) != 0) ok = false;
-  f = NULL;
-  if (!ok) {
-    s = status_set(STATUS_IO, "%s: write failed: %s", path, strerror(errno));
-    remove(tmp);
-    goto done;
-  }
-  if (rename(tmp, path) != 0) {
-    s = status_set(STATUS_IO, "%s: cannot rename the temporary file into place: %s", path, strerror(errno));
-    remove(tmp);
-  }
+  s = file_out_write(&o, hdr, 8);
+  if (!s) s = file_out_write(&o, json, len);
+  if (!s && padded > len) s = file_out_write(&o, "        ", padded - len);
+  for (int i = 0; !s && i < w->n; i++) s = file_out_write(&o, w->e[i].data, w->e[i].bytes);
+  if (s) file_out_abort(&o);
+  else s = file_out_commit(&o, true); /* the file the caller named: replaced as a whole, never half-written */
 done:
   free(json);
   cJSON_Delete(root);

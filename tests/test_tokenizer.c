@@ -276,12 +276,70 @@ static void test_long(struct tokenizer *tok) {
   t1 = now();
   printf("  one 100 kB word: %zu tokens in %.1f ms\n", ids.n, (t1 - t0) * 1e3);
   CHECK(ids.n > 0 && ids.n < n);
+  /* a prompt is at most PROMPT_MAX_BYTES: the 100 kB word is refused with the limit named, one of
+   * exactly the limit is chunked */
   struct prompt_tokens p;
+  CHECK(prompt_tokenize(tok, text, PROMPT_SYNTAX, 0, &p) == STATUS_INVALID_ARGUMENT);
+  CHECK(strstr(status_message(), "more than the 65536 allowed") != NULL);
+  text[PROMPT_MAX_BYTES] = 0;
+  ids.n = 0;
+  CHECK_OK(tokenizer_encode(tok, text, PROMPT_MAX_BYTES, &ids));
   CHECK_OK(prompt_tokenize(tok, text, PROMPT_SYNTAX, 0, &p));
   CHECK(p.n_chunks == (int)((ids.n + CLIP_CHUNK - 1) / CLIP_CHUNK));
   prompt_tokens_free(&p);
   token_list_free(&ids);
   free(text);
+}
+
+/* The prompt syntax is linear in its text and its limits are errors that name them: every kind of
+ * hostile prompt, each within a second */
+static void test_hostile_prompts(void) {
+  size_t n = PROMPT_MAX_BYTES;
+  char *t = malloc(n + 1);
+  struct prompt_segment *seg = NULL;
+  int ns = 0;
+  struct {
+    const char *what, *unit, *needle; /* needle NULL: parses */
+  } cases[] = {
+      {"64 kB of '('", "(", "nest more than 64 deep"},
+      {"64 kB of '['", "[", "nest more than 64 deep"},
+      {"'(a)' repeated", "(a)", NULL},
+      {"'(a:1.1) ' repeated", "(a:1.1) ", NULL},
+      {"'a b ' repeated", "a b ", NULL},
+      {"'\\(' repeated", "\\(", NULL},
+      {"')' repeated", ")", NULL},
+      {"'((a)b)' repeated", "((a)b)", NULL},
+      {"'a BREAK ' repeated", "a BREAK ", NULL},
+  };
+  for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+    size_t ul = strlen(cases[c].unit);
+    for (size_t i = 0; i < n; i++) t[i] = cases[c].unit[i % ul];
+    t[n] = 0;
+    double t0 = now();
+    enum status st = prompt_parse(t, &seg, &ns);
+    double dt = now() - t0;
+    if (cases[c].needle) CHECK_MSG(st && strstr(status_message(), cases[c].needle), "%s: %s", cases[c].what, status_message());
+    else CHECK_MSG(!st, "%s: %s", cases[c].what, status_message());
+    CHECK_MSG(dt < 1.0, "%s: %.2f s to parse 64 kB", cases[c].what, dt);
+    printf("  prompt syntax, %-22s %6.1f ms %s\n", cases[c].what, dt * 1e3, st ? status_message() : "");
+    if (!st) prompt_segments_free(seg, ns);
+  }
+  /* 64 levels are allowed, 65 are not; the limit counts ( and [ together */
+  char deep[200];
+  snprintf(deep, sizeof deep, "%.*s%s", 64, "((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((", "x");
+  CHECK_OK(prompt_parse(deep, &seg, &ns));
+  if (ns == 1) CHECK(fabsf(seg[0].weight - powf(1.1f, 64)) < 1e-2f * powf(1.1f, 64));
+  prompt_segments_free(seg, ns);
+  CHECK(prompt_parse("[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[((((((((((((((((((((((((((((((((x", &seg, &ns) == STATUS_INVALID_ARGUMENT);
+  /* weights that overflow are errors naming the text, never infinities that reach the network */
+  const char *overflow[] = {"(x:1000000000000000000000000000000000000000)", "(x:100000)", "(x:-100000)", "((((x:9999))))"};
+  for (int k = 0; k < 4; k++) {
+    CHECK_MSG(prompt_parse(overflow[k], &seg, &ns) == STATUS_INVALID_ARGUMENT && strstr(status_message(), "\"x\""),
+              "%s: %s", overflow[k], status_message());
+  }
+  CHECK_OK(prompt_parse("(x:1000)", &seg, &ns));
+  prompt_segments_free(seg, ns);
+  free(t);
 }
 
 int main(void) {
@@ -321,6 +379,7 @@ int main(void) {
   snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
   CHECK(system(cmd) == 0);
   test_fuzz(hf);
+  test_hostile_prompts();
   test_long(hf);
   tokenizer_destroy(hf);
   tokenizer_destroy(gz);

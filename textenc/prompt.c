@@ -1,6 +1,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "prompt.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -101,10 +102,40 @@ static bool match_weight(const char *s, size_t n, size_t i, double *w, size_t *e
   return true;
 }
 
+/* Neighbours of equal weight merged into one segment, in one pass (each text copied once). */
+static enum status merge_equal(struct seglist *l) {
+  int out = 0;
+  for (int i = 0; i < l->n;) {
+    int j = i + 1;
+    size_t len = strlen(l->s[i].text);
+    while (j < l->n && l->s[j].weight == l->s[i].weight) len += strlen(l->s[j].text), j++;
+    if (j > i + 1) {
+      char *t = malloc(len + 1);
+      if (!t) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+      size_t o = 0;
+      for (int k = i; k < j; k++) {
+        size_t b = strlen(l->s[k].text);
+        memcpy(t + o, l->s[k].text, b);
+        o += b;
+        free(l->s[k].text);
+        l->s[k].text = NULL;
+      }
+      t[o] = 0;
+      l->s[i].text = t;
+    }
+    l->s[out++] = l->s[i];
+    i = j;
+  }
+  l->n = out;
+  return STATUS_OK;
+}
+
 enum status prompt_parse(const char *s, struct prompt_segment **out, int *count) {
   struct seglist l = {0};
-  int round[256], square[256], nr = 0, ns = 0; /* bracket stacks: segment index at the opener */
+  int round[PROMPT_MAX_DEPTH], square[PROMPT_MAX_DEPTH], nr = 0, ns = 0; /* bracket stacks: segment index at the opener */
   size_t n = strlen(s);
+  if (n > PROMPT_MAX_BYTES)
+    return status_set(STATUS_INVALID_ARGUMENT, "prompt of %zu bytes: more than the %d allowed", n, PROMPT_MAX_BYTES);
   enum status st = STATUS_OK;
   for (size_t i = 0; i < n && !st;) {
     char c = s[i];
@@ -118,11 +149,12 @@ enum status prompt_parse(const char *s, struct prompt_segment **out, int *count)
         st = seg_push(&l, "", 0, 1.0f); /* a lone backslash: text[1:] == "" */
         i++;
       }
-    } else if (c == '(') {
-      if (nr < 256) round[nr++] = l.n;
-      i++;
-    } else if (c == '[') {
-      if (ns < 256) square[ns++] = l.n;
+    } else if (c == '(' || c == '[') {
+      /* each closer multiplies the segments since its opener: the depth bounds that work (linear) */
+      if (nr + ns >= PROMPT_MAX_DEPTH)
+        st = status_set(STATUS_INVALID_ARGUMENT, "prompt brackets nest more than %d deep (at byte %zu)", PROMPT_MAX_DEPTH, i);
+      else if (c == '(') round[nr++] = l.n;
+      else square[ns++] = l.n;
       i++;
     } else if (c == ':' && nr > 0 && match_weight(s, n, i, &w, &end)) {
       multiply_range(&l, round[--nr], w);
@@ -149,25 +181,12 @@ enum status prompt_parse(const char *s, struct prompt_segment **out, int *count)
   }
   while (nr > 0 && !st) multiply_range(&l, round[--nr], 1.1);
   while (ns > 0 && !st) multiply_range(&l, square[--ns], 1 / 1.1);
+  for (int i = 0; i < l.n && !st; i++) /* "(x:1e39)": a weight that overflows is an error here, not a NaN later */
+    if (l.s[i].weight != -1.0f && !(fabsf(l.s[i].weight) <= PROMPT_MAX_WEIGHT))
+      st = status_set(STATUS_INVALID_ARGUMENT, "prompt weight %g of \"%.40s\" is beyond +-%g", (double)l.s[i].weight,
+                      l.s[i].text, (double)PROMPT_MAX_WEIGHT);
   if (!st && l.n == 0) st = seg_push(&l, "", 0, 1.0f);
-  for (int i = 0; !st && i + 1 < l.n;) { /* merge neighbours of equal weight */
-    if (l.s[i].weight == l.s[i + 1].weight) {
-      size_t a = strlen(l.s[i].text), b = strlen(l.s[i + 1].text);
-      char *t = realloc(l.s[i].text, a + b + 1);
-      if (!t) {
-        st = status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
-        break;
-      }
-      memcpy(t + a, l.s[i + 1].text, b + 1);
-      l.s[i].text = t;
-      free(l.s[i + 1].text);
-      memmove(&l.s[i + 1], &l.s[i + 2], (size_t)(l.n - i - 2) * sizeof *l.s);
-      l.n--;
-    } else {
-      i++;
-    }
-  }
-  /* Python's round-bracket stack has no limit; ours holds 256 levels, deeper ones act as text-free openers */
+  if (!st) st = merge_equal(&l);
   if (st) {
     prompt_segments_free(l.s, l.n);
     return st;
@@ -247,6 +266,9 @@ enum status prompt_tokenize(struct tokenizer *t, const char *text, enum prompt_m
   struct builder b = {.p = out, .sot = tokenizer_sot(t), .eot = tokenizer_eot(t), .pad = pad, .last_comma = -1};
   struct token_list ids = {0};
   enum status st = STATUS_OK;
+  size_t bytes = strlen(text);
+  if (bytes > PROMPT_MAX_BYTES)
+    return status_set(STATUS_INVALID_ARGUMENT, "prompt of %zu bytes: more than the %d allowed", bytes, PROMPT_MAX_BYTES);
   if (mode != PROMPT_SYNTAX) {
     st = tokenizer_encode(t, text, strlen(text), &ids);
     size_t n = mode == PROMPT_TRUNCATE && ids.n > CLIP_CHUNK ? CLIP_CHUNK : ids.n;

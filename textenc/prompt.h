@@ -11,7 +11,8 @@
  * ones apply at the end, stray closers are text), BREAK starts a new chunk. Long prompts are split
  * into chunks of 75 tokens, each wrapped SOT ... EOT and padded to 77; with the syntax, a chunk
  * that fills up moves the words after its last comma (within 20 tokens) to the next chunk, as
- * A1111 does (comma_padding_backtrack = 20). */
+ * A1111 does (comma_padding_backtrack = 20). Parsing is linear in the text; the limits below make
+ * the cost of any prompt bounded. */
 #ifndef VKD_PROMPT_H
 #define VKD_PROMPT_H
 
@@ -19,6 +20,12 @@
 
 #define CLIP_CONTEXT 77
 #define CLIP_CHUNK 75
+
+/* Limits, named in the errors that enforce them: a prompt's length (about 16000 tokens, 200
+ * chunks), how deep its brackets nest, how large a weight may grow. */
+#define PROMPT_MAX_BYTES 65536
+#define PROMPT_MAX_DEPTH 64
+#define PROMPT_MAX_WEIGHT 1e4f
 
 enum prompt_mode {
   PROMPT_LITERAL,  /* the text as is, split into chunks (no syntax) */

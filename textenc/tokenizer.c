@@ -10,6 +10,7 @@
 #include <zlib.h>
 
 #include "fileio.h"
+#include "json_file.h"
 #include "html.h"
 #include "unicode.h"
 
@@ -232,9 +233,10 @@ static enum status load_vocab_json(struct tokenizer *t, const char *path) {
   size_t len;
   enum status st = file_read(path, MAX_VOCAB_FILE, &text, &len);
   if (st) return st;
-  cJSON *root = cJSON_ParseWithLength(text, len);
+  cJSON *root = NULL;
+  st = json_parse(text, len, path, &root);
   free(text);
-  if (!root) return status_set(STATUS_FORMAT, "%s: not valid JSON", path);
+  if (st) return st;
   if (!cJSON_IsObject(root) || !root->child) {
     cJSON_Delete(root);
     return status_set(STATUS_FORMAT, "%s: expected a JSON object mapping tokens to ids", path);
