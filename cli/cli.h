@@ -60,7 +60,6 @@ struct part_opts {
   enum vae_tiling tiling;
 };
 int cli_parse_part(int argc, char **argv, struct part_opts *o, const char *usage);
-/* The f32 values of tensor `name` (ndim dimensions, 0: any) of an input file; NULL after printing. */
-float *cli_read_input(struct safetensors *st, const char *name, int ndim, const struct st_tensor **t);
+
 
 #endif

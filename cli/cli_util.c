@@ -154,13 +154,3 @@ int cli_parse_part(int argc, char **argv, struct part_opts *o, const char *usage
   return -1;
 }
 
-float *cli_read_input(struct safetensors *st, const char *name, int ndim, const struct st_tensor **t) {
-  *t = safetensors_find(st, name);
-  if (!*t || (ndim && (*t)->ndim != ndim)) {
-    fprintf(stderr, "vkdiffusion: %s: needs a %d-D tensor '%s'\n", safetensors_path(st), ndim, name);
-    return NULL;
-  }
-  float *v = malloc((size_t)(*t)->numel * sizeof *v + 4);
-  if (v) safetensors_read_f32(st, *t, v);
-  return v;
-}

@@ -66,13 +66,12 @@ static float *load_pixels(const struct vopts *o, int S, int *N) {
       cli_fail("embed-image", NULL);
       return NULL;
     }
-    const struct st_tensor *t = safetensors_find(st, "pixels");
-    if (!t || t->ndim != 4 || t->shape[1] != 3 || t->shape[2] != S || t->shape[3] != S) {
-      fprintf(stderr, "vkdiffusion: %s: needs pixels [N, 3, %d, %d]\n", o->pixels, S, S);
-    } else if ((px = malloc((size_t)t->numel * sizeof *px))) {
-      safetensors_read_f32(st, t, px);
-      *N = (int)t->shape[0];
-    }
+    char want[96];
+    int64_t got[4];
+    snprintf(want, sizeof want, "[N, 3, %d, %d] (preprocessed pixels, N at most 4096)", S, S);
+    if (safetensors_read_input(st, "pixels", 4, (int64_t[]){-1, 3, S, S}, want, got, &px)) cli_fail("embed-image", NULL);
+    else if (got[0] > 4096) fprintf(stderr, "vkdiffusion: %s: %lld images; expected %s\n", o->pixels, (long long)got[0], want), free(px), px = NULL;
+    else *N = (int)got[0];
     safetensors_close(st);
     return px;
   }

@@ -7,6 +7,9 @@
 #include "png.h"
 #include "vae.h"
 
+#define DECODE_MAX_SIDE 1024 /* latent pixels: 8192-pixel images */
+#define DECODE_MAX_BATCH 64
+
 static bool ends_with(const char *s, const char *suffix) {
   size_t a = strlen(s), b = strlen(suffix);
   return a >= b && !strcmp(s + a - b, suffix);
@@ -26,19 +29,27 @@ int cmd_decode(int argc, char **argv) {
   struct vae *v = NULL;
   float *lat = NULL, *img = NULL;
   unsigned char *u8 = NULL;
-  const struct st_tensor *lt;
   rc = 1;
-  if (safetensors_open(o.in, &in)) {
-    cli_fail("decode", NULL);
-    goto done;
-  }
-  if (!(lat = cli_read_input(in, "latent", 4, &lt))) goto done;
-  if (safetensors_open(o.model, &ck) || !(g = cli_gpu("decode", o.device)) ||
+  if (safetensors_open(o.in, &in) || safetensors_open(o.model, &ck) || !(g = cli_gpu("decode", o.device)) ||
       vae_load(g, ck, &(struct vae_options){.fp16 = o.fp16}, &v)) {
     if (g || !ck) cli_fail("decode", NULL);
     goto done;
   }
-  int N = (int)lt->shape[0], h = (int)lt->shape[2], w = (int)lt->shape[3], f = vae_factor(v), H = f * h, W = f * w;
+  /* the latent checked against the decoder before anything reads it */
+  int64_t ls[4];
+  char want[160];
+  snprintf(want, sizeof want, "[N, %d, h, w] (h and w at most %d, N at most %d)", vae_latent_channels(v), DECODE_MAX_SIDE,
+           DECODE_MAX_BATCH);
+  if (safetensors_read_input(in, "latent", 4, (int64_t[]){-1, vae_latent_channels(v), -1, -1}, want, ls, &lat)) {
+    cli_fail("decode", NULL);
+    goto done;
+  }
+  if (ls[0] > DECODE_MAX_BATCH || ls[2] > DECODE_MAX_SIDE || ls[3] > DECODE_MAX_SIDE) {
+    fprintf(stderr, "vkdiffusion decode: %s: tensor 'latent' is [%lld, %lld, %lld, %lld]; expected %s\n", o.in,
+            (long long)ls[0], (long long)ls[1], (long long)ls[2], (long long)ls[3], want);
+    goto done;
+  }
+  int N = (int)ls[0], h = (int)ls[2], w = (int)ls[3], f = vae_factor(v), H = f * h, W = f * w;
   img = malloc((size_t)N * 3 * H * W * sizeof *img);
   if (!img || vae_decode(v, lat, N, h, w, o.tiling, img)) {
     cli_fail("decode", NULL);

@@ -14,6 +14,7 @@
 #include "fileio.h"
 #include "job_file.h"
 #include "png.h"
+#include "prompt.h"
 #include "progress.h"
 #include "sd_model.h"
 #include "zeroshot.h"
@@ -198,7 +199,7 @@ static int run_job(struct sd_model *m, const struct job *j, const struct job_pla
   size_t n = (size_t)info.latent_channels * h * w;
   float *noise = NULL, *anoise = NULL, *saved = NULL;
   enum status js = STATUS_OK;
-  if (o->noise_file) js = sd_load_noise(o->noise_file, j->batch_count, j->steps, n, &noise, &anoise);
+  if (o->noise_file) js = sd_load_noise(o->noise_file, j->batch_count, j->steps, info.latent_channels, h, w, &noise, &anoise);
   if (!js && o->latents_file && !(saved = calloc((size_t)j->steps * j->batch_count * n, sizeof *saved)))
     js = status_set(STATUS_OUT_OF_MEMORY, "out of host memory for --save-latents");
   if (js) {
@@ -484,6 +485,16 @@ int cmd_generate(int argc, char **argv) {
     job_from_text(prompt, &ov, &jobs[n_jobs++]);
   }
   cli_handle_signals(true);
+  /* the prompts' syntax (weights, nesting, length) is checked now, not after the model is loaded */
+  for (int k = 0; k < n_jobs && !mo.literal; k++) {
+    const char *texts[2] = {jobs[k].prompt, jobs[k].negative_prompt}, *names[2] = {"prompt", "negative_prompt"};
+    for (int t = 0; t < 2 && !jobs[k].error[0]; t++) {
+      struct prompt_segment *seg = NULL;
+      int ns = 0;
+      if (texts[t] && prompt_parse(texts[t], &seg, &ns)) snprintf(jobs[k].error, sizeof jobs[k].error, "\"%s\": %s", names[t], status_message());
+      else prompt_segments_free(seg, ns);
+    }
+  }
   /* the output folder, every image's name and fate: all decided before any GPU work */
   struct stat sb;
   if (stat(o.outdir, &sb) == 0 && !S_ISDIR(sb.st_mode)) {

@@ -8,12 +8,18 @@
 #include "unet.h"
 #include "unet_config.h"
 
+/* what one command may ask of the device: 8192-pixel sides, 64 images, 64 prompt chunks */
+#define UNET_CLI_MAX_SIDE 1024
+#define UNET_CLI_MAX_BATCH 64
+#define UNET_CLI_MAX_TOKENS (77 * 64)
+
 int cmd_unet(int argc, char **argv) {
   struct part_opts o;
   int rc = cli_parse_part(argc, argv, &o,
                  "usage: vkdiffusion unet --model CKPT --in IN.safetensors -o OUT.safetensors [--config FILE]\n"
                  "                        [--precision fp16|fp32] [--device N]\n\n"
-                 "IN holds x [N,4,h,w], t [N] (timesteps, fractional allowed) and context [N,T,width];\n"
+                 "IN holds x [N,4,h,w], t [N] (timesteps, fractional allowed) and context [N,T,width], each\n"
+                 "checked against the model (channels, context width, sizes) before use;\n"
                  "OUT gets eps [N,4,h,w]. --config: a JSON object whose `unet` member holds diffusers keys\n"
                  "(num_attention_heads or attention_head_dim, an int or one per level).\n");
   if (rc >= 0) return rc;
@@ -21,35 +27,47 @@ int cmd_unet(int argc, char **argv) {
   struct gpu *g = NULL;
   struct unet *u = NULL;
   float *x = NULL, *t = NULL, *ctx = NULL, *eps = NULL;
-  const struct st_tensor *xt, *tt, *ct;
   rc = 1;
-  if (safetensors_open(o.in, &in)) {
-    cli_fail("unet", NULL);
-    goto done;
-  }
-  if (!(x = cli_read_input(in, "x", 4, &xt)) || !(t = cli_read_input(in, "t", 1, &tt)) || !(ctx = cli_read_input(in, "context", 3, &ct)))
-    goto done;
-  if (tt->shape[0] != xt->shape[0] || ct->shape[0] != xt->shape[0]) {
-    fprintf(stderr, "vkdiffusion unet: %s: x, t and context must have the same batch size\n", o.in);
-    goto done;
-  }
   struct unet_options uo = {.fp16 = o.fp16};
-  if (safetensors_open(o.model, &ck) || unet_config_heads(o.config, uo.heads, &uo.heads_all) || !(g = cli_gpu("unet", o.device)) ||
-      unet_load(g, ck, &uo, &u)) {
+  if (safetensors_open(o.in, &in) || safetensors_open(o.model, &ck) || unet_config_heads(o.config, uo.heads, &uo.heads_all) ||
+      !(g = cli_gpu("unet", o.device)) || unet_load(g, ck, &uo, &u)) {
     if (g || !ck) cli_fail("unet", NULL);
     goto done;
   }
-  eps = malloc((size_t)xt->numel * sizeof *eps);
-  if (!eps || unet_forward(u, x, t, ctx, (int)xt->shape[0], (int)xt->shape[2], (int)xt->shape[3], (int)ct->shape[1], eps, NULL)) {
-    cli_fail("unet", NULL);
+  /* every input checked against the model before anything reads it: dtype, rank, each dimension */
+  struct unet_info info;
+  unet_get_info(u, &info);
+  int align = 1 << (info.levels - 1);
+  int64_t xs[4], ts[1], cs[3];
+  char want[200];
+  snprintf(want, sizeof want, "[N, %d, H, W] (H and W multiples of %d, at most %d; N at most %d)", info.in_channels,
+           align, UNET_CLI_MAX_SIDE, UNET_CLI_MAX_BATCH);
+  if (safetensors_read_input(in, "x", 4, (int64_t[]){-1, info.in_channels, -1, -1}, want, xs, &x)) goto fail;
+  if (xs[0] > UNET_CLI_MAX_BATCH || xs[2] % align || xs[3] % align || xs[2] > UNET_CLI_MAX_SIDE || xs[3] > UNET_CLI_MAX_SIDE) {
+    fprintf(stderr, "vkdiffusion unet: %s: tensor 'x' is [%lld, %lld, %lld, %lld]; expected %s\n", o.in, (long long)xs[0],
+            (long long)xs[1], (long long)xs[2], (long long)xs[3], want);
     goto done;
   }
+  snprintf(want, sizeof want, "[%lld] (one timestep per image of x)", (long long)xs[0]);
+  if (safetensors_read_input(in, "t", 1, (int64_t[]){xs[0]}, want, ts, &t)) goto fail;
+  snprintf(want, sizeof want, "[%lld, T, %d] (T at most %d tokens; the model's context width %d)", (long long)xs[0],
+           info.context_dim, UNET_CLI_MAX_TOKENS, info.context_dim);
+  if (safetensors_read_input(in, "context", 3, (int64_t[]){xs[0], -1, info.context_dim}, want, cs, &ctx)) goto fail;
+  if (cs[1] > UNET_CLI_MAX_TOKENS) {
+    fprintf(stderr, "vkdiffusion unet: %s: tensor 'context' has %lld tokens; expected %s\n", o.in, (long long)cs[1], want);
+    goto done;
+  }
+  eps = malloc((size_t)xs[0] * info.out_channels * xs[2] * xs[3] * sizeof *eps);
+  if (!eps || unet_forward(u, x, t, ctx, (int)xs[0], (int)xs[2], (int)xs[3], (int)cs[1], eps, NULL)) goto fail;
   struct st_writer *w;
   if (!st_writer_create(&w)) {
-    st_writer_add(w, "eps", ST_F32, 4, xt->shape, eps);
+    st_writer_add(w, "eps", ST_F32, 4, (int64_t[]){xs[0], info.out_channels, xs[2], xs[3]}, eps);
     rc = st_writer_finish(w, o.out) ? cli_fail("unet", NULL) : 0;
     st_writer_destroy(w);
   }
+  goto done;
+fail:
+  cli_fail("unet", NULL);
 done:
   free(x), free(t), free(ctx), free(eps);
   unet_destroy(u);

@@ -105,19 +105,23 @@ static void host_name(char *buf, size_t n) {
     if (*p == '-' || *p == '/' || *p == '.') *p = '_';
 }
 
+void file_tmp_name(const char *path, unsigned k, char *buf, size_t n) {
+  char host[64];
+  host_name(host, sizeof host);
+  snprintf(buf, n, "%s.tmp-%s-%ld-%u", path, host, (long)getpid(), k);
+}
+
 enum status file_out_begin(struct file_out *o, const char *path) {
   o->fd = -1;
   o->slot = -1;
   o->tmp[0] = 0;
   if (strlen(path) + 80 >= FILE_PATH_MAX) return status_set(STATUS_INVALID_ARGUMENT, "%.200s...: path too long", path);
   snprintf(o->path, sizeof o->path, "%s", path);
-  char host[64];
-  host_name(host, sizeof host);
   for (int attempt = 0; attempt < 16; attempt++) {
     pthread_mutex_lock(&tmp_lock);
     unsigned k = tmp_counter++;
     pthread_mutex_unlock(&tmp_lock);
-    snprintf(o->tmp, sizeof o->tmp, "%s.tmp-%s-%ld-%u", path, host, (long)getpid(), k);
+    file_tmp_name(path, k, o->tmp, sizeof o->tmp);
     o->fd = open(o->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (o->fd >= 0) break;
     if (errno != EEXIST) break; /* a name in use (or planted): try the next one */

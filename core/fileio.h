@@ -46,6 +46,9 @@ enum status file_out_write(struct file_out *o, const void *data, size_t n);
 enum status file_out_commit(struct file_out *o, bool overwrite);
 void file_out_abort(struct file_out *o); /* removes the temporary */
 
+/* The k-th temporary name of path for this process (file_out_begin tries k = 0, 1, ... while a
+ * name is taken). */
+void file_tmp_name(const char *path, unsigned k, char *buf, size_t n);
 /* Removes every registered temporary (from a SIGINT/SIGTERM handler: only async-signal-safe calls). */
 void file_tmp_remove_all(void);
 /* Removes NAME.tmp-HOST-PID-N files in dir whose HOST is this host and whose PID is not running;

@@ -3,7 +3,12 @@
 #define _POSIX_C_SOURCE 200809L
 #include "image_io.h"
 
+#include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fileio.h"
 
 #define STB_IMAGE_IMPLEMENTATION
 #define STB_IMAGE_STATIC
@@ -18,15 +23,36 @@
 #pragma GCC diagnostic pop
 
 
-enum status image_load(const char *path, unsigned char **rgb, int *w, int *h) {
-  int c = 0;
-  *rgb = NULL;
-  if (!stbi_info(path, w, h, &c)) return status_set(STATUS_FORMAT, "%s: not a readable image (%s)", path, stbi_failure_reason());
-  if (*w <= 0 || *h <= 0) return status_set(STATUS_FORMAT, "%s: empty image (%dx%d)", path, *w, *h);
-  if ((uint64_t)*w * (uint64_t)*h > IMAGE_MAX_PIXELS)
-    return status_set(STATUS_FORMAT, "%s: %dx%d is larger than %u pixels", path, *w, *h, IMAGE_MAX_PIXELS);
-  *rgb = stbi_load(path, w, h, &c, 3); /* grey -> RGB, alpha dropped, 16-bit -> 8-bit */
-  if (!*rgb) return status_set(STATUS_FORMAT, "%s: cannot decode (%s)", path, stbi_failure_reason());
-  return STATUS_OK;
+/* The size a PNG says it has (IHDR), read directly: stb_image refuses a very large PNG with only
+ * "unknown image type", and the user should learn its size instead. */
+static bool png_size(const unsigned char *b, size_t n, uint32_t *w, uint32_t *h) {
+  if (n < 24 || memcmp(b, "\x89PNG\r\n\x1a\n", 8) || memcmp(b + 12, "IHDR", 4)) return false;
+  *w = (uint32_t)b[16] << 24 | (uint32_t)b[17] << 16 | (uint32_t)b[18] << 8 | b[19];
+  *h = (uint32_t)b[20] << 24 | (uint32_t)b[21] << 16 | (uint32_t)b[22] << 8 | b[23];
+  return true;
 }
 
+enum status image_load(const char *path, unsigned char **rgb, int *w, int *h) {
+  *rgb = NULL;
+  char *buf;
+  size_t n;
+  enum status s = file_read(path, IMAGE_MAX_FILE_BYTES, &buf, &n); /* a regular file, never a FIFO */
+  if (s) return s;
+  const unsigned char *b = (const unsigned char *)buf;
+  uint32_t pw, ph;
+  int c = 0;
+  if (png_size(b, n, &pw, &ph) && (!pw || !ph || (uint64_t)pw * ph > IMAGE_MAX_PIXELS)) {
+    s = status_set(STATUS_FORMAT, "%s: a %ux%u PNG: %s", path, pw, ph,
+                   !pw || !ph ? "an empty image" : "larger than the " IMAGE_MAX_PIXELS_TEXT " pixels allowed");
+  } else if (n > INT32_MAX || !stbi_info_from_memory(b, (int)n, w, h, &c)) {
+    s = status_set(STATUS_FORMAT, "%s: not a readable image (%s)", path, n > INT32_MAX ? "too large" : stbi_failure_reason());
+  } else if (*w <= 0 || *h <= 0) {
+    s = status_set(STATUS_FORMAT, "%s: empty image (%dx%d)", path, *w, *h);
+  } else if ((uint64_t)*w * (uint64_t)*h > IMAGE_MAX_PIXELS) {
+    s = status_set(STATUS_FORMAT, "%s: %dx%d is larger than the " IMAGE_MAX_PIXELS_TEXT " pixels allowed", path, *w, *h);
+  } else if (!(*rgb = stbi_load_from_memory(b, (int)n, w, h, &c, 3))) { /* grey -> RGB, alpha dropped, 16 -> 8 bits */
+    s = status_set(STATUS_FORMAT, "%s: cannot decode (%s)", path, stbi_failure_reason());
+  }
+  free(buf);
+  return s;
+}

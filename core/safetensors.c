@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -258,6 +259,35 @@ enum status safetensors_read_f32(const struct safetensors *st, const struct st_t
     return STATUS_OK;
   }
   for (int64_t i = 0; i < t->numel; i++) dst[i] = (float)element(p, t->dtype, i);
+  return STATUS_OK;
+}
+
+enum status safetensors_read_input(const struct safetensors *st, const char *name, int ndim, const int64_t *want,
+                                   const char *expected, int64_t *got, float **out) {
+  *out = NULL;
+  const struct st_tensor *t = safetensors_find(st, name);
+  if (!t) return status_set(STATUS_FORMAT, "%s: no tensor '%s' (expected %s)", st->path, name, expected);
+  char shape[160];
+  size_t o = 0;
+  for (int d = 0; d < t->ndim && o < sizeof shape; d++)
+    o += (size_t)snprintf(shape + o, sizeof shape - o, "%s%lld", d ? ", " : "", (long long)t->shape[d]);
+  if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16)
+    return status_set(STATUS_FORMAT, "%s: tensor '%s' is %s; expected a float tensor (F32, F16 or BF16) %s", st->path,
+                      name, dtype_names[t->dtype], expected);
+  bool ok = t->ndim == ndim && t->numel > 0;
+  for (int d = 0; ok && d < ndim; d++) ok = want[d] < 0 ? t->shape[d] >= 1 : t->shape[d] == want[d];
+  if (!ok) return status_set(STATUS_FORMAT, "%s: tensor '%s' is [%s]; expected %s", st->path, name, shape, expected);
+  float *v = malloc((size_t)t->numel * sizeof *v);
+  if (!v) return status_set(STATUS_OUT_OF_MEMORY, "%s: out of host memory for tensor '%s' [%s]", st->path, name, shape);
+  safetensors_read_f32(st, t, v);
+  for (int64_t i = 0; i < t->numel; i++)
+    if (!isfinite(v[i])) {
+      free(v);
+      return status_set(STATUS_FORMAT, "%s: tensor '%s' holds a NaN or infinity (element %lld)", st->path, name,
+                        (long long)i);
+    }
+  for (int d = 0; got && d < ndim; d++) got[d] = t->shape[d];
+  *out = v;
   return STATUS_OK;
 }
 

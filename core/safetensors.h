@@ -1,4 +1,4 @@
-/* safetensors reader (mmap, defensive) and writer (temp file + rename).
+/* safetensors reader (mmap, defensive) and writer (exclusive temporary file + rename).
  *
  *   struct safetensors *st;
  *   if (safetensors_open("model.safetensors", &st)) die(status_message());
@@ -53,8 +53,16 @@ enum status safetensors_read_f32(const struct safetensors *st, const struct st_t
 enum status safetensors_read_f16(const struct safetensors *st, const struct st_tensor *t, uint16_t *dst);
 enum status safetensors_read_i32(const struct safetensors *st, const struct st_tensor *t, int32_t *dst);
 
-/* Writer: collects tensors (borrowing the data until safetensors_writer_finish), then writes
- * path.tmp-<pid> and renames it over path. */
+/* An input tensor checked against what the model needs before anything reads it: present, a float
+ * dtype (f32, f16, bf16), rank ndim, and every dimension equal to want[d] (want[d] < 0: any size
+ * >= 1; the sizes found are returned in got). Every value must be finite. *out: the f32 values
+ * (malloc'd). Errors name the file, the tensor, its shape and the expected one ("x.safetensors:
+ * tensor 'x' is [1, 3, 16, 16]; expected [N, 4, H, W] with ..."), hint says what the letters are. */
+enum status safetensors_read_input(const struct safetensors *st, const char *name, int ndim, const int64_t *want,
+                                   const char *expected, int64_t *got, float **out);
+
+/* Writer: collects tensors (borrowing the data until st_writer_finish), then writes an exclusive
+ * temporary file beside path and renames it over path (core/fileio.h). */
 struct st_writer;
 enum status st_writer_create(struct st_writer **out);
 enum status st_writer_add(struct st_writer *w, const char *name, enum st_dtype dt, int ndim,

@@ -127,36 +127,39 @@ enum status sd_model_encode(struct sd_model *m, const char *prompt, const char *
   return s;
 }
 
-enum status sd_load_noise(const char *path, int images, int steps, size_t n, float **noise, float **ancestral) {
+enum status sd_load_noise(const char *path, int images, int steps, int channels, int h, int w, float **noise,
+                          float **ancestral) {
   struct safetensors *st;
   *noise = *ancestral = NULL;
   enum status s = safetensors_open(path, &st);
   if (s) return s;
-  const struct st_tensor *t = safetensors_find(st, "noise"), *a = safetensors_find(st, "ancestral_noise");
+  /* checked against the job before use: [N >= images, C, h, w] and [steps' >= steps, N' >= images, C, h, w] */
+  size_t n = (size_t)channels * h * w;
+  int64_t got[5];
+  char want[160];
   float *all = NULL, *an = NULL;
-  if (!t || t->numel < (int64_t)((size_t)images * n)) {
-    s = status_set(STATUS_FORMAT, "%s: needs `noise` [N >= %d, 4, h, w] with %zu values an image", path, images, n);
+  snprintf(want, sizeof want, "[N, %d, %d, %d] with N >= %d (the job's images)", channels, h, w, images);
+  if ((s = safetensors_read_input(st, "noise", 4, (int64_t[]){-1, channels, h, w}, want, got, &all))) goto done;
+  if (got[0] < images) {
+    s = status_set(STATUS_FORMAT, "%s: needs `noise` [N >= %d, %d, %d, %d]: it holds %lld image(s)", path, images, channels,
+                   h, w, (long long)got[0]);
     goto done;
   }
-  int64_t per = a && a->ndim > 1 && a->shape[0] > 0 ? a->numel / a->shape[0] : 0;
-  if (a && (a->shape[0] < steps || per < (int64_t)((size_t)images * n))) { /* [steps, N, 4, h, w] */
-    s = status_set(STATUS_FORMAT, "%s: `ancestral_noise` must be [steps >= %d, N >= %d, 4, h, w]", path, steps, images);
-    goto done;
-  }
-  *noise = malloc((size_t)images * n * sizeof **noise);
-  *ancestral = a ? malloc((size_t)steps * images * n * sizeof **ancestral) : NULL;
-  all = malloc((size_t)t->numel * sizeof *all);
-  an = a ? malloc((size_t)a->numel * sizeof *an) : NULL;
-  if (!*noise || !all || (a && (!*ancestral || !an))) {
-    s = status_set(STATUS_OUT_OF_MEMORY, "%s: out of host memory for the noise", path);
-    goto done;
-  }
-  if ((s = safetensors_read_f32(st, t, all))) goto done;
-  memcpy(*noise, all, (size_t)images * n * sizeof *all);
-  if (a) {
-    if ((s = safetensors_read_f32(st, a, an))) goto done;
+  *noise = all;
+  all = NULL;
+  if (safetensors_find(st, "ancestral_noise")) {
+    snprintf(want, sizeof want, "[steps >= %d, N >= %d, %d, %d, %d]", steps, images, channels, h, w);
+    if ((s = safetensors_read_input(st, "ancestral_noise", 5, (int64_t[]){-1, -1, channels, h, w}, want, got, &an))) goto done;
+    if (got[0] < steps || got[1] < images) {
+      s = status_set(STATUS_FORMAT, "%s: `ancestral_noise` must be %s", path, want);
+      goto done;
+    }
+    if (!(*ancestral = malloc((size_t)steps * images * n * sizeof **ancestral))) {
+      s = status_set(STATUS_OUT_OF_MEMORY, "%s: out of host memory for the noise", path);
+      goto done;
+    }
     for (int k = 0; k < steps; k++) /* the first `images` of each step */
-      memcpy(*ancestral + (size_t)k * images * n, an + (size_t)k * per, (size_t)images * n * sizeof *an);
+      memcpy(*ancestral + (size_t)k * images * n, an + (size_t)k * got[1] * n, (size_t)images * n * sizeof *an);
   }
 done:
   free(all), free(an);

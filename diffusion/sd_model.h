@@ -42,8 +42,10 @@ void sd_conditioning_free(struct sd_conditioning *c);
  * without loading it; false when the file has none (or cannot be read: the loader reports that). */
 bool sd_checkpoint_native_size(const char *path, int *width, int *height);
 
-/* --noise FILE for a job of `images` images of n latent values each: `noise` [images][n] and, when
- * the file has `ancestral_noise` [steps, N, 4, h, w], that as [steps][images][n] (else NULL). */
-enum status sd_load_noise(const char *path, int images, int steps, size_t n, float **noise, float **ancestral);
+/* --noise FILE for a job of `images` images of [channels, h, w] latents, checked before use:
+ * `noise` [N >= images, channels, h, w] (*noise: the first `images`) and, when the file has it,
+ * `ancestral_noise` [steps' >= steps, N >= images, channels, h, w] as [steps][images][...] (else NULL). */
+enum status sd_load_noise(const char *path, int images, int steps, int channels, int h, int w, float **noise,
+                          float **ancestral);
 
 #endif

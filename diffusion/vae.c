@@ -106,6 +106,7 @@ enum status vae_load(struct gpu *g, const struct safetensors *st, const struct v
 }
 
 int vae_factor(const struct vae *v) { return 1 << (v->levels - 1); }
+int vae_latent_channels(const struct vae *v) { return v->z_channels; }
 int64_t vae_parameters(const struct vae *v) { return v->parameters; }
 uint64_t vae_weight_bytes(const struct vae *v) { return gpu_arena_used(v->weights); }
 uint64_t vae_activation_bytes(const struct vae *v) { return v->act_bytes; }

@@ -35,6 +35,7 @@ bool vae_present(const struct safetensors *st, const char *prefix);
 enum status vae_load(struct gpu *g, const struct safetensors *st, const struct vae_options *opt, struct vae **out);
 void vae_destroy(struct vae *v);
 int vae_factor(const struct vae *v); /* image pixels per latent pixel (8 for SD) */
+int vae_latent_channels(const struct vae *v); /* 4 for SD */
 int64_t vae_parameters(const struct vae *v);
 uint64_t vae_weight_bytes(const struct vae *v);
 uint64_t vae_activation_bytes(const struct vae *v);

@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <sys/wait.h>
+#include <time.h>
 
 #include "fileio.h"
 #include "safetensors.h"
@@ -121,7 +122,7 @@ int test_run(char *out, size_t n, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(cmd, sizeof cmd, fmt, ap);
   va_end(ap);
-  snprintf(full, sizeof full, "%s 2>&1", cmd);
+  snprintf(full, sizeof full, "( %s ) 2>&1", cmd); /* every command of a list captured */
   FILE *p = popen(full, "r");
   size_t got = p ? fread(out, 1, n - 1, p) : 0;
   out[got] = 0;
@@ -138,4 +139,10 @@ void test_write_text(const char *dir, const char *name, const char *text) {
     test_failures++;
   }
   if (f) fclose(f);
+}
+
+double test_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
 }

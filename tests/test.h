@@ -62,6 +62,8 @@ int test_result(const char *name);
 /* Runs a shell command (printf format), its stdout and stderr captured in out[n]; the exit status. */
 int test_run(char *out, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* Monotonic seconds. */
+double test_now(void);
 /* Writes text to dir/name (tests build their input files with it). */
 void test_write_text(const char *dir, const char *name, const char *text);
 /* A whole file (NUL-terminated, free() it) or NULL. */

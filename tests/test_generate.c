@@ -2,8 +2,9 @@
  * their parameters (read back by `info`), bit-identical reruns, a batch file with one bad job
  * (reported, the others still run, exit 1), --noise/--save-latents against the sampler golden.
  * The job-file parser alone is test_job_file. */
-#define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE /* mkfifo, gethostname, st_mtim */
 #include <dirent.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -37,6 +38,147 @@ static int count_png(const char *d) {
   for (struct dirent *e; dp && (e = readdir(dp));) n += strstr(e->d_name, ".png") != NULL;
   if (dp) closedir(dp);
   return n;
+}
+
+static bool exists(const char *fmt, const char *a, const char *b) {
+  char p[1200];
+  snprintf(p, sizeof p, fmt, a, b);
+  return access(p, F_OK) == 0;
+}
+
+static int count_tmp(const char *d) {
+  DIR *dp = opendir(d);
+  int n = 0;
+  for (struct dirent *e; dp && (e = readdir(dp));) n += strstr(e->d_name, ".tmp-") != NULL;
+  if (dp) closedir(dp);
+  return n;
+}
+
+/* The job path under hostile or careless input (issue: each bug a class): nothing is lost or
+ * silently replaced, errors come before any model is loaded (a model path that does not exist
+ * proves it: its error never appears), no run hangs, and the exit status tells. */
+static void test_hostile(const char *bin, const char *ckpt, const char *cfg, const char *vocab) {
+  char h[1024], gen[2048], nomodel[2048];
+  snprintf(h, sizeof h, "%s/h", dir);
+  mkdir(h, 0755);
+  snprintf(gen, sizeof gen, "%s generate --model %s --config %s --tokenizer %s --width 32 --height 32 --steps 2", bin,
+           ckpt, cfg, vocab);
+  snprintf(nomodel, sizeof nomodel, "%s generate --model %s/no-such-model.safetensors", bin, dir);
+  /* batch_count 0 or negative: a failed job, exit 1, never a negative count */
+  test_write_text(h, "b0.json", "{\"prompt\": \"x\", \"batch_count\": 0}");
+  CHECK_MSG(run("%s %s/b0.json -o %s/o1", gen, h, h) == 1 && strstr(out, "0 of 1 images written; 1 failed (1 invalid jobs)"),
+            "batch_count 0: %s", out);
+  test_write_text(h, "bneg.json", "[{\"prompt\": \"x\", \"batch_count\": -5}, {\"prompt\": \"y\", \"seed\": 1}]");
+  CHECK_MSG(run("%s %s/bneg.json -o %s/o1", gen, h, h) == 1 && strstr(out, "1 of 2 images written; 1 failed (1 invalid jobs)"),
+            "batch_count -5: %s", out);
+  /* two jobs whose names collide: an error before any work (no model load), nothing written */
+  test_write_text(h, "same.json", "[{\"prompt\": \"a\", \"output\": \"same.png\"}, {\"prompt\": \"b\", \"output\": \"same.png\"}]");
+  CHECK_MSG(run("%s %s/same.json -o %s/o2", nomodel, h, h) == 1 && strstr(out, "would both write it") &&
+            strstr(out, "same.json, job 1, image 1 and") && !strstr(out, "no-such-model"), "collision: %s", out);
+  CHECK(count_png(h) == 0 && !exists("%s/%s", h, "o2/same.png"));
+  test_write_text(h, "batch.json", "{\"prompt\": \"a\", \"seed\": 5, \"batch_count\": 2, \"output\": \"{prompt}.png\"}");
+  CHECK_MSG(run("%s %s/batch.json -o %s/o2", nomodel, h, h) == 1 && strstr(out, "would both write it"), "batch collision: %s", out);
+  /* a rerun into a used folder skips what exists (with a note); --overwrite replaces it */
+  CHECK(run("%s --prompt 'a red ring' --seed 3 --output keep.png -o %s/o3", gen, h) == 0);
+  char keep[1200];
+  snprintf(keep, sizeof keep, "%s/o3/keep.png", h);
+  struct stat before, after;
+  CHECK(stat(keep, &before) == 0);
+  CHECK_MSG(run("%s --prompt 'a blue ring' --seed 4 --output keep.png -o %s/o3", gen, h) == 0 && strstr(out, "keep.png: exists: skipped") &&
+            strstr(out, "1 skipped"), "rerun: %s", out);
+  CHECK(stat(keep, &after) == 0 && after.st_mtim.tv_sec == before.st_mtim.tv_sec && after.st_mtim.tv_nsec == before.st_mtim.tv_nsec &&
+        after.st_ino == before.st_ino);
+  CHECK_MSG(run("%s %s --prompt 'a blue ring' --seed 4 --output keep.png --overwrite -o %s/o3", gen, "", h) == 0 &&
+            !strstr(out, "skipped"), "--overwrite: %s", out);
+  CHECK(stat(keep, &after) == 0 && after.st_ino != before.st_ino);
+  CHECK_MSG(run("%s info %s", bin, keep) == 0 && strstr(out, "a blue ring"), "the overwritten image: %s", out);
+  /* outputs checked before any model load: -o naming a file, names that are no file names */
+  CHECK_MSG(run("%s --prompt x -o %s", nomodel, keep) == 1 && strstr(out, "exists and is not a folder") &&
+            !strstr(out, "no-such-model"), "-o a file: %s", out);
+  char longname[320];
+  memset(longname, 'x', 300);
+  strcpy(longname + 300, ".png");
+  const char *patterns[] = {"''", "..", "'{prompt}'", longname};
+  const char *needles[] = {"is not a file name", "is not a file name", "is not a file name", "more than the 255"};
+  for (int k = 0; k < 4; k++)
+    CHECK_MSG(run("%s --prompt '!!' --output %s -o %s/o4", nomodel, patterns[k], h) == 1 && strstr(out, needles[k]) &&
+              !strstr(out, "no-such-model"), "output pattern %s: %s", patterns[k], out);
+  /* prompts checked before the model: a weight that overflows, invalid UTF-8, nesting, length */
+  CHECK_MSG(run("%s --prompt '(x:100000)' -o %s/o4", nomodel, h) == 1 && strstr(out, "prompt weight") &&
+            !strstr(out, "no-such-model"), "weight: %s", out);
+  CHECK_MSG(run("%s --prompt \"$(printf 'a \\377 b')\" -o %s/o4", nomodel, h) == 1 && strstr(out, "not valid UTF-8") &&
+            !strstr(out, "no-such-model"), "UTF-8: %s", out);
+  CHECK_MSG(run("%s --prompt \"$(printf '%%0100d' 0 | tr 0 '(')x\" -o %s/o4", nomodel, h) == 1 && strstr(out, "nest more than 64") &&
+            !strstr(out, "no-such-model"), "nesting: %s", out);
+  /* tensors given to unet / decode are checked against the model before use (dtype, rank, each
+   * dimension, finite values): one-line errors, exit 1, never a crash */
+  struct {
+    const char *what, *cmd, *names[3], *needle;
+    int ndim[3];
+    int64_t shape[3][4];
+    bool nan;
+  } bad[] = {
+      {"x with 3 channels", "unet", {"x", "t", "context"}, "tensor 'x' is [1, 3, 16, 16]; expected [N, 4, H, W]", {4, 1, 3},
+       {{1, 3, 16, 16}, {1}, {1, 77, 64}}, false},
+      {"context of width 32", "unet", {"x", "t", "context"}, "tensor 'context' is [1, 77, 32]; expected [1, T, 64]", {4, 1, 3},
+       {{1, 4, 16, 16}, {1}, {1, 77, 32}}, false},
+      {"t for 2 images", "unet", {"x", "t", "context"}, "tensor 't' is [2]; expected [1]", {4, 1, 3},
+       {{1, 4, 16, 16}, {2}, {1, 77, 64}}, false},
+      {"x of odd size", "unet", {"x", "t", "context"}, "H and W multiples of 4", {4, 1, 3}, {{1, 4, 15, 16}, {1}, {1, 77, 64}}, false},
+      {"x with a NaN", "unet", {"x", "t", "context"}, "holds a NaN or infinity", {4, 1, 3}, {{1, 4, 16, 16}, {1}, {1, 77, 64}}, true},
+      {"latent with 3 channels", "decode", {"latent", NULL, NULL}, "tensor 'latent' is [1, 3, 8, 8]; expected [N, 4, h, w]",
+       {4, 0, 0}, {{1, 3, 8, 8}}, false},
+      {"latent 3-D", "decode", {"latent", NULL, NULL}, "tensor 'latent' is [4, 8, 8]", {3, 0, 0}, {{4, 8, 8}}, false},
+  };
+  for (size_t c = 0; c < sizeof bad / sizeof *bad; c++) {
+    char in[1200], o[1200];
+    snprintf(in, sizeof in, "%s/in%zu.safetensors", h, c);
+    snprintf(o, sizeof o, "%s/out%zu.safetensors", h, c);
+    struct st_writer *w = NULL;
+    CHECK_OK(st_writer_create(&w));
+    float *data[3] = {NULL, NULL, NULL};
+    for (int k = 0; k < 3 && bad[c].names[k]; k++) {
+      size_t n = 1;
+      for (int d = 0; d < bad[c].ndim[k]; d++) n *= (size_t)bad[c].shape[k][d];
+      data[k] = malloc(n * sizeof(float));
+      test_random(data[k], n, (unsigned)(c * 3 + k + 1));
+      if (bad[c].nan && k == 0) data[k][5] = NAN;
+      CHECK_OK(st_writer_add(w, bad[c].names[k], ST_F32, bad[c].ndim[k], bad[c].shape[k], data[k]));
+    }
+    CHECK_OK(st_writer_finish(w, in));
+    st_writer_destroy(w);
+    for (int k = 0; k < 3; k++) free(data[k]);
+    int rc2 = run("%s %s --model %s --config %s --precision fp32 --in %s -o %s", bin, bad[c].cmd, ckpt, cfg, in, o);
+    CHECK_MSG(rc2 == 1 && strstr(out, bad[c].needle) && strstr(out, in) && access(o, F_OK) != 0, "%s: rc %d: %s", bad[c].what,
+              rc2, out);
+    printf("  %s %-24s -> %s", bad[c].cmd, bad[c].what, out);
+  }
+  /* a FIFO as prompt file, model or noise file: an error at once, never a hang */
+  char fifo[1200];
+  snprintf(fifo, sizeof fifo, "%s/fifo", h);
+  CHECK(mkfifo(fifo, 0600) == 0);
+  CHECK_MSG(run("timeout 20 %s %s -o %s/o5", gen, fifo, h) == 1 && strstr(out, "not a regular file (a FIFO)"), "FIFO prompts: %s", out);
+  CHECK_MSG(run("timeout 20 %s generate --model %s --prompt x -o %s/o5", bin, fifo, h) == 1 && strstr(out, "(a FIFO)"),
+            "FIFO model: %s", out);
+  CHECK_MSG(run("timeout 20 %s --prompt x --noise %s -o %s/o5", gen, fifo, h) == 1 && strstr(out, "(a FIFO)"), "FIFO noise: %s", out);
+  /* a temporary file a killed run left is removed by the next run into the folder */
+  char host[64], stale[300];
+  gethostname(host, sizeof host);
+  host[sizeof host - 1] = 0;
+  for (char *p = host; *p; p++)
+    if (*p == '-' || *p == '/' || *p == '.') *p = '_';
+  snprintf(stale, sizeof stale, "o3/old.png.tmp-%s-999999999-0", host);
+  test_write_text(h, stale, "half an image");
+  CHECK_MSG(run("%s --prompt x --seed 9 -o %s/o3", gen, h) == 0, "stale: %s", out);
+  CHECK(!exists("%s/%s", h, stale));
+  /* SIGTERM mid-run: exits promptly with a failure, the finished images are complete, no temporaries left */
+  char o6[1200];
+  snprintf(o6, sizeof o6, "%s/o6", h);
+  int rc = run("%s --prompt x --seed 1 --steps 40 --batch-count 40 -o %s & pid=$!; sleep 4; kill -TERM $pid; wait $pid", gen, o6);
+  CHECK_MSG(rc != 0 && strstr(out, "interrupted"), "SIGTERM: rc %d: %s", rc, out);
+  CHECK_MSG(count_tmp(o6) == 0, "SIGTERM left %d temporary file(s)", count_tmp(o6));
+  printf("  SIGTERM after 4 s: %d image(s) written, exit %d\n", count_png(o6), rc);
+  unlink(fifo);
 }
 
 int main(void) {
@@ -142,7 +284,7 @@ int main(void) {
   printf("  --noise: the same latents for seeds 1 and 2, the golden's; a run without it differs\n");
   /* a batch of 2 needs noise for 2 images: the golden holds one */
   rc = run("%s --prompt x --width 32 --height 32 --steps 4 --sampler euler_a --noise %s --batch-count 2 -o %s/d", base, gold, dir);
-  CHECK_MSG(rc == 1 && strstr(out, "needs `noise` [N >= 2, 4, h, w]"), "--noise, batch of 2: %s", out);
+  CHECK_MSG(rc == 1 && strstr(out, "needs `noise` [N >= 2, 4, 16, 16]"), "--noise, batch of 2: %s", out);
   char lat[600];
   /* --save-latents keeps every image of a batch: image 1 of a batch of 2 (seed 8) is the single image of seed 8 */
   float *lat2 = NULL, *lat1 = NULL;
@@ -204,6 +346,7 @@ int main(void) {
   CHECK(run("VKDIFFUSION_MODEL=%s/nothing.safetensors %s generate --prompt x -o %s/e", dir, bin, dir) == 1 &&
         strstr(out, "nothing.safetensors"));
   CHECK(run("%s generate -o %s/e", bin, dir) == 2); /* no prompt */
+  test_hostile(bin, ckpt, cfg, vocab);
   snprintf(c3, sizeof c3, "rm -rf %s", dir);
   CHECK(system(c3) == 0);
   return test_result("test_generate");

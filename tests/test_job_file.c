@@ -64,10 +64,93 @@ static void test_prompt_files(void) {
   free(jobs);
 }
 
+static void write_bytes(const char *name, const char *bytes, size_t n) {
+  char path[512];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  FILE *f = fopen(path, "wb");
+  CHECK(f != NULL);
+  if (f) fwrite(bytes, 1, n, f), fclose(f);
+}
+
+/* loads name; expects either the prompts (NULL-terminated list) or an error containing needle */
+static void expect(const char *label, const char *name, const char *bytes, size_t n, const char *const *prompts,
+                   const char *needle) {
+  write_bytes(name, bytes, n);
+  char path[512];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  struct job *jobs = NULL;
+  int count = 0;
+  double t0 = test_now();
+  enum status st = job_file_load(path, NULL, &jobs, &count);
+  double dt = test_now() - t0;
+  CHECK_MSG(dt < 1.0, "%s: %.1f s to read %zu bytes", label, dt, n);
+  if (needle) {
+    CHECK_MSG(st && strstr(status_message(), needle) && strstr(status_message(), path), "%s: '%s' lacks '%s'", label,
+              st ? status_message() : "(loaded)", needle);
+  } else {
+    CHECK_MSG(!st, "%s: %s", label, status_message());
+    int want = 0;
+    while (prompts[want]) want++;
+    CHECK_MSG(count == want, "%s: %d jobs, expected %d", label, count, want);
+    for (int i = 0; i < count && i < want; i++)
+      CHECK_MSG(jobs[i].prompt && !strcmp(jobs[i].prompt, prompts[i]) && !jobs[i].error[0], "%s: job %d: '%s' (%s)",
+                label, i, jobs[i].prompt ? jobs[i].prompt : "", jobs[i].error);
+  }
+  printf("  %-34s -> %s\n", label, st ? status_message() : "ok");
+  for (int i = 0; i < count; i++) job_free(&jobs[i]);
+  free(jobs);
+}
+
+#define B(lit) lit, sizeof lit - 1
+
+/* Every text-file ending and encoding, as a class: each loads (or fails with a clear message) at once */
+static void test_endings_and_encodings(void) {
+  const char *const one[] = {"a red circle", NULL}, *const two[] = {"a red circle", "a blue square", NULL};
+  expect("no final newline", "e1.txt", B("a red circle"), one, NULL);
+  expect("trailing blank, no newline", "e2.txt", B("a red circle "), one, NULL);
+  expect("trailing tab, no newline", "e3.txt", B("a red circle\t"), one, NULL);
+  expect("CR at the end", "e4.txt", B("a red circle\r"), one, NULL);
+  expect("CRLF", "e5.txt", B("a red circle\r\na blue square\r\n"), two, NULL);
+  expect("CRLF without a final LF", "e6.txt", B("a red circle\r\na blue square\r"), two, NULL);
+  expect("blanks only on the last line", "e7.txt", B("a red circle\n \t \r"), one, NULL);
+  expect("UTF-8 BOM, text", "e8.txt", B("\xef\xbb\xbf" "a red circle\n"), one, NULL);
+  expect("UTF-8 BOM, JSON", "e9.json", B("\xef\xbb\xbf{\"prompt\": \"a red circle\", \"steps\": 3}"), one, NULL);
+  expect("UTF-8 BOM, JSON Lines", "e10.jsonl", B("\xef\xbb\xbf{\"prompt\": \"a red circle\"}\r\n{\"prompt\": \"a blue square\"}"),
+         two, NULL);
+  expect("NUL byte", "e11.txt", B("a red circle\nabc\0def\n"), NULL, "a NUL byte on line 2");
+  expect("UTF-16 LE with BOM", "e12.txt", B("\xff\xfe" "a\0 \0r\0e\0d\0"), NULL, "UTF-16 text: save it as UTF-8");
+  expect("UTF-16 BE with BOM", "e13.json", B("\xfe\xff\0{\0\"\0p"), NULL, "UTF-16");
+  expect("UTF-16 LE without BOM", "e14.json", B("{\0\"\0p\0r\0"), NULL, "UTF-16");
+  expect("invalid UTF-8", "e15.txt", B("a red circle\na \xff blue square\n"), NULL, "invalid UTF-8 on line 2");
+  expect("overlong UTF-8", "e16.txt", B("a \xc0\xaf\n"), NULL, "invalid UTF-8 on line 1");
+  expect("JSON array then garbage", "e17.json", B("[{\"prompt\": \"a\"}]\n garbage"), NULL,
+         "unexpected data after the JSON array at line 2, column 2");
+  char deep[300];
+  snprintf(deep, sizeof deep, "%.*s%.*s", 100, "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[",
+           100, "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]");
+  expect("valid JSON, nested 100 deep", "e18.json", deep, strlen(deep), NULL, "nested too deeply");
+  expect("a .json file of plain text", "e19.json", B("a red circle\n"), NULL, "must hold a JSON object");
+  /* JSON Lines: a bad line is that job's error, the others load */
+  write_bytes("e20.jsonl", B("{\"prompt\": \"a\"}\n{\"prompt\": \n"));
+  char path[512];
+  snprintf(path, sizeof path, "%s/e20.jsonl", dir);
+  struct job *jobs = NULL;
+  int n = 0;
+  CHECK_OK(job_file_load(path, NULL, &jobs, &n));
+  CHECK(n == 2 && !jobs[0].error[0] && strstr(jobs[1].error, "not valid JSON") && strstr(jobs[1].where, "line 2"));
+  for (int i = 0; i < n; i++) job_free(&jobs[i]);
+  free(jobs);
+  /* batch_count 0 or negative: the job is invalid (counted as a failure by generate) */
+  bad_file("batch_count 0", "e21.json", "{\"prompt\": \"x\", \"batch_count\": 0}", "\"batch_count\" 0 is outside 1..1000");
+  bad_file("batch_count -3", "e22.json", "{\"prompt\": \"x\", \"batch_count\": -3}", "\"batch_count\" -3");
+  bad_file("prompt not UTF-8", "e23.json", "{\"prompt\": \"a \\udc80 b\"}", "not valid");
+}
+
 int main(void) {
   snprintf(dir, sizeof dir, "/tmp/vkd_test_job_file_%ld", (long)getpid());
   mkdir(dir, 0755);
   test_prompt_files();
+  test_endings_and_encodings();
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
   CHECK(system(cmd) == 0);

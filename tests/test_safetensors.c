@@ -1,6 +1,10 @@
 /* safetensors: round trip through the writer, conversions, unaligned data, and every malformed
  * case (each written by this test) giving its one-line error that names the file. */
+#define _DEFAULT_SOURCE /* mkfifo, symlink, lstat */
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include "fileio.h"
 
 #include "half.h"
 #include "safetensors.h"
@@ -162,6 +166,85 @@ static void test_half(void) {
   CHECK(bf16_from_float(1.00390625f) == 0x3f80);           /* tie to even */
 }
 
+/* Files as an attacker or a careless user leaves them: trailing data after the header, nesting
+ * that cJSON would refuse as "invalid", a FIFO where a file belongs, symlinks planted at the
+ * temporary names, an output that exists, temporaries a killed run left. */
+static void test_files_defensively(void) {
+  expect_error("trailing_garbage", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}} xyz", 0, 8,
+               "unexpected data after the JSON value at line 1, column 56");
+  char deep[512];
+  snprintf(deep, sizeof deep, "{\"__metadata__\": %.*s%.*s}", 100,
+           "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[", 100,
+           "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]");
+  expect_error("deep_header", deep, 0, 0, "nested too deeply");
+  /* a FIFO: an error at once (open never blocks), for safetensors and every small-file reader */
+  char fifo[512], victim[512], out[512], tmp[4200];
+  snprintf(fifo, sizeof fifo, "%s/fifo.safetensors", dir);
+  CHECK(mkfifo(fifo, 0600) == 0);
+  struct safetensors *st = NULL;
+  CHECK(safetensors_open(fifo, &st) == STATUS_IO && strstr(status_message(), "FIFO"));
+  char *text = NULL;
+  size_t len;
+  CHECK(file_read(fifo, 100, &text, &len) == STATUS_IO && strstr(status_message(), "not a regular file"));
+  unlink(fifo);
+  /* symlinks planted at the first temporary names point at a victim: it is never written */
+  snprintf(victim, sizeof victim, "%s/victim.txt", dir);
+  snprintf(out, sizeof out, "%s/out.safetensors", dir);
+  test_write_text(dir, "victim.txt", "precious");
+  for (unsigned k = 0; k < 4; k++) {
+    file_tmp_name(out, k, tmp, sizeof tmp);
+    CHECK(symlink(victim, tmp) == 0);
+  }
+  float v[3] = {1, 2, 3};
+  struct st_writer *w = NULL;
+  CHECK_OK(st_writer_create(&w));
+  CHECK_OK(st_writer_add(w, "v", ST_F32, 1, (int64_t[]){3}, v));
+  CHECK_OK(st_writer_finish(w, out));
+  st_writer_destroy(w);
+  size_t vn;
+  char *vt = test_read_file(victim, &vn);
+  CHECK_MSG(vt && !strcmp(vt, "precious"), "the symlink's target was written: '%s'", vt ? vt : "(unreadable)");
+  free(vt);
+  CHECK_OK(safetensors_open(out, &st));
+  CHECK(st && safetensors_find(st, "v") != NULL);
+  safetensors_close(st);
+  struct stat sb;
+  for (unsigned k = 0; k < 4; k++) {
+    file_tmp_name(out, k, tmp, sizeof tmp);
+    CHECK(lstat(tmp, &sb) == 0 && S_ISLNK(sb.st_mode));
+    unlink(tmp);
+  }
+  /* committing without overwrite never replaces an existing file; the temporary is gone after */
+  struct file_out o;
+  CHECK_OK(file_out_begin(&o, victim));
+  CHECK_OK(file_out_write(&o, "new", 3));
+  char tmp_used[4200];
+  snprintf(tmp_used, sizeof tmp_used, "%s", o.tmp);
+  CHECK(file_out_commit(&o, false) == STATUS_IO && strstr(status_message(), "exists (not replaced)"));
+  vt = test_read_file(victim, &vn);
+  CHECK(vt && !strcmp(vt, "precious"));
+  free(vt);
+  CHECK(access(tmp_used, F_OK) != 0);
+  /* stale temporaries: this host's dead process's are removed; a live one's and another host's stay */
+  char host[64], name[300];
+  gethostname(host, sizeof host);
+  host[sizeof host - 1] = 0;
+  for (char *p = host; *p; p++)
+    if (*p == '-' || *p == '/' || *p == '.') *p = '_';
+  snprintf(name, sizeof name, "a.png.tmp-%s-999999999-0", host);
+  test_write_text(dir, name, "x");
+  file_tmp_name("live.png", 7, tmp, sizeof tmp);
+  test_write_text(dir, tmp, "x");
+  test_write_text(dir, "b.png.tmp-otherhost-999999999-0", "x");
+  CHECK(file_tmp_remove_stale(dir) == 1);
+  char p1[700], p2[4800], p3[700];
+  snprintf(p1, sizeof p1, "%s/%s", dir, name);
+  snprintf(p2, sizeof p2, "%s/%s", dir, tmp);
+  snprintf(p3, sizeof p3, "%s/b.png.tmp-otherhost-999999999-0", dir);
+  CHECK(access(p1, F_OK) != 0 && access(p2, F_OK) == 0 && access(p3, F_OK) == 0);
+  unlink(p2), unlink(p3), unlink(victim), unlink(out);
+}
+
 int main(void) {
   snprintf(dir, sizeof dir, "/tmp/vkd_test_st_%ld", (long)getpid());
   char cmd[300];
@@ -170,6 +253,7 @@ int main(void) {
   test_half();
   test_round_trip();
   test_malformed();
+  test_files_defensively();
   rmdir(dir);
   return test_result("test_safetensors");
 }

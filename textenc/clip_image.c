@@ -15,12 +15,16 @@ static double cubic(double x) { /* a = -0.5 */
 }
 
 int bicubic_taps(int in, int out, int32_t *bounds, int32_t *coeffs) {
-  double scale = (double)in / out, fs = scale > 1.0 ? scale : 1.0, support = 2.0 * fs, inv = 1.0 / fs;
+  return bicubic_taps_range(in, out, 0, out, bounds, coeffs);
+}
+
+int bicubic_taps_range(int in, int64_t out, int64_t first, int count, int32_t *bounds, int32_t *coeffs) {
+  double scale = (double)in / (double)out, fs = scale > 1.0 ? scale : 1.0, support = 2.0 * fs, inv = 1.0 / fs;
   int ksize = 2 * (int)ceil(support) + 1;
   double *w = malloc((size_t)ksize * sizeof *w);
   if (!w) return -1;
-  for (int i = 0; i < out; i++) {
-    double center = (i + 0.5) * scale;
+  for (int i = 0; i < count; i++) {
+    double center = ((double)(first + i) + 0.5) * scale;
     int lo = (int)((center - support) + 0.5);
     if (lo < 0) lo = 0;
     int hi = (int)((center + support) + 0.5);
@@ -39,18 +43,21 @@ int bicubic_taps(int in, int out, int32_t *bounds, int32_t *coeffs) {
   return ksize;
 }
 
-/* One axis of the resize: src (rows x in, stride, 3 channels) -> dst, Pillow's 8-bit pass */
-static enum status pass(const unsigned char *src, int in, int out, int lines, bool horizontal, int src_w,
-                        unsigned char *dst, int dst_w) {
-  int ksize = 2 * (int)ceil(2.0 * (in > out ? (double)in / out : 1.0)) + 1;
-  int32_t *bounds = malloc((size_t)out * 2 * sizeof *bounds), *coeffs = malloc((size_t)out * ksize * sizeof *coeffs);
-  if (!bounds || !coeffs || bicubic_taps(in, out, bounds, coeffs) != ksize) {
+/* One axis of the resize, Pillow's 8-bit pass, for the outputs [first, first + count) of `out`
+ * only (each output depends on its own taps alone, so a window is exact): src holds `lines` lines
+ * of `in` pixels (3 channels; stride src_w pixels), dst gets `lines` lines of `count` pixels
+ * (stride dst_w); src's first line along the axis is input pixel src_first. */
+static enum status pass(const unsigned char *src, int in, int64_t out, int64_t first, int count, int lines,
+                        bool horizontal, int src_w, int src_first, unsigned char *dst, int dst_w) {
+  int ksize = 2 * (int)ceil(2.0 * (in > out ? (double)in / (double)out : 1.0)) + 1;
+  int32_t *bounds = malloc((size_t)count * 2 * sizeof *bounds), *coeffs = malloc((size_t)count * ksize * sizeof *coeffs);
+  if (!bounds || !coeffs || bicubic_taps_range(in, out, first, count, bounds, coeffs) != ksize) {
     free(bounds), free(coeffs);
     return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
   }
   for (int l = 0; l < lines; l++)
-    for (int i = 0; i < out; i++) {
-      int lo = bounds[2 * i], taps = bounds[2 * i + 1];
+    for (int i = 0; i < count; i++) {
+      int lo = bounds[2 * i] - src_first, taps = bounds[2 * i + 1];
       const int32_t *k = coeffs + (size_t)i * ksize;
       for (int c = 0; c < 3; c++) {
         int64_t ss = 1 << 21;
@@ -68,48 +75,58 @@ static enum status pass(const unsigned char *src, int in, int out, int lines, bo
   return STATUS_OK;
 }
 
-static int round_half_even(double v) {
+static int64_t round_half_even(double v) {
   double f = floor(v), d = v - f;
   if (d > 0.5 || (d == 0.5 && fmod(f, 2.0) != 0)) f += 1;
-  return (int)f;
+  return (int64_t)f;
 }
 
+/* Pillow's resize of the short side to n followed by torchvision's centre crop, computing only the
+ * n x n pixels the crop keeps: the horizontal pass (first, as Pillow) over the rows the kept rows'
+ * vertical taps read, for the kept columns; then the vertical pass. Bit for bit the whole resize's
+ * crop, at a cost that does not grow with how elongated the image is. */
 enum status clip_preprocess(const unsigned char *rgb, int w, int h, int n, float *pixels, unsigned char *crop) {
-  int rw = w <= h ? n : (int)floor((double)n * w / h), rh = w <= h ? (int)floor((double)n * h / w) : n;
+  if (w <= 0 || h <= 0 || n <= 0) return status_set(STATUS_INVALID_ARGUMENT, "preprocess: a %dx%d image", w, h);
+  int64_t rw = w <= h ? n : (int64_t)floor((double)n * w / h), rh = w <= h ? (int64_t)floor((double)n * h / w) : n;
   if (rw < n) rw = n;
   if (rh < n) rh = n;
-  if ((uint64_t)rw * rh > IMAGE_MAX_PIXELS) return status_set(STATUS_FORMAT, "a %dx%d image is too elongated to resize", w, h);
-  unsigned char *t = NULL, *r = NULL;
-  enum status s = STATUS_OK;
-  const unsigned char *cur = rgb;
-  int cw = w;
-  if (rw != w) { /* horizontal pass first, as Pillow */
-    t = malloc((size_t)rw * h * 3);
-    if (!t) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
-    if ((s = pass(rgb, w, rw, h, true, w, t, rw))) goto done;
-    cur = t;
-    cw = rw;
-  }
+  int64_t left = round_half_even((double)(rw - n) / 2.0), top = round_half_even((double)(rh - n) / 2.0);
+  /* the source rows the kept output rows read (all rows when there is no vertical pass) */
+  int row0 = (int)top, rows = n;
+  int32_t *vb = NULL, *vc = NULL;
   if (rh != h) {
-    r = malloc((size_t)rw * rh * 3);
-    if (!r) {
-      s = status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
-      goto done;
+    int ks = 2 * (int)ceil(2.0 * (h > rh ? (double)h / (double)rh : 1.0)) + 1;
+    vb = malloc((size_t)n * 2 * sizeof *vb);
+    vc = malloc((size_t)n * ks * sizeof *vc);
+    if (!vb || !vc || bicubic_taps_range(h, rh, top, n, vb, vc) != ks) {
+      free(vb), free(vc);
+      return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
     }
-    if ((s = pass(cur, h, rh, cw, false, cw, r, cw))) goto done;
-    cur = r;
+    row0 = vb[0];
+    rows = vb[2 * (n - 1)] + vb[2 * (n - 1) + 1] - row0;
+    free(vb), free(vc);
   }
-  int left = round_half_even((rw - n) / 2.0), top = round_half_even((rh - n) / 2.0);
+  unsigned char *band = malloc((size_t)rows * n * 3), *out = malloc((size_t)n * n * 3);
+  enum status s = band && out ? STATUS_OK : status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+  if (!s && rw != w) { /* horizontal: rows [row0, row0 + rows), output columns [left, left + n) */
+    s = pass(rgb + (size_t)row0 * w * 3, w, rw, left, n, rows, true, w, 0, band, n);
+  } else if (!s) {
+    for (int y = 0; y < rows; y++) memcpy(band + (size_t)y * n * 3, rgb + ((size_t)(row0 + y) * w + (size_t)left) * 3, (size_t)n * 3);
+  }
+  if (!s && rh != h) { /* vertical: output rows [top, top + n) from the band, whose first row is row0 */
+    s = pass(band, h, rh, top, n, n, false, n, row0, out, n);
+  } else if (!s) {
+    memcpy(out, band, (size_t)n * n * 3);
+  }
   static const float mean[3] = {0.48145466f, 0.4578275f, 0.40821073f}, stdv[3] = {0.26862954f, 0.26130258f, 0.27577711f};
-  for (int y = 0; y < n; y++)
+  for (int y = 0; y < n && !s; y++)
     for (int x = 0; x < n; x++)
       for (int c = 0; c < 3; c++) {
-        unsigned char u = cur[((size_t)(top + y) * cw + left + x) * 3 + c];
+        unsigned char u = out[((size_t)y * n + x) * 3 + c];
         if (crop) crop[((size_t)y * n + x) * 3 + c] = u;
         float v = (float)u / 255.0f;
         pixels[((size_t)c * n + y) * n + x] = (v - mean[c]) / stdv[c];
       }
-done:
-  free(t), free(r);
+  free(band), free(out);
   return s;
 }

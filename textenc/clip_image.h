@@ -12,5 +12,7 @@
 enum status clip_preprocess(const unsigned char *rgb, int w, int h, int n, float *pixels, unsigned char *crop);
 /* Pillow's taps for resizing in -> out samples: lo/taps per output, ksize coefficients each (2^22). */
 int bicubic_taps(int in, int out, int32_t *bounds, int32_t *coeffs);
+/* The same for the outputs [first, first + count) of `out` only. */
+int bicubic_taps_range(int in, int64_t out, int64_t first, int count, int32_t *bounds, int32_t *coeffs);
 
 #endif

@@ -113,6 +113,9 @@ enum status zeroshot_create(const struct textenc_options *opt, struct zeroshot *
   if (!s) {
     const struct st_tensor *ls = safetensors_find(st, "logit_scale");
     if (ls && ls->numel == 1) s = safetensors_read_f32(st, ls, &z->logit_scale);
+    if (!s && !(z->logit_scale >= 0 && z->logit_scale <= 10)) /* exp(10) = 22026: far beyond any CLIP's 100 */
+      s = status_set(STATUS_FORMAT, "%s: logit_scale %g is not a temperature (expected ln 100 = 4.6 or so)", o.model_path,
+                     (double)z->logit_scale);
     safetensors_close(st);
   }
   if (!s) s = textenc_create(&o, &z->te);
