@@ -52,6 +52,84 @@ static void golden(struct gpu *gpu, const char *label, const char *ckpt, const c
 
 /* OpenAI's preprocessing against ../shared/ref/goldens/preprocess.safetensors: the taps, the uint8
  * crop bit for bit, the pixels within 1e-6 */
+/* Pillow's whole two-pass resize (every output pixel) then the centre crop: the plain reference
+ * the crop-only preprocessing must equal byte for byte */
+static void full_resize_crop(const unsigned char *src, int w, int h, int n, unsigned char *crop) {
+  int rw = w <= h ? n : (int)floor((double)n * w / h), rh = w <= h ? (int)floor((double)n * h / w) : n;
+  if (rw < n) rw = n;
+  if (rh < n) rh = n;
+  unsigned char *a = malloc((size_t)rw * h * 3), *b = malloc((size_t)rw * rh * 3);
+  for (int pass = 0; pass < 2; pass++) { /* horizontal (w -> rw over h rows), then vertical (h -> rh over rw columns) */
+    int in = pass ? h : w, out = pass ? rh : rw, lines = pass ? rw : h;
+    const unsigned char *s = pass ? a : src;
+    unsigned char *d = pass ? b : a;
+    if (in == out) {
+      memcpy(d, s, (size_t)rw * (pass ? h : h) * 3);
+      continue;
+    }
+    int ks = 2 * (int)ceil(2.0 * (in > out ? (double)in / out : 1.0)) + 1;
+    int32_t *bd = malloc((size_t)out * 2 * sizeof *bd), *cf = malloc((size_t)out * ks * sizeof *cf);
+    bicubic_taps(in, out, bd, cf);
+    for (int l = 0; l < lines; l++)
+      for (int i = 0; i < out; i++)
+        for (int c = 0; c < 3; c++) {
+          int64_t ss = 1 << 21;
+          for (int j = 0; j < bd[2 * i + 1]; j++) {
+            int at = bd[2 * i] + j;
+            ss += (int64_t)s[pass ? ((size_t)at * rw + l) * 3 + c : ((size_t)l * w + at) * 3 + c] * cf[(size_t)i * ks + j];
+          }
+          int64_t v = ss >> 22;
+          d[pass ? ((size_t)i * rw + l) * 3 + c : ((size_t)l * rw + i) * 3 + c] = (unsigned char)(v < 0 ? 0 : v > 255 ? 255 : v);
+        }
+    free(bd), free(cf);
+  }
+  int left = (int)rint((rw - n) / 2.0), top = (int)rint((rh - n) / 2.0); /* Python round(): half to even */
+  for (int y = 0; y < n; y++) memcpy(crop + (size_t)y * n * 3, b + ((size_t)(top + y) * rw + left) * 3, (size_t)n * 3);
+  free(a), free(b);
+}
+
+/* Elongated images: the crop computes only what it keeps, bit for bit the whole resize's crop, and
+ * an extreme aspect ratio costs no more than a square image; a PNG too large is named with its size. */
+static void test_elongated(void) {
+  int sizes[][2] = {{2001, 7}, {9, 1500}, {640, 224}};
+  for (int k = 0; k < 3; k++) {
+    int w = sizes[k][0], h = sizes[k][1], n = 224;
+    unsigned char *img = malloc((size_t)w * h * 3), crop[224 * 224 * 3], ref[224 * 224 * 3];
+    for (size_t i = 0; i < (size_t)w * h * 3; i++) img[i] = (unsigned char)((i * 2654435761u) >> 13);
+    float *px = malloc(3 * 224 * 224 * sizeof *px);
+    CHECK_OK(clip_preprocess(img, w, h, n, px, crop));
+    full_resize_crop(img, w, h, n, ref);
+    size_t diff = 0;
+    for (size_t i = 0; i < sizeof crop; i++) diff += crop[i] != ref[i];
+    CHECK_MSG(diff == 0, "preprocess %dx%d: %zu bytes differ from the whole resize's crop", w, h, diff);
+    printf("  preprocess %dx%d: crop-only resize equals the whole resize's crop (%zu bytes differ)\n", w, h, diff);
+    free(img), free(px);
+  }
+  int w = 1000000, h = 2;
+  unsigned char *img = malloc((size_t)w * h * 3);
+  memset(img, 77, (size_t)w * h * 3);
+  float *px = malloc(3 * 224 * 224 * sizeof *px);
+  double t0 = test_now();
+  CHECK_OK(clip_preprocess(img, w, h, 224, px, NULL));
+  double dt = test_now() - t0;
+  CHECK_MSG(dt < 1.0, "a %dx%d image took %.2f s to preprocess", w, h, dt);
+  printf("  preprocess %dx%d (resized to %lldx224 before the crop): %.1f ms\n", w, h, (long long)224 * w / h, dt * 1e3);
+  free(img), free(px);
+  /* a 65535 x 65535 PNG (its header is enough): too large, and said so with its size */
+  char path[256];
+  snprintf(path, sizeof path, "/tmp/vkd_test_vision_huge_%ld.png", (long)getpid());
+  FILE *f = fopen(path, "wb");
+  static const unsigned char hdr[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R',
+                                      0, 0, 0xff, 0xff, 0, 0, 0xff, 0xff, 8, 2, 0, 0, 0, 0, 0, 0, 0};
+  if (f) fwrite(hdr, 1, sizeof hdr, f), fclose(f);
+  unsigned char *rgb = NULL;
+  int iw, ih;
+  CHECK(image_load(path, &rgb, &iw, &ih) == STATUS_FORMAT && strstr(status_message(), "a 65535x65535 PNG: larger than"));
+  printf("  %s\n", status_message());
+  free(rgb);
+  unlink(path);
+}
+
 static void test_preprocess(void) {
   char gpath[1024];
   test_shared_path(gpath, sizeof gpath, "ref/goldens/preprocess.safetensors");
@@ -197,6 +275,7 @@ static void test_many_labels(void) {
 
 int main(void) {
   test_preprocess();
+  test_elongated();
   test_many_labels();
   char probe[1024], dir[256], ckpt[512];
   test_shared_path(probe, sizeof probe, "ref/goldens/vision_tiny.safetensors");
