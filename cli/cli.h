@@ -46,6 +46,8 @@ struct gpu *cli_gpu(const char *cmd, int device);
  * installed beside the executable (<exe>/../share/vkdiffusion), in the source tree it was built from,
  * or in the configured install folder. NULL after printing where it looked. */
 const char *cli_default_model(const char *cmd);
+/* mkdir -p: every missing folder of path (0755); 0, or -1 with errno set. */
+int cli_mkdirs(const char *path);
 /* Validation messages seen: printed, and turned into a failing exit code; destroys g. */
 int cli_finish_gpu(struct gpu *g, int rc);
 /* The same without destroying g (a device owned by a model): the profile and validation count. */

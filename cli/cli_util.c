@@ -1,6 +1,7 @@
 #define _DEFAULT_SOURCE /* readlink, sigaction */
 #include <errno.h>
 #include <limits.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -69,6 +70,18 @@ struct gpu *cli_gpu(const char *cmd, int device) {
     return NULL;
   }
   return g;
+}
+
+int cli_mkdirs(const char *path) {
+  char p[4096];
+  if (snprintf(p, sizeof p, "%s", path) >= (int)sizeof p) return errno = ENAMETOOLONG, -1;
+  for (char *s = p + 1; *s; s++)
+    if (*s == '/') {
+      *s = 0;
+      if (mkdir(p, 0755) != 0 && errno != EEXIST) return -1;
+      *s = '/';
+    }
+  return mkdir(p, 0755) != 0 && errno != EEXIST ? -1 : 0;
 }
 
 int cli_report_gpu(struct gpu *g, int rc) {

@@ -16,6 +16,7 @@
 #include "png.h"
 #include "prompt.h"
 #include "progress.h"
+#include "rng.h"
 #include "sd_model.h"
 #include "zeroshot.h"
 
@@ -34,7 +35,8 @@ static void usage(FILE *f) {
           "Other options: --precision fp16|fp32, --device N, --vae-tiling auto|on|off, --literal (no prompt\n"
           "syntax), --noise FILE (noise [N,4,h,w], ancestral_noise [steps,N,4,h,w]: replaces the RNG),\n"
           "--save-latents FILE (latents [steps,N,4,h,w]: every step of the N images of the job, the last job),\n"
-          "--rng cpu, --quiet, --progress, --overwrite (replace existing images; without it they are skipped\n"
+          "--rng cpu|cpu-scalar (torch.randn's bits as PyTorch computes them on x86-64 with AVX2, the default,\n"
+          "or without AVX2, e.g. on Arm), --quiet, --progress, --overwrite (replace existing images; without it they are skipped\n"
           "with a note, and two images of one run with the same name are an error before any work),\n"
           "--score-with CLIP_MODEL [--score-config FILE]: the CLIP score (100 x cosine of image and prompt\n"
           "embeddings) of every image, on stderr and in the PNG's parameters.\n"
@@ -91,6 +93,7 @@ struct opts {
   const char *outdir, *noise_file, *latents_file, *score_model, *score_config, *model_name;
   bool quiet, progress, overwrite;
   enum sd_vae_tiling tiling;
+  enum sd_rng rng;
   struct zeroshot *scorer; /* --score-with: CLIP score = 100 * cos(image, prompt) of each image */
 };
 
@@ -224,6 +227,7 @@ static int run_job(struct sd_model *m, const struct job *j, const struct job_pla
   p.clip_skip = j->clip_skip;
   p.batch_count = j->batch_count;
   p.vae_tiling = o->tiling;
+  p.rng = o->rng;
   p.progress = on_progress;
   p.on_image = on_image;
   p.user = &r;
@@ -426,10 +430,13 @@ int cmd_generate(int argc, char **argv) {
       }
     } else if (!strcmp(a, "--rng")) {
       VALUE();
-      if (strcmp(val, "cpu")) {
-        fprintf(stderr, "vkdiffusion generate: --rng: only cpu (torch's CPU generator) is supported\n");
+      int k = rng_kind_parse(val);
+      if (k < 0) {
+        fprintf(stderr, "vkdiffusion generate: --rng expects cpu (PyTorch on x86-64 with AVX2) or cpu-scalar "
+                "(PyTorch without AVX2, e.g. Arm), got '%s'\n", val);
         goto usage_error;
       }
+      o.rng = (enum sd_rng)k;
     } else if (!strcmp(a, "--noise")) { VALUE(); o.noise_file = val; }
     else if (!strcmp(a, "--save-latents")) { VALUE(); o.latents_file = val; }
     else if (!strcmp(a, "--score-with")) { VALUE(); o.score_model = val; }
@@ -500,7 +507,7 @@ int cmd_generate(int argc, char **argv) {
   if (stat(o.outdir, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
     fprintf(stderr, "vkdiffusion generate: %s: exists and is not a folder (-o names the output folder)\n", o.outdir);
     rc = 1;
-  } else if (mkdir(o.outdir, 0755) != 0 && errno != EEXIST) {
+  } else if (cli_mkdirs(o.outdir) != 0) {
     fprintf(stderr, "vkdiffusion generate: %s: cannot create the output folder: %s\n", o.outdir, strerror(errno));
     rc = 1;
   } else if (access(o.outdir, W_OK | X_OK) != 0) {

@@ -21,6 +21,7 @@ _Static_assert((int)SD_SCHEDULE_DISCRETE == (int)SCHEDULE_DISCRETE && (int)SD_SC
 _Static_assert((int)SD_VAE_TILING_AUTO == (int)VAE_TILING_AUTO && (int)SD_VAE_TILING_ON == (int)VAE_TILING_ON &&
                    (int)SD_VAE_TILING_OFF == (int)VAE_TILING_OFF,
                "sd_vae_tiling mirrors vae_tiling");
+_Static_assert((int)SD_RNG_CPU == (int)RNG_CPU && (int)SD_RNG_CPU_SCALAR == (int)RNG_CPU_SCALAR, "sd_rng mirrors rng_kind");
 
 struct txt2img_params txt2img_default_params(void) {
   return (struct txt2img_params){.steps = 20, .cfg_scale = 7.0, .width = 512, .height = 512,
@@ -39,8 +40,8 @@ static enum status check_params(const struct sd_model *m, const struct txt2img_p
   if (p->width < unit || p->height < unit || p->width % unit || p->height % unit || p->width > 16384 || p->height > 16384)
     return status_set(STATUS_INVALID_ARGUMENT, "txt2img: %dx%d is not a multiple of %d for this model", p->width,
                       p->height, unit);
-  if ((unsigned)p->sampler >= SAMPLER_COUNT || (unsigned)p->schedule >= SCHEDULE_COUNT)
-    return status_set(STATUS_INVALID_ARGUMENT, "txt2img: unknown sampler or schedule");
+  if ((unsigned)p->sampler >= SAMPLER_COUNT || (unsigned)p->schedule >= SCHEDULE_COUNT || (unsigned)p->rng > SD_RNG_CPU_SCALAR)
+    return status_set(STATUS_INVALID_ARGUMENT, "txt2img: unknown sampler, schedule or rng");
   if (!p->noise && (p->seed < 0 || p->seed > 0xffffffffLL))
     return status_set(STATUS_INVALID_ARGUMENT, "txt2img: seed %lld is outside 0..4294967295", (long long)p->seed);
   return STATUS_OK;
@@ -93,7 +94,7 @@ int txt2img(struct sd_model *m, const struct txt2img_params *p, unsigned char *i
     /* the starting noise: torch.manual_seed(seed + b); torch.randn([1, 4, h, w]), or the caller's */
     uint32_t seed = (uint32_t)((uint64_t)p->seed + (uint64_t)b);
     struct rng rng;
-    rng_seed(&rng, seed);
+    rng_seed_kind(&rng, seed, (enum rng_kind)p->rng);
     if (p->noise) memcpy(noise, p->noise + (size_t)b * n, n * sizeof *noise);
     else rng_randn(&rng, noise, n);
     for (int k = 0; anoise && k < p->steps; k++) /* [steps, batch, n] -> this image's [steps, n] */

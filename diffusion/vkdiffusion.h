@@ -64,6 +64,10 @@ enum sd_schedule { SD_SCHEDULE_DISCRETE, SD_SCHEDULE_KARRAS };
 /* VAE decode in bands of rows: when the whole image would not fit the device (AUTO), always, never.
  * The tiled decode equals the whole one up to summation order. */
 enum sd_vae_tiling { SD_VAE_TILING_AUTO, SD_VAE_TILING_ON, SD_VAE_TILING_OFF };
+/* The starting noise: torch.manual_seed(seed); torch.randn(...) bit for bit as PyTorch computes it
+ * on x86-64 CPUs with AVX2 (SD_RNG_CPU, what ComfyUI and other PyTorch tools give there) or on
+ * CPUs without AVX2 such as Arm (SD_RNG_CPU_SCALAR), on any machine. */
+enum sd_rng { SD_RNG_CPU, SD_RNG_CPU_SCALAR };
 
 struct sd_model_options {
   const char *model_path;     /* a single-file checkpoint: model.diffusion_model.*, first_stage_model.*, CLIP text */
@@ -109,6 +113,7 @@ struct txt2img_params {
   int clip_skip;               /* 1: the last layer (AUTOMATIC1111 numbering) */
   int batch_count;             /* images, each with its own seed */
   enum sd_vae_tiling vae_tiling;
+  enum sd_rng rng;             /* the starting noise's (and euler_a's per-step noise's) generator */
   sd_progress_fn progress;     /* may be NULL */
   sd_image_fn on_image;        /* may be NULL */
   void *user;                  /* for progress and on_image */

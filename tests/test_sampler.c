@@ -1,7 +1,6 @@
 /* Samplers, schedule and the CPU RNG.
- * - rng: torch.manual_seed(S); torch.randn(...) values, obtained here on 2026-11-29 with Debian's
- *   python3-torch 1.13 (/usr/bin/python3 -c "import torch; torch.manual_seed(42);
- *   print(torch.randn(1,4,8,8).flatten()[:6])", likewise for the other seeds and shapes).
+ * - rng: torch.manual_seed(S); torch.randn(...) bit for bit, with both of PyTorch's CPU kernels
+ *   (test_rng says where the numbers come from).
  * - ../shared/ref/goldens/sample_tiny.safetensors: the tiny U-Net and VAE (weight rule, seed 1),
  *   4 steps, guidance 7.5, each of ddim, euler, euler_a, dpmpp_2m (karras): sigmas/timesteps rtol
  *   2e-5; guided eps atol 5e-4 rtol 1e-4; latents atol 2e-3 rtol 1e-4; image_u8 within 1 level
@@ -17,38 +16,95 @@
 #include "test.h"
 #include "vae.h"
 
-static void test_rng(void) {
-  struct {
-    uint64_t seed;
-    float first[6], last[3];
-  } cases[] = {
-      {0, {-1.12583983f, -1.1523602f, -0.250578582f, -0.433878809f, 0.848710358f, 0.692009151f}, {0.144742891f, 1.90285647f, 0.39039579f}},
-      {42, {1.92691529f, 1.48728406f, 0.900717199f, -2.10552096f, 0.678418458f, -1.23454487f}, {0.565505028f, 0.505791724f, 0.222453654f}},
-      {1234567890, {0.669827878f, -0.00288426224f, 0.232805625f, -0.508514225f, -0.800363481f, 0.0579106696f},
-       {-1.20540547f, 0.773219705f, 0.231551751f}},
-  };
-  float v[256];
-  for (size_t c = 0; c < 3; c++) {
-    struct rng r;
-    rng_seed(&r, cases[c].seed);
-    rng_randn(&r, v, 256);
-    char what[64];
-    snprintf(what, sizeof what, "randn(1,4,8,8) seed %llu first", (unsigned long long)cases[c].seed);
-    CHECK_CLOSE(what, v, cases[c].first, 6, 1e-6, 1e-6);
-    snprintf(what, sizeof what, "randn(1,4,8,8) seed %llu last", (unsigned long long)cases[c].seed);
-    CHECK_CLOSE(what, v + 253, cases[c].last, 3, 1e-6, 1e-6);
+/* torch.manual_seed(S); torch.randn(shape), bit for bit, for both of PyTorch's CPU kernels: the
+ * values were produced on 2026-12-07 with Debian's python3-torch 1.13 on this (AVX2) machine,
+ * `ATEN_CPU_CAPABILITY=default` selecting the scalar kernel:
+ *   /usr/bin/python3 -c "import torch; torch.manual_seed(7); print(torch.randn(37).tolist())"
+ * (and likewise for every case; the 2^20-value case is compared through an FNV-1a hash of its
+ * float bits). Shapes below 16 values, of exactly 16, and not a multiple of 16; a sequence of
+ * calls after one seed (the cached Box-Muller sample of the < 16 path carries over). */
+struct randn_case {
+  enum rng_kind kind;
+  uint64_t seed;
+  size_t n;
+  float v[40]; /* every value (n <= 40), or the first four */
+  uint64_t hash; /* n > 40: FNV-1a of all the values' bits */
+};
+/* generated from Debian's python3-torch 1.13 (see the comment above) */
+static const struct randn_case randn_cases[] = {
+    {RNG_CPU, 1234, 1536, {-0.111718565f, -0.496590108f, 0.163073704f, -0.88168776f}, 0xd0600f049bc9167eull},
+    {RNG_CPU, 7, 37, {-0.820134521f, 0.395631164f, 0.898908496f, -1.38840389f, -0.166996017f, 0.285149962f, -0.641091526f, -0.893655419f, 0.926542997f, -0.535512209f, -1.1597203f, -0.460157156f, 0.708539069f, 1.01275539f, 0.230396867f, 1.09016514f, -1.58266461f, -0.324566633f, 1.92636812f, -0.330011725f, 0.198445052f, -0.661867559f, -0.828452051f, -0.605680287f, -0.135436893f, 0.747118235f, 0.611815751f, 1.86778355f, 2.51160288f, -0.25013262f, 0.501121461f, 0.2600362f, -1.6370213f, 0.157711908f, 0.395740926f, -1.36773968f, -0.100734316f}, 0},
+    {RNG_CPU, 5, 1, {-0.486780763f}, 0},
+    {RNG_CPU, 5, 3, {-0.486780763f, -0.603821576f, -0.55809623f}, 0},
+    {RNG_CPU, 5, 15, {-0.486780763f, -0.603821576f, -0.55809623f, 0.667524278f, -0.197415099f, 1.94278347f, -1.40170205f, -0.762557149f, 0.631213427f, -0.899135172f, -0.557793438f, 0.69071877f, 0.222458586f, -0.666225255f, 0.684642196f}, 0},
+    {RNG_CPU, 5, 16, {1.84232986f, 0.518887162f, -1.71192133f, -1.7013793f, 2.01941943f, -0.268614441f, -0.130717501f, -1.43741381f, 0.39076823f, -0.0189677607f, -1.35268736f, -0.730817795f, 0.987922251f, -0.419407934f, -0.584895849f, -0.782335103f}, 0},
+    {RNG_CPU, 5, 17, {1.84232986f, 1.22202528f, -0.336449355f, -0.965060174f, -0.129662678f, -0.601765633f, 0.144998565f, -0.149827167f, 2.61457705f, 0.779233754f, -0.0583394617f, -2.03049517f, 1.48293233f, 0.494038075f, 0.249218777f, 1.74703145f, 0.744776964f}, 0},
+    {RNG_CPU, 99, 256, {0.299461097f, -2.64285851f, 0.72331363f, 0.839092016f}, 0xe3772200aade5fc1ull},
+    {RNG_CPU, 3, 10, {0.803276062f, 0.174833387f, 0.0889780968f, -0.613718033f, 0.0461824499f, -1.36825919f, 0.337495089f, 1.01111591f, -1.43517935f, 0.977431774f}, 0},
+    {RNG_CPU, 987654321, 1 << 20, {0}, 0xcc2a78440a5a84f8ull},
+    {RNG_CPU_SCALAR, 1234, 1536, {-0.111718565f, -0.496590108f, 0.163073704f, -0.88168782f}, 0xcff38987b4d463d1ull},
+    {RNG_CPU_SCALAR, 7, 37, {-0.820134521f, 0.395630926f, 0.898907959f, -1.38840401f, -0.166996017f, 0.285149962f, -0.641091526f, -0.893655121f, 0.926543057f, -0.535512388f, -1.15972066f, -0.460156798f, 0.708539069f, 1.01275539f, 0.230396867f, 1.09016538f, -1.58266461f, -0.324566692f, 1.92636728f, -0.330011725f, 0.198444054f, -0.661867559f, -0.828451931f, -0.605680168f, -0.135436893f, 0.747118235f, 0.611815751f, 1.86778355f, 2.51160288f, -0.25013262f, 0.50112164f, 0.260036379f, -1.6370213f, 0.157711908f, 0.395740867f, -1.36773968f, -0.100734316f}, 0},
+    {RNG_CPU_SCALAR, 5, 1, {-0.486780763f}, 0},
+    {RNG_CPU_SCALAR, 5, 3, {-0.486780763f, -0.603821576f, -0.55809623f}, 0},
+    {RNG_CPU_SCALAR, 5, 15, {-0.486780763f, -0.603821576f, -0.55809623f, 0.667524278f, -0.197415099f, 1.94278347f, -1.40170205f, -0.762557149f, 0.631213427f, -0.899135172f, -0.557793438f, 0.69071877f, 0.222458586f, -0.666225255f, 0.684642196f}, 0},
+    {RNG_CPU_SCALAR, 5, 16, {1.84232986f, 0.518887162f, -1.71192169f, -1.70137942f, 2.01941943f, -0.268614411f, -0.130717501f, -1.43741381f, 0.39076823f, -0.0189677607f, -1.35268712f, -0.730817318f, 0.987922251f, -0.419407934f, -0.584895849f, -0.782334745f}, 0},
+    {RNG_CPU_SCALAR, 5, 17, {1.84232986f, 1.22202528f, -0.336449385f, -0.965061128f, -0.129662678f, -0.601765692f, 0.144998565f, -0.149827167f, 2.61457705f, 0.779233634f, -0.0583393797f, -2.03049469f, 1.48293233f, 0.494038075f, 0.249218777f, 1.74703145f, 0.744776905f}, 0},
+    {RNG_CPU_SCALAR, 99, 256, {0.299460918f, -2.64285851f, 0.723312557f, 0.839091897f}, 0x07b0c3b9e3a7b00aull},
+    {RNG_CPU_SCALAR, 3, 10, {0.803276062f, 0.174833387f, 0.0889780968f, -0.613718033f, 0.0461824499f, -1.36825919f, 0.337495089f, 1.01111591f, -1.43517935f, 0.977431774f}, 0},
+    {RNG_CPU_SCALAR, 987654321, 1 << 20, {0}, 0xa3e118ddae6b8d44ull},
+};
+static const float randn_seq_avx2[28] = {0.737629473f, 1.94592917f, -0.699541628f, -1.30229735f, -0.513262212f, -0.269619554f, 0.246184662f, 0.483925283f, 0.247880027f, 1.57270348f, -1.6394645f, -1.59253228f, 0.496174872f, -0.605279505f, -0.800693989f, 0.158651799f, -0.724457979f, 0.769076586f, -1.13963807f, -0.134665698f, 2.99505401f, -0.256943256f, -0.683797359f, 1.06211865f, -0.430130541f, 1.77983487f, 0.0572894178f, -0.641932011f};
+static const float randn_seq_default[28] = {0.737629473f, 1.94592917f, -0.699541628f, -1.30229735f, -0.513262212f, -0.269619554f, 0.246184662f, 0.483925283f, 0.247880027f, 1.5727036f, -1.63946426f, -1.59253204f, 0.49617523f, -0.605279565f, -0.800693929f, 0.158651799f, -0.72445792f, 0.769076586f, -1.13963795f, -0.134665698f, 2.99505401f, -0.256943107f, -0.683797359f, 1.06211865f, -0.430130601f, 1.77983487f, 0.0572896861f, -0.641932011f};
+
+static uint64_t fnv_bits(const float *v, size_t n) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < n; i++) {
+    uint32_t u;
+    memcpy(&u, &v[i], 4);
+    h = (h ^ u) * 0x100000001b3ull;
   }
-  /* the next draw continues the stream; a length that is not a multiple of 16 redraws the tail */
-  struct rng r;
-  rng_seed(&r, 42);
-  rng_randn(&r, v, 256);
-  rng_randn(&r, v, 256);
-  CHECK_CLOSE("second randn(1,4,8,8) after seed 42", v, ((float[]){-0.685481608f, 0.563558996f, -1.50717509f, -1.61066604f}), 4, 1e-6, 1e-6);
-  rng_seed(&r, 7);
-  rng_randn(&r, v, 37);
-  CHECK_CLOSE("randn(37) seed 7, last 4", v + 33, ((float[]){0.157711908f, 0.395740926f, -1.36773968f, -0.100734316f}), 4, 1e-6, 1e-6);
+  return h;
 }
 
+static void test_rng(void) {
+  float *v = malloc(((size_t)1 << 20) * sizeof *v);
+  for (size_t c = 0; c < sizeof randn_cases / sizeof *randn_cases; c++) {
+    const struct randn_case *k = &randn_cases[c];
+    struct rng r;
+    rng_seed_kind(&r, k->seed, k->kind);
+    rng_randn(&r, v, k->n);
+    size_t shown = k->n <= 40 ? k->n : k->v[0] != 0 ? 4 : 0, differ = 0;
+    for (size_t i = 0; i < shown; i++) differ += memcmp(&v[i], &k->v[i], 4) != 0;
+    bool ok = !differ && (k->n <= 40 || fnv_bits(v, k->n) == k->hash);
+    CHECK_MSG(ok, "randn(%zu) seed %llu, %s: %zu of the first %zu values differ in their bits%s", k->n,
+              (unsigned long long)k->seed, rng_kind_name(k->kind), differ, shown,
+              k->n > 40 && fnv_bits(v, k->n) != k->hash ? ", and the hash of all differs" : "");
+    printf("  randn(%zu) seed %llu --rng %s: %s\n", k->n, (unsigned long long)k->seed, rng_kind_name(k->kind),
+           ok ? "bit for bit" : "DIFFERENT");
+  }
+  /* the AVX2 and scalar kernels really differ (so the cases above tell them apart) */
+  struct rng a, b;
+  rng_seed_kind(&a, 1234, RNG_CPU);
+  rng_seed_kind(&b, 1234, RNG_CPU_SCALAR);
+  float x[1536], y[1536];
+  rng_randn(&a, x, 1536);
+  rng_randn(&b, y, 1536);
+  int differ = 0;
+  for (int i = 0; i < 1536; i++) differ += memcmp(&x[i], &y[i], 4) != 0;
+  CHECK_MSG(differ > 300 && differ < 900, "seed 1234 [1,4,16,24]: the kernels differ in %d of 1536 values", differ);
+  printf("  seed 1234 [1,4,16,24]: the AVX2 and scalar kernels differ in %d of 1536 values (torch: 594)\n", differ);
+  /* a sequence: randn(5), randn(3), randn(20) after one seed */
+  const float *seqs[2] = {randn_seq_avx2, randn_seq_default};
+  for (int k = 0; k < 2; k++) {
+    rng_seed_kind(&a, 11, k ? RNG_CPU_SCALAR : RNG_CPU);
+    rng_randn(&a, v, 5);
+    rng_randn(&a, v + 5, 3);
+    rng_randn(&a, v + 8, 20);
+    CHECK_MSG(!memcmp(v, seqs[k], 28 * sizeof *v), "randn(5), randn(3), randn(20) after seed 11, %s", k ? "cpu-scalar" : "cpu");
+  }
+  CHECK(rng_kind_parse("cpu") == RNG_CPU && rng_kind_parse("cpu-scalar") == RNG_CPU_SCALAR && rng_kind_parse("gpu") == -1);
+  free(v);
+}
 
 static void golden(struct gpu *gpu, const char *ckpt, struct safetensors *gold, bool fp16) {
   struct safetensors *st = NULL;
