@@ -1,5 +1,7 @@
-/* Image files: PNG, JPEG, BMP, GIF, TGA, PNM, PSD through stb_image (grey and alpha converted to
- * RGB, 16-bit reduced to 8), with the size checked before any pixel is decoded. */
+/* Image files: PNG, JPEG, BMP and GIF through stb_image (grey and alpha converted to RGB, 16-bit
+ * reduced to 8), with the size checked before any pixel is decoded. Only these four formats are
+ * compiled in: Debian's stb_image reads past its buffer on a 16-bit PNM (found by fuzz/fuzz_image),
+ * and TGA, PSD, PIC and HDR are no formats users bring to CLIP. */
 #define _POSIX_C_SOURCE 200809L
 #include "image_io.h"
 
@@ -12,7 +14,10 @@
 
 #define STB_IMAGE_IMPLEMENTATION
 #define STB_IMAGE_STATIC
-#define STBI_NO_HDR
+#define STBI_ONLY_PNG
+#define STBI_ONLY_JPEG
+#define STBI_ONLY_BMP
+#define STBI_ONLY_GIF
 #define STBI_NO_LINEAR
 #pragma GCC diagnostic ignored "-Wunused-function"
 #pragma GCC diagnostic push
@@ -32,6 +37,43 @@ static bool png_size(const unsigned char *b, size_t n, uint32_t *w, uint32_t *h)
   return true;
 }
 
+/* Every Huffman table of a JPEG holds at most 256 codes. Debian's stb_image does not check it and
+ * writes past its 257-entry size table on a DHT whose counts add up to more (found by
+ * fuzz/fuzz_image): every DHT segment stb_image would read is checked here first, walking the
+ * markers as it does (bytes between segments skipped up to the next 0xff; a scan's entropy-coded
+ * data up to the first marker that is not a restart). What cannot be walked stb_image rejects. */
+static bool jpeg_tables_ok(const unsigned char *b, size_t n) {
+  size_t p = 0;
+  while (p < n && b[p] == 0xff) p++; /* SOI after any number of fill bytes, as stb_image reads it */
+  if (p == 0 || p >= n || b[p] != 0xd8) return true; /* not a JPEG */
+  p++;
+  while (p + 4 <= n) {
+    while (p < n && b[p] != 0xff) p++; /* junk between segments */
+    while (p < n && b[p] == 0xff) p++; /* fill bytes */
+    if (p >= n) return true;
+    unsigned m = b[p++];
+    if (m == 0xd9) return true;                             /* EOI */
+    if ((m >= 0xd0 && m <= 0xd7) || m == 0x01) continue;    /* no length */
+    if (p + 2 > n) return true;
+    size_t len = (size_t)b[p] << 8 | b[p + 1], end = p + len;
+    if (len < 2) return true;
+    if (m == 0xc4) { /* DHT: tables of [class/id, 16 counts, symbols]; stb_image builds each table from
+                      * its counts before it reads the symbols, and reads bytes past the end as 0 */
+      for (size_t q = p + 2; q < end;) {
+        size_t codes = 0;
+        for (size_t i = q + 1; i < q + 17; i++) codes += i < n ? b[i] : 0;
+        if (codes > 256) return false;
+        q += 17 + codes;
+      }
+    }
+    if (end > n) return true;
+    p = end;
+    if (m == 0xda) /* SOS: entropy-coded data up to the next marker that is not a restart */
+      while (p + 1 < n && !(b[p] == 0xff && b[p + 1] != 0 && !(b[p + 1] >= 0xd0 && b[p + 1] <= 0xd7))) p++;
+  }
+  return true;
+}
+
 enum status image_load(const char *path, unsigned char **rgb, int *w, int *h) {
   *rgb = NULL;
   char *buf;
@@ -41,7 +83,9 @@ enum status image_load(const char *path, unsigned char **rgb, int *w, int *h) {
   const unsigned char *b = (const unsigned char *)buf;
   uint32_t pw, ph;
   int c = 0;
-  if (png_size(b, n, &pw, &ph) && (!pw || !ph || (uint64_t)pw * ph > IMAGE_MAX_PIXELS)) {
+  if (!jpeg_tables_ok(b, n)) {
+    s = status_set(STATUS_FORMAT, "%s: a damaged JPEG (a Huffman table of more than 256 codes)", path);
+  } else if (png_size(b, n, &pw, &ph) && (!pw || !ph || (uint64_t)pw * ph > IMAGE_MAX_PIXELS)) {
     s = status_set(STATUS_FORMAT, "%s: a %ux%u PNG: %s", path, pw, ph,
                    !pw || !ph ? "an empty image" : "larger than the " IMAGE_MAX_PIXELS_TEXT " pixels allowed");
   } else if (n > INT32_MAX || !stbi_info_from_memory(b, (int)n, w, h, &c)) {
