@@ -6,11 +6,20 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+static char dir[64];
+
+static void cleanup(void) {
+  char cmd[100];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  if (system(cmd) != 0) fprintf(stderr, "fuzz: could not remove %s\n", dir);
+}
+
 const char *fuzz_file(const char *name, const uint8_t *data, size_t size) {
-  static char dir[64], path[256];
+  static char path[256];
   if (!dir[0]) {
     snprintf(dir, sizeof dir, "/tmp/vkd_fuzz_%ld", (long)getpid());
     mkdir(dir, 0700);
+    atexit(cleanup);
   }
   snprintf(path, sizeof path, "%s/%s", dir, name);
   FILE *f = fopen(path, "wb");

@@ -9,6 +9,7 @@ set -uo pipefail
 build=$1 seconds=$2
 shift 2
 here=$(cd "$(dirname "$0")" && pwd)
+build=$(cd "$build" && pwd)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(fuzz_safetensors fuzz_prompt fuzz_job_file fuzz_image fuzz_config)
 work=${FUZZ_WORK:-$(mktemp -d)}
@@ -21,10 +22,12 @@ for t in "${targets[@]}"; do
   cp -n "$here/corpus/${t#fuzz_}"/* "$corpus"/ 2>/dev/null || true
   log="$work/$t.log"
   # -timeout: an input slower than 10 s is a hang; -rss_limit_mb: a leak or blow-up is a failure
-  "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 -jobs="$jobs" -workers="$jobs" \
-    -artifact_prefix="$work/artifacts/$t-" "$corpus" > "$log" 2>&1
+  parallel=()
+  [ "$jobs" -gt 1 ] && parallel=(-jobs="$jobs" -workers="$jobs") # workers log to fuzz-N.log in the work folder
+  (cd "$work" && exec "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 "${parallel[@]}" \
+    -artifact_prefix="$work/artifacts/$t-" "$corpus") > "$log" 2>&1
   rc=$?
-  [ "$jobs" -gt 1 ] && cat fuzz-*.log >> "$log" 2> /dev/null && rm -f fuzz-*.log
+  if [ "$jobs" -gt 1 ]; then cat "$work"/fuzz-*.log >> "$log" 2> /dev/null; rm -f "$work"/fuzz-*.log; fi
   execs=$(grep -h 'stat::number_of_executed_units' "$log" | awk '{s += $2} END {print s + 0}')
   if [ $rc -ne 0 ] || grep -q -E 'ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|runtime error:' "$log"; then
     echo "FAIL $t (exit $rc, $execs executions): $(grep -m1 -E 'ERROR|runtime error|SUMMARY' "$log")"
@@ -34,5 +37,5 @@ for t in "${targets[@]}"; do
     echo "ok   $t: $execs executions in ${seconds} s, corpus $(ls "$corpus" | wc -l) inputs"
   fi
 done
-echo "fuzz: ${#targets[@]} targets, $failed failed"
+echo "fuzz targets: $(( ${#targets[@]} - failed )) clean, $failed failed"
 [ $failed -eq 0 ]
