@@ -98,7 +98,7 @@ void file_tmp_remove_all(void) {
     if (tmp_used[i]) unlink(tmp_paths[i]);
 }
 
-static void host_name(char *buf, size_t n) {
+void file_tmp_host(char *buf, size_t n) {
   if (gethostname(buf, n) != 0) snprintf(buf, n, "host");
   buf[n - 1] = 0;
   for (char *p = buf; *p; p++) /* a host name never holds '-', '/' or '.' in our temporary names */
@@ -107,7 +107,7 @@ static void host_name(char *buf, size_t n) {
 
 void file_tmp_name(const char *path, unsigned k, char *buf, size_t n) {
   char host[64];
-  host_name(host, sizeof host);
+  file_tmp_host(host, sizeof host);
   snprintf(buf, n, "%s.tmp-%s-%ld-%u", path, host, (long)getpid(), k);
 }
 
@@ -187,7 +187,7 @@ enum status file_out_commit(struct file_out *o, bool overwrite) {
 
 int file_tmp_remove_stale(const char *dir) {
   char host[64], mark[96];
-  host_name(host, sizeof host);
+  file_tmp_host(host, sizeof host);
   snprintf(mark, sizeof mark, ".tmp-%s-", host);
   DIR *d = opendir(dir);
   if (!d) return 0;

@@ -49,6 +49,8 @@ void file_out_abort(struct file_out *o); /* removes the temporary */
 /* The k-th temporary name of path for this process (file_out_begin tries k = 0, 1, ... while a
  * name is taken). */
 void file_tmp_name(const char *path, unsigned k, char *buf, size_t n);
+/* This host's part of temporary names (its name with '-', '/' and '.' made '_'). */
+void file_tmp_host(char *buf, size_t n);
 /* Removes every registered temporary (from a SIGINT/SIGTERM handler: only async-signal-safe calls). */
 void file_tmp_remove_all(void);
 /* Removes NAME.tmp-HOST-PID-N files in dir whose HOST is this host and whose PID is not running;

@@ -2,20 +2,20 @@
 
 #include <string.h>
 
-static uint32_t bits_of(float f) {
+uint32_t float_bits(float f) {
   uint32_t u;
   memcpy(&u, &f, 4);
   return u;
 }
 
-static float float_of(uint32_t u) {
+float float_from_bits(uint32_t u) {
   float f;
   memcpy(&f, &u, 4);
   return f;
 }
 
 uint16_t half_from_float(float f) {
-  uint32_t x = bits_of(f);
+  uint32_t x = float_bits(f);
   uint32_t sign = (x >> 16) & 0x8000u;
   uint32_t exp = (x >> 23) & 0xffu;
   uint32_t man = x & 0x7fffffu;
@@ -43,18 +43,18 @@ float half_to_float(uint16_t h) {
   uint32_t exp = (h >> 10) & 0x1fu;
   uint32_t man = h & 0x3ffu;
   if (exp == 0) {
-    if (man == 0) return float_of(sign);
+    if (man == 0) return float_from_bits(sign);
     float v = (float)man * (1.0f / 16777216.0f); /* man * 2^-24 */
     return sign ? -v : v;
   }
-  if (exp == 31) return float_of(sign | 0x7f800000u | (man << 13));
-  return float_of(sign | ((exp - 15 + 127) << 23) | (man << 13));
+  if (exp == 31) return float_from_bits(sign | 0x7f800000u | (man << 13));
+  return float_from_bits(sign | ((exp - 15 + 127) << 23) | (man << 13));
 }
 
-float bf16_to_float(uint16_t b) { return float_of((uint32_t)b << 16); }
+float bf16_to_float(uint16_t b) { return float_from_bits((uint32_t)b << 16); }
 
 uint16_t bf16_from_float(float f) {
-  uint32_t x = bits_of(f);
+  uint32_t x = float_bits(f);
   if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u);
   x += 0x7fffu + ((x >> 16) & 1u);
   return (uint16_t)(x >> 16);

@@ -6,6 +6,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "half.h"
+
 void rng_seed_kind(struct rng *r, uint64_t seed, enum rng_kind kind) {
   r->state[0] = (uint32_t)(seed & 0xffffffffu);
   for (int i = 1; i < 624; i++) r->state[i] = 1812433253u * (r->state[i - 1] ^ (r->state[i - 1] >> 30)) + (uint32_t)i;
@@ -48,24 +50,12 @@ static double uniform_d(struct rng *r) {
   return (double)(((hi << 32) | lo) & ((1ull << 53) - 1)) * (1.0 / 9007199254740992.0);
 }
 
-static float from_bits(uint32_t u) {
-  float f;
-  memcpy(&f, &u, 4);
-  return f;
-}
-
-static uint32_t to_bits(float f) {
-  uint32_t u;
-  memcpy(&u, &f, 4);
-  return u;
-}
-
 /* avx_mathfun.h's log256_ps, one lane: the exponent split off, the mantissa folded to
  * [sqrt(1/2), sqrt(2)), a degree-8 Cephes polynomial (Horner steps fused). Inputs here are in (0, 1]. */
 static float cephes_logf(float x) {
-  if (x < from_bits(0x00800000u)) x = from_bits(0x00800000u); /* no denormals */
-  int32_t exponent = (int32_t)(to_bits(x) >> 23) - 0x7f;
-  x = from_bits((to_bits(x) & ~0x7f800000u) | to_bits(0.5f));
+  if (x < float_from_bits(0x00800000u)) x = float_from_bits(0x00800000u); /* no denormals */
+  int32_t exponent = (int32_t)(float_bits(x) >> 23) - 0x7f;
+  x = float_from_bits((float_bits(x) & ~0x7f800000u) | float_bits(0.5f));
   float e = (float)exponent + 1.0f;
   bool small = x < 0.707106781186547524f;
   float extra = small ? x : 0.0f;
@@ -89,7 +79,7 @@ static float cephes_logf(float x) {
  * fused steps, both polynomials, selection and signs by the octant. */
 static void cephes_sincosf(float xin, float *s, float *c) {
   float x = fabsf(xin);
-  uint32_t sign_sin = to_bits(xin) & 0x80000000u;
+  uint32_t sign_sin = float_bits(xin) & 0x80000000u;
   int32_t j = (int32_t)(x * 1.27323954473516f); /* truncation, as cvttps */
   j = (j + 1) & ~1;
   float y = (float)j;
@@ -109,8 +99,8 @@ static void cephes_sincosf(float xin, float *s, float *c) {
   ys = fmaf(ys, z, -1.6666654611E-1f);
   ys = ys * z;
   ys = fmaf(ys, x, x);
-  *s = from_bits(to_bits(sine_poly ? ys : yc) ^ sign_sin);
-  *c = from_bits(to_bits(sine_poly ? yc : ys) ^ sign_cos);
+  *s = float_from_bits(float_bits(sine_poly ? ys : yc) ^ sign_sin);
+  *c = float_from_bits(float_bits(sine_poly ? yc : ys) ^ sign_cos);
 }
 
 /* normal_fill_16: pairs (j, j + 8) of 16 uniforms -> 16 normals, in place */

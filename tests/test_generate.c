@@ -2,7 +2,7 @@
  * their parameters (read back by `info`), bit-identical reruns, a batch file with one bad job
  * (reported, the others still run, exit 1), --noise/--save-latents against the sampler golden.
  * The job-file parser alone is test_job_file. */
-#define _DEFAULT_SOURCE /* mkfifo, gethostname, st_mtim */
+#define _DEFAULT_SOURCE /* mkfifo, st_mtim */
 #include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "checkpoint.h"
+#include "fileio.h"
 #include "test.h"
 
 static char dir[256], out[16384], base[2048];
@@ -163,10 +164,7 @@ static void test_hostile(const char *bin, const char *ckpt, const char *cfg, con
   CHECK_MSG(run("timeout 20 %s --prompt x --noise %s -o %s/o5", gen, fifo, h) == 1 && strstr(out, "(a FIFO)"), "FIFO noise: %s", out);
   /* a temporary file a killed run left is removed by the next run into the folder */
   char host[64], stale[300];
-  gethostname(host, sizeof host);
-  host[sizeof host - 1] = 0;
-  for (char *p = host; *p; p++)
-    if (*p == '-' || *p == '/' || *p == '.') *p = '_';
+  file_tmp_host(host, sizeof host);
   snprintf(stale, sizeof stale, "o3/old.png.tmp-%s-999999999-0", host);
   test_write_text(h, stale, "half an image");
   CHECK_MSG(run("%s --prompt x --seed 9 -o %s/o3", gen, h) == 0, "stale: %s", out);

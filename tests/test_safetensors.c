@@ -227,10 +227,7 @@ static void test_files_defensively(void) {
   CHECK(access(tmp_used, F_OK) != 0);
   /* stale temporaries: this host's dead process's are removed; a live one's and another host's stay */
   char host[64], name[300];
-  gethostname(host, sizeof host);
-  host[sizeof host - 1] = 0;
-  for (char *p = host; *p; p++)
-    if (*p == '-' || *p == '/' || *p == '.') *p = '_';
+  file_tmp_host(host, sizeof host);
   snprintf(name, sizeof name, "a.png.tmp-%s-999999999-0", host);
   test_write_text(dir, name, "x");
   file_tmp_name("live.png", 7, tmp, sizeof tmp);
