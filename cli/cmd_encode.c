@@ -5,6 +5,8 @@
 
 #include "cli.h"
 #include "fileio.h"
+#include "json_file.h"
+#include "text.h"
 #include "prompt.h"
 #include "safetensors.h"
 #include "textenc.h"
@@ -54,17 +56,25 @@ static char *slurp(const char *path, size_t *len) {
   return text;
 }
 
+/* --prompt-file: a JSON array of strings, or one prompt a line (any line ending; UTF-8 only) */
 static bool read_prompt_file(const char *path, struct strings *out) {
-  size_t len;
-  char *text = slurp(path, &len);
-  if (!text) return false;
+  size_t len, skip;
+  char *buf = slurp(path, &len);
+  if (!buf) return false;
+  if (text_check(path, buf, len, &skip)) {
+    fprintf(stderr, "vkdiffusion encode: %s\n", status_message());
+    free(buf);
+    return false;
+  }
+  const char *text = buf + skip;
+  len -= skip;
   size_t i = 0;
-  while (i < len && (text[i] == ' ' || text[i] == '\n' || text[i] == '\t' || text[i] == '\r')) i++;
+  while (i < len && strchr(" \t\r\n", text[i])) i++;
   bool ok = true;
   if (i < len && text[i] == '[') {
-    cJSON *j = cJSON_Parse(text);
-    if (!j || !cJSON_IsArray(j)) {
-      fprintf(stderr, "vkdiffusion encode: %s: not a valid JSON array of strings\n", path);
+    cJSON *j = NULL;
+    if (json_parse(text, len, path, &j) || !cJSON_IsArray(j)) {
+      fprintf(stderr, "vkdiffusion encode: %s\n", j ? "not a JSON array of strings" : status_message());
       ok = false;
     }
     int k = 0;
@@ -78,15 +88,12 @@ static bool read_prompt_file(const char *path, struct strings *out) {
     }
     cJSON_Delete(j);
   } else {
-    for (char *p = text; ok && *p;) {
-      char *e = strchr(p, '\n');
-      size_t l = e ? (size_t)(e - p) : strlen(p);
-      if (l && p[l - 1] == '\r') l--;
-      if (l) ok = strings_add(out, p, l);
-      p = e ? e + 1 : p + l;
-    }
+    const char *line;
+    size_t pos = 0, l;
+    while (ok && text_next_line(text, len, &pos, &line, &l))
+      if (l) ok = strings_add(out, line, l);
   }
-  free(text);
+  free(buf);
   if (ok && out->n == 0) {
     fprintf(stderr, "vkdiffusion encode: %s: no prompts\n", path);
     ok = false;
@@ -100,7 +107,12 @@ static int32_t *parse_ids(const char *arg, int *n, int *chunks) {
   char *text = arg[0] == '@' ? slurp(arg + 1, &len) : NULL;
   const char *src = arg[0] == '@' ? text : arg;
   if (!src) return NULL;
-  cJSON *j = cJSON_Parse(src);
+  cJSON *j = NULL;
+  if (json_parse(src, strlen(src), arg[0] == '@' ? arg + 1 : "--ids", &j)) {
+    fprintf(stderr, "vkdiffusion encode: %s\n", status_message());
+    free(text);
+    return NULL;
+  }
   free(text);
   int32_t *ids = NULL;
   int rows = j && cJSON_IsArray(j) ? cJSON_GetArraySize(j) : 0, cols = -1, r = 0;

@@ -95,6 +95,25 @@ int main(void) {
   CHECK(run("%s encode --model %s --config %s --tokenizer %s --clip-skip 9 --prompt x -o %s", bin, ckpt, cfg, vocab, o3) == 1 &&
         strstr(out, "clip skip"));
   CHECK(run("%s encode --model %s --prompt x", bin, ckpt) == 2);
+  /* encode --prompt-file: every line ending loads at once (a CR or blank without a final LF once
+   * hung); UTF-16 and deep JSON are clear errors */
+  const char *files[] = {"a red circle\r", "a red circle\r\na cat", "a red circle \nx", "[\"a\", \"b\"]  \r\n",
+                          "\xef\xbb\xbf" "a\nb"};
+  const int prompts[] = {1, 2, 2, 2, 2};
+  for (int k = 0; k < 5; k++) {
+    test_write_text(dir, "pf.txt", files[k]);
+    char pf[600];
+    snprintf(pf, sizeof pf, "%s/pf%d.safetensors", dir, k);
+    rc = run("timeout 20 %s encode --model %s --config %s --tokenizer %s --prompt-file %s/pf.txt -o %s", bin, ckpt, cfg,
+             vocab, dir, pf);
+    struct safetensors *pst = NULL;
+    const struct st_tensor *t = rc == 0 && !safetensors_open(pf, &pst) ? safetensors_find(pst, "cond") : NULL;
+    CHECK_MSG(t && t->shape[0] == prompts[k], "--prompt-file case %d: rc %d: %s", k, rc, out);
+    safetensors_close(pst);
+  }
+  test_write_text(dir, "pf.txt", "\xff\xfe" "a\0b\0");
+  CHECK(run("timeout 20 %s encode --model %s --config %s --prompt-file %s/pf.txt -o %s", bin, ckpt, cfg, dir, o3) != 0 &&
+        strstr(out, "UTF-16") && !exists(o3));
   char cmd[600];
   snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
   CHECK(system(cmd) == 0);
