@@ -514,6 +514,21 @@ int cmd_generate(int argc, char **argv) {
     fprintf(stderr, "vkdiffusion generate: %s: cannot write in the output folder: %s\n", o.outdir, strerror(errno));
     rc = 1;
   }
+  if (!rc && o.latents_file) { /* --save-latents: a file in a folder we can write, checked now */
+    char folder[4096];
+    snprintf(folder, sizeof folder, "%s", o.latents_file);
+    char *sep = strrchr(folder, '/');
+    if (sep) *sep = 0;
+    else snprintf(folder, sizeof folder, ".");
+    if (stat(o.latents_file, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+      fprintf(stderr, "vkdiffusion generate: --save-latents %s: exists and is not a file\n", o.latents_file);
+      rc = 1;
+    } else if (access(folder[0] ? folder : "/", W_OK | X_OK) != 0) {
+      fprintf(stderr, "vkdiffusion generate: --save-latents %s: cannot write in %s: %s\n", o.latents_file,
+              folder[0] ? folder : "/", strerror(errno));
+      rc = 1;
+    }
+  }
   int stale = rc ? 0 : file_tmp_remove_stale(o.outdir);
   if (stale && !o.quiet) fprintf(stderr, "vkdiffusion generate: removed %d temporary file(s) a killed run left in %s\n", stale, o.outdir);
   int skipped = 0;

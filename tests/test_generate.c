@@ -96,6 +96,10 @@ static void test_hostile(const char *bin, const char *ckpt, const char *cfg, con
   /* outputs checked before any model load: -o naming a file, names that are no file names */
   CHECK_MSG(run("%s --prompt x -o %s", nomodel, keep) == 1 && strstr(out, "exists and is not a folder") &&
             !strstr(out, "no-such-model"), "-o a file: %s", out);
+  CHECK_MSG(run("%s --prompt x --save-latents %s/no/such/folder/l.safetensors -o %s/o4", nomodel, h, h) == 1 &&
+            strstr(out, "cannot write in") && !strstr(out, "no-such-model"), "--save-latents folder: %s", out);
+  CHECK_MSG(run("%s --prompt x --save-latents %s -o %s/o4", nomodel, h, h) == 1 && strstr(out, "is not a file") &&
+            !strstr(out, "no-such-model"), "--save-latents a folder: %s", out);
   char longname[320];
   memset(longname, 'x', 300);
   strcpy(longname + 300, ".png");
