@@ -75,6 +75,10 @@ static bool jpeg_tables_ok(const unsigned char *b, size_t n) {
 }
 
 enum status image_load(const char *path, unsigned char **rgb, int *w, int *h) {
+  return image_load_limited(path, IMAGE_MAX_PIXELS, rgb, w, h);
+}
+
+enum status image_load_limited(const char *path, uint64_t max_pixels, unsigned char **rgb, int *w, int *h) {
   *rgb = NULL;
   char *buf;
   size_t n;
@@ -85,15 +89,18 @@ enum status image_load(const char *path, unsigned char **rgb, int *w, int *h) {
   int c = 0;
   if (!jpeg_tables_ok(b, n)) {
     s = status_set(STATUS_FORMAT, "%s: a damaged JPEG (a Huffman table of more than 256 codes)", path);
-  } else if (png_size(b, n, &pw, &ph) && (!pw || !ph || (uint64_t)pw * ph > IMAGE_MAX_PIXELS)) {
-    s = status_set(STATUS_FORMAT, "%s: a %ux%u PNG: %s", path, pw, ph,
-                   !pw || !ph ? "an empty image" : "larger than the " IMAGE_MAX_PIXELS_TEXT " pixels allowed");
+  } else if (png_size(b, n, &pw, &ph) && (!pw || !ph)) {
+    s = status_set(STATUS_FORMAT, "%s: a %ux%u PNG: an empty image", path, pw, ph);
+  } else if (png_size(b, n, &pw, &ph) && (uint64_t)pw * ph > max_pixels) {
+    s = status_set(STATUS_FORMAT, "%s: a %ux%u PNG: larger than the %llu pixels allowed", path, pw, ph,
+                   (unsigned long long)max_pixels);
   } else if (n > INT32_MAX || !stbi_info_from_memory(b, (int)n, w, h, &c)) {
     s = status_set(STATUS_FORMAT, "%s: not a readable image (%s)", path, n > INT32_MAX ? "too large" : stbi_failure_reason());
   } else if (*w <= 0 || *h <= 0) {
     s = status_set(STATUS_FORMAT, "%s: empty image (%dx%d)", path, *w, *h);
-  } else if ((uint64_t)*w * (uint64_t)*h > IMAGE_MAX_PIXELS) {
-    s = status_set(STATUS_FORMAT, "%s: %dx%d is larger than the " IMAGE_MAX_PIXELS_TEXT " pixels allowed", path, *w, *h);
+  } else if ((uint64_t)*w * (uint64_t)*h > max_pixels) {
+    s = status_set(STATUS_FORMAT, "%s: %dx%d is larger than the %llu pixels allowed", path, *w, *h,
+                   (unsigned long long)max_pixels);
   } else if (!(*rgb = stbi_load_from_memory(b, (int)n, w, h, &c, 3))) { /* grey -> RGB, alpha dropped, 16 -> 8 bits */
     s = status_set(STATUS_FORMAT, "%s: cannot decode (%s)", path, stbi_failure_reason());
   }
