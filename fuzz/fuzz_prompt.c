@@ -1,5 +1,6 @@
 /* The tokenizer and the AUTOMATIC1111 prompt syntax on arbitrary text, with the real CLIP vocabulary
  * (../shared/clip): every mode, the syntax parser alone, and the chunk padding. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,7 +10,10 @@
 static struct tokenizer *tok;
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  if (!tok && tokenizer_load(VKD_SHARED_DIR "/clip", &tok)) abort(); /* the vocabulary must be there */
+  if (!tok && tokenizer_load(VKD_SHARED_DIR "/clip", &tok)) { /* the real vocabulary must be there */
+    fprintf(stderr, "fuzz_prompt: needs the CLIP vocabulary in %s/clip: %s\n", VKD_SHARED_DIR, status_message());
+    abort();
+  }
   char *text = malloc(size + 1);
   if (!text) return 0;
   memcpy(text, data, size);
