@@ -74,6 +74,21 @@ static bool jpeg_tables_ok(const unsigned char *b, size_t n) {
   return true;
 }
 
+/* Every PNG chunk lies within the file. stb_image grows its IDAT buffer to a chunk's declared
+ * length before reading it, so an 85-byte PNG declaring a 1 GB chunk had it allocate 2 GiB (found
+ * by fuzz/fuzz_image); checked here first. Not a PNG: true. */
+static bool png_chunks_ok(const unsigned char *b, size_t n) {
+  if (n < 8 || memcmp(b, "\x89PNG\r\n\x1a\n", 8)) return true;
+  for (size_t p = 8; p < n;) {
+    if (n - p < 12) return false; /* length, type, CRC */
+    size_t len = (size_t)b[p] << 24 | (size_t)b[p + 1] << 16 | (size_t)b[p + 2] << 8 | b[p + 3];
+    if (len > n - p - 12) return false;
+    if (!memcmp(b + p + 4, "IEND", 4)) return true;
+    p += 12 + len;
+  }
+  return false; /* no IEND */
+}
+
 enum status image_load(const char *path, unsigned char **rgb, int *w, int *h) {
   return image_load_limited(path, IMAGE_MAX_PIXELS, rgb, w, h);
 }
@@ -94,6 +109,8 @@ enum status image_load_limited(const char *path, uint64_t max_pixels, unsigned c
   } else if (png_size(b, n, &pw, &ph) && (uint64_t)pw * ph > max_pixels) {
     s = status_set(STATUS_FORMAT, "%s: a %ux%u PNG: larger than the %llu pixels allowed", path, pw, ph,
                    (unsigned long long)max_pixels);
+  } else if (!png_chunks_ok(b, n)) {
+    s = status_set(STATUS_FORMAT, "%s: a damaged or truncated PNG (a chunk runs past the end of the file)", path);
   } else if (n > INT32_MAX || !stbi_info_from_memory(b, (int)n, w, h, &c)) {
     s = status_set(STATUS_FORMAT, "%s: not a readable image (%s)", path, n > INT32_MAX ? "too large" : stbi_failure_reason());
   } else if (*w <= 0 || *h <= 0) {
