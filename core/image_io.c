@@ -37,11 +37,26 @@ static bool png_size(const unsigned char *b, size_t n, uint32_t *w, uint32_t *h)
   return true;
 }
 
+/* The tables of a DHT segment whose length field is at b[p]: at most 256 codes each. stb_image
+ * builds each table from its counts before it reads the symbols, and reads bytes past the end of
+ * the file as 0, so counts are summed the same way. */
+static bool dht_ok(const unsigned char *b, size_t n, size_t p) {
+  size_t len = p + 1 < n ? (size_t)b[p] << 8 | b[p + 1] : 0, end = p + len;
+  for (size_t q = p + 2; q < end;) {
+    size_t codes = 0;
+    for (size_t i = q + 1; i < q + 17; i++) codes += i < n ? b[i] : 0;
+    if (codes > 256) return false;
+    q += 17 + codes;
+  }
+  return true;
+}
+
 /* Every Huffman table of a JPEG holds at most 256 codes. Debian's stb_image does not check it and
  * writes past its 257-entry size table on a DHT whose counts add up to more (found by
- * fuzz/fuzz_image): every DHT segment stb_image would read is checked here first, walking the
- * markers as it does (bytes between segments skipped up to the next 0xff; a scan's entropy-coded
- * data up to the first marker that is not a restart). What cannot be walked stb_image rejects. */
+ * fuzz/fuzz_image). Before the first scan the segments are walked as stb_image walks them (fill
+ * bytes, junk between segments, lengths); from the first scan on, where stb_image's idea of the
+ * next marker depends on how its entropy decoder stops, every 0xff 0xc4 of the rest of the file
+ * is checked as a DHT. */
 static bool jpeg_tables_ok(const unsigned char *b, size_t n) {
   size_t p = 0;
   while (p < n && b[p] == 0xff) p++; /* SOI after any number of fill bytes, as stb_image reads it */
@@ -52,25 +67,17 @@ static bool jpeg_tables_ok(const unsigned char *b, size_t n) {
     while (p < n && b[p] == 0xff) p++; /* fill bytes */
     if (p >= n) return true;
     unsigned m = b[p++];
-    if (m == 0xd9) return true;                             /* EOI */
-    if ((m >= 0xd0 && m <= 0xd7) || m == 0x01) continue;    /* no length */
+    if (m == 0xd9) return true;                          /* EOI */
+    if ((m >= 0xd0 && m <= 0xd7) || m == 0x01) continue; /* no length */
     if (p + 2 > n) return true;
-    size_t len = (size_t)b[p] << 8 | b[p + 1], end = p + len;
+    size_t len = (size_t)b[p] << 8 | b[p + 1];
+    if (m == 0xc4 && !dht_ok(b, n, p)) return false;
     if (len < 2) return true;
-    if (m == 0xc4) { /* DHT: tables of [class/id, 16 counts, symbols]; stb_image builds each table from
-                      * its counts before it reads the symbols, and reads bytes past the end as 0 */
-      for (size_t q = p + 2; q < end;) {
-        size_t codes = 0;
-        for (size_t i = q + 1; i < q + 17; i++) codes += i < n ? b[i] : 0;
-        if (codes > 256) return false;
-        q += 17 + codes;
-      }
-    }
-    if (end > n) return true;
-    p = end;
-    if (m == 0xda) /* SOS: entropy-coded data up to the next marker that is not a restart */
-      while (p + 1 < n && !(b[p] == 0xff && b[p + 1] != 0 && !(b[p + 1] >= 0xd0 && b[p + 1] <= 0xd7))) p++;
+    p += len;
+    if (m == 0xda) break; /* the first scan: from here on, check every DHT marker */
   }
+  for (; p + 1 < n; p++)
+    if (b[p] == 0xff && b[p + 1] == 0xc4 && !dht_ok(b, n, p + 2)) return false;
   return true;
 }
 
