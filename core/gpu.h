@@ -92,7 +92,8 @@ void gpu_memory_reset_peak(struct gpu *g);
 enum status gpu_buffer_create(struct gpu *g, VkDeviceSize bytes, const char *what, struct gpu_buffer **out);
 void gpu_buffer_destroy(struct gpu_buffer *b);
 
-/* Arena: one buffer, sub-allocations aligned to the device's offset alignments. */
+/* Arena: one buffer (several beyond the device's maxMemoryAllocationSize; a tensor lies in one),
+ * sub-allocations aligned to the device's offset alignments. */
 struct gpu_arena;
 enum status gpu_arena_create(struct gpu *g, VkDeviceSize bytes, const char *what, struct gpu_arena **out);
 void gpu_arena_destroy(struct gpu_arena *a);
@@ -101,6 +102,9 @@ enum status gpu_arena_alloc(struct gpu_arena *a, enum dtype dt, int ndim, const 
 VkDeviceSize gpu_arena_used(const struct gpu_arena *a);
 VkDeviceSize gpu_arena_capacity(const struct gpu_arena *a);
 void gpu_arena_reset(struct gpu_arena *a, VkDeviceSize to); /* frees everything above `to` */
+/* Arenas use buffers of at most `bytes` from now on (0: the device's limit), so that tests reach
+ * the several-buffer path of large models with small ones. */
+void gpu_set_block_limit(struct gpu *g, uint64_t bytes);
 /* Bytes an allocation of `bytes` takes in an arena of this device (with alignment). */
 VkDeviceSize gpu_aligned_size(const struct gpu *g, VkDeviceSize bytes);
 

@@ -37,8 +37,13 @@ struct gpu_buffer {
 };
 
 struct gpu_arena {
-  struct gpu_buffer *buf;
-  VkDeviceSize used;
+  struct gpu *g;
+  struct gpu_buffer **blocks; /* one, or several beyond the device's largest allocation */
+  VkDeviceSize *base;         /* virtual offset of each block */
+  int n, cap;
+  bool growable;              /* several blocks: more are added as needed */
+  VkDeviceSize used, requested;
+  char what[64];
 };
 
 struct pipeline {
@@ -84,6 +89,7 @@ struct gpu_validation {
 
 struct gpu_memory_stats {
   uint64_t in_use, peak; /* device bytes */
+  uint64_t block_limit;  /* 0, or a smaller largest buffer than the device's (gpu_set_block_limit) */
 };
 
 struct gpu_profile {

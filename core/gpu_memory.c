@@ -1,6 +1,7 @@
 /* Device memory: buffers, arenas and views of them as tensors. */
 #include "gpu_internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -92,13 +93,46 @@ VkDeviceSize gpu_aligned_size(const struct gpu *g, VkDeviceSize bytes) {
   return (bytes + a - 1) / a * a;
 }
 
+/* An arena is one buffer, or, beyond the device's largest allocation (maxMemoryAllocationSize:
+ * 2 GiB on lavapipe, 4 GiB on many drivers, while bigG's fp32 weights take 2.6 GB), a row of
+ * blocks. Offsets are virtual: block i covers [base_i, base_i + size_i); a tensor never straddles
+ * two blocks. A multi-block arena adds blocks as needed, since the space lost at block ends is
+ * not known when it is sized. */
+static VkDeviceSize block_limit(const struct gpu *g) {
+  return g->mem.block_limit && g->mem.block_limit < g->info.max_allocation ? g->mem.block_limit
+                                                                          : g->info.max_allocation;
+}
+
+static enum status arena_add_block(struct gpu_arena *a, VkDeviceSize bytes) {
+  if (a->n == a->cap) {
+    int cap = a->cap ? 2 * a->cap : 4;
+    struct gpu_buffer **b = realloc(a->blocks, (size_t)cap * sizeof *b);
+    if (!b) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+    a->blocks = b;
+    VkDeviceSize *base = realloc(a->base, (size_t)cap * sizeof *base);
+    if (!base) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+    a->base = base;
+    a->cap = cap;
+  }
+  VkDeviceSize base = a->n ? a->base[a->n - 1] + a->blocks[a->n - 1]->size : 0;
+  enum status st = gpu_buffer_create(a->g, bytes, a->what, &a->blocks[a->n]);
+  if (st) return st;
+  a->base[a->n++] = base;
+  return STATUS_OK;
+}
+
 enum status gpu_arena_create(struct gpu *g, VkDeviceSize bytes, const char *what, struct gpu_arena **out) {
   *out = NULL;
   struct gpu_arena *a = calloc(1, sizeof *a);
   if (!a) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
-  enum status st = gpu_buffer_create(g, bytes, what, &a->buf);
+  a->g = g;
+  snprintf(a->what, sizeof a->what, "%s", what);
+  VkDeviceSize limit = block_limit(g);
+  a->growable = bytes > limit;
+  a->requested = bytes;
+  enum status st = arena_add_block(a, a->growable ? limit : bytes);
   if (st) {
-    free(a);
+    gpu_arena_destroy(a);
     return st;
   }
   *out = a;
@@ -107,14 +141,16 @@ enum status gpu_arena_create(struct gpu *g, VkDeviceSize bytes, const char *what
 
 void gpu_arena_destroy(struct gpu_arena *a) {
   if (!a) return;
-  gpu_buffer_destroy(a->buf);
+  for (int i = 0; i < a->n; i++) gpu_buffer_destroy(a->blocks[i]);
+  free(a->blocks);
+  free(a->base);
   free(a);
 }
 
 enum status gpu_arena_alloc(struct gpu_arena *a, enum dtype dt, int ndim, const int64_t *shape,
                             struct gpu_tensor *out) {
   VKD_ASSERT(ndim >= 1 && ndim <= 4);
-  struct gpu *g = a->buf->g;
+  struct gpu *g = a->g;
   memset(out, 0, sizeof *out);
   int64_t n = 1;
   for (int i = 0; i < ndim; i++) {
@@ -124,11 +160,28 @@ enum status gpu_arena_alloc(struct gpu_arena *a, enum dtype dt, int ndim, const 
   }
   VkDeviceSize bytes = (VkDeviceSize)n * dtype_size(dt);
   VkDeviceSize size = gpu_aligned_size(g, bytes ? bytes : 4);
-  if (a->used + size > a->buf->size)
-    return status_set(STATUS_OUT_OF_MEMORY, "arena of %.1f MiB is full (%.1f MiB used, %.1f MiB asked)",
-                      a->buf->size / 1048576.0, a->used / 1048576.0, bytes / 1048576.0);
-  out->buf = a->buf;
-  out->offset = a->used;
+  int b = 0; /* the block holding a->used */
+  while (b + 1 < a->n && a->used >= a->base[b + 1]) b++;
+  while (a->used + size > a->base[b] + a->blocks[b]->size) {
+    if (b + 1 < a->n) { /* the rest of this block stays unused */
+      a->used = a->base[++b];
+      continue;
+    }
+    if (!a->growable)
+      return status_set(STATUS_OUT_OF_MEMORY, "arena of %.1f MiB is full (%.1f MiB used, %.1f MiB asked)",
+                        a->blocks[0]->size / 1048576.0, a->used / 1048576.0, bytes / 1048576.0);
+    VkDeviceSize limit = block_limit(g);
+    VkDeviceSize left = a->requested > a->used ? a->requested - a->used : 0;
+    VkDeviceSize want = left < size ? size : left > limit ? limit : left;
+    if (size > limit)
+      return status_set(STATUS_OUT_OF_MEMORY, "%s: a tensor of %.1f MiB exceeds the device's maxMemoryAllocationSize "
+                        "(%.1f MiB)", a->what, bytes / 1048576.0, limit / 1048576.0);
+    enum status st = arena_add_block(a, want);
+    if (st) return st;
+    a->used = a->base[++b];
+  }
+  out->buf = a->blocks[b];
+  out->offset = a->used - a->base[b];
   out->bytes = bytes;
   out->dtype = dt;
   out->ndim = ndim;
@@ -136,8 +189,12 @@ enum status gpu_arena_alloc(struct gpu_arena *a, enum dtype dt, int ndim, const 
   return STATUS_OK;
 }
 
+void gpu_set_block_limit(struct gpu *g, uint64_t bytes) { g->mem.block_limit = bytes; }
+
 VkDeviceSize gpu_arena_used(const struct gpu_arena *a) { return a->used; }
-VkDeviceSize gpu_arena_capacity(const struct gpu_arena *a) { return a->buf->size; }
+VkDeviceSize gpu_arena_capacity(const struct gpu_arena *a) {
+  return a->growable ? a->requested : a->base[a->n - 1] + a->blocks[a->n - 1]->size;
+}
 void gpu_arena_reset(struct gpu_arena *a, VkDeviceSize to) {
   VKD_ASSERT(to <= a->used);
   a->used = to;

@@ -13,7 +13,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const char *cfg = fuzz_file("config.json", data, size);
   struct clip_text_options opt = {.heads = 0, .act = -1};
   char note[256];
-  clip_config_text(cfg, cfg, &opt, note, sizeof note);
+  clip_config_text(cfg, "text_encoder", cfg, &opt, note, sizeof note);
+  struct clip_text_options opt2 = {.act = -1};
+  clip_config_text(cfg, "text_encoder_2", NULL, &opt2, note, sizeof note);
   int heads = 0, uh[8] = {0}, all = 0;
   clip_vision_heads(cfg, &heads);
   unet_config_heads(cfg, uh, &all);

@@ -15,6 +15,8 @@ static const struct clip_spec specs[] = {
     {"tiny", 64, 2, 4, 256, 49408, 77, 64, false},
     {"tiny_gelu", 64, 2, 4, 256, 49408, 77, 64, true},
     {"vitl14", 768, 12, 12, 3072, 49408, 77, 768, false},
+    {"vith14", 1024, 24, 16, 4096, 49408, 77, 1024, true},
+    {"vitbigg14", 1280, 32, 20, 5120, 49408, 77, 1280, true},
 };
 
 const struct clip_spec *clip_spec(const char *name) {
@@ -185,6 +187,24 @@ int write_clip_checkpoint(const char *path, const struct clip_spec *s, const str
   return finish(w, &p, path);
 }
 
+int write_sdxl_text_checkpoint(const char *path, const struct clip_spec *l, const struct clip_spec *g,
+                               enum st_dtype dtype, uint64_t seed, const struct ckpt_options *faults) {
+  struct st_writer *w;
+  if (st_writer_create(&w)) return 1;
+  struct pool p = {0};
+  struct ckpt_options o0 = {.dtype = dtype, .prefix = "conditioner.embedders.0.transformer.", .seed = seed};
+  add_clip_tensors(w, &p, l, &o0);
+  struct ckpt_options o1 = faults ? *faults : (struct ckpt_options){0};
+  o1.dtype = dtype;
+  o1.prefix = "conditioner.embedders.1.model.";
+  o1.openclip_names = o1.projection = true;
+  o1.seed = seed + 1;
+  add_clip_tensors(w, &p, g, &o1);
+  float *ls = keep(&p, malloc(sizeof(float)));
+  *ls = (float)log(100.0);
+  st_writer_add(w, "conditioner.embedders.1.model.logit_scale", ST_F32, 0, NULL, ls);
+  return finish(w, &p, path);
+}
 
 int write_sd_checkpoint(const char *path, const char *digest_path, enum st_dtype dtype, uint64_t seed,
                         const struct clip_spec *clip) {

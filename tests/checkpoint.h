@@ -8,7 +8,7 @@
 #include "safetensors.h"
 
 struct clip_spec {
-  const char *name; /* tiny, tiny_gelu, vitl14 */
+  const char *name; /* tiny, tiny_gelu, vitl14, vith14, vitbigg14 */
   int width, layers, heads, mlp, vocab, ctx, proj;
   bool gelu;
 };
@@ -27,6 +27,13 @@ struct ckpt_options {
 
 /* Writes the checkpoint; returns 0 on success. */
 int write_clip_checkpoint(const char *path, const struct clip_spec *spec, const struct ckpt_options *o);
+
+/* SDXL's two text towers as sgm's single files hold them: `l` in HF names under
+ * conditioner.embedders.0.transformer. (seed, no projection), `g` in OpenCLIP names under
+ * conditioner.embedders.1.model. (seed + 1, text_projection, logit_scale). faults (may be NULL):
+ * drop / reshape / poison for tower 1 only. */
+int write_sdxl_text_checkpoint(const char *path, const struct clip_spec *l, const struct clip_spec *g,
+                               enum st_dtype dtype, uint64_t seed, const struct ckpt_options *faults);
 
 /* An SD single-file checkpoint of the U-Net and VAE tensors listed in a weight digest of
  * ../shared/ref/goldens (names and shapes in checkpoint order), under model.diffusion_model. and

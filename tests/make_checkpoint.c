@@ -3,7 +3,9 @@
  *   make_checkpoint clip tiny|tiny_gelu|vitl14 [--dtype f32|f16|bf16] [--prefix P] [--openclip]
  *                   [--projection] [--seed S] -o OUT.safetensors
  *   make_checkpoint sd DIGEST.json tiny|vitl14 [--dtype f32|f16] -o OUT.safetensors
- *     (an SD single-file checkpoint: the U-Net/VAE keys of a ../shared/ref digest and a CLIP text model) */
+ *     (an SD single-file checkpoint: the U-Net/VAE keys of a ../shared/ref digest and a CLIP text model)
+ *   make_checkpoint sdxl-text tiny|full [--dtype f32|f16|bf16] [--seed S] -o OUT.safetensors
+ *     (SDXL's two text towers as in sd_xl_base_1.0.safetensors: tiny + tiny_gelu, or vitl14 + vitbigg14) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +25,28 @@ int main(int argc, char **argv) {
       return 2;
     }
     return write_sd_checkpoint(out, argv[2], dt, 1, clip_spec(argv[3])) ? 1 : 0;
+  }
+  if (argc >= 3 && !strcmp(argv[1], "sdxl-text")) {
+    enum st_dtype dt = ST_F32;
+    uint64_t seed = 1;
+    const char *out = NULL;
+    for (int i = 3; i < argc; i++) {
+      if (!strcmp(argv[i], "--dtype") && i + 1 < argc) {
+        const char *d = argv[++i];
+        dt = !strcmp(d, "f16") ? ST_F16 : !strcmp(d, "bf16") ? ST_BF16 : ST_F32;
+      } else if (!strcmp(argv[i], "--seed") && i + 1 < argc) {
+        seed = strtoull(argv[++i], NULL, 10);
+      } else if (!strcmp(argv[i], "-o") && i + 1 < argc) {
+        out = argv[++i];
+      }
+    }
+    bool full = !strcmp(argv[2], "full");
+    if (!out || (!full && strcmp(argv[2], "tiny"))) {
+      fprintf(stderr, "usage: make_checkpoint sdxl-text tiny|full [--dtype f32|f16|bf16] [--seed S] -o OUT.safetensors\n");
+      return 2;
+    }
+    return write_sdxl_text_checkpoint(out, clip_spec(full ? "vitl14" : "tiny"), clip_spec(full ? "vitbigg14" : "tiny_gelu"),
+                                      dt, seed, NULL) ? 1 : 0;
   }
   if (argc >= 3 && !strcmp(argv[1], "vision")) { /* make_checkpoint vision tiny|vitb32|vitl14 [--dtype f16] -o OUT */
     enum st_dtype dt = ST_F32;

@@ -337,6 +337,40 @@ static void test_residual_and_nchw(void) {
   free(x), free(w), free(b), free(y0), free(ref), free(got), free(tok), free(nref), free(lin);
 }
 
+/* an arena beyond the device's largest buffer is a row of blocks (bigG's fp32 weights on lavapipe):
+ * forced here with a 1 MiB limit; a linear op reads tensors of three different blocks */
+static void test_multiblock_arena(void) {
+  struct gpu_arena *saved = arena;
+  gpu_set_block_limit(g, 1 << 20);
+  CHECK_OK(gpu_arena_create(g, 3u << 20, "multi-block test", &arena));
+  const int64_t M = 77, N = 448, K = 512;
+  float *x = random_array(M * K, 11, 1.0f), *w = random_array(N * K, 12, 1.0f / sqrtf((float)K));
+  float *b = random_array(N, 13, 0.5f), *ref = malloc(M * N * 4);
+  struct gpu_tensor tx = upload(DT_F32, 2, (int64_t[]){M, K}, x);     /* 154 KiB: block 0 */
+  struct gpu_tensor tw = upload(DT_F32, 2, (int64_t[]){N, K}, w);     /* 896 KiB: does not fit, block 1 */
+  struct gpu_tensor tb = upload(DT_F32, 1, (int64_t[]){N}, b), ty = output(2, (int64_t[]){M, N});
+  struct gpu_tensor big[4];
+  for (int i = 0; i < 4; i++) CHECK_OK(gpu_arena_alloc(arena, DT_F32, 1, (int64_t[]){200000}, &big[i])); /* grows past 3 MiB */
+  CHECK(tx.buf != tw.buf && big[0].buf != big[3].buf);
+  CHECK(gpu_arena_used(arena) > (3u << 20));
+  CHECK_OK(gpu_begin(g));
+  CHECK_OK(op_linear(g, &tx, &tw, &tb, &ty, ACT_NONE));
+  CHECK_OK(gpu_submit(g));
+  float *got = download(&ty);
+  ref_linear(x, w, b, ref, M, N, K, ACT_NONE);
+  CHECK_CLOSE("linear across arena blocks", got, ref, M * N, 1e-4, 1e-4);
+  struct gpu_tensor huge;
+  CHECK(gpu_arena_alloc(arena, DT_F32, 1, (int64_t[]){300000}, &huge) == STATUS_OUT_OF_MEMORY); /* > one block */
+  gpu_arena_reset(arena, 0); /* reuse from the start: the same first block */
+  struct gpu_tensor again;
+  CHECK_OK(gpu_arena_alloc(arena, DT_F32, 2, (int64_t[]){M, K}, &again));
+  CHECK(again.buf == tx.buf && again.offset == 0);
+  gpu_arena_destroy(arena);
+  gpu_set_block_limit(g, 0);
+  arena = saved;
+  free(x), free(w), free(b), free(ref), free(got);
+}
+
 static void test_errors(void) {
   gpu_arena_reset(arena, 0);
   struct gpu_tensor x = output(2, (int64_t[]){7, 8}), w = output(2, (int64_t[]){5, 9}), y = output(2, (int64_t[]){7, 5});
@@ -429,6 +463,7 @@ int main(void) {
   test_gather(8, 616, 768);
   test_gather(1, 7, 769);
   test_errors();
+  test_multiblock_arena();
   gpu_arena_destroy(arena);
   test_gpu_done(g);
   return test_result("test_ops");

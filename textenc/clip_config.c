@@ -80,15 +80,15 @@ static enum status apply(const cJSON *obj, const char *path, struct clip_text_op
   return STATUS_OK;
 }
 
-enum status clip_config_text(const char *config_file, const char *beside, struct clip_text_options *opt,
-                              char *note, size_t note_size) {
+enum status clip_config_text(const char *config_file, const char *member, const char *beside,
+                              struct clip_text_options *opt, char *note, size_t note_size) {
   note[0] = 0;
   cJSON *j = NULL;
   enum status s;
   if (config_file) {
     if ((s = json_file_read_object(config_file, &j))) return s;
-    const cJSON *te = cJSON_GetObjectItemCaseSensitive(j, "text_encoder");
-    if (te && !cJSON_IsObject(te)) s = status_set(STATUS_FORMAT, "%s: \"text_encoder\" must be an object", config_file);
+    const cJSON *te = cJSON_GetObjectItemCaseSensitive(j, member);
+    if (te && !cJSON_IsObject(te)) s = status_set(STATUS_FORMAT, "%s: \"%s\" must be an object", config_file, member);
     else if (te) s = apply(te, config_file, opt, note, note_size);
     cJSON_Delete(j);
     if (s) return s;

@@ -15,10 +15,11 @@
 enum status clip_find_text_encoder(const char *model_path, char *weights, size_t n, char *config, size_t m);
 
 /* Reads heads / activation / eps into opt (fields left as they are where no file says).
- * config_file: --config (NULL for none); beside: config.json next to the weights ("" for none).
+ * config_file: --config (NULL for none), whose `member` object ("text_encoder" or
+ * "text_encoder_2") holds HF CLIPTextConfig keys; beside: config.json next to the weights ("" for none).
  * note receives a human-readable account of where each value came from. */
-enum status clip_config_text(const char *config_file, const char *beside, struct clip_text_options *opt,
-                              char *note, size_t note_size);
+enum status clip_config_text(const char *config_file, const char *member, const char *beside,
+                              struct clip_text_options *opt, char *note, size_t note_size);
 
 /* Vision tower heads from --config's `vision_model` member (HF CLIPVisionConfig num_attention_heads);
  * *heads untouched when absent. */

@@ -261,7 +261,7 @@ static enum status acts_alloc(struct clip_text *m, int S, struct acts *A, bool m
   return STATUS_OK;
 }
 
-static enum status record(struct clip_text *m, struct acts *A, int clip_skip) {
+static enum status record(struct clip_text *m, struct acts *A, int clip_skip, bool final_ln) {
   const struct clip_text_config *c = &m->cfg;
   struct gpu *g = m->g;
   enum status s;
@@ -274,7 +274,11 @@ static enum status record(struct clip_text *m, struct acts *A, int clip_skip) {
     if (clip_skip > 1 && i == c->layers - clip_skip) TRY(gpu_copy(g, &A->x, &A->skip));
   }
   const struct gpu_tensor *pooled_src = &A->cond;
-  if (clip_skip > 1) {
+  if (clip_skip > 1 && !final_ln) {
+    TRY(gpu_copy(g, &A->skip, &A->cond));                                     /* cond = layer L-K+1 as is */
+    TRY(op_layernorm(g, &A->x, &m->final_w, &m->final_b, &A->last, c->eps));
+    pooled_src = &A->last;
+  } else if (clip_skip > 1) {
     TRY(op_layernorm(g, &A->skip, &m->final_w, &m->final_b, &A->cond, c->eps)); /* cond = LN(layer L-K+1) */
     TRY(op_layernorm(g, &A->x, &m->final_w, &m->final_b, &A->last, c->eps));    /* pooled source: last layer */
     pooled_src = &A->last;
@@ -294,8 +298,8 @@ static enum status check_finite(const float *p, size_t n, const char *what) {
   return STATUS_OK;
 }
 
-enum status clip_text_forward(struct clip_text *m, const int32_t *ids, int n_seq, int clip_skip, int32_t eot_id,
-                              float *cond, float *pooled, float *projected) {
+enum status clip_text_forward(struct clip_text *m, const int32_t *ids, int n_seq, int clip_skip, bool final_ln,
+                              int32_t eot_id, float *cond, float *pooled, float *projected) {
   const struct clip_text_config *c = &m->cfg;
   if (n_seq <= 0) return status_set(STATUS_INVALID_ARGUMENT, "no sequences to encode");
   if (clip_skip < 1 || clip_skip > c->layers)
@@ -332,7 +336,7 @@ enum status clip_text_forward(struct clip_text *m, const int32_t *ids, int n_seq
   if ((st = gpu_upload(m->g, &A.ids, ids, (size_t)n_seq * T * sizeof *ids))) goto done;
   if ((st = gpu_upload(m->g, &A.eot, eot, (size_t)n_seq * sizeof *eot))) goto done;
   if ((st = gpu_begin(m->g))) goto done;
-  st = record(m, &A, clip_skip);
+  st = record(m, &A, clip_skip, final_ln);
   enum status s2 = gpu_submit(m->g); /* always close the command buffer */
   if (!st) st = s2;
   if (st) goto done;

@@ -2,7 +2,7 @@
  *
  *   struct clip_text *m;
  *   clip_text_load(g, st, &(struct clip_text_options){.fp16 = true}, &m);
- *   clip_text_forward(m, ids, n_seq, clip_skip, cond, pooled, projected);
+ *   clip_text_forward(m, ids, n_seq, clip_skip, true, eot_id, cond, pooled, projected);
  *   clip_text_destroy(m);
  *
  * Weights are found by name through one explicit rename map: HF CLIPTextModel names under any
@@ -48,12 +48,13 @@ void clip_text_destroy(struct clip_text *m);
 const struct clip_text_config *clip_text_config(const struct clip_text *m);
 bool clip_text_fp16(const struct clip_text *m);
 
-/* Encodes n_seq sequences of ctx (77) ids: cond [n_seq, ctx, width] is the final-LN hidden state
- * `clip_skip - 1` layers before the last (1: the last layer); pooled [n_seq, width] is the
+/* Encodes n_seq sequences of ctx (77) ids: cond [n_seq, ctx, width] is the hidden state
+ * `clip_skip - 1` layers before the last (1: the last layer), after the final LayerNorm unless
+ * final_ln is false and clip_skip > 1 (SDXL takes hidden_states[-2] as is); pooled [n_seq, width] is the
  * final-LN last layer at each sequence's first `eot_id` (argmax of the ids when absent);
  * projected [n_seq, proj] = pooled W^T. Output pointers may be NULL. One submit. */
-enum status clip_text_forward(struct clip_text *m, const int32_t *ids, int n_seq, int clip_skip, int32_t eot_id,
-                              float *cond, float *pooled, float *projected);
+enum status clip_text_forward(struct clip_text *m, const int32_t *ids, int n_seq, int clip_skip, bool final_ln,
+                              int32_t eot_id, float *cond, float *pooled, float *projected);
 
 /* Device bytes of the weights and of the activations for n_seq sequences. */
 uint64_t clip_text_weight_bytes(const struct clip_text *m);

@@ -1,4 +1,5 @@
 #include "textenc.h"
+#include "textenc_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -24,12 +25,15 @@ struct textenc {
   struct tokenizer *tok;
   char tok_error[1024]; /* why no tokenizer was found (reported when prompts are used) */
   int clip_skip, literal;
+  bool final_ln; /* false: a skipped layer's hidden state without the final LayerNorm (SDXL) */
   int32_t pad, eot;
   char note[1024];
 };
 
+int textenc_version(void) { return TEXTENC_VERSION; }
+
 struct textenc_options textenc_default_options(void) {
-  return (struct textenc_options){.device_index = -1, .precision = TEXTENC_FP16, .clip_skip = 1, .pad_id = -1};
+  return (struct textenc_options){.device_index = -1, .precision = TEXTENC_FP16, .pad_id = -1};
 }
 
 const char *textenc_last_error(void) { return status_message(); }
@@ -44,12 +48,17 @@ void textenc_destroy(struct textenc *te) {
 }
 
 int textenc_create(const struct textenc_options *opt, struct textenc **out) {
+  return textenc_create_tower(opt, &(struct textenc_tower){.config_member = "text_encoder", .default_act = -1}, out);
+}
+
+enum status textenc_create_tower(const struct textenc_options *opt, const struct textenc_tower *tw, struct textenc **out) {
   *out = NULL;
   if (!opt || !opt->model_path) return status_set(STATUS_INVALID_ARGUMENT, "textenc_create: no model path");
   struct textenc *te = calloc(1, sizeof *te);
   if (!te) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
   te->clip_skip = opt->clip_skip > 0 ? opt->clip_skip : 1;
   te->literal = opt->literal;
+  te->final_ln = true;
   char weights[4096], beside[4200];
   enum status s = clip_find_text_encoder(opt->model_path, weights, sizeof weights, beside, sizeof beside);
   if (s) goto fail;
@@ -61,7 +70,8 @@ int textenc_create(const struct textenc_options *opt, struct textenc **out) {
       goto fail;
     }
   }
-  if ((s = clip_config_text(opt->config_path, beside, &co, te->note, sizeof te->note))) goto fail;
+  if ((s = clip_config_text(opt->config_path, tw->config_member, beside, &co, te->note, sizeof te->note))) goto fail;
+  if (co.act < 0 && tw->default_act >= 0) co.act = tw->default_act;
   if ((s = safetensors_open(weights, &te->st))) goto fail;
   if (opt->device) {
     te->gpu = opt->device;
@@ -128,8 +138,12 @@ int textenc_set_clip_skip(struct textenc *te, int clip_skip) {
 }
 
 /* Internal: where heads/activation came from (for --verbose). */
-const char *textenc_config_note(const struct textenc *te);
+
 const char *textenc_config_note(const struct textenc *te) { return te->note; }
+
+void textenc_set_final_ln(struct textenc *te, bool on) { te->final_ln = on; }
+struct gpu *textenc_device(const struct textenc *te) { return te->gpu; }
+bool textenc_has_tokenizer(const struct textenc *te) { return te->tok != NULL; }
 
 static enum status tokenize_all(struct textenc *te, const char *const *prompts, int n, struct prompt_tokens *p) {
   if (!te->tok) return status_set(STATUS_NOT_FOUND, "%s", te->tok_error);
@@ -207,7 +221,7 @@ int textenc_encode_ids(struct textenc *te, const int32_t *ids, const float *weig
     free(all_pooled);
     return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
   }
-  enum status s = clip_text_forward(te->model, ids, S, te->clip_skip, te->eot, cond, all_pooled, all_proj);
+  enum status s = clip_text_forward(te->model, ids, S, te->clip_skip, te->final_ln, te->eot, cond, all_pooled, all_proj);
   if (!s && cond && weights) apply_weights(cond, weights, S, T, D);
   for (int i = 0; !s && i < n; i++) { /* pooled and projected of each prompt's first chunk */
     if (pooled) memcpy(pooled + (size_t)i * D, all_pooled + (size_t)i * chunks * D, (size_t)D * sizeof *pooled);

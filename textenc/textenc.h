@@ -34,6 +34,12 @@
 extern "C" {
 #endif
 
+/* The API version: major * 10000 + minor * 100 + patch. 1.1.0 added the conditioner (SD 2.x, SDXL). */
+#define TEXTENC_VERSION_MAJOR 1
+#define TEXTENC_VERSION_MINOR 1
+#define TEXTENC_VERSION_PATCH 0
+#define TEXTENC_VERSION (TEXTENC_VERSION_MAJOR * 10000 + TEXTENC_VERSION_MINOR * 100 + TEXTENC_VERSION_PATCH)
+
 #if defined(TEXTENC_BUILDING)
 #define TEXTENC_API __attribute__((visibility("default")))
 #else
@@ -61,6 +67,14 @@ enum textenc_precision {
 
 struct gpu; /* a vkdiffusion device, for sharing one between components */
 
+/* Model families: what the conditioner assembles from the text towers. */
+enum textenc_family {
+  TEXTENC_FAMILY_AUTO = 0, /* detected from the tensors present */
+  TEXTENC_FAMILY_SD1,      /* CLIP ViT-L/14, last layer (clip skip 1) after the final LayerNorm */
+  TEXTENC_FAMILY_SD2,      /* OpenCLIP ViT-H/14, penultimate layer, then ln_final */
+  TEXTENC_FAMILY_SDXL,     /* CLIP-L and OpenCLIP bigG penultimate (no final LN), pooled bigG, vector y */
+};
+
 struct textenc_options {
   const char *model_path;     /* .safetensors (HF CLIPTextModel, SD 1.x/2.x single file, OpenCLIP) or a folder */
   const char *tokenizer_path; /* NULL: the model's folder, $VKDIFFUSION_TOKENIZER, the installed one */
@@ -73,6 +87,9 @@ struct textenc_options {
   int literal;                /* 1: prompts are plain text; 0: A1111 syntax (emphasis, BREAK) */
   const char *hidden_act;     /* NULL: config.json, else gelu for OpenCLIP names, quick_gelu otherwise */
   int pad_id;                 /* -1: 0 for OpenCLIP / gelu towers (SD 2.x), EOT otherwise */
+  /* since 1.1 (the conditioner; single-tower calls ignore them) */
+  enum textenc_family family; /* AUTO: detected */
+  const char *tokenizer_2_path; /* the second tower's vocabulary; NULL: tokenizer_2/ of a diffusers folder, else as tokenizer_path */
 };
 
 struct textenc_info {
@@ -88,6 +105,8 @@ struct textenc_info {
 
 struct textenc;
 
+/* TEXTENC_VERSION of the library actually loaded. */
+TEXTENC_API int textenc_version(void);
 TEXTENC_API struct textenc_options textenc_default_options(void);
 TEXTENC_API int textenc_create(const struct textenc_options *opt, struct textenc **out);
 TEXTENC_API void textenc_destroy(struct textenc *te); /* accepts NULL */
@@ -111,6 +130,66 @@ TEXTENC_API int textenc_encode(struct textenc *te, const char *const *prompts, i
 /* The same from token ids of another tokenizer: ids [n, 77 * chunks], weights NULL or the same shape. */
 TEXTENC_API int textenc_encode_ids(struct textenc *te, const int32_t *ids, const float *weights, int n, int chunks,
                                    float *cond, float *pooled, float *projected);
+
+/* The conditioner: the text conditioning a Stable Diffusion family's U-Net consumes, from one
+ * tower (SD 1.x, SD 2.x) or two (SDXL) behind one create call.
+ *
+ *   struct textenc_options opt = textenc_default_options();
+ *   opt.model_path = "sd_xl_base_1.0.safetensors";  // or a diffusers folder (text_encoder[_2]/, tokenizer[_2]/)
+ *   struct textenc_cond *c;
+ *   textenc_cond_create(&opt, &c);
+ *   struct textenc_cond_info ci;
+ *   textenc_cond_info(c, &ci);                      // SDXL: context_dim 2048, pooled_dim 1280, y_dim 2816
+ *   const char *prompts[] = {"a photo of a cat", NULL};   // NULL: the zero conditioning
+ *   struct textenc_sizes sz = {1024, 1024, 0, 0, 1024, 1024};
+ *   int chunks;
+ *   textenc_cond_count_chunks(c, prompts, 2, &chunks);
+ *   float *ctx = malloc(sizeof(float) * 2 * 77 * chunks * ci.context_dim);
+ *   float *pooled = malloc(sizeof(float) * 2 * ci.pooled_dim), *y = malloc(sizeof(float) * 2 * ci.y_dim);
+ *   textenc_cond_encode(c, prompts, 2, chunks, &sz, ctx, pooled, y);
+ *   textenc_cond_destroy(c);
+ *
+ * opt.clip_skip 0 takes the family's default (SD 1.x: 1; SD 2.x and SDXL: 2, the penultimate
+ * layer); N is AUTOMATIC1111's / stable-diffusion.cpp's "clip skip N" (diffusers clip_skip N-1)
+ * and applies to both SDXL towers. */
+struct textenc_sizes {
+  int original_h, original_w; /* SDXL micro-conditioning, in pixels: (height, width) */
+  int crop_top, crop_left;
+  int target_h, target_w;
+};
+
+struct textenc_cond_info {
+  enum textenc_family family;
+  int towers;      /* 1 or 2 */
+  int context_dim; /* width of a context row: 768 (SD 1.x), 1024 (SD 2.x), 2048 (SDXL) */
+  int pooled_dim;  /* SDXL: bigG's projected EOT (1280); else the tower's projection, or its width */
+  int y_dim;       /* SDXL: pooled_dim + 6 * 256 (2816); 0 otherwise */
+  int clip_skip;   /* in effect */
+  int default_size; /* the family's native image side in pixels (512, 768, 1024) */
+  struct textenc_info tower[2];
+};
+
+struct textenc_cond;
+TEXTENC_API int textenc_cond_create(const struct textenc_options *opt, struct textenc_cond **out);
+TEXTENC_API void textenc_cond_destroy(struct textenc_cond *c); /* accepts NULL */
+TEXTENC_API int textenc_cond_info(const struct textenc_cond *c, struct textenc_cond_info *info);
+TEXTENC_API const char *textenc_family_name(enum textenc_family f); /* "sd1", "sd2", "sdxl" */
+/* Chunks of 77 tokens the longest prompt needs in either tower (NULL prompts count as one). */
+TEXTENC_API int textenc_cond_count_chunks(struct textenc_cond *c, const char *const *prompts, int n, int *chunks);
+/* Token ids [n, 77 * chunks] each tower reads (ids_2 only for two towers), weights alike; any may be NULL. */
+TEXTENC_API int textenc_cond_tokenize(struct textenc_cond *c, const char *const *prompts, int n, int chunks,
+                                      int32_t *ids, float *weights, int32_t *ids_2, float *weights_2);
+/* context [n, 77 * chunks, context_dim], pooled [n, pooled_dim] (each prompt's first chunk) and,
+ * for SDXL, y [n, y_dim] = pooled ++ the sinusoidal embeddings of `sizes` (NULL: the family's
+ * default size, no crop). A NULL prompt gives zeros for context and pooled (y keeps its size
+ * part): the empty negative prompt of AUTOMATIC1111, diffusers and sgm for SDXL. Any output may
+ * be NULL. Prompt weights are applied per tower with each chunk's mean restored. */
+TEXTENC_API int textenc_cond_encode(struct textenc_cond *c, const char *const *prompts, int n, int chunks,
+                                    const struct textenc_sizes *sizes, float *context, float *pooled, float *y);
+/* The same from token ids (ids_2: the second tower's, required for SDXL); weights may be NULL. */
+TEXTENC_API int textenc_cond_encode_ids(struct textenc_cond *c, const int32_t *ids, const float *weights,
+                                        const int32_t *ids_2, const float *weights_2, int n, int chunks,
+                                        const struct textenc_sizes *sizes, float *context, float *pooled, float *y);
 
 /* The CLIP image tower of a CLIPModel / CLIPVisionModel checkpoint (opt->model_path; config_path's
  * `vision_model` member may give num_attention_heads; device, device_index and precision as above).
