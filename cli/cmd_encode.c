@@ -358,7 +358,7 @@ static int encode_conditioner(struct encode_args *a, int32_t *given_ids, int n, 
   st_writer_metadata(wr, "family", textenc_family_name(ci.family));
   st_writer_metadata(wr, "clip_skip", skip);
   st_writer_metadata(wr, "negative_prompt", a->negative ? a->negative : "");
-  st_writer_metadata(wr, "empty_negative", neg ? "encode" : "zeros");
+  st_writer_metadata(wr, "empty_negative", zeros ? "zeros" : "encode");
   if (xl) st_writer_metadata(wr, "sizes", sizes);
   if (st_writer_finish(wr, a->out))
     cli_fail("encode", NULL);

@@ -6,6 +6,7 @@
 #include "clip_text.h"
 #include "png.h"
 #include "safetensors.h"
+#include "textenc_internal.h"
 #include "unet.h"
 #include "vae.h"
 
@@ -39,28 +40,38 @@ static int info_checkpoint(const char *path) {
     else if (!strncmp(t->name, "first_stage_model.decoder.", 26) || !strncmp(t->name, "first_stage_model.post_quant", 28))
       vae_dec += t->numel;
     else if (!strncmp(t->name, "first_stage_model.", 18)) vae_enc += t->numel;
-    else if (!strncmp(t->name, "cond_stage_model.", 17) || strstr(t->name, "text_model.") || strstr(t->name, "token_embedding"))
+    else if (!strncmp(t->name, "cond_stage_model.", 17) || !strncmp(t->name, "conditioner.", 12) ||
+             strstr(t->name, "text_model.") || strstr(t->name, "token_embedding"))
       clip += t->numel;
     else other += t->numel;
   }
-  struct clip_text_config cc;
+  struct clip_text_config cc, cc2;
   bool has_clip = clip_text_detect(st, NULL, &cc) == STATUS_OK;
+  bool has_clip2 = clip_text_detect(st, "conditioner.embedders.1.model.", &cc2) == STATUS_OK;
   bool has_unet = unet_present(st, NULL), has_vae = vae_present(st, NULL);
-  const char *family = has_unet && has_clip && cc.width == 768 ? "Stable Diffusion 1.x"
-                       : has_unet && has_clip && cc.width == 1024 ? "Stable Diffusion 2.x"
-                       : has_unet ? "latent diffusion (U-Net)"
+  enum textenc_family fam = TEXTENC_FAMILY_SD1;
+  char why[256] = "";
+  if (has_unet || has_clip) textenc_detect_family(path, &fam, why, sizeof why);
+  static const char *const names[] = {"", "Stable Diffusion 1.x (sd1)", "Stable Diffusion 2.x (sd2)", "SDXL (sdxl)"};
+  const char *family = has_unet || has_clip2 || (has_clip && fam != TEXTENC_FAMILY_SD1) ? names[fam]
                        : has_clip ? "CLIP text encoder" : "unknown";
-  if (has_unet && has_clip && cc.width != 768 && cc.width != 1024) family = "Stable Diffusion 1.x layout (small)";
-  printf("file: %s\nfamily: %s\ntensors: %d, parameters: %lld\ndtypes:", path, family, safetensors_count(st), (long long)total);
+  printf("file: %s\nfamily: %s%s%s%s\ntensors: %d, parameters: %lld\ndtypes:", path, family, why[0] ? " [" : "", why,
+         why[0] ? "]" : "", safetensors_count(st), (long long)total);
   for (int d = 0; d < ST_DTYPE_COUNT; d++)
     if (counts[d]) printf(" %s x%d", st_dtype_name((enum st_dtype)d), counts[d]);
   printf("\ncomponents:\n");
   if (has_unet) printf("  U-Net: %lld parameters\n", (long long)unet);
   if (has_vae || vae_enc) printf("  VAE: decoder %lld, encoder %lld parameters\n", (long long)vae_dec, (long long)vae_enc);
-  if (has_clip)
-    printf("  CLIP text (%s names, prefix '%s'): width %d, %d layers, vocab %d, context %d%s: %lld parameters\n",
-           cc.layout == CLIP_LAYOUT_HF ? "HF" : "OpenCLIP", cc.prefix, cc.width, cc.layers, cc.vocab, cc.ctx,
-           cc.proj ? ", projection" : "", (long long)clip);
+  for (int t = 0; t < 2; t++) {
+    const struct clip_text_config *c = t ? &cc2 : &cc;
+    if (!(t ? has_clip2 : has_clip)) continue;
+    printf("  CLIP text%s (%s names, prefix '%s'): width %d, %d layers, vocab %d, context %d%s", t ? " 2" : "",
+           c->layout == CLIP_LAYOUT_HF ? "HF" : "OpenCLIP", c->prefix, c->width, c->layers, c->vocab, c->ctx,
+           c->proj ? ", projection" : "");
+    if (!has_clip2) printf(": %lld parameters", (long long)clip);
+    printf("\n");
+  }
+  if (has_clip2) printf("  text towers: %lld parameters\n", (long long)clip);
   if (other) printf("  other: %lld values (schedule buffers, ...)\n", (long long)other);
   safetensors_close(st);
   return 0;

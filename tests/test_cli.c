@@ -20,6 +20,100 @@ static bool exists(const char *p) {
   return stat(p, &sb) == 0;
 }
 
+static float *tensor(struct safetensors *st, const char *name, int ndim, const int64_t *shape) {
+  const struct st_tensor *t = safetensors_find(st, name);
+  bool ok = t && t->dtype == ST_F32 && t->ndim == ndim;
+  for (int d = 0; ok && d < ndim; d++) ok = t->shape[d] == shape[d];
+  CHECK_MSG(ok, "tensor '%s' missing or of another shape", name);
+  size_t n;
+  return ok ? test_tensor(st, name, &n) : NULL;
+}
+
+/* encode with an SDXL checkpoint (the tiny towers): diffusers' names with the golden values; the
+ * empty negative as zeros (default) and encoded; --family, sizes and errors */
+static void test_encode_sdxl(const char *bin, const char *vocab) {
+  char ckpt[512], cfg[512], o[512], gpath[1024];
+  snprintf(ckpt, sizeof ckpt, "%s/sdxl.safetensors", dir);
+  snprintf(o, sizeof o, "%s/sdxl_cond.safetensors", dir);
+  snprintf(cfg, sizeof cfg, "%s/sdxl.json", dir);
+  test_write_text(dir, "sdxl.json", "{\"text_encoder\": {\"num_attention_heads\": 4}, "
+                                    "\"text_encoder_2\": {\"num_attention_heads\": 4}}");
+  CHECK(write_sdxl_text_checkpoint(ckpt, clip_spec("tiny"), clip_spec("tiny_gelu"), ST_F32, 1, NULL) == 0);
+  test_shared_path(gpath, sizeof gpath, "ref/goldens/sdxl_cond_tiny.safetensors");
+  struct safetensors *g = NULL;
+  if (safetensors_open(gpath, &g)) {
+    test_failures++;
+    return;
+  }
+  size_t n;
+  float *crossattn = test_tensor(g, "crossattn", &n), *pooled = test_tensor(g, "pooled", &n);
+  float *y = test_tensor(g, "y", &n), *y_uncond = test_tensor(g, "y_uncond_zero", &n);
+  CHECK(run("%s info %s", bin, ckpt) == 0 && strstr(out, "family: SDXL (sdxl)") && strstr(out, "CLIP text 2"));
+  for (int mode = 0; mode < 2; mode++) {
+    unlink(o);
+    int rc = run("%s encode --model %s --config %s --tokenizer %s --precision fp32 --verbose%s "
+                 "--prompt 'a photograph of an astronaut riding a horse' --prompt 'A cozy cabin in snowy mountains, warm "
+                 "light, 35mm photo, highly detailed' --original-size 896,1152 --crop 16,32 --target-size 1024,768 -o %s",
+                 bin, ckpt, cfg, vocab, mode ? " --empty-negative encode" : "", o);
+    CHECK_MSG(rc == 0 && strstr(out, "family sdxl"), "encode sdxl: %s", out);
+    struct safetensors *st = NULL;
+    if (rc || safetensors_open(o, &st)) {
+      test_failures++;
+      continue;
+    }
+    float *pe = tensor(st, "prompt_embeds", 3, (int64_t[]){2, 77, 128});
+    float *ppe = tensor(st, "pooled_prompt_embeds", 2, (int64_t[]){2, 64});
+    float *ne = tensor(st, "negative_prompt_embeds", 3, (int64_t[]){2, 77, 128});
+    float *npe = tensor(st, "negative_pooled_prompt_embeds", 2, (int64_t[]){2, 64});
+    float *ty = tensor(st, "y", 2, (int64_t[]){2, 1600}), *tny = tensor(st, "negative_y", 2, (int64_t[]){2, 1600});
+    float *tid = tensor(st, "add_time_ids", 2, (int64_t[]){2, 6});
+    if (pe && ppe && ne && npe && ty && tny && tid) {
+      /* the prompts are golden rows 0 and 2 */
+      CHECK_CLOSE("encode sdxl prompt_embeds[0]", pe, crossattn, 77 * 128, 1e-4, 1e-4);
+      CHECK_CLOSE("encode sdxl prompt_embeds[1]", pe + 77 * 128, crossattn + 2 * 77 * 128, 77 * 128, 1e-4, 1e-4);
+      CHECK_CLOSE("encode sdxl pooled_prompt_embeds[1]", ppe + 64, pooled + 2 * 64, 64, 1e-4, 1e-4);
+      CHECK_CLOSE("encode sdxl y[1]", ty + 1600, y + 2 * 1600, 1600, 2e-4, 1e-4);
+      const float want_ids[6] = {896, 1152, 16, 32, 1024, 768};
+      CHECK(!memcmp(tid, want_ids, sizeof want_ids) && !memcmp(tid + 6, want_ids, sizeof want_ids));
+      if (mode == 0) { /* zeros: context and pooled 0, y keeps the sizes */
+        bool zero = true;
+        for (int i = 0; i < 2 * 77 * 128; i++) zero = zero && ne[i] == 0;
+        for (int i = 0; i < 2 * 64; i++) zero = zero && npe[i] == 0;
+        CHECK_MSG(zero, "--empty-negative zeros: the negative is not zero");
+        CHECK_CLOSE("encode sdxl negative_y (zeros)", tny + 1600, y_uncond, 1600, 2e-4, 1e-4);
+      } else { /* encode: the golden row of "" */
+        CHECK_CLOSE("encode sdxl negative_prompt_embeds (\"\")", ne + 77 * 128, crossattn + 77 * 128, 77 * 128, 1e-4, 1e-4);
+        CHECK_CLOSE("encode sdxl negative_pooled (\"\")", npe, pooled + 64, 64, 1e-4, 1e-4);
+      }
+    }
+    CHECK(!strcmp(safetensors_metadata(st, "empty_negative"), mode ? "encode" : "zeros"));
+    free(pe), free(ppe), free(ne), free(npe), free(ty), free(tny), free(tid);
+    safetensors_close(st);
+  }
+  /* --family sd1 on the SDXL file: CLIP-L alone, today's names */
+  unlink(o);
+  CHECK(run("%s encode --model %s --config %s --tokenizer %s --family sd1 --prompt x -o %s", bin, ckpt, cfg, vocab, o) == 0);
+  struct safetensors *st = NULL;
+  if (!safetensors_open(o, &st)) {
+    const struct st_tensor *t = safetensors_find(st, "cond");
+    CHECK(t && t->shape[2] == 64 && !safetensors_find(st, "pooled_prompt_embeds"));
+    safetensors_close(st);
+  }
+  /* errors: one line, non-zero, nothing written */
+  unlink(o);
+  CHECK(run("%s encode --model %s --family sd3 --prompt x -o %s", bin, ckpt, o) == 2 && strstr(out, "sd3") && !exists(o));
+  CHECK(run("%s encode --model %s --config %s --ids '[[49406]]' -o %s", bin, ckpt, cfg, o) == 2 && !exists(o));
+  char ids[1024] = "[[49406";
+  for (int i = 1; i < 77; i++) strcat(ids, ", 49407");
+  strcat(ids, "]]");
+  CHECK(run("%s encode --model %s --config %s --tokenizer %s --ids '%s' -o %s", bin, ckpt, cfg, vocab, ids, o) == 1 &&
+        strstr(out, "two towers") && !exists(o));
+  CHECK(run("%s encode --model %s --crop 16 --prompt x -o %s", bin, ckpt, o) == 2 && strstr(out, "--crop") && !exists(o));
+  CHECK(run("%s encode --model %s --width 512 --prompt x -o %s", bin, ckpt, o) == 2 && !exists(o));
+  free(crossattn), free(pooled), free(y), free(y_uncond);
+  safetensors_close(g);
+}
+
 int main(void) {
   const char *bin = VKD_BINARY;
   char vocab[1024];
@@ -114,6 +208,7 @@ int main(void) {
   test_write_text(dir, "pf.txt", "\xff\xfe" "a\0b\0");
   CHECK(run("timeout 20 %s encode --model %s --config %s --prompt-file %s/pf.txt -o %s", bin, ckpt, cfg, dir, o3) != 0 &&
         strstr(out, "UTF-16") && !exists(o3));
+  test_encode_sdxl(bin, vocab);
   char cmd[600];
   snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
   CHECK(system(cmd) == 0);
