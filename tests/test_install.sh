@@ -16,16 +16,19 @@ pc=$(find "$tmp/prefix" -name textenc.pc | head -n 1)
 export PKG_CONFIG_PATH=$(dirname "$pc")
 cc -std=c11 -Wall -Werror $extra_flags -o "$tmp/example" "$example" $(pkg-config --cflags --libs textenc)
 "$make_ckpt" clip tiny -o "$tmp/tiny.safetensors"
-echo '{"text_encoder": {"num_attention_heads": 4}}' > "$tmp/config.json"
+"$make_ckpt" sdxl-text tiny -o "$tmp/sdxl.safetensors"
+echo '{"text_encoder": {"num_attention_heads": 4}, "text_encoder_2": {"num_attention_heads": 4}}' > "$tmp/config.json"
 LD_LIBRARY_PATH=$(dirname "$(find "$tmp/prefix" -name 'libtextenc.so' | head -n 1)") \
-  "$tmp/example" "$tmp/tiny.safetensors" "$shared/clip" "$tmp/config.json" | tee "$tmp/out.txt"
+  "$tmp/example" "$tmp/tiny.safetensors" "$shared/clip" "$tmp/config.json" "$tmp/sdxl.safetensors" | tee "$tmp/out.txt"
 grep -q "width 64, chunks 1" "$tmp/out.txt"
+# SDXL conditioning: 64 + 64 context, pooled 64, y = 64 + 1536; the uncond pooled part is 0, emb(crop top 0) starts with cos(0) = 1
+grep -q "sdxl: towers 2, context 128, pooled 64, y 1600, uncond y\[0\] 0, y\[576\] 1" "$tmp/out.txt"
 # the same program linked with the static libtextenc.a (and Libs.private): the same output
 static_lib=$(find "$tmp/prefix" -name 'libtextenc.a' | head -n 1)
 [ -n "$static_lib" ] || { echo "FAIL: no libtextenc.a installed"; exit 1; }
 cc -std=c11 -Wall -Werror $extra_flags -o "$tmp/example_static" "$example" $(pkg-config --cflags textenc) "$static_lib" \
   $(pkg-config --static --libs-only-l textenc | sed 's/-ltextenc//')
-"$tmp/example_static" "$tmp/tiny.safetensors" "$shared/clip" "$tmp/config.json" > "$tmp/out_static.txt"
+"$tmp/example_static" "$tmp/tiny.safetensors" "$shared/clip" "$tmp/config.json" "$tmp/sdxl.safetensors" > "$tmp/out_static.txt"
 cmp "$tmp/out.txt" "$tmp/out_static.txt" || { echo "FAIL: the static build printed something else"; exit 1; }
 # libvkdiffusion: txt2img as a library call, from the installed header and .pc file, on the
 # installed demo model; it exports its own API only (textenc and core stay inside)

@@ -95,7 +95,8 @@ enum status textenc_detect_family(const char *model_path, enum textenc_family *f
 
 void textenc_cond_destroy(struct textenc_cond *c) {
   if (!c) return;
-  for (int i = 0; i < 2; i++) textenc_destroy(c->tower[i]);
+  textenc_destroy(c->tower[1]); /* borrows tower 0's device: goes first */
+  textenc_destroy(c->tower[0]);
   free(c);
 }
 
