@@ -11,6 +11,7 @@
 #include "ops.h"
 #include "prompt.h"
 #include "textenc.h"
+#include "textenc_internal.h"
 #include "clip_config.h"
 #include "rng.h"
 #include "safetensors.h"
@@ -186,6 +187,7 @@ static int bench_tokenize(const char *tok_path) {
   return rc;
 }
 
+/* bench encode: the model's whole conditioner (SD 1.x / 2.x one tower, SDXL both), 1 and 8 prompts */
 static int bench_encode(int argc, char **argv, long device) {
   struct textenc_options o = textenc_default_options();
   for (int i = 1; i < argc; i++) {
@@ -193,6 +195,7 @@ static int bench_encode(int argc, char **argv, long device) {
     if (!strcmp(argv[i], "--model") && (v = cli_value(argc, argv, &i))) o.model_path = v;
     else if (!strcmp(argv[i], "--tokenizer") && (v = cli_value(argc, argv, &i))) o.tokenizer_path = v;
     else if (!strcmp(argv[i], "--config") && (v = cli_value(argc, argv, &i))) o.config_path = v;
+    else if (!strcmp(argv[i], "--family") && (v = cli_value(argc, argv, &i))) o.family = textenc_parse_family(v);
     else if (!strcmp(argv[i], "--precision") && (v = cli_value(argc, argv, &i))) o.precision = strcmp(v, "fp32") ? TEXTENC_FP16 : TEXTENC_FP32;
     else if (!strcmp(argv[i], "--device") && (v = cli_value(argc, argv, &i)) && cli_int("--device", v, 0, 64, &device)) ;
     else {
@@ -208,43 +211,52 @@ static int bench_encode(int argc, char **argv, long device) {
   struct gpu *g = bench_open(device, &peak);
   if (!g) return 1;
   o.device = g;
-  struct textenc *te;
-  if (textenc_create(&o, &te)) return cli_finish_gpu(g, cli_fail("bench", NULL));
-  struct textenc_info info;
-  textenc_info(te, &info);
-  double T = info.context, D = info.width, M = info.mlp;
-  double flops = info.layers * (2 * T * (4 * D * D + 2 * D * M) + 2 * T * T * D) + 2 * D * info.projection_dim;
-  printf("model: %d layers, width %d, %s weights (%.1f MB) on %s; FMA peak %.1f GFLOP/s\n", info.layers, info.width,
-         info.fp16 ? "fp16" : "fp32", info.weight_bytes / 1e6, info.device_name, peak);
-  printf("%.2f GFLOP per prompt\n", flops * 1e-9);
-  int32_t *ids = malloc(8 * 77 * sizeof *ids);
-  float *cond = malloc(8 * 77 * (size_t)info.width * sizeof *cond);
+  struct textenc_cond *c;
+  double t0 = bench_now();
+  if (textenc_cond_create(&o, &c)) return cli_finish_gpu(g, cli_fail("bench", NULL));
+  double load = bench_now() - t0;
+  struct textenc_cond_info ci;
+  textenc_cond_info(c, &ci);
+  double flops = 0, bytes = 0;
+  for (int k = 0; k < ci.towers; k++) {
+    const struct textenc_info *ti = &ci.tower[k];
+    double T = ti->context, D = ti->width, M = ti->mlp;
+    /* per layer: q, k, v, out (4 T D^2), MLP (2 T D M), q k^T and attention v (2 T^2 D) multiply-adds */
+    flops += 2 * ti->layers * (T * (4 * D * D + 2 * D * M) + 2 * T * T * D) + 2 * D * ti->projection_dim;
+    bytes += (double)ti->weight_bytes;
+    printf("tower %d: %d layers, width %d, %s weights (%.1f MB) on %s\n", k, ti->layers, ti->width,
+           ti->fp16 ? "fp16" : "fp32", ti->weight_bytes / 1e6, ti->device_name);
+  }
+  printf("%s conditioner: %.0f MB of weights, loaded in %.1f s; %.2f GFLOP per prompt; FMA peak %.1f GFLOP/s\n",
+         textenc_family_name(ci.family), bytes / 1e6, load, flops * 1e-9, peak);
+  int32_t *ids = malloc(8 * 77 * sizeof *ids), *ids2 = malloc(8 * 77 * sizeof *ids2);
+  float *ctx = malloc(8 * 77 * (size_t)ci.context_dim * sizeof *ctx), *y = malloc(8 * (size_t)(ci.y_dim + 1) * sizeof *y);
   const char *prompt = "a photograph of an astronaut riding a horse, highly detailed, 8k";
   int rc = 0;
-  if (!ids || !cond || textenc_tokenize(te, &prompt, 1, 1, ids, NULL)) rc = cli_fail("bench", NULL);
-  for (int i = 1; i < 8 && !rc; i++) memcpy(ids + i * 77, ids, 77 * sizeof *ids);
+  if (!ids || !ids2 || !ctx || !y || textenc_cond_tokenize(c, &prompt, 1, 1, ids, NULL, ids2, NULL)) rc = cli_fail("bench", NULL);
+  for (int i = 1; i < 8 && !rc; i++) memcpy(ids + i * 77, ids, 77 * sizeof *ids), memcpy(ids2 + i * 77, ids2, 77 * sizeof *ids2);
   double per1 = 0;
   const int batches[] = {1, 8};
   for (int b = 0; b < 2 && !rc; b++) {
     int n = batches[b], reps = n == 1 ? 3 : 2;
-    if (textenc_encode_ids(te, ids, NULL, n, 1, cond, NULL, NULL)) { /* warm-up */
+    if (textenc_cond_encode_ids(c, ids, NULL, ids2, NULL, n, 1, NULL, ctx, NULL, ci.y_dim ? y : NULL)) { /* warm-up */
       rc = cli_fail("bench", NULL);
       break;
     }
-    double t0 = bench_now();
+    double s0 = bench_now();
     for (int r = 0; r < reps && !rc; r++)
-      if (textenc_encode_ids(te, ids, NULL, n, 1, cond, NULL, NULL)) rc = cli_fail("bench", NULL);
-    double per = (bench_now() - t0) / reps / n;
+      if (textenc_cond_encode_ids(c, ids, NULL, ids2, NULL, n, 1, NULL, ctx, NULL, ci.y_dim ? y : NULL))
+        rc = cli_fail("bench", NULL);
+    double per = (bench_now() - s0) / reps / n;
     if (n == 1) per1 = per;
     if (!rc)
-      printf("batch %d: %8.1f ms per prompt, %6.2f prompts/s, %6.2f GFLOP/s (%4.1f%% of peak)%s\n", n, per * 1e3,
-             1 / per, flops / per * 1e-9, 100 * flops / per * 1e-9 / peak,
-             n > 1 ? "" : "");
+      printf("%d prompt%s: %8.1f ms per prompt (%.2f s for the batch), %6.2f GFLOP/s (%4.1f%% of peak)\n", n,
+             n > 1 ? "s" : " ", per * 1e3, per * n, flops / per * 1e-9, 100 * flops / per * 1e-9 / peak);
     if (!rc && n > 1) printf("batch %d throughput: %.2fx batch 1\n", n, per1 / per);
   }
-  printf("peak device memory: %.1f MB (weights, activations for batch 8, staging)\n", gpu_memory_peak(g) / 1e6);
-  free(ids), free(cond);
-  textenc_destroy(te);
+  printf("peak device memory: %.1f MB (weights, activations for 8 prompts, staging)\n", gpu_memory_peak(g) / 1e6);
+  free(ids), free(ids2), free(ctx), free(y);
+  textenc_cond_destroy(c);
   return cli_finish_gpu(g, rc);
 }
 
@@ -479,7 +491,7 @@ int cmd_bench(int argc, char **argv) {
     if (cli_is_help(argv[i]) && !what) {
       printf("usage: vkdiffusion bench ops [--device N]\n"
              "       vkdiffusion bench tokenize [--tokenizer PATH]\n"
-             "       vkdiffusion bench encode --model PATH [--precision fp16|fp32]\n"
+             "       vkdiffusion bench encode --model PATH [--family sd1|sd2|sdxl] [--config FILE] [--precision fp16|fp32]\n"
              "       vkdiffusion bench unet --model CKPT [--size 256|512] [--config FILE] [--runs N]\n"
              "       vkdiffusion bench vae --model CKPT [--size 256|512] [--runs N]\n"
              "       vkdiffusion bench generate --model CKPT [--size 512] [--steps 20] [--config FILE]\n"

@@ -309,26 +309,52 @@ int textenc_cond_encode_ids(struct textenc_cond *c, const int32_t *ids, const fl
 int textenc_cond_encode(struct textenc_cond *c, const char *const *prompts, int n, int chunks,
                         const struct textenc_sizes *sizes, float *context, float *pooled, float *y) {
   if (n <= 0 || chunks <= 0) return status_set(STATUS_INVALID_ARGUMENT, "nothing to encode (%d prompts, %d chunks)", n, chunks);
-  size_t per = (size_t)n * chunks * CLIP_CONTEXT;
+  struct textenc_cond_info ci;
+  textenc_cond_info(c, &ci);
+  size_t per = (size_t)n * chunks * CLIP_CONTEXT, ctx = (size_t)chunks * CLIP_CONTEXT * ci.context_dim;
+  size_t P = (size_t)ci.pooled_dim, Y = (size_t)ci.y_dim;
+  /* the prompts given are encoded as one batch; NULL ones are the zero conditioning (not encoded) */
+  const char **live = malloc((size_t)n * sizeof *live);
   int32_t *ids[2] = {NULL, NULL};
-  float *w[2] = {NULL, NULL};
-  enum status s = STATUS_OK;
-  for (int i = 0; i < c->towers; i++)
+  float *w[2] = {NULL, NULL}, *c1 = NULL, *p1 = NULL, *y1 = NULL;
+  enum status s = live ? STATUS_OK : status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+  int m = 0;
+  for (int i = 0; !s && i < n; i++)
+    if (prompts[i]) live[m++] = prompts[i];
+  for (int i = 0; !s && m && i < c->towers; i++)
     if (!(ids[i] = malloc(per * sizeof *ids[i])) || !(w[i] = malloc(per * sizeof *w[i])))
       s = status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
-  if (!s) s = textenc_cond_tokenize(c, prompts, n, chunks, ids[0], w[0], ids[1], w[1]);
-  if (!s) s = textenc_cond_encode_ids(c, ids[0], w[0], ids[1], w[1], n, chunks, sizes, context, pooled, y);
-  if (!s) { /* NULL prompts: the zero conditioning */
-    struct textenc_cond_info ci;
-    textenc_cond_info(c, &ci);
-    size_t ctx = (size_t)chunks * CLIP_CONTEXT * ci.context_dim;
-    for (int i = 0; i < n; i++) {
-      if (prompts[i]) continue;
-      if (context) memset(context + i * ctx, 0, ctx * sizeof *context);
-      if (pooled) memset(pooled + (size_t)i * ci.pooled_dim, 0, (size_t)ci.pooled_dim * sizeof *pooled);
-      if (y && ci.y_dim) memset(y + (size_t)i * ci.y_dim, 0, (size_t)ci.pooled_dim * sizeof *y);
+  if (!s && m && ((context && !(c1 = malloc(m * ctx * sizeof *c1))) || (pooled && !(p1 = malloc(m * P * sizeof *p1))) ||
+                  (y && Y && !(y1 = malloc(m * Y * sizeof *y1)))))
+    s = status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+  if (!s && m) s = textenc_cond_tokenize(c, live, m, chunks, ids[0], w[0], ids[1], w[1]);
+  if (!s && m) s = textenc_cond_encode_ids(c, ids[0], w[0], ids[1], w[1], m, chunks, sizes, c1, p1, y1);
+  float emb[6 * SIZE_EMB];
+  if (!s && y && Y && m < n) { /* y of a NULL prompt: zeros ++ the size embeddings */
+    struct textenc_sizes def = {ci.default_size, ci.default_size, 0, 0, ci.default_size, ci.default_size};
+    if (!(s = check_sizes(sizes ? sizes : &def))) s = size_embedding(textenc_device(c->tower[0]), sizes ? sizes : &def, emb);
+  }
+  for (int i = 0, k = 0; !s && i < n; i++) {
+    bool on = prompts[i] != NULL;
+    if (context) {
+      if (on) memcpy(context + i * ctx, c1 + k * ctx, ctx * sizeof *context);
+      else memset(context + i * ctx, 0, ctx * sizeof *context);
     }
+    if (pooled) {
+      if (on) memcpy(pooled + i * P, p1 + k * P, P * sizeof *pooled);
+      else memset(pooled + i * P, 0, P * sizeof *pooled);
+    }
+    if (y && Y) {
+      if (on) {
+        memcpy(y + i * Y, y1 + k * Y, Y * sizeof *y);
+      } else {
+        memset(y + i * Y, 0, P * sizeof *y);
+        memcpy(y + i * Y + P, emb, sizeof emb);
+      }
+    }
+    k += on;
   }
   for (int i = 0; i < 2; i++) free(ids[i]), free(w[i]);
+  free(live), free(c1), free(p1), free(y1);
   return s;
 }
