@@ -302,15 +302,17 @@ static int bench_model(const char *what, int argc, char **argv, long device) {
       unet_get_info(u, &info);
       double load = bench_now() - t0;
       size_t nx = 2 * 4 * (size_t)lat * lat, nc = 2 * 77 * (size_t)info.context_dim;
-      float *x = malloc(nx * 4), *ctx = malloc(nc * 4), *eps = malloc(nx * 4), t[2] = {500, 500};
+      size_t ny = 2 * (size_t)(info.adm_in_channels ? info.adm_in_channels : 1);
+      float *x = malloc(nx * 4), *ctx = malloc(nc * 4), *eps = malloc(nx * 4), *yv = malloc(ny * 4), t[2] = {500, 500};
       rng_randn(&r, x, nx);
       rng_randn(&r, ctx, nc);
+      rng_randn(&r, yv, ny);
       double gf = unet_gflop(u, 2, lat, lat, 77), best = 1e30;
       printf("U-Net: %lld parameters, %s weights %.0f MB (loaded in %.1f s) on %s; FMA peak %.1f GFLOP/s\n",
              (long long)info.parameters, fp16 ? "fp16" : "fp32", unet_weight_bytes(u) / 1e6, load, gpu_info(g)->name, peak);
       for (int k = 0; k <= steps && !rc; k++) { /* the first run records pipelines: not counted */
         double s0 = bench_now();
-        if (unet_forward(u, x, t, ctx, 2, lat, lat, 77, eps, NULL)) rc = cli_fail("bench", NULL);
+        if (unet_forward(u, x, t, ctx, info.adm_in_channels ? yv : NULL, 2, lat, lat, 77, eps, NULL)) rc = cli_fail("bench", NULL);
         double s = bench_now() - s0;
         if (k > 0 && s < best) best = s;
         if (!rc) printf("  run %d: %.2f s\n", k, s);
@@ -319,7 +321,7 @@ static int bench_model(const char *what, int argc, char **argv, long device) {
         printf("U-Net at %ldx%ld (latent %dx%d), batch 2 (CFG): %.2f s per evaluation, %.0f GFLOP, %.2f GFLOP/s "
                "(%.1f%% of peak); activations %.0f MB\n", size, size, lat, lat, best, gf, gf / best, 100 * gf / best / peak,
                unet_activation_bytes(u) / 1e6);
-      free(x), free(ctx), free(eps);
+      free(x), free(ctx), free(eps), free(yv);
     }
     unet_destroy(u);
   } else {

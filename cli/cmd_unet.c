@@ -18,15 +18,16 @@ int cmd_unet(int argc, char **argv) {
   int rc = cli_parse_part(argc, argv, &o,
                  "usage: vkdiffusion unet --model CKPT --in IN.safetensors -o OUT.safetensors [--config FILE]\n"
                  "                        [--precision fp16|fp32] [--device N]\n\n"
-                 "IN holds x [N,4,h,w], t [N] (timesteps, fractional allowed) and context [N,T,width], each\n"
-                 "checked against the model (channels, context width, sizes) before use;\n"
+                 "IN holds x [N,4,h,w], t [N] (timesteps, fractional allowed), context [N,T,width] and, for\n"
+                 "SDXL checkpoints (label_emb), y [N,2816]; each checked against the model (channels, context\n"
+                 "width, y width, sizes) before use;\n"
                  "OUT gets eps [N,4,h,w]. --config: a JSON object whose `unet` member holds diffusers keys\n"
                  "(num_attention_heads or attention_head_dim, an int or one per level).\n");
   if (rc >= 0) return rc;
   struct safetensors *in = NULL, *ck = NULL;
   struct gpu *g = NULL;
   struct unet *u = NULL;
-  float *x = NULL, *t = NULL, *ctx = NULL, *eps = NULL;
+  float *x = NULL, *t = NULL, *ctx = NULL, *y = NULL, *eps = NULL;
   rc = 1;
   struct unet_options uo = {.fp16 = o.fp16};
   if (safetensors_open(o.in, &in) || safetensors_open(o.model, &ck) || unet_config_heads(o.config, uo.heads, &uo.heads_all) ||
@@ -57,8 +58,14 @@ int cmd_unet(int argc, char **argv) {
     fprintf(stderr, "vkdiffusion unet: %s: tensor 'context' has %lld tokens; expected %s\n", o.in, (long long)cs[1], want);
     goto done;
   }
+  if (info.adm_in_channels) { /* SDXL: the vector y of every image */
+    int64_t ys[2];
+    snprintf(want, sizeof want, "[%lld, %d] (SDXL's vector y: pooled text embedding ++ size embeddings, one per image "
+             "of x)", (long long)xs[0], info.adm_in_channels);
+    if (safetensors_read_input(in, "y", 2, (int64_t[]){xs[0], info.adm_in_channels}, want, ys, &y)) goto fail;
+  }
   eps = malloc((size_t)xs[0] * info.out_channels * xs[2] * xs[3] * sizeof *eps);
-  if (!eps || unet_forward(u, x, t, ctx, (int)xs[0], (int)xs[2], (int)xs[3], (int)cs[1], eps, NULL)) goto fail;
+  if (!eps || unet_forward(u, x, t, ctx, y, (int)xs[0], (int)xs[2], (int)xs[3], (int)cs[1], eps, NULL)) goto fail;
   struct st_writer *w;
   if (!st_writer_create(&w)) {
     st_writer_add(w, "eps", ST_F32, 4, (int64_t[]){xs[0], info.out_channels, xs[2], xs[3]}, eps);
@@ -69,7 +76,7 @@ int cmd_unet(int argc, char **argv) {
 fail:
   cli_fail("unet", NULL);
 done:
-  free(x), free(t), free(ctx), free(eps);
+  free(x), free(t), free(ctx), free(y), free(eps);
   unet_destroy(u);
   safetensors_close(ck);
   safetensors_close(in);

@@ -102,7 +102,7 @@ int txt2img(struct sd_model *m, const struct txt2img_params *p, unsigned char *i
 
     /* the sampling loop: each step one guided U-Net evaluation (cond and uncond in one batch) */
     struct guidance g = {0};
-    if ((s = guidance_init(&g, m->unet, c.cond, c.uncond, c.tokens, C, h, w, (float)p->cfg_scale))) goto done;
+    if ((s = guidance_init(&g, m->unet, c.cond, c.uncond, NULL, NULL, c.tokens, C, h, w, (float)p->cfg_scale))) goto done;
     struct step_hook hook = {.p = p, .image = b, .latents = latents ? latents + (size_t)b * n : NULL, .n = n,
                              .stride = (size_t)p->batch_count * n};
     struct sampler_run run = {.sampler = (enum sampler_kind)p->sampler, .schedule = (enum schedule_kind)p->schedule,

@@ -47,11 +47,13 @@ struct unet {
   struct gpu_arena *weights, *persist, *temps;
   struct seq input[32], middle, output[32];
   struct gpu_tensor te0_w, te0_b, te2_w, te2_b, out_norm_w, out_norm_b, out_conv_w, out_conv_b;
+  struct gpu_tensor le0_w, le0_b, le2_w, le2_b; /* SDXL label_emb: Linear(adm, temb), SiLU, Linear(temb, temb) */
   uint64_t act_bytes;
+  int64_t evaluations, images; /* unet_forward calls and batch items run */
   /* the last forward, recorded once and replayed while the shape stays the same */
   struct gpu_recording *rec;
   int rec_N, rec_H, rec_W, rec_T;
-  struct gpu_tensor rec_x, rec_t, rec_ctx, rec_eps;
+  struct gpu_tensor rec_x, rec_t, rec_ctx, rec_y, rec_eps;
 };
 
 bool unet_present(const struct safetensors *st, const char *prefix) {
@@ -112,7 +114,16 @@ static enum status load_st(struct loading *ld, const char *base, int level, stru
   L->kind = L_ST;
   L->cin = L->cout = C;
   const struct unet_options *o = ld->opt;
-  L->heads = o->head_dim > 0 ? C / o->head_dim : o->heads[level] > 0 ? o->heads[level] : o->heads_all > 0 ? o->heads_all : 8;
+  int nd;
+  int64_t pin[8];
+  snprintf(name, sizeof name, "%s.proj_in.weight", base);
+  weight_shape(ld->l, name, &nd, pin);
+  bool linear_proj = nd == 2; /* SD 2.x / SDXL use_linear_in_transformer */
+  /* what the tensors cannot tell: heads from the config, else the family's rule (ldm num_heads 8
+   * for SD 1.x's 1x1-conv projections; num_head_channels 64 for the linear ones of SD 2.x / SDXL) */
+  int head_dim = o->head_dim > 0 ? o->head_dim : 0;
+  L->heads = head_dim ? C / head_dim : o->heads[level] > 0 ? o->heads[level] : o->heads_all > 0 ? o->heads_all
+             : linear_proj ? C / 64 : 8;
   if (L->heads <= 0 || C % L->heads)
     return status_set(STATUS_FORMAT, "%s: %d channels at '%s' do not split into %d attention heads (set the heads with "
                       "--config)", safetensors_path(ld->l->st), C, base, L->heads);
@@ -120,11 +131,6 @@ static enum status load_st(struct loading *ld, const char *base, int level, stru
   if (!(L->st = calloc(1, sizeof *L->st))) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
   struct spatial_transformer *st = L->st;
   if ((s = weight_load_vector(ld->l, base, "norm.weight", C, &st->norm_w)) || (s = weight_load_vector(ld->l, base, "norm.bias", C, &st->norm_b))) return s;
-  int nd;
-  int64_t pin[8];
-  snprintf(name, sizeof name, "%s.proj_in.weight", base);
-  weight_shape(ld->l, name, &nd, pin);
-  bool linear_proj = nd == 2; /* SD 2.x use_linear_in_transformer */
   snprintf(sub, sizeof sub, "%s.proj_in", base);
   if ((s = linear_proj ? load_linear(ld, sub, C, C, &st->proj_in_w, &st->proj_in_b)
                        : load_conv(ld, sub, C, C, 1, &st->proj_in_w, &st->proj_in_b))) return s;
@@ -228,6 +234,13 @@ static enum status load_all(struct weight_loader *l, void *model) {
   if ((s = load_linear(ld, "time_embed.0", in->model_channels, in->temb_dim, &u->te0_w, &u->te0_b)) ||
       (s = load_linear(ld, "time_embed.2", in->temb_dim, in->temb_dim, &u->te2_w, &u->te2_b)))
     return s;
+  if (weight_exists(ld->l, "label_emb.0.0.weight")) { /* SDXL: the vector y joins the time embedding */
+    if ((s = weight_dims(ld->l, "label_emb.0.0.weight", 2, sh))) return s;
+    in->adm_in_channels = (int)sh[1];
+    if ((s = load_linear(ld, "label_emb.0.0", in->adm_in_channels, in->temb_dim, &u->le0_w, &u->le0_b)) ||
+        (s = load_linear(ld, "label_emb.0.2", in->temb_dim, in->temb_dim, &u->le2_w, &u->le2_b)))
+      return s;
+  }
   struct layer *first = &u->input[0].l[0];
   first->kind = L_CONV;
   first->cin = in->in_channels;
@@ -312,6 +325,10 @@ enum status unet_load(struct gpu *g, const struct safetensors *st, const struct 
 }
 
 void unet_get_info(const struct unet *u, struct unet_info *info) { *info = u->info; }
+void unet_counts(const struct unet *u, int64_t *evaluations, int64_t *images) {
+  *evaluations = u->evaluations;
+  *images = u->images;
+}
 uint64_t unet_weight_bytes(const struct unet *u) { return gpu_arena_used(u->weights); }
 uint64_t unet_activation_bytes(const struct unet *u) { return u->act_bytes; }
 
@@ -421,7 +438,7 @@ static enum status layer_forward(struct run *r, const struct layer *L, struct gp
 }
 
 struct io {
-  struct gpu_tensor x, t, eps;
+  struct gpu_tensor x, t, y, eps;
 };
 
 /* The inputs, output and scratch: allocated first so they can be uploaded before recording. */
@@ -432,6 +449,7 @@ static enum status alloc_io(struct run *r, int H, int W, int64_t scratch, struct
   if ((s = workspace_alloc(&r->P, DT_F32, 4, (int64_t[]){N, in->in_channels, H, W}, &io->x)) ||
       (s = workspace_alloc(&r->P, DT_F32, 1, (int64_t[]){N}, &io->t)) ||
       (s = workspace_alloc(&r->P, DT_F32, 3, (int64_t[]){N, r->ctx_len, in->context_dim}, &r->context)) ||
+      (s = workspace_alloc(&r->P, DT_F32, 2, (int64_t[]){N, in->adm_in_channels ? in->adm_in_channels : 1}, &io->y)) ||
       (s = workspace_alloc(&r->P, DT_F32, 4, (int64_t[]){N, in->out_channels, H, W}, &io->eps)) ||
       (s = workspace_alloc(&r->P, DT_F32, 1, (int64_t[]){scratch}, &r->scratch)))
     return s;
@@ -454,6 +472,16 @@ static enum status walk(struct run *r, struct io *io, struct unet_trace *tr, str
   RUN(op_timestep_embedding(g, &io->t, &temb, 10000.0f));            /* [N, model_channels] */
   RUN(op_linear(g, &temb, &u->te0_w, &u->te0_b, &e1, ACT_SILU));     /* time_embed.0 + SiLU */
   RUN(op_linear(g, &e1, &u->te2_w, &u->te2_b, &emb, ACT_NONE));      /* time_embed.2 */
+  if (in->adm_in_channels) {                                         /* emb += label_emb(y) */
+    struct gpu_tensor l1, l2;
+    if ((s = workspace_alloc(&r->P, DT_F32, 2, (int64_t[]){N, in->temb_dim}, &l1)) ||
+        (s = workspace_alloc(&r->P, DT_F32, 2, (int64_t[]){N, in->temb_dim}, &l2)))
+      return s;
+    RUN(op_linear(g, &io->y, &u->le0_w, &u->le0_b, &l1, ACT_SILU));  /* label_emb.0.0 + SiLU */
+    RUN(op_linear(g, &l1, &u->le2_w, &u->le2_b, &l2, ACT_NONE));     /* label_emb.0.2 */
+    RUN(op_add(g, &emb, &l2, &emb));
+    if ((s = workspace_trace_copy(&r->P, &l2, tr ? tr->label_emb : NULL, traced, n_traced))) return s;
+  }
   RUN(op_activation(g, &emb, &r->semb, ACT_SILU));                   /* every emb_layers starts with SiLU */
   if ((s = workspace_trace_copy(&r->P, &temb, tr ? tr->t_emb : NULL, traced, n_traced))) return s;
   if ((s = workspace_trace_copy(&r->P, &emb, tr ? tr->emb : NULL, traced, n_traced))) return s;
@@ -492,9 +520,14 @@ static enum status check_finite(const float *p, size_t n, const char *what) {
   return STATUS_OK;
 }
 
-enum status unet_forward(struct unet *u, const float *x, const float *t, const float *context, int N, int H, int W,
-                         int T, float *eps, struct unet_trace *trace) {
+enum status unet_forward(struct unet *u, const float *x, const float *t, const float *context, const float *y, int N,
+                         int H, int W, int T, float *eps, struct unet_trace *trace) {
   const struct unet_info *in = &u->info;
+  if (in->adm_in_channels && !y)
+    return status_set(STATUS_INVALID_ARGUMENT, "U-Net: this model needs the vector y [N, %d] (SDXL's label_emb)",
+                      in->adm_in_channels);
+  u->evaluations++;
+  u->images += N;
   int align = 1 << (in->levels - 1);
   if (N <= 0 || H <= 0 || W <= 0 || H % align || W % align)
     return status_set(STATUS_INVALID_ARGUMENT, "U-Net input %dx%d: latent height and width must be positive multiples of %d",
@@ -507,7 +540,8 @@ enum status unet_forward(struct unet *u, const float *x, const float *t, const f
   if (replay && u->rec && u->rec_N == N && u->rec_H == H && u->rec_W == W && u->rec_T == T) {
     /* the same shape as the recorded forward: new inputs into the same buffers, replay */
     if ((s = gpu_upload(u->g, &u->rec_x, x, u->rec_x.bytes)) || (s = gpu_upload(u->g, &u->rec_t, t, u->rec_t.bytes)) ||
-        (s = gpu_upload(u->g, &u->rec_ctx, context, u->rec_ctx.bytes)) || (s = gpu_replay(u->g, u->rec)) ||
+        (s = gpu_upload(u->g, &u->rec_ctx, context, u->rec_ctx.bytes)) ||
+        (in->adm_in_channels && (s = gpu_upload(u->g, &u->rec_y, y, u->rec_y.bytes))) || (s = gpu_replay(u->g, u->rec)) ||
         (s = gpu_download(u->g, &u->rec_eps, eps, u->rec_eps.bytes)))
       return s;
     return check_finite(eps, u->rec_eps.bytes / 4, "eps");
@@ -538,7 +572,8 @@ enum status unet_forward(struct unet *u, const float *x, const float *t, const f
   u->act_bytes = pbytes + tbytes;
   if ((s = alloc_io(&r, H, W, scratch, &io))) return s;
   if ((s = gpu_upload(u->g, &io.x, x, io.x.bytes)) || (s = gpu_upload(u->g, &io.t, t, io.t.bytes)) ||
-      (s = gpu_upload(u->g, &r.context, context, r.context.bytes)))
+      (s = gpu_upload(u->g, &r.context, context, r.context.bytes)) ||
+      (in->adm_in_channels && (s = gpu_upload(u->g, &io.y, y, io.y.bytes))))
     return s;
   enum status s2;
   if (!replay) {
@@ -553,7 +588,7 @@ enum status unet_forward(struct unet *u, const float *x, const float *t, const f
     if (!s && !s2) s2 = gpu_replay(u->g, u->rec);
     if (!s && !s2) {
       u->rec_N = N, u->rec_H = H, u->rec_W = W, u->rec_T = T;
-      u->rec_x = io.x, u->rec_t = io.t, u->rec_ctx = r.context, u->rec_eps = io.eps;
+      u->rec_x = io.x, u->rec_t = io.t, u->rec_ctx = r.context, u->rec_y = io.y, u->rec_eps = io.eps;
     }
   }
   if (s || s2) return s ? s : s2;
@@ -591,5 +626,6 @@ double unet_gflop(const struct unet *u, int N, int H, int W, int T) {
         }
       }
   f += 2.0 * H * W * in->out_channels * in->model_channels * 9;
+  f += 2.0 * in->temb_dim * (in->model_channels + in->temb_dim + in->adm_in_channels + in->temb_dim);
   return f * N * 1e-9;
 }

@@ -236,6 +236,70 @@ int write_sd_checkpoint(const char *path, const char *digest_path, enum st_dtype
   return finish(w, &p, path);
 }
 
+int write_unet_checkpoint(const char *path, const char *digest_path, enum st_dtype dtype, uint64_t seed) {
+  char *text = test_read_file(digest_path, NULL);
+  cJSON *root = text ? cJSON_Parse(text) : NULL;
+  free(text);
+  const cJSON *tensors = root ? cJSON_GetObjectItem(root, "tensors") : NULL;
+  if (!tensors) {
+    cJSON_Delete(root);
+    return 1;
+  }
+  /* the header first (offsets from the shapes), then each tensor generated, converted and written */
+  size_t esize = dtype == ST_F32 ? 4 : 2;
+  cJSON *hdr = cJSON_CreateObject();
+  uint64_t off = 0;
+  for (const cJSON *t = tensors->child; t; t = t->next) {
+    const cJSON *shape = cJSON_GetObjectItem(t, "shape");
+    uint64_t n = 1;
+    cJSON *e = cJSON_CreateObject(), *sh = cJSON_CreateArray(), *offs = cJSON_CreateArray();
+    for (const cJSON *d = shape->child; d; d = d->next) {
+      n *= (uint64_t)d->valuedouble;
+      cJSON_AddItemToArray(sh, cJSON_CreateNumber(d->valuedouble));
+    }
+    cJSON_AddStringToObject(e, "dtype", st_dtype_name(dtype));
+    cJSON_AddItemToObject(e, "shape", sh);
+    cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)off));
+    cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(off + n * esize)));
+    cJSON_AddItemToObject(e, "data_offsets", offs);
+    char key[512];
+    snprintf(key, sizeof key, "model.diffusion_model.%s", cJSON_GetObjectItem(t, "name")->valuestring);
+    cJSON_AddItemToObject(hdr, key, e);
+    off += n * esize;
+  }
+  char *json = cJSON_PrintUnformatted(hdr);
+  cJSON_Delete(hdr);
+  FILE *f = fopen(path, "wb");
+  int rc = !f || !json;
+  uint64_t hlen = json ? (strlen(json) + 7) / 8 * 8 : 0;
+  if (!rc) {
+    uint8_t le[8];
+    for (int i = 0; i < 8; i++) le[i] = (uint8_t)(hlen >> (8 * i));
+    rc = fwrite(le, 8, 1, f) != 1 || fputs(json, f) < 0;
+    for (size_t i = strlen(json); !rc && i < hlen; i++) rc = fputc(' ', f) == EOF;
+  }
+  free(json);
+  for (const cJSON *t = tensors->child; t && !rc; t = t->next) {
+    const cJSON *shape = cJSON_GetObjectItem(t, "shape");
+    int nd = cJSON_GetArraySize(shape);
+    int64_t dims[8], n = 1;
+    for (int i = 0; i < nd; i++) n *= dims[i] = (int64_t)cJSON_GetArrayItem(shape, i)->valuedouble;
+    float *v = rule(cJSON_GetObjectItem(t, "name")->valuestring, nd, dims, seed);
+    if (dtype == ST_F32) {
+      rc = fwrite(v, 4, (size_t)n, f) != (size_t)n;
+    } else {
+      uint16_t *h = malloc((size_t)n * 2 + 2);
+      for (int64_t i = 0; i < n; i++) h[i] = dtype == ST_F16 ? half_from_float(v[i]) : bf16_from_float(v[i]);
+      rc = fwrite(h, 2, (size_t)n, f) != (size_t)n;
+      free(h);
+    }
+    free(v);
+  }
+  if (f && fclose(f)) rc = 1;
+  cJSON_Delete(root);
+  return rc;
+}
+
 static const struct vision_spec vspecs[] = {{"tiny", 64, 8, 64, 2, 256, 64}, {"vitb32", 224, 32, 768, 12, 3072, 512}, {"vitl14", 224, 14, 1024, 24, 4096, 768}};
 
 const struct vision_spec *vision_spec(const char *name) {

@@ -42,6 +42,10 @@ int write_sdxl_text_checkpoint(const char *path, const struct clip_spec *l, cons
 int write_sd_checkpoint(const char *path, const char *digest_path, enum st_dtype dtype, uint64_t seed,
                         const struct clip_spec *clip);
 
+/* The U-Net tensors of a digest alone under model.diffusion_model., streamed: one tensor in memory
+ * at a time (the full SDXL U-Net is 2.6 G values). */
+int write_unet_checkpoint(const char *path, const char *digest_path, enum st_dtype dtype, uint64_t seed);
+
 struct vision_spec {
   const char *name; /* tiny, vitb32 */
   int image, patch, width, layers, mlp, proj;

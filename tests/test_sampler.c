@@ -122,7 +122,7 @@ static void golden(struct gpu *gpu, const char *ckpt, struct safetensors *gold, 
   for (int k = 0; u && v && k < 4; k++) {
     const int steps = 4, n = 4 * 16 * 16;
     struct guidance g;
-    CHECK_OK(guidance_init(&g, u, cond, uncond, 77, 4, 16, 16, 7.5f));
+    CHECK_OK(guidance_init(&g, u, cond, uncond, NULL, NULL, 77, 4, 16, 16, 7.5f));
     float *lat = malloc(steps * n * 4), *eps = malloc(steps * n * 4), x[4 * 16 * 16];
     double ts[4], sig[5];
     struct sampler_run run = {.sampler = kinds[k], .schedule = k == 3 ? SCHEDULE_KARRAS : SCHEDULE_DISCRETE,
