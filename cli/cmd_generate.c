@@ -27,11 +27,16 @@ static void usage(FILE *f) {
           "Generates a PNG per image of every job. Prompt files: a JSON object (one job), an array of jobs,\n"
           "JSON Lines, or .txt (one prompt a line, # comments). Job fields (and their overriding flags):\n"
           "  prompt, negative_prompt (--negative-prompt), seed (--seed; -1 random), steps (--steps, 20),\n"
-          "  cfg_scale (--cfg-scale, 7), width/height (--width/--height, multiples of 8; 512, or the checkpoint's\n"
-          "  modelspec.resolution metadata),\n"
-          "  sampler (--sampler euler|euler_a|ddim|dpmpp_2m; euler_a), schedule (--schedule discrete|karras),\n"
-          "  clip_skip (--clip-skip, 1), batch_count (--batch-count, 1),\n"
+          "  cfg_scale (--cfg-scale, 7; 1: one U-Net evaluation a step), width/height (--width/--height,\n"
+          "  multiples of 8; the checkpoint's modelspec.resolution, else 1024 SDXL, 768 SD 2.x v, 512),\n"
+          "  sampler (--sampler euler|euler_a|ddim|dpmpp_2m; euler_a), schedule (--schedule discrete|karras|trailing;\n"
+          "  trailing for SD-Turbo / SDXL-Turbo), clip_skip (--clip-skip; 1 SD 1.x, 2 SD 2.x and SDXL),\n"
+          "  batch_count (--batch-count, 1), SDXL's original_size [h, w] (--original-size H,W), crop [top, left]\n"
+          "  (--crop TOP,LEFT), target_size [h, w] (--target-size H,W): the job's size and no crop by default,\n"
           "  output (--output; a file name pattern with {index}, {seed}, {prompt}; \"{index}-{seed}.png\").\n"
+          "Model options: --family sd1|sd2|sdxl (else detected), --prediction eps|v (else the checkpoint's\n"
+          "modelspec.prediction_type, else stable-diffusion.cpp's rule), --empty-negative zeros|encode (an empty\n"
+          "negative prompt as zeros: SDXL's default, as A1111 / diffusers / sgm; or encoded: SD 1.x / 2.x, ComfyUI).\n"
           "Other options: --precision fp16|fp32, --device N, --vae-tiling auto|on|off, --literal (no prompt\n"
           "syntax), --noise FILE (noise [N,4,h,w], ancestral_noise [steps,N,4,h,w]: replaces the RNG),\n"
           "--save-latents FILE (latents [steps,N,4,h,w]: every step of the N images of the job, the last job),\n"
@@ -94,6 +99,8 @@ struct opts {
   bool quiet, progress, overwrite;
   enum sd_vae_tiling tiling;
   enum sd_rng rng;
+  enum sd_empty_negative empty_negative;
+  int default_clip_skip; /* the model family's, for the parameters text */
   struct zeroshot *scorer; /* --score-with: CLIP score = 100 * cos(image, prompt) of each image */
 };
 
@@ -113,7 +120,7 @@ struct job_plan {
 };
 
 /* AUTOMATIC1111's parameters text of a generated image (malloc'd) */
-static char *parameters_text(const struct job *j, uint64_t seed, const char *model) {
+static char *parameters_text(const struct job *j, uint64_t seed, const char *model, int default_clip_skip) {
   size_t n = strlen(j->prompt) + (j->negative_prompt ? strlen(j->negative_prompt) : 0) + strlen(model) + 512;
   char *t = malloc(n);
   if (!t) return NULL;
@@ -121,9 +128,16 @@ static char *parameters_text(const struct job *j, uint64_t seed, const char *mod
   if (j->negative_prompt && j->negative_prompt[0]) o += (size_t)snprintf(t + o, n - o, "Negative prompt: %s\n", j->negative_prompt);
   o += (size_t)snprintf(t + o, n - o, "Steps: %d, Sampler: %s, ", j->steps, sampler_a1111_name(j->sampler, SCHEDULE_DISCRETE));
   if (j->schedule == SCHEDULE_KARRAS) o += (size_t)snprintf(t + o, n - o, "Schedule type: Karras, ");
+  if (j->schedule == SCHEDULE_TRAILING) o += (size_t)snprintf(t + o, n - o, "Schedule type: trailing, ");
   o += (size_t)snprintf(t + o, n - o, "CFG scale: %g, Seed: %llu, Size: %dx%d, Model: %s", j->cfg_scale,
                         (unsigned long long)seed, j->width, j->height, model);
-  if (j->clip_skip > 1) snprintf(t + o, n - o, ", Clip skip: %d", j->clip_skip);
+  int skip = j->clip_skip ? j->clip_skip : default_clip_skip;
+  if (skip > 1) o += (size_t)snprintf(t + o, n - o, ", Clip skip: %d", skip);
+  if (j->original_size[0] >= 0 || j->crop[0] >= 0 || j->target_size[0] >= 0)
+    snprintf(t + o, n - o, ", Original size: %dx%d, Crop: %d,%d, Target size: %dx%d",
+             j->original_size[0] >= 0 ? j->original_size[1] : j->width, j->original_size[0] >= 0 ? j->original_size[0] : j->height,
+             j->crop[0] >= 0 ? j->crop[0] : 0, j->crop[0] >= 0 ? j->crop[1] : 0,
+             j->target_size[0] >= 0 ? j->target_size[1] : j->width, j->target_size[0] >= 0 ? j->target_size[0] : j->height);
   return t;
 }
 
@@ -151,7 +165,7 @@ static int on_image(int image, uint32_t seed, const unsigned char *rgb, const fl
   const struct planned *pl = &r->plan->img[image];
   r->delivered++;
   if (pl->skip) return 0; /* exists: noted when planned */
-  char *params = parameters_text(j, seed, r->o->model_name);
+  char *params = parameters_text(j, seed, r->o->model_name, r->o->default_clip_skip);
   enum status st = params ? STATUS_OK : status_set(STATUS_OUT_OF_MEMORY, "out of memory");
   double score = 0;
   if (!st && r->o->scorer && !(st = zeroshot_score(r->o->scorer, rgb, j->width, j->height, j->prompt, &score))) {
@@ -226,6 +240,10 @@ static int run_job(struct sd_model *m, const struct job *j, const struct job_pla
   p.schedule = (enum sd_schedule)j->schedule;
   p.clip_skip = j->clip_skip;
   p.batch_count = j->batch_count;
+  p.empty_negative = o->empty_negative;
+  if (j->original_size[0] >= 0) p.original_height = j->original_size[0], p.original_width = j->original_size[1];
+  if (j->crop[0] >= 0) p.crop_top = j->crop[0], p.crop_left = j->crop[1];
+  if (j->target_size[0] >= 0) p.target_height = j->target_size[0], p.target_width = j->target_size[1];
   p.vae_tiling = o->tiling;
   p.rng = o->rng;
   p.progress = on_progress;
@@ -375,6 +393,39 @@ int cmd_generate(int argc, char **argv) {
     else if (!strcmp(a, "--width")) { INT(width, -100000, 100000); ov.has_width = true; }
     else if (!strcmp(a, "--height")) { INT(height, -100000, 100000); ov.has_height = true; }
     else if (!strcmp(a, "--clip-skip")) { INT(clip_skip, 1, 12); ov.has_clip_skip = true; }
+    else if (!strcmp(a, "--original-size") || !strcmp(a, "--crop") || !strcmp(a, "--target-size")) {
+      VALUE();
+      int *dst = a[2] == 'o' ? ov.values.original_size : a[2] == 'c' ? ov.values.crop : ov.values.target_size;
+      if (!job_parse_pair(val, dst)) {
+        fprintf(stderr, "vkdiffusion generate: %s expects two whole numbers of pixels as A,B, got '%s'\n", a, val);
+        goto usage_error;
+      }
+      *(a[2] == 'o' ? &ov.has_original_size : a[2] == 'c' ? &ov.has_crop : &ov.has_target_size) = true;
+    } else if (!strcmp(a, "--family")) {
+      VALUE();
+      static const char *const fam[] = {"sd1", "sd2", "sdxl"};
+      mo.family = SD_FAMILY_AUTO;
+      for (int f = 0; f < 3; f++)
+        if (!strcmp(val, fam[f])) mo.family = (enum sd_family)(f + 1);
+      if (mo.family == SD_FAMILY_AUTO) {
+        fprintf(stderr, "vkdiffusion generate: --family expects sd1, sd2 or sdxl, got '%s'\n", val);
+        goto usage_error;
+      }
+    } else if (!strcmp(a, "--prediction")) {
+      VALUE();
+      if (strcmp(val, "eps") && strcmp(val, "v")) {
+        fprintf(stderr, "vkdiffusion generate: --prediction expects eps or v, got '%s'\n", val);
+        goto usage_error;
+      }
+      mo.prediction = strcmp(val, "v") ? SD_PREDICTION_EPS : SD_PREDICTION_V;
+    } else if (!strcmp(a, "--empty-negative")) {
+      VALUE();
+      if (strcmp(val, "zeros") && strcmp(val, "encode")) {
+        fprintf(stderr, "vkdiffusion generate: --empty-negative expects zeros or encode, got '%s'\n", val);
+        goto usage_error;
+      }
+      o.empty_negative = strcmp(val, "zeros") ? SD_EMPTY_NEGATIVE_ENCODE : SD_EMPTY_NEGATIVE_ZEROS;
+    }
     else if (!strcmp(a, "--batch-count")) { INT(batch_count, 1, 1000); ov.has_batch_count = true; }
     else if (!strcmp(a, "--seed")) {
       VALUE();
@@ -403,7 +454,7 @@ int cmd_generate(int argc, char **argv) {
       VALUE();
       int s = schedule_parse(val);
       if (s < 0) {
-        fprintf(stderr, "vkdiffusion generate: --schedule expects discrete or karras, got '%s'\n", val);
+        fprintf(stderr, "vkdiffusion generate: --schedule expects discrete, karras or trailing, got '%s'\n", val);
         goto usage_error;
       }
       ov.values.schedule = (enum schedule_kind)s;
@@ -545,6 +596,17 @@ int cmd_generate(int argc, char **argv) {
   if (!rc && (to_render > 0 || (o.latents_file && invalid < n_jobs)) && sd_model_create(&mo, &m)) {
     fprintf(stderr, "vkdiffusion generate: %s\n", status_message());
     rc = 1;
+  }
+  if (m) { /* jobs without a size or clip skip take the model's; say what was detected */
+    struct sd_model_info mi;
+    sd_model_get_info(m, &mi);
+    for (int k = 0; k < n_jobs; k++)
+      if (!jobs[k].width) jobs[k].width = mi.default_width, jobs[k].height = mi.default_height;
+    o.default_clip_skip = mi.default_clip_skip;
+    static const char *const fam[] = {"", "SD 1.x", "SD 2.x", "SDXL"};
+    if (!o.quiet)
+      fprintf(stderr, "vkdiffusion generate: %s, %s-prediction (%s), default size %dx%d\n", fam[mi.family],
+              mi.prediction == SD_PREDICTION_V ? "v" : "eps", mi.prediction_source, mi.default_width, mi.default_height);
   }
   if (m && o.score_model) {
     struct textenc_options to = textenc_default_options();

@@ -17,12 +17,24 @@ void job_defaults(struct job *j, const struct job_overrides *ov) {
   j->seed = -1;
   j->steps = 20;
   j->cfg_scale = 7.0;
-  j->width = ov && ov->default_width ? ov->default_width : 512;
-  j->height = ov && ov->default_height ? ov->default_height : 512;
+  j->width = ov ? ov->default_width : 0; /* 0: the model's (resolved once it is loaded) */
+  j->height = ov ? ov->default_height : 0;
   j->sampler = SAMPLER_EULER_A;
   j->schedule = SCHEDULE_DISCRETE;
-  j->clip_skip = 1;
+  j->clip_skip = 0;
   j->batch_count = 1;
+  for (int i = 0; i < 2; i++) j->original_size[i] = j->crop[i] = j->target_size[i] = -1;
+}
+
+bool job_parse_pair(const char *s, int out[2]) {
+  char *end;
+  long a = strtol(s, &end, 10), b;
+  if (end == s || *end != ',') return false;
+  const char *q = end + 1;
+  b = strtol(q, &end, 10);
+  if (end == q || *end || a < 0 || b < 0 || a > 1 << 20 || b > 1 << 20) return false;
+  out[0] = (int)a, out[1] = (int)b;
+  return true;
 }
 
 void job_free(struct job *j) {
@@ -54,19 +66,23 @@ void job_validate(struct job *j) {
                PROMPT_MAX_BYTES), fail(j, "%s", buf);
   }
   if (j->steps < 1 || j->steps > 1000) snprintf(buf, sizeof buf, "\"steps\" %d is outside 1..1000", j->steps), fail(j, "%s", buf);
-  if (j->width < 8 || j->width > 8192 || j->width % 8)
+  if (j->width && (j->width < 8 || j->width > 8192 || j->width % 8))
     snprintf(buf, sizeof buf, "\"width\" %d must be a multiple of 8 from 8 to 8192", j->width), fail(j, "%s", buf);
-  if (j->height < 8 || j->height > 8192 || j->height % 8)
+  if (j->height && (j->height < 8 || j->height > 8192 || j->height % 8))
     snprintf(buf, sizeof buf, "\"height\" %d must be a multiple of 8 from 8 to 8192", j->height), fail(j, "%s", buf);
+  if (!j->width != !j->height) fail(j, "%s", "give \"width\" and \"height\" together");
   if (!isfinite(j->cfg_scale) || j->cfg_scale < 0 || j->cfg_scale > 100)
     snprintf(buf, sizeof buf, "\"cfg_scale\" %g must be a finite number from 0 to 100", j->cfg_scale), fail(j, "%s", buf);
-  if (j->clip_skip < 1 || j->clip_skip > 12)
+  if (j->clip_skip < 0 || j->clip_skip > 12)
     snprintf(buf, sizeof buf, "\"clip_skip\" %d is outside 1..12", j->clip_skip), fail(j, "%s", buf);
   if (j->batch_count < 1 || j->batch_count > 1000)
     snprintf(buf, sizeof buf, "\"batch_count\" %d is outside 1..1000", j->batch_count), fail(j, "%s", buf);
   if (j->seed < -1 || j->seed > 0xffffffffll)
     snprintf(buf, sizeof buf, "\"seed\" %lld is outside -1..4294967295", (long long)j->seed), fail(j, "%s", buf);
 }
+
+static bool get_int(struct job *j, const cJSON *v, const char *name, int64_t lo, int64_t hi, int64_t *out);
+static void get_pair(struct job *j, const cJSON *v, const char *name, int out[2]);
 
 static void apply_overrides(struct job *j, const struct job_overrides *ov) {
   if (!ov) return;
@@ -81,6 +97,23 @@ static void apply_overrides(struct job *j, const struct job_overrides *ov) {
   if (ov->has_cfg_scale) j->cfg_scale = ov->values.cfg_scale;
   if (ov->has_sampler) j->sampler = ov->values.sampler;
   if (ov->has_schedule) j->schedule = ov->values.schedule;
+  if (ov->has_original_size) memcpy(j->original_size, ov->values.original_size, sizeof j->original_size);
+  if (ov->has_crop) memcpy(j->crop, ov->values.crop, sizeof j->crop);
+  if (ov->has_target_size) memcpy(j->target_size, ov->values.target_size, sizeof j->target_size);
+}
+
+/* [a, b]: two whole numbers 0..1048576 */
+static void get_pair(struct job *j, const cJSON *v, const char *name, int out[2]) {
+  int64_t a, b;
+  if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) != 2) {
+    char buf[160];
+    snprintf(buf, sizeof buf, "field \"%s\" must be an array of two integers (%s)", name,
+             strcmp(name, "crop") ? "[height, width]" : "[top, left]");
+    fail(j, "%s", buf);
+    return;
+  }
+  if (get_int(j, v->child, name, 0, 1 << 20, &a) && get_int(j, v->child->next, name, 0, 1 << 20, &b))
+    out[0] = (int)a, out[1] = (int)b;
 }
 
 static bool get_int(struct job *j, const cJSON *v, const char *name, int64_t lo, int64_t hi, int64_t *out) {
@@ -124,7 +157,7 @@ static void job_from_json(const cJSON *o, struct job *j) {
         else j->sampler = (enum sampler_kind)s;
       } else {
         int s = schedule_parse(f->valuestring);
-        if (s < 0) fail(j, "%s", "field \"schedule\" must be discrete or karras");
+        if (s < 0) fail(j, "%s", "field \"schedule\" must be discrete, karras or trailing");
         else j->schedule = (enum schedule_kind)s;
       }
     } else if (!strcmp(k, "seed")) {
@@ -139,6 +172,12 @@ static void job_from_json(const cJSON *o, struct job *j) {
       if (get_int(j, f, k, -1000000, 1000000, &v)) j->clip_skip = (int)v;
     } else if (!strcmp(k, "batch_count")) {
       if (get_int(j, f, k, -1000000, 1000000, &v)) j->batch_count = (int)v;
+    } else if (!strcmp(k, "original_size")) {
+      get_pair(j, f, k, j->original_size);
+    } else if (!strcmp(k, "crop")) {
+      get_pair(j, f, k, j->crop);
+    } else if (!strcmp(k, "target_size")) {
+      get_pair(j, f, k, j->target_size);
     } else if (!strcmp(k, "cfg_scale")) {
       if (!cJSON_IsNumber(f)) fail(j, "field \"%s\" must be a number", k);
       else j->cfg_scale = f->valuedouble;

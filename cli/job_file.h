@@ -14,7 +14,8 @@
 struct job {
   char *prompt, *negative_prompt, *output;
   int64_t seed; /* -1: random */
-  int steps, width, height, clip_skip, batch_count;
+  int steps, width, height, clip_skip, batch_count; /* width/height 0: the model's size; clip_skip 0: the family's */
+  int original_size[2], crop[2], target_size[2]; /* SDXL micro-conditioning (h, w), (top, left), (h, w); -1: default */
   double cfg_scale;
   enum sampler_kind sampler;
   enum schedule_kind schedule;
@@ -26,7 +27,7 @@ struct job {
 struct job_overrides {
   const char *negative_prompt, *output;
   bool has_seed, has_steps, has_width, has_height, has_clip_skip, has_batch_count, has_cfg_scale, has_sampler,
-      has_schedule;
+      has_schedule, has_original_size, has_crop, has_target_size;
   struct job values;
   int default_width, default_height; /* non-zero: the model's native size, for jobs that give none */
 };
@@ -36,6 +37,8 @@ void job_free(struct job *j);
 /* Reads path into *jobs (*n of them). Returns non-zero only when the file as a whole cannot be
  * read (missing, not JSON at all); per-job problems are recorded in each job's error. */
 enum status job_file_load(const char *path, const struct job_overrides *ov, struct job **jobs, int *n);
+/* "H,W" -> two whole numbers 0..1048576 (--original-size, --crop, --target-size). */
+bool job_parse_pair(const char *s, int out[2]);
 /* A job from --prompt TEXT. */
 enum status job_from_text(const char *text, const struct job_overrides *ov, struct job *out);
 /* Checks ranges after overrides; fills j->error. */

@@ -27,7 +27,16 @@ int sampler_parse(const char *name) {
 int schedule_parse(const char *name) {
   if (!strcmp(name, "discrete")) return SCHEDULE_DISCRETE;
   if (!strcmp(name, "karras")) return SCHEDULE_KARRAS;
+  if (!strcmp(name, "trailing")) return SCHEDULE_TRAILING;
   return -1;
+}
+
+void schedule_timesteps(enum schedule_kind kind, int steps, double *out) {
+  for (int i = 0; i < steps; i++)
+    if (kind == SCHEDULE_TRAILING) /* diffusers: np.round(np.arange(1000, 0, -1000 / steps)) - 1 */
+      out[i] = nearbyint(1000.0 - i * (1000.0 / steps)) - 1;
+    else /* k-diffusion's discrete: linspace(999, 0, steps) */
+      out[i] = steps > 1 ? 999.0 - 999.0 * i / (steps - 1) : 999.0;
 }
 
 void schedule_init(struct schedule *s) {
@@ -71,26 +80,37 @@ void schedule_sigmas(const struct schedule *s, enum schedule_kind kind, int step
       out[i] = pow(hi + ramp * (lo - hi), rho);
     }
   } else {
-    for (int i = 0; i < steps; i++) {
-      double t = steps > 1 ? 999.0 - 999.0 * i / (steps - 1) : 999.0;
-      out[i] = schedule_t_to_sigma(s, t);
-    }
+    schedule_timesteps(kind, steps, out);
+    for (int i = 0; i < steps; i++) out[i] = schedule_t_to_sigma(s, out[i]);
   }
   out[steps] = 0;
 }
 
+/* ldm's DDIM (eta 0): "uniform" timesteps 1 + k * (1000 / steps), or the trailing ones */
 static enum status ddim(const struct schedule *s, const struct sampler_run *r, float *x, float *eps) {
   int n = r->steps, stride = 1000 / n;
+  double trailing[1000];
+  if (r->schedule == SCHEDULE_TRAILING) schedule_timesteps(SCHEDULE_TRAILING, n, trailing);
   for (size_t i = 0; i < r->n; i++) x[i] = r->noise[i];
   for (int k = 0; k < n; k++) {
     int t = 1 + (n - 1 - k) * stride, t_prev = k + 1 < n ? t - stride : -1;
+    if (r->schedule == SCHEDULE_TRAILING) t = (int)trailing[k], t_prev = k + 1 < n ? (int)trailing[k + 1] : -1;
     double at = s->alphas_cumprod[t], ap = t_prev >= 0 ? s->alphas_cumprod[t_prev] : s->alphas_cumprod[0];
     enum status st = r->denoise(x, (double)t, eps, r->user);
     if (st) return st;
     for (size_t i = 0; i < r->n; i++) {
-      double x0 = (x[i] - sqrt(1 - at) * eps[i]) / sqrt(at);
-      x[i] = (float)(sqrt(ap) * x0 + sqrt(1 - ap) * eps[i]);
+      double m = eps[i], x0, e;
+      if (r->prediction == PREDICTION_V) { /* v = sqrt(a) eps - sqrt(1 - a) x0 */
+        x0 = sqrt(at) * x[i] - sqrt(1 - at) * m;
+        e = sqrt(at) * m + sqrt(1 - at) * x[i];
+      } else {
+        x0 = (x[i] - sqrt(1 - at) * m) / sqrt(at);
+        e = m;
+      }
+      x[i] = (float)(sqrt(ap) * x0 + sqrt(1 - ap) * e);
     }
+    for (size_t i = 0; i < r->n; i++)
+      if (!isfinite(x[i])) return status_set(STATUS_NUMERIC, "the latent became NaN or infinite at step %d of %d", k + 1, n);
     if (r->timesteps) r->timesteps[k] = t;
     if (r->eps_out) memcpy(r->eps_out + (size_t)k * r->n, eps, r->n * sizeof *eps);
     if (r->latents) memcpy(r->latents + (size_t)k * r->n, x, r->n * sizeof *x);
@@ -121,7 +141,12 @@ enum status sampler_run(const struct schedule *s, const struct sampler_run *r, f
     double sigma = sig[k], next = sig[k + 1], c_in = 1.0 / sqrt(sigma * sigma + 1), t = schedule_sigma_to_t(s, sigma);
     for (size_t i = 0; i < n; i++) xin[i] = (float)(x[i] * c_in);
     if ((st = r->denoise(xin, t, eps, r->user))) goto done;
-    for (size_t i = 0; i < n; i++) den[i] = x[i] - sigma * eps[i];
+    if (r->prediction == PREDICTION_V) { /* k-diffusion CompVisVDenoiser: c_skip x + c_out v */
+      double c_skip = 1.0 / (sigma * sigma + 1), c_out = -sigma / sqrt(sigma * sigma + 1);
+      for (size_t i = 0; i < n; i++) den[i] = c_skip * x[i] + c_out * eps[i];
+    } else {
+      for (size_t i = 0; i < n; i++) den[i] = x[i] - sigma * eps[i];
+    }
     switch (r->sampler) {
     case SAMPLER_EULER:
       for (size_t i = 0; i < n; i++) x[i] = (float)(x[i] + (x[i] - den[i]) / sigma * (next - sigma));

@@ -14,7 +14,12 @@
 struct rng;
 
 enum sampler_kind { SAMPLER_EULER, SAMPLER_EULER_A, SAMPLER_DDIM, SAMPLER_DPMPP_2M, SAMPLER_COUNT };
-enum schedule_kind { SCHEDULE_DISCRETE, SCHEDULE_KARRAS, SCHEDULE_COUNT };
+/* discrete: k-diffusion's evenly spaced t from 999 to 0; karras: Karras et al. (rho 7); trailing:
+ * diffusers' timestep_spacing "trailing", t = round(1000 - i 1000 / steps) - 1 (999, 749, 499, 249
+ * for 4 steps; 999 for 1), which SD-Turbo and SDXL-Turbo need. */
+enum schedule_kind { SCHEDULE_DISCRETE, SCHEDULE_KARRAS, SCHEDULE_TRAILING, SCHEDULE_COUNT };
+/* What the U-Net predicts: the noise (eps) or v = sqrt(a) eps - sqrt(1 - a) x0 (SD 2.x 768-v, SD-Turbo). */
+enum prediction { PREDICTION_EPS, PREDICTION_V };
 
 const char *sampler_name(enum sampler_kind k);      /* "euler_a" */
 const char *sampler_a1111_name(enum sampler_kind k, enum schedule_kind s); /* "Euler a", "DPM++ 2M Karras" */
@@ -29,11 +34,13 @@ struct schedule {
 void schedule_init(struct schedule *s);
 double schedule_sigma_to_t(const struct schedule *s, double sigma);
 double schedule_t_to_sigma(const struct schedule *s, double t);
+/* The U-Net timesteps of a discrete / trailing schedule (steps values, from high to low). */
+void schedule_timesteps(enum schedule_kind kind, int steps, double *out);
 /* steps + 1 sigmas, the last 0 */
 void schedule_sigmas(const struct schedule *s, enum schedule_kind kind, int steps, double *out);
 
-/* eps = denoise(x_in, t, user): guided noise prediction for the U-Net input x_in at timestep t
- * (x_in already scaled by 1 / sqrt(sigma^2 + 1) for k-samplers). n values each. */
+/* out = denoise(x_in, t, user): the guided model output (eps or v) for the U-Net input x_in at
+ * timestep t (x_in already scaled by c_in = 1 / sqrt(sigma^2 + 1) for k-samplers). n values each. */
 typedef enum status (*denoise_fn)(const float *x_in, double t, float *eps, void *user);
 /* Called after each step with the latent (may stop the run by returning non-zero). */
 typedef enum status (*step_fn)(int step, int steps, const float *x, void *user);
@@ -41,6 +48,7 @@ typedef enum status (*step_fn)(int step, int steps, const float *x, void *user);
 struct sampler_run {
   enum sampler_kind sampler;
   enum schedule_kind schedule;
+  enum prediction prediction; /* v: k-diffusion's CompVisVDenoiser scalings; ldm's v-DDIM */
   int steps;
   size_t n;              /* latent values */
   const float *noise;    /* [n] standard normal starting noise */

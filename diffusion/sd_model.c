@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "prompt.h"
+#include "textenc_internal.h"
 #include "safetensors.h"
 #include "status.h"
 #include "unet_config.h"
@@ -39,23 +40,82 @@ bool sd_checkpoint_native_size(const char *path, int *width, int *height) {
   return ok;
 }
 
+/* stable-diffusion.cpp's (and AUTOMATIC1111's) SD 2.x rule: one evaluation at x = 0.5, t = 999,
+ * context 0.5 (2 tokens); a v model's output lies far below its input: mean(out - x) < -1 */
+static enum status probe_v(struct sd_model *m, bool *v) {
+  struct unet_info ui;
+  unet_get_info(m->unet, &ui);
+  int side = 8 < ui.levels ? 1 << ui.levels : 8, n = ui.in_channels * side * side;
+  float *x = malloc((size_t)n * sizeof *x), *out = malloc((size_t)ui.out_channels * side * side * sizeof *out);
+  float *ctx = malloc(2 * (size_t)ui.context_dim * sizeof *ctx), t = 999;
+  enum status s = x && out && ctx ? STATUS_OK : status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+  if (!s) {
+    for (int i = 0; i < n; i++) x[i] = 0.5f;
+    for (int i = 0; i < 2 * ui.context_dim; i++) ctx[i] = 0.5f;
+    s = unet_forward(m->unet, x, &t, ctx, NULL, 1, side, side, 2, out, NULL);
+  }
+  if (!s) {
+    double d = 0;
+    for (int i = 0; i < n && i < ui.out_channels * side * side; i++) d += out[i] - x[i];
+    *v = d / n < -1;
+  }
+  free(x), free(out), free(ctx);
+  return s;
+}
+
+/* eps or v: --prediction, modelspec.prediction_type, the family's rule */
+static enum status choose_prediction(struct sd_model *m, enum sd_prediction asked) {
+  struct sd_model_info *in = &m->info;
+  const char *ms = safetensors_metadata(m->st, "modelspec.prediction_type");
+  if (asked != SD_PREDICTION_AUTO) {
+    in->prediction = asked;
+    in->prediction_source = "--prediction";
+  } else if (ms && (!strcmp(ms, "v") || !strcmp(ms, "v_prediction") || !strcmp(ms, "v-prediction"))) {
+    in->prediction = SD_PREDICTION_V;
+    in->prediction_source = "modelspec.prediction_type";
+  } else if (ms && (!strcmp(ms, "epsilon") || !strcmp(ms, "eps"))) {
+    in->prediction = SD_PREDICTION_EPS;
+    in->prediction_source = "modelspec.prediction_type";
+  } else if (in->family == SD_FAMILY_SD2) {
+    bool v = false;
+    enum status s = probe_v(m, &v);
+    if (s) return s;
+    in->prediction = v ? SD_PREDICTION_V : SD_PREDICTION_EPS;
+    in->prediction_source = "the SD 2.x probe (stable-diffusion.cpp's rule: mean(U-Net(0.5, t 999) - 0.5) < -1)";
+  } else if (in->family == SD_FAMILY_SDXL && safetensors_find(m->st, "v_pred")) {
+    in->prediction = SD_PREDICTION_V;
+    in->prediction_source = "the checkpoint's v_pred key";
+  } else {
+    in->prediction = SD_PREDICTION_EPS;
+    in->prediction_source = in->family == SD_FAMILY_SDXL ? "SDXL's default" : "SD 1.x's default";
+  }
+  return STATUS_OK;
+}
+
 int sd_model_create(const struct sd_model_options *o, struct sd_model **out) {
   *out = NULL;
   if (!o || !o->model_path) return status_set(STATUS_INVALID_ARGUMENT, "sd_model_create: no model path");
+  if ((unsigned)o->family > SD_FAMILY_SDXL || (unsigned)o->prediction > SD_PREDICTION_V)
+    return status_set(STATUS_INVALID_ARGUMENT, "sd_model_create: unknown family or prediction");
   struct sd_model *m = calloc(1, sizeof *m);
   if (!m) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
   schedule_init(&m->sched);
   bool fp16 = o->precision == SD_FP16;
+  enum textenc_family fam = (enum textenc_family)o->family;
+  char why[256];
   enum status s = gpu_create(&(struct gpu_options){.device_index = o->device_index, .validation = -1, .profile = -1}, &m->g);
   if (!s) s = safetensors_open(o->model_path, &m->st);
   if (!s && !unet_present(m->st, NULL))
     s = status_set(STATUS_FORMAT, "%s: no U-Net (model.diffusion_model.*): not a Stable Diffusion checkpoint", o->model_path);
   if (!s && !vae_present(m->st, NULL))
     s = status_set(STATUS_FORMAT, "%s: no VAE decoder (first_stage_model.decoder.*)", o->model_path);
+  if (!s && fam == TEXTENC_FAMILY_AUTO) s = textenc_detect_family(o->model_path, &fam, why, sizeof why);
+  m->info.family = (enum sd_family)fam;
+  m->info.scale_factor = fam == TEXTENC_FAMILY_SDXL ? 0.13025f : 0.18215f;
   struct unet_options uo = {.fp16 = fp16};
   if (!s) s = unet_config_heads(o->config_path, uo.heads, &uo.heads_all);
   if (!s) s = unet_load(m->g, m->st, &uo, &m->unet);
-  if (!s) s = vae_load(m->g, m->st, &(struct vae_options){.fp16 = fp16}, &m->vae);
+  if (!s) s = vae_load(m->g, m->st, &(struct vae_options){.fp16 = fp16, .scale_factor = m->info.scale_factor}, &m->vae);
   if (!s) {
     struct textenc_options to = textenc_default_options();
     to.model_path = o->model_path;
@@ -64,28 +124,47 @@ int sd_model_create(const struct sd_model_options *o, struct sd_model **out) {
     to.device = m->g;
     to.precision = fp16 ? TEXTENC_FP16 : TEXTENC_FP32;
     to.literal = o->literal;
-    s = textenc_create(&to, &m->te);
+    to.family = fam;
+    s = textenc_cond_create(&to, &m->cond);
   }
+  struct unet_info ui;
+  struct textenc_cond_info ci;
+  if (!s) {
+    unet_get_info(m->unet, &ui);
+    textenc_cond_info(m->cond, &ci);
+    if (ui.context_dim != ci.context_dim)
+      s = status_set(STATUS_FORMAT, "%s: the U-Net reads a context %d wide but the text towers give %d (family %s)",
+                     o->model_path, ui.context_dim, ci.context_dim, textenc_family_name(fam));
+    else if (ui.adm_in_channels != ci.y_dim)
+      s = status_set(STATUS_FORMAT, "%s: the U-Net's label_emb reads a vector y of %d but the conditioner gives %d "
+                     "(family %s)", o->model_path, ui.adm_in_channels, ci.y_dim, textenc_family_name(fam));
+  }
+  if (!s) s = choose_prediction(m, o->prediction);
   if (s) {
     sd_model_destroy(m);
     return s;
   }
-  struct unet_info ui;
-  unet_get_info(m->unet, &ui);
-  struct textenc_info ti;
-  textenc_info(m->te, &ti);
-  m->info = (struct sd_model_info){.vae_factor = vae_factor(m->vae), .latent_channels = ui.in_channels,
-                                   .latent_align = 1 << (ui.levels - 1), .context_width = ui.context_dim,
-                                   .fp16 = ti.fp16, .device_name = gpu_info(m->g)->name,
-                                   .weight_bytes = unet_weight_bytes(m->unet) + vae_weight_bytes(m->vae) + ti.weight_bytes};
-  sd_checkpoint_native_size(o->model_path, &m->info.native_width, &m->info.native_height);
+  struct sd_model_info *in = &m->info;
+  in->vae_factor = vae_factor(m->vae);
+  in->latent_channels = ui.in_channels;
+  in->latent_align = 1 << (ui.levels - 1);
+  in->context_width = ui.context_dim;
+  in->fp16 = ci.tower[0].fp16;
+  in->device_name = gpu_info(m->g)->name;
+  in->weight_bytes = unet_weight_bytes(m->unet) + vae_weight_bytes(m->vae) + ci.tower[0].weight_bytes +
+                     (ci.towers > 1 ? ci.tower[1].weight_bytes : 0);
+  in->default_clip_skip = fam == TEXTENC_FAMILY_SD1 ? 1 : 2;
+  int def = fam == TEXTENC_FAMILY_SDXL ? 1024 : fam == TEXTENC_FAMILY_SD2 && in->prediction == SD_PREDICTION_V ? 768 : 512;
+  in->default_width = in->default_height = def;
+  if (sd_checkpoint_native_size(o->model_path, &in->native_width, &in->native_height))
+    in->default_width = in->native_width, in->default_height = in->native_height;
   *out = m;
   return STATUS_OK;
 }
 
 void sd_model_destroy(struct sd_model *m) {
   if (!m) return;
-  textenc_destroy(m->te);
+  textenc_cond_destroy(m->cond);
   vae_destroy(m->vae);
   unet_destroy(m->unet);
   safetensors_close(m->st);
@@ -101,28 +180,44 @@ int sd_model_get_info(const struct sd_model *m, struct sd_model_info *info) {
 struct gpu *sd_model_gpu(struct sd_model *m) { return m->g; }
 
 void sd_conditioning_free(struct sd_conditioning *c) {
-  free(c->cond);
-  free(c->uncond);
-  c->cond = c->uncond = NULL;
+  free(c->cond), free(c->uncond), free(c->y_cond), free(c->y_uncond);
+  c->cond = c->uncond = c->y_cond = c->y_uncond = NULL;
+}
+
+bool sd_model_zero_negative(const struct sd_model *m, enum sd_empty_negative empty) {
+  return empty == SD_EMPTY_NEGATIVE_ZEROS || (empty == SD_EMPTY_NEGATIVE_AUTO && m->info.family == SD_FAMILY_SDXL);
 }
 
 enum status sd_model_encode(struct sd_model *m, const char *prompt, const char *negative, int clip_skip,
-                            struct sd_conditioning *c) {
+                            enum sd_empty_negative empty, const struct textenc_sizes *sizes, struct sd_conditioning *c) {
   memset(c, 0, sizeof *c);
-  struct textenc_info info;
-  textenc_info(m->te, &info);
-  enum status s = textenc_set_clip_skip(m->te, clip_skip);
-  int kp = 1, kn = 1;
-  if (!s) s = textenc_count_chunks(m->te, &prompt, 1, &kp);
-  if (!s) s = textenc_count_chunks(m->te, &negative, 1, &kn);
+  if (!negative) negative = "";
+  struct textenc_cond_info ci;
+  textenc_cond_info(m->cond, &ci);
+  /* an empty negative as the zero conditioning (a NULL prompt to the conditioner) */
+  const char *pair[2] = {prompt, !negative[0] && sd_model_zero_negative(m, empty) ? NULL : negative};
+  int k = 1;
+  enum status s = textenc_cond_set_clip_skip(m->cond, clip_skip);
+  if (!s) s = textenc_cond_count_chunks(m->cond, pair, 2, &k);
   if (s) return s;
-  int k = kp > kn ? kp : kn;
   c->tokens = CLIP_CONTEXT * k;
-  c->cond = malloc((size_t)c->tokens * info.width * sizeof *c->cond);
-  c->uncond = malloc((size_t)c->tokens * info.width * sizeof *c->uncond);
-  if (!c->cond || !c->uncond) s = status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
-  if (!s) s = textenc_encode(m->te, &prompt, 1, k, c->cond, NULL, NULL);
-  if (!s) s = textenc_encode(m->te, &negative, 1, k, c->uncond, NULL, NULL);
+  size_t ctx = (size_t)c->tokens * ci.context_dim;
+  float *both = malloc(2 * ctx * sizeof *both), *y = ci.y_dim ? malloc(2 * (size_t)ci.y_dim * sizeof *y) : NULL;
+  c->cond = malloc(ctx * sizeof *c->cond);
+  c->uncond = malloc(ctx * sizeof *c->uncond);
+  if (ci.y_dim) c->y_cond = malloc((size_t)ci.y_dim * sizeof *c->y_cond), c->y_uncond = malloc((size_t)ci.y_dim * sizeof *c->y_uncond);
+  if (!both || !c->cond || !c->uncond || (ci.y_dim && (!y || !c->y_cond || !c->y_uncond)))
+    s = status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+  if (!s) s = textenc_cond_encode(m->cond, pair, 2, k, sizes, both, NULL, y);
+  if (!s) {
+    memcpy(c->cond, both, ctx * sizeof *both);
+    memcpy(c->uncond, both + ctx, ctx * sizeof *both);
+    if (ci.y_dim) {
+      memcpy(c->y_cond, y, (size_t)ci.y_dim * sizeof *y);
+      memcpy(c->y_uncond, y + ci.y_dim, (size_t)ci.y_dim * sizeof *y);
+    }
+  }
+  free(both), free(y);
   if (s) sd_conditioning_free(c);
   return s;
 }

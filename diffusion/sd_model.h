@@ -18,7 +18,7 @@
 struct sd_model {
   struct gpu *g;
   struct safetensors *st;
-  struct textenc *te;
+  struct textenc_cond *cond; /* one text tower, or SDXL's two */
   struct unet *unet;
   struct vae *vae;
   struct schedule sched;
@@ -29,13 +29,16 @@ struct sd_model {
 struct gpu *sd_model_gpu(struct sd_model *m);
 
 /* The prompt and negative prompt as conditioning, padded to the same number of 77-token chunks
- * (AUTOMATIC1111): cond and uncond [tokens, width] each. */
+ * (AUTOMATIC1111): cond and uncond [tokens, width] each; SDXL also y_cond and y_uncond [2816]
+ * (NULL otherwise). An empty negative is zeros or encoded as `empty` says (AUTO: the family's rule). */
 struct sd_conditioning {
-  float *cond, *uncond;
+  float *cond, *uncond, *y_cond, *y_uncond;
   int tokens; /* 77 * chunks */
 };
 enum status sd_model_encode(struct sd_model *m, const char *prompt, const char *negative, int clip_skip,
-                            struct sd_conditioning *c);
+                            enum sd_empty_negative empty, const struct textenc_sizes *sizes, struct sd_conditioning *c);
+/* Whether an empty negative prompt becomes zeros for this model under `empty`. */
+bool sd_model_zero_negative(const struct sd_model *m, enum sd_empty_negative empty);
 void sd_conditioning_free(struct sd_conditioning *c);
 
 /* A checkpoint's native size from its ModelSpec metadata ("modelspec.resolution": "512x512"), read

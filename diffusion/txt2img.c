@@ -12,25 +12,35 @@
 #include "guidance.h"
 #include "rng.h"
 #include "sd_model.h"
+#include "textenc_internal.h"
 
 _Static_assert((int)SD_SAMPLER_EULER == (int)SAMPLER_EULER && (int)SD_SAMPLER_EULER_A == (int)SAMPLER_EULER_A &&
                    (int)SD_SAMPLER_DDIM == (int)SAMPLER_DDIM && (int)SD_SAMPLER_DPMPP_2M == (int)SAMPLER_DPMPP_2M,
                "sd_sampler mirrors sampler_kind");
-_Static_assert((int)SD_SCHEDULE_DISCRETE == (int)SCHEDULE_DISCRETE && (int)SD_SCHEDULE_KARRAS == (int)SCHEDULE_KARRAS,
+_Static_assert((int)SD_SCHEDULE_DISCRETE == (int)SCHEDULE_DISCRETE && (int)SD_SCHEDULE_KARRAS == (int)SCHEDULE_KARRAS &&
+                   (int)SD_SCHEDULE_TRAILING == (int)SCHEDULE_TRAILING,
                "sd_schedule mirrors schedule_kind");
+_Static_assert((int)SD_FAMILY_SD1 == (int)TEXTENC_FAMILY_SD1 && (int)SD_FAMILY_SDXL == (int)TEXTENC_FAMILY_SDXL,
+               "sd_family mirrors textenc_family");
 _Static_assert((int)SD_VAE_TILING_AUTO == (int)VAE_TILING_AUTO && (int)SD_VAE_TILING_ON == (int)VAE_TILING_ON &&
                    (int)SD_VAE_TILING_OFF == (int)VAE_TILING_OFF,
                "sd_vae_tiling mirrors vae_tiling");
 _Static_assert((int)SD_RNG_CPU == (int)RNG_CPU && (int)SD_RNG_CPU_SCALAR == (int)RNG_CPU_SCALAR, "sd_rng mirrors rng_kind");
 
 struct txt2img_params txt2img_default_params(void) {
-  return (struct txt2img_params){.steps = 20, .cfg_scale = 7.0, .width = 512, .height = 512,
-                                 .sampler = SD_SAMPLER_EULER_A, .schedule = SD_SCHEDULE_DISCRETE, .clip_skip = 1,
-                                 .batch_count = 1, .vae_tiling = SD_VAE_TILING_AUTO};
+  return (struct txt2img_params){.steps = 20, .cfg_scale = 7.0, .sampler = SD_SAMPLER_EULER_A,
+                                 .schedule = SD_SCHEDULE_DISCRETE, .batch_count = 1, .vae_tiling = SD_VAE_TILING_AUTO};
 }
 
 static enum status check_params(const struct sd_model *m, const struct txt2img_params *p) {
   const struct sd_model_info *in = &m->info;
+  if (p->clip_skip < 0 || (unsigned)p->empty_negative > SD_EMPTY_NEGATIVE_ENCODE)
+    return status_set(STATUS_INVALID_ARGUMENT, "txt2img: clip skip %d or empty-negative setting %d is invalid", p->clip_skip,
+                      (int)p->empty_negative);
+  const int *sz = &p->original_width;
+  for (int i = 0; i < 6; i++)
+    if (sz[i] < 0 || sz[i] > 1 << 20)
+      return status_set(STATUS_INVALID_ARGUMENT, "txt2img: SDXL size field %d (%d) is outside 0..1048576", i, sz[i]);
   int unit = in->vae_factor * in->latent_align;
   if (!p->prompt) return status_set(STATUS_INVALID_ARGUMENT, "txt2img: no prompt");
   if (p->steps < 1 || p->steps > 1000) return status_set(STATUS_INVALID_ARGUMENT, "txt2img: steps %d is outside 1..1000", p->steps);
@@ -70,7 +80,9 @@ static enum status report(const struct txt2img_params *p, enum sd_phase phase, i
   return STATUS_OK;
 }
 
-int txt2img(struct sd_model *m, const struct txt2img_params *p, unsigned char *images, float *latents) {
+int txt2img(struct sd_model *m, const struct txt2img_params *given, unsigned char *images, float *latents) {
+  struct txt2img_params params = *given, *p = &params;
+  if (!p->width && !p->height) p->width = m->info.default_width, p->height = m->info.default_height;
   enum status s = check_params(m, p);
   if (s) return s;
   int f = m->info.vae_factor, C = m->info.latent_channels, h = p->height / f, w = p->width / f;
@@ -87,7 +99,11 @@ int txt2img(struct sd_model *m, const struct txt2img_params *p, unsigned char *i
 
   /* prompt -> tokens -> conditioning: cond and uncond [77 k, width], one encode for the batch */
   if ((s = report(p, SD_PHASE_ENCODE, 0, 0, 1))) goto done;
-  if ((s = sd_model_encode(m, p->prompt, p->negative_prompt ? p->negative_prompt : "", p->clip_skip, &c))) goto done;
+  /* SDXL's micro-conditioning: original = target = the job's size, crop (0, 0), unless given */
+  struct textenc_sizes sizes = {p->original_height ? p->original_height : p->height,
+                                p->original_width ? p->original_width : p->width, p->crop_top, p->crop_left,
+                                p->target_height ? p->target_height : p->height, p->target_width ? p->target_width : p->width};
+  if ((s = sd_model_encode(m, p->prompt, p->negative_prompt, p->clip_skip, p->empty_negative, &sizes, &c))) goto done;
   if ((s = report(p, SD_PHASE_ENCODE, 0, 1, 1))) goto done;
 
   for (int b = 0; b < p->batch_count; b++) {
@@ -102,10 +118,12 @@ int txt2img(struct sd_model *m, const struct txt2img_params *p, unsigned char *i
 
     /* the sampling loop: each step one guided U-Net evaluation (cond and uncond in one batch) */
     struct guidance g = {0};
-    if ((s = guidance_init(&g, m->unet, c.cond, c.uncond, NULL, NULL, c.tokens, C, h, w, (float)p->cfg_scale))) goto done;
+    if ((s = guidance_init(&g, m->unet, c.cond, c.uncond, c.y_cond, c.y_uncond, c.tokens, C, h, w, (float)p->cfg_scale)))
+      goto done;
     struct step_hook hook = {.p = p, .image = b, .latents = latents ? latents + (size_t)b * n : NULL, .n = n,
                              .stride = (size_t)p->batch_count * n};
     struct sampler_run run = {.sampler = (enum sampler_kind)p->sampler, .schedule = (enum schedule_kind)p->schedule,
+                              .prediction = m->info.prediction == SD_PREDICTION_V ? PREDICTION_V : PREDICTION_EPS,
                               .steps = p->steps, .n = n, .noise = noise, .ancestral_noise = anoise, .rng = &rng,
                               .denoise = guidance_denoise, .user = &g, .on_step = on_step, .step_user = &hook};
     if (!(s = report(p, SD_PHASE_SAMPLE, b, 0, p->steps))) s = sampler_run(&m->sched, &run, x);
@@ -114,7 +132,12 @@ int txt2img(struct sd_model *m, const struct txt2img_params *p, unsigned char *i
 
     /* the final latent -> VAE decode -> 8-bit pixels */
     if ((s = report(p, SD_PHASE_DECODE, b, 0, 1))) goto done;
-    if ((s = vae_decode(m->vae, x, 1, h, w, (enum vae_tiling)p->vae_tiling, image))) goto done;
+    if ((s = vae_decode(m->vae, x, 1, h, w, (enum vae_tiling)p->vae_tiling, image))) {
+      if (s == STATUS_NUMERIC) /* never a black image: the job fails, naming the step */
+        status_wrap(s, "image %d, VAE decode after step %d of %d%s", b + 1, p->steps, p->steps,
+                    m->info.fp16 ? " (fp16 weights: the SDXL VAE overflows on some latents; try --precision fp32)" : "");
+      goto done;
+    }
     image_to_u8(image, p->height, p->width, rgb);
     if ((s = report(p, SD_PHASE_DECODE, b, 1, 1))) goto done;
     if (images) memcpy(images + (size_t)b * 3 * npix, rgb, 3 * npix);

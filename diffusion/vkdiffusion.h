@@ -5,7 +5,7 @@
  *   #include <vkdiffusion.h>
  *
  *   struct sd_model_options mo = sd_model_default_options();
- *   mo.model_path = "v1-5.safetensors";             // SD 1.x single file (U-Net, VAE, CLIP text)
+ *   mo.model_path = "v1-5.safetensors";             // SD 1.x / 2.x / SDXL single file (U-Net, VAE, text towers)
  *   struct sd_model *m;
  *   if (sd_model_create(&mo, &m) != SD_OK) {
  *     fprintf(stderr, "%s\n", sd_last_error());
@@ -60,7 +60,17 @@ enum sd_precision {
 
 /* Samplers as k-diffusion / AUTOMATIC1111 name them. */
 enum sd_sampler { SD_SAMPLER_EULER, SD_SAMPLER_EULER_A, SD_SAMPLER_DDIM, SD_SAMPLER_DPMPP_2M };
-enum sd_schedule { SD_SCHEDULE_DISCRETE, SD_SCHEDULE_KARRAS };
+/* discrete (k-diffusion), Karras, trailing (diffusers' timestep_spacing "trailing": what SD-Turbo and
+ * SDXL-Turbo need) */
+enum sd_schedule { SD_SCHEDULE_DISCRETE, SD_SCHEDULE_KARRAS, SD_SCHEDULE_TRAILING };
+/* The checkpoint's family (AUTO: detected from the tensors) and what its U-Net predicts (AUTO:
+ * --prediction, else the checkpoint's modelspec.prediction_type, else stable-diffusion.cpp's rule:
+ * SD 2.x probed with one U-Net evaluation, SDXL v only with a `v_pred` key, SD 1.x eps). */
+enum sd_family { SD_FAMILY_AUTO, SD_FAMILY_SD1, SD_FAMILY_SD2, SD_FAMILY_SDXL };
+enum sd_prediction { SD_PREDICTION_AUTO, SD_PREDICTION_EPS, SD_PREDICTION_V };
+/* An empty negative prompt as zeros (AUTOMATIC1111 / diffusers / sgm for SDXL) or encoded (every
+ * tool for SD 1.x / 2.x, ComfyUI); AUTO: zeros for SDXL, encoded otherwise. */
+enum sd_empty_negative { SD_EMPTY_NEGATIVE_AUTO, SD_EMPTY_NEGATIVE_ZEROS, SD_EMPTY_NEGATIVE_ENCODE };
 /* VAE decode in bands of rows: when the whole image would not fit the device (AUTO), always, never.
  * The tiled decode equals the whole one up to summation order. */
 enum sd_vae_tiling { SD_VAE_TILING_AUTO, SD_VAE_TILING_ON, SD_VAE_TILING_OFF };
@@ -70,23 +80,31 @@ enum sd_vae_tiling { SD_VAE_TILING_AUTO, SD_VAE_TILING_ON, SD_VAE_TILING_OFF };
 enum sd_rng { SD_RNG_CPU, SD_RNG_CPU_SCALAR };
 
 struct sd_model_options {
-  const char *model_path;     /* a single-file checkpoint: model.diffusion_model.*, first_stage_model.*, CLIP text */
+  const char *model_path;     /* a single-file checkpoint: model.diffusion_model.*, first_stage_model.*, text towers */
   const char *tokenizer_path; /* NULL: vocab.json + merges.txt beside the model, $VKDIFFUSION_TOKENIZER, installed */
   const char *config_path;    /* NULL, or a JSON object with `text_encoder` / `unet` members (attention heads) */
   int device_index;           /* -1: $VKDIFFUSION_DEVICE or the best device */
   enum sd_precision precision;
   int literal;                /* 1: prompts are plain text; 0: AUTOMATIC1111 syntax (emphasis, BREAK) */
+  enum sd_family family;      /* AUTO: detected */
+  enum sd_prediction prediction; /* AUTO: see enum sd_prediction */
 };
 
 struct sd_model_info {
   int vae_factor;        /* image pixels per latent pixel (8 for SD) */
   int latent_channels;   /* 4 */
   int latent_align;      /* latent height and width must divide by this */
-  int context_width;     /* 768 for SD 1.x */
+  int context_width;     /* 768 for SD 1.x, 1024 SD 2.x, 2048 SDXL */
   int fp16;              /* weights stored as fp16 on the device */
   int native_width, native_height; /* the checkpoint's modelspec.resolution, or 0 */
   const char *device_name;
   uint64_t weight_bytes; /* U-Net + VAE + text encoder on the device */
+  enum sd_family family;
+  enum sd_prediction prediction;
+  const char *prediction_source; /* "--prediction", "modelspec", "the SD 2.x probe", ... */
+  float scale_factor;    /* latent scale: 0.18215 (SD 1.x / 2.x), 0.13025 (SDXL) */
+  int default_width, default_height; /* native size, else the family's: 1024 SDXL, 768 SD 2.x v, 512 */
+  int default_clip_skip; /* 1 SD 1.x, 2 SD 2.x and SDXL */
 };
 
 enum sd_phase { SD_PHASE_ENCODE, SD_PHASE_SAMPLE, SD_PHASE_DECODE };
@@ -107,10 +125,10 @@ struct txt2img_params {
   const float *ancestral_noise; /* NULL, or euler_a's per-step noise [steps, batch_count, 4, h, w] */
   int steps;                   /* 1 .. 1000 */
   double cfg_scale;            /* classifier-free guidance; 1: no unconditional pass */
-  int width, height;           /* pixels, multiples of vae_factor * latent_align */
+  int width, height;           /* pixels, multiples of vae_factor * latent_align; 0: the model's default size */
   enum sd_sampler sampler;
   enum sd_schedule schedule;
-  int clip_skip;               /* 1: the last layer (AUTOMATIC1111 numbering) */
+  int clip_skip;               /* 1: the last layer (AUTOMATIC1111 numbering); 0: the family's default */
   int batch_count;             /* images, each with its own seed */
   enum sd_vae_tiling vae_tiling;
   enum sd_rng rng;             /* the starting noise's (and euler_a's per-step noise's) generator */
@@ -118,6 +136,9 @@ struct txt2img_params {
   sd_image_fn on_image;        /* may be NULL */
   void *user;                  /* for progress and on_image */
   const volatile int *cancel;  /* may be NULL; checked between steps: non-zero stops with SD_CANCELLED */
+  enum sd_empty_negative empty_negative;
+  /* SDXL micro-conditioning in pixels; 0: the job's size (original, target), no crop */
+  int original_width, original_height, crop_top, crop_left, target_width, target_height;
 };
 
 struct sd_model; /* a checkpoint on the device: text encoder, U-Net, VAE (opaque) */
@@ -129,7 +150,8 @@ VKDIFFUSION_API void sd_model_destroy(struct sd_model *m); /* accepts NULL */
 VKDIFFUSION_API int sd_model_get_info(const struct sd_model *m, struct sd_model_info *info);
 VKDIFFUSION_API const char *sd_last_error(void);
 
-/* Defaults: 20 steps, cfg 7, 512 x 512, euler_a, discrete schedule, clip skip 1, seed 0, 1 image. */
+/* Defaults: 20 steps, cfg 7, the model's size, euler_a, discrete schedule, the family's clip skip,
+ * seed 0, 1 image. */
 VKDIFFUSION_API struct txt2img_params txt2img_default_params(void);
 /* Text to image: prompt -> tokens -> conditioning -> sampling loop -> VAE -> pixels, for every image
  * of the batch. images: NULL, or batch_count x height x width x 3 bytes; latents: NULL, or every

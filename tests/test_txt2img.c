@@ -62,7 +62,7 @@ static void golden(const char *ckpt, const char *cfg, const char *vocab, struct 
   const char *p = fp16 ? "fp16" : "fp32";
   /* the conditioning txt2img samples with */
   struct sd_conditioning c = {0};
-  CHECK_OK(sd_model_encode(m, PROMPT, "", 1, &c));
+  CHECK_OK(sd_model_encode(m, PROMPT, "", 1, SD_EMPTY_NEGATIVE_AUTO, NULL, &c));
   float *cond = test_tensor(gold, "cond", NULL), *uncond = test_tensor(gold, "uncond", NULL);
   if (!fp16 && c.cond && c.tokens == 77) {
     CHECK_CLOSE("txt2img conditioning: cond", c.cond, cond, 77 * 64, 1e-4, 1e-4);

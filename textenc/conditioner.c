@@ -177,6 +177,20 @@ fail:
   return s;
 }
 
+int textenc_cond_set_clip_skip(struct textenc_cond *c, int clip_skip) {
+  int k = clip_skip > 0 ? clip_skip : c->family == TEXTENC_FAMILY_SD1 ? 1 : 2;
+  enum status s = STATUS_OK;
+  for (int i = 0; i < c->towers && !s; i++) s = textenc_set_clip_skip(c->tower[i], k);
+  if (s) { /* leave every tower as it was */
+    for (int i = 0; i < c->towers; i++) textenc_set_clip_skip(c->tower[i], c->clip_skip);
+    return s;
+  }
+  c->clip_skip = k;
+  if (c->family == TEXTENC_FAMILY_SDXL)
+    for (int i = 0; i < 2; i++) textenc_set_final_ln(c->tower[i], k == 1);
+  return STATUS_OK;
+}
+
 int textenc_cond_info(const struct textenc_cond *c, struct textenc_cond_info *info) {
   memset(info, 0, sizeof *info);
   info->family = c->family;

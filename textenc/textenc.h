@@ -174,6 +174,8 @@ TEXTENC_API int textenc_cond_create(const struct textenc_options *opt, struct te
 TEXTENC_API void textenc_cond_destroy(struct textenc_cond *c); /* accepts NULL */
 TEXTENC_API int textenc_cond_info(const struct textenc_cond *c, struct textenc_cond_info *info);
 TEXTENC_API const char *textenc_family_name(enum textenc_family f); /* "sd1", "sd2", "sdxl" */
+/* Clip skip for later encodes (0: the family's default), on every tower. */
+TEXTENC_API int textenc_cond_set_clip_skip(struct textenc_cond *c, int clip_skip);
 /* Chunks of 77 tokens the longest prompt needs in either tower (NULL prompts count as one). */
 TEXTENC_API int textenc_cond_count_chunks(struct textenc_cond *c, const char *const *prompts, int n, int *chunks);
 /* Token ids [n, 77 * chunks] each tower reads (ids_2 only for two towers), weights alike; any may be NULL. */
