@@ -106,55 +106,69 @@ static void test_rng(void) {
   free(v);
 }
 
-static void golden(struct gpu *gpu, const char *ckpt, struct safetensors *gold, bool fp16) {
-  struct safetensors *st = NULL;
-  CHECK_OK(safetensors_open(ckpt, &st));
+/* One sampling golden: which tensors hold the conditioning, what the model predicts, tolerances. */
+struct sample_spec {
+  const char *label, *cond, *uncond, *y, *y_uncond, *out; /* out: "eps" or "v" (the guided output per step) */
+  int n_samplers;
+  const char *const *names;
+  const enum sampler_kind *kinds;
+  enum prediction prediction;
+  float cfg, scale_factor;
+  int head_dim, ctx_dim;
+  double lat_atol, out_atol, lat16_atol, out16_atol;
+};
+
+static void golden(struct gpu *gpu, const char *unet_ckpt, const char *vae_ckpt, struct safetensors *gold, bool fp16,
+                   const struct sample_spec *sp) {
+  struct safetensors *st = NULL, *vst = NULL;
+  CHECK_OK(safetensors_open(unet_ckpt, &st));
+  CHECK_OK(safetensors_open(vae_ckpt, &vst));
   struct unet *u = NULL;
   struct vae *v = NULL;
-  CHECK_OK(unet_load(gpu, st, &(struct unet_options){.fp16 = fp16, .heads_all = 2}, &u));
-  CHECK_OK(vae_load(gpu, st, &(struct vae_options){.fp16 = fp16}, &v));
+  CHECK_OK(unet_load(gpu, st, &(struct unet_options){.fp16 = fp16, .heads_all = 2, .head_dim = sp->head_dim}, &u));
+  CHECK_OK(vae_load(gpu, vst, &(struct vae_options){.fp16 = fp16, .scale_factor = sp->scale_factor}, &v));
   struct schedule sched;
   schedule_init(&sched);
-  float *cond = test_tensor(gold, "cond", NULL), *uncond = test_tensor(gold, "uncond", NULL), *noise = test_tensor(gold, "noise", NULL);
+  float *cond = test_tensor(gold, sp->cond, NULL), *uncond = test_tensor(gold, sp->uncond, NULL), *noise = test_tensor(gold, "noise", NULL);
   float *anoise = test_tensor(gold, "euler_a_noise", NULL);
-  const char *names[] = {"ddim", "euler", "euler_a", "dpmpp_2m_karras"};
-  enum sampler_kind kinds[] = {SAMPLER_DDIM, SAMPLER_EULER, SAMPLER_EULER_A, SAMPLER_DPMPP_2M};
-  for (int k = 0; u && v && k < 4; k++) {
+  float *y = sp->y ? test_tensor(gold, sp->y, NULL) : NULL, *yu = sp->y ? test_tensor(gold, sp->y_uncond, NULL) : NULL;
+  for (int k = 0; u && v && k < sp->n_samplers; k++) {
     const int steps = 4, n = 4 * 16 * 16;
     struct guidance g;
-    CHECK_OK(guidance_init(&g, u, cond, uncond, NULL, NULL, 77, 4, 16, 16, 7.5f));
+    CHECK_OK(guidance_init(&g, u, cond, uncond, y, yu, 77, 4, 16, 16, sp->cfg));
     float *lat = malloc(steps * n * 4), *eps = malloc(steps * n * 4), x[4 * 16 * 16];
     double ts[4], sig[5];
-    struct sampler_run run = {.sampler = kinds[k], .schedule = k == 3 ? SCHEDULE_KARRAS : SCHEDULE_DISCRETE,
-                              .steps = steps, .n = n, .noise = noise, .ancestral_noise = anoise,
-                              .denoise = guidance_denoise, .user = &g, .latents = lat, .eps_out = eps,
-                              .timesteps = ts, .sigmas_out = sig};
+    const char *const *names = sp->names;
+    struct sampler_run run = {.sampler = sp->kinds[k], .schedule = strstr(names[k], "karras") ? SCHEDULE_KARRAS : SCHEDULE_DISCRETE,
+                              .prediction = sp->prediction, .steps = steps, .n = n, .noise = noise,
+                              .ancestral_noise = anoise, .denoise = guidance_denoise, .user = &g, .latents = lat,
+                              .eps_out = eps, .timesteps = ts, .sigmas_out = sig};
     CHECK_OK(sampler_run(&sched, &run, x));
-    char name[96], what[128];
+    char name[96], what[160];
     const char *p = fp16 ? "fp16" : "fp32";
     snprintf(name, sizeof name, "%s.timesteps", names[k]);
     float *ref = test_tensor(gold, name, NULL), tsf[4] = {(float)ts[0], (float)ts[1], (float)ts[2], (float)ts[3]};
-    snprintf(what, sizeof what, "%s %s", names[k], "timesteps");
+    snprintf(what, sizeof what, "%s %s timesteps", sp->label, names[k]);
     if (!fp16) CHECK_CLOSE(what, tsf, ref, 4, 0, 2e-5);
     free(ref);
-    if (k > 0) {
+    if (sp->kinds[k] != SAMPLER_DDIM) {
       snprintf(name, sizeof name, "%s.sigmas", names[k]);
       ref = test_tensor(gold, name, NULL);
       float sf[5];
       for (int i = 0; i < 5; i++) sf[i] = (float)sig[i];
-      snprintf(what, sizeof what, "%s sigmas", names[k]);
+      snprintf(what, sizeof what, "%s %s sigmas", sp->label, names[k]);
       if (!fp16) CHECK_CLOSE(what, sf, ref, 5, 0, 2e-5);
       free(ref);
     }
-    snprintf(name, sizeof name, "%s.eps", names[k]);
+    snprintf(name, sizeof name, "%s.%s", names[k], sp->out);
     ref = test_tensor(gold, name, NULL);
-    snprintf(what, sizeof what, "%s %s guided eps", names[k], p);
-    CHECK_CLOSE(what, eps, ref, steps * n, fp16 ? 0.1 : 5e-4, fp16 ? 2e-2 : 1e-4);
+    snprintf(what, sizeof what, "%s %s %s guided %s", sp->label, names[k], p, sp->out);
+    CHECK_CLOSE(what, eps, ref, steps * n, fp16 ? sp->out16_atol : sp->out_atol, fp16 ? 2e-2 : 1e-4);
     free(ref);
     snprintf(name, sizeof name, "%s.latents", names[k]);
     ref = test_tensor(gold, name, NULL);
-    snprintf(what, sizeof what, "%s %s latents", names[k], p);
-    CHECK_CLOSE(what, lat, ref, steps * n, fp16 ? 1.0 : 2e-3, fp16 ? 2e-2 : 1e-4);
+    snprintf(what, sizeof what, "%s %s %s latents", sp->label, names[k], p);
+    CHECK_CLOSE(what, lat, ref, steps * n, fp16 ? sp->lat16_atol : sp->lat_atol, fp16 ? 2e-2 : 1e-4);
     free(ref);
     float img[3 * 32 * 32];
     unsigned char u8[32 * 32 * 3];
@@ -164,19 +178,40 @@ static void golden(struct gpu *gpu, const char *ckpt, struct safetensors *gold, 
     ref = test_tensor(gold, name, NULL);
     float got[32 * 32 * 3];
     for (int i = 0; i < 32 * 32 * 3; i++) got[i] = u8[i];
-    snprintf(what, sizeof what, "%s %s image_u8 (levels)", names[k], p);
+    snprintf(what, sizeof what, "%s %s %s image_u8 (levels)", sp->label, names[k], p);
     CHECK_CLOSE(what, got, ref, 32 * 32 * 3, fp16 ? 3 : 1, 0);
     free(ref), free(lat), free(eps);
     guidance_free(&g);
   }
-  free(cond), free(uncond), free(noise), free(anoise);
+  free(cond), free(uncond), free(noise), free(anoise), free(y), free(yu);
   vae_destroy(v);
   unet_destroy(u);
   safetensors_close(st);
+  safetensors_close(vst);
+}
+
+/* the trailing schedule as diffusers spaces it (np.round(np.arange(1000, 0, -1000 / steps)) - 1) and
+ * its sigmas; one trailing step of Euler from pure noise with a v model lands on c_skip x + c_out v */
+static void test_trailing(void) {
+  struct schedule s;
+  schedule_init(&s);
+  double t[8], sig[9];
+  schedule_timesteps(SCHEDULE_TRAILING, 4, t);
+  CHECK(t[0] == 999 && t[1] == 749 && t[2] == 499 && t[3] == 249);
+  schedule_timesteps(SCHEDULE_TRAILING, 1, t);
+  CHECK(t[0] == 999);
+  schedule_timesteps(SCHEDULE_TRAILING, 3, t);
+  CHECK(t[0] == 999 && t[1] == 666 && t[2] == 332); /* 1000 - 333.33 = 666.67 -> 667 - 1 */
+  schedule_timesteps(SCHEDULE_TRAILING, 8, t);
+  CHECK(t[7] == 124);
+  schedule_sigmas(&s, SCHEDULE_TRAILING, 4, sig);
+  CHECK(fabs(sig[0] - s.sigmas[999]) < 1e-12 && fabs(sig[1] - s.sigmas[749]) < 1e-9 && sig[4] == 0);
+  CHECK(schedule_parse("trailing") == SCHEDULE_TRAILING);
 }
 
 int main(void) {
   test_rng();
+  test_trailing();
   struct schedule s;
   schedule_init(&s);
   CHECK(fabs(s.sigmas[0] - 0.0291672) < 1e-6 && fabs(s.sigmas[999] - 14.614641) < 1e-5);
@@ -196,11 +231,44 @@ int main(void) {
   snprintf(ckpt, sizeof ckpt, "%s/tiny.safetensors", dir);
   test_shared_path(dpath, sizeof dpath, "ref/goldens/weights_digest_unet_vae_tiny_seed1.json");
   CHECK(write_sd_checkpoint(ckpt, dpath, ST_F32, 1, NULL) == 0);
-  golden(gpu, ckpt, gold, false);
-  golden(gpu, ckpt, gold, true);
+  static const char *const sd1_names[] = {"ddim", "euler", "euler_a", "dpmpp_2m_karras"};
+  static const enum sampler_kind all4[] = {SAMPLER_DDIM, SAMPLER_EULER, SAMPLER_EULER_A, SAMPLER_DPMPP_2M};
+  const struct sample_spec sd1 = {"sd1 tiny", "cond", "uncond", NULL, NULL, "eps", 4, sd1_names, all4, PREDICTION_EPS,
+                                  7.5f, 0, 0, 64, 2e-3, 5e-4, 1.0, 0.1};
+  golden(gpu, ckpt, ckpt, gold, false, &sd1);
+  golden(gpu, ckpt, ckpt, gold, true, &sd1);
+  safetensors_close(gold);
+  /* SD 2.x v-prediction and SDXL (vector y, zero uncond, scale factor 0.13025): the tiny U-Nets with
+   * the tiny VAE (the same rule values); tolerances from ../shared/ref/README.md */
+  static const char *const sd2_names[] = {"euler", "euler_a", "dpmpp_2m_karras", "ddim"};
+  static const enum sampler_kind sd2_kinds[] = {SAMPLER_EULER, SAMPLER_EULER_A, SAMPLER_DPMPP_2M, SAMPLER_DDIM};
+  const struct sample_spec xl[2] = {
+      {"sd21 tiny v", "cond", "uncond", NULL, NULL, "v", 4, sd2_names, sd2_kinds, PREDICTION_V, 7.5f, 0.18215f, 16, 64,
+       5e-4, 5e-4, 0.2, 0.1},
+      {"sdxl tiny", "context", "uncond_context", "y", "uncond_y", "eps", 2, sd2_names, sd2_kinds, PREDICTION_EPS, 5.0f,
+       0.13025f, 16, 128, 2e-3, 5e-4, 1.0, 0.1},
+  };
+  const char *files[2] = {"sample_sd21_tiny_v", "sample_sdxl_tiny"};
+  const char *digests[2] = {"weights_digest_unet_sd21_tiny_seed1.json", "weights_digest_unet_sdxl_tiny_seed1.json"};
+  for (int k = 0; k < 2; k++) {
+    char g2[1024], rel[160], unet_ckpt[512];
+    snprintf(rel, sizeof rel, "ref/goldens/%s.safetensors", files[k]);
+    test_shared_path(g2, sizeof g2, rel);
+    snprintf(rel, sizeof rel, "ref/goldens/%s", digests[k]);
+    test_shared_path(dpath, sizeof dpath, rel);
+    snprintf(unet_ckpt, sizeof unet_ckpt, "%s/unet_%d.safetensors", dir, k);
+    if (safetensors_open(g2, &gold)) {
+      CHECK_MSG(0, "cannot read %s", g2);
+      continue;
+    }
+    CHECK(write_unet_checkpoint(unet_ckpt, dpath, ST_F32, 1) == 0);
+    golden(gpu, unet_ckpt, ckpt, gold, false, &xl[k]);
+    golden(gpu, unet_ckpt, ckpt, gold, true, &xl[k]);
+    unlink(unet_ckpt);
+    safetensors_close(gold);
+  }
   unlink(ckpt);
   rmdir(dir);
-  safetensors_close(gold);
   test_gpu_done(gpu);
   return test_result("test_sampler");
 }
