@@ -97,7 +97,7 @@ static enum status ddim(const struct schedule *s, const struct sampler_run *r, f
     if (r->schedule == SCHEDULE_TRAILING) t = (int)trailing[k], t_prev = k + 1 < n ? (int)trailing[k + 1] : -1;
     double at = s->alphas_cumprod[t], ap = t_prev >= 0 ? s->alphas_cumprod[t_prev] : s->alphas_cumprod[0];
     enum status st = r->denoise(x, (double)t, eps, r->user);
-    if (st) return st;
+    if (st) return st == STATUS_NUMERIC ? status_wrap(st, "step %d of %d", k + 1, n) : st;
     for (size_t i = 0; i < r->n; i++) {
       double m = eps[i], x0, e;
       if (r->prediction == PREDICTION_V) { /* v = sqrt(a) eps - sqrt(1 - a) x0 */
@@ -140,7 +140,10 @@ enum status sampler_run(const struct schedule *s, const struct sampler_run *r, f
   for (int k = 0; k < r->steps; k++) {
     double sigma = sig[k], next = sig[k + 1], c_in = 1.0 / sqrt(sigma * sigma + 1), t = schedule_sigma_to_t(s, sigma);
     for (size_t i = 0; i < n; i++) xin[i] = (float)(x[i] * c_in);
-    if ((st = r->denoise(xin, t, eps, r->user))) goto done;
+    if ((st = r->denoise(xin, t, eps, r->user))) {
+      if (st == STATUS_NUMERIC) status_wrap(st, "step %d of %d", k + 1, r->steps);
+      goto done;
+    }
     if (r->prediction == PREDICTION_V) { /* k-diffusion CompVisVDenoiser: c_skip x + c_out v */
       double c_skip = 1.0 / (sigma * sigma + 1), c_out = -sigma / sqrt(sigma * sigma + 1);
       for (size_t i = 0; i < n; i++) den[i] = c_skip * x[i] + c_out * eps[i];

@@ -300,6 +300,59 @@ int write_unet_checkpoint(const char *path, const char *digest_path, enum st_dty
   return rc;
 }
 
+int write_family_checkpoint(const char *path, const char *family, const char *unet_digest, const char *vae_digest,
+                            enum st_dtype dtype, uint64_t seed, const char *meta_key, const char *meta_value) {
+  struct st_writer *w;
+  if (st_writer_create(&w)) return 1;
+  struct pool p = {0};
+  struct ckpt_options o = {.dtype = dtype, .seed = seed};
+  const char *digests[2] = {unet_digest, vae_digest};
+  int rc = 0;
+  for (int d = 0; d < 2 && !rc; d++) {
+    char *text = test_read_file(digests[d], NULL);
+    cJSON *root = text ? cJSON_Parse(text) : NULL;
+    free(text);
+    const cJSON *tensors = root ? cJSON_GetObjectItem(root, "tensors") : NULL;
+    if (!tensors) rc = 1;
+    for (const cJSON *t = tensors ? tensors->child : NULL; t; t = t->next) {
+      const char *name = cJSON_GetObjectItem(t, "name")->valuestring;
+      bool vae = !strncmp(name, "encoder.", 8) || !strncmp(name, "decoder.", 8) || !strncmp(name, "quant_conv", 10) ||
+                 !strncmp(name, "post_quant_conv", 15);
+      if (vae != (d == 1)) continue; /* the U-Net from the first digest, the VAE from the second */
+      const cJSON *shape = cJSON_GetObjectItem(t, "shape");
+      int nd = cJSON_GetArraySize(shape);
+      int64_t dims[8];
+      for (int i = 0; i < nd; i++) dims[i] = (int64_t)cJSON_GetArrayItem(shape, i)->valuedouble;
+      char key[512];
+      snprintf(key, sizeof key, "%s%s", vae ? "first_stage_model." : "model.diffusion_model.", name);
+      add(w, &p, &o, name, key, nd, dims, rule(name, nd, dims, seed));
+    }
+    cJSON_Delete(root);
+  }
+  bool xl = !strcmp(family, "sdxl");
+  if (!rc && xl) {
+    struct ckpt_options o0 = {.dtype = dtype, .prefix = "conditioner.embedders.0.transformer.", .seed = seed};
+    add_clip_tensors(w, &p, clip_spec("tiny"), &o0);
+  }
+  if (!rc) { /* SD 2.x: the OpenCLIP tower (seed); SDXL: bigG's place (seed + 1) */
+    struct ckpt_options o1 = {.dtype = dtype, .prefix = xl ? "conditioner.embedders.1.model." : "cond_stage_model.model.",
+                              .openclip_names = true, .projection = true, .seed = xl ? seed + 1 : seed};
+    add_clip_tensors(w, &p, clip_spec("tiny_gelu"), &o1);
+    float *ls = keep(&p, malloc(sizeof(float)));
+    *ls = (float)log(100.0);
+    st_writer_add(w, xl ? "conditioner.embedders.1.model.logit_scale" : "cond_stage_model.model.logit_scale", ST_F32, 0,
+                  NULL, ls);
+  }
+  if (!rc && meta_key) st_writer_metadata(w, meta_key, meta_value);
+  if (rc) {
+    st_writer_destroy(w);
+    for (int i = 0; i < p.n; i++) free(p.bufs[i]);
+    free(p.bufs);
+    return rc;
+  }
+  return finish(w, &p, path);
+}
+
 static const struct vision_spec vspecs[] = {{"tiny", 64, 8, 64, 2, 256, 64}, {"vitb32", 224, 32, 768, 12, 3072, 512}, {"vitl14", 224, 14, 1024, 24, 4096, 768}};
 
 const struct vision_spec *vision_spec(const char *name) {

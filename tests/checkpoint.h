@@ -46,6 +46,12 @@ int write_sd_checkpoint(const char *path, const char *digest_path, enum st_dtype
  * at a time (the full SDXL U-Net is 2.6 G values). */
 int write_unet_checkpoint(const char *path, const char *digest_path, enum st_dtype dtype, uint64_t seed);
 
+/* A tiny SD 2.x ("sd2": tiny_gelu OpenCLIP tower under cond_stage_model.model.) or SDXL ("sdxl":
+ * tiny + tiny_gelu towers, seeds seed and seed + 1) single file: the U-Net of unet_digest and the VAE
+ * tensors of vae_digest, values from the weight rule; one metadata entry when meta_key is set. */
+int write_family_checkpoint(const char *path, const char *family, const char *unet_digest, const char *vae_digest,
+                            enum st_dtype dtype, uint64_t seed, const char *meta_key, const char *meta_value);
+
 struct vision_spec {
   const char *name; /* tiny, vitb32 */
   int image, patch, width, layers, mlp, proj;

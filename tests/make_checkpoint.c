@@ -4,6 +4,8 @@
  *                   [--projection] [--seed S] -o OUT.safetensors
  *   make_checkpoint sd DIGEST.json tiny|vitl14 [--dtype f32|f16] -o OUT.safetensors
  *     (an SD single-file checkpoint: the U-Net/VAE keys of a ../shared/ref digest and a CLIP text model)
+ *   make_checkpoint sd2|sdxl UNET_DIGEST.json VAE_DIGEST.json [--dtype f32|f16] [--meta KEY=VALUE] -o OUT.safetensors
+ *     (a tiny SD 2.x / SDXL single file: U-Net and VAE of the digests, the tiny text towers)
  *   make_checkpoint sdxl-text tiny|full [--dtype f32|f16|bf16] [--seed S] -o OUT.safetensors
  *     (SDXL's two text towers as in sd_xl_base_1.0.safetensors: tiny + tiny_gelu, or vitl14 + vitbigg14) */
 #include <stdio.h>
@@ -25,6 +27,24 @@ int main(int argc, char **argv) {
       return 2;
     }
     return write_sd_checkpoint(out, argv[2], dt, 1, clip_spec(argv[3])) ? 1 : 0;
+  }
+  if (argc >= 4 && (!strcmp(argv[1], "sd2") || !strcmp(argv[1], "sdxl"))) {
+    enum st_dtype dt = ST_F32;
+    const char *out = NULL;
+    char key[128] = "", *val = NULL;
+    for (int i = 4; i < argc; i++) {
+      if (!strcmp(argv[i], "--dtype") && i + 1 < argc) dt = !strcmp(argv[++i], "f16") ? ST_F16 : ST_F32;
+      else if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
+      else if (!strcmp(argv[i], "--meta") && i + 1 < argc && strchr(argv[i + 1], '=')) {
+        snprintf(key, sizeof key, "%.*s", (int)(strchr(argv[i + 1], '=') - argv[i + 1]), argv[i + 1]);
+        val = strchr(argv[++i], '=') + 1;
+      }
+    }
+    if (!out) {
+      fprintf(stderr, "usage: make_checkpoint sd2|sdxl UNET_DIGEST VAE_DIGEST [--dtype f32|f16] [--meta K=V] -o OUT\n");
+      return 2;
+    }
+    return write_family_checkpoint(out, argv[1], argv[2], argv[3], dt, 1, key[0] ? key : NULL, val) ? 1 : 0;
   }
   if (argc >= 3 && !strcmp(argv[1], "sdxl-text")) {
     enum st_dtype dt = ST_F32;

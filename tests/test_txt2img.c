@@ -14,6 +14,7 @@
 
 #include "checkpoint.h"
 #include "sd_model.h"
+#include "unet.h"
 #include "test.h"
 #include "vkdiffusion.h"
 
@@ -159,6 +160,121 @@ static void golden(const char *ckpt, const char *cfg, const char *vocab, struct 
   sd_model_destroy(m);
 }
 
+/* SD 2.x (v, modelspec.prediction_type from the file) and SDXL (y, sizes, zero uncond) through txt2img
+ * against sample_sd21_tiny_v / sample_sdxl_tiny; then a 1-step trailing run at cfg 1 makes exactly one
+ * U-Net evaluation of one image, and a NaN on the way never becomes an image. */
+static void xl_golden(const char *family, const char *golden_name, const char *unet_digest, const char *vae_digest,
+                      const char *vocab, const char *dir, bool fp16) {
+  char gpath[1024], rel[160], ckpt[512], cfg[512], ud[1024];
+  snprintf(rel, sizeof rel, "ref/goldens/%s.safetensors", golden_name);
+  test_shared_path(gpath, sizeof gpath, rel);
+  snprintf(rel, sizeof rel, "ref/goldens/%s", unet_digest);
+  test_shared_path(ud, sizeof ud, rel);
+  struct safetensors *gold = NULL;
+  if (safetensors_open(gpath, &gold)) {
+    CHECK_MSG(0, "cannot read %s", gpath);
+    return;
+  }
+  bool xl = !strcmp(family, "sdxl");
+  snprintf(ckpt, sizeof ckpt, "%s/%s.safetensors", dir, family);
+  CHECK(write_family_checkpoint(ckpt, family, ud, vae_digest, ST_F32, 1, xl ? NULL : "modelspec.prediction_type",
+                                xl ? NULL : "v") == 0);
+  test_write_text(dir, "xl.json", xl ? "{\"text_encoder\": {\"num_attention_heads\": 4}, \"text_encoder_2\": "
+                                       "{\"num_attention_heads\": 4}, \"unet\": {\"num_attention_heads\": [2, 4, 4]}}"
+                                     : "{\"text_encoder\": {\"num_attention_heads\": 4}, \"unet\": {\"num_attention_heads\": [2, 4, 4]}}");
+  snprintf(cfg, sizeof cfg, "%s/xl.json", dir);
+  struct sd_model_options mo = sd_model_default_options();
+  mo.model_path = ckpt;
+  mo.config_path = cfg;
+  mo.tokenizer_path = vocab;
+  mo.precision = fp16 ? SD_FP16 : SD_FP32;
+  struct sd_model *m = NULL;
+  CHECK_OK(sd_model_create(&mo, &m));
+  if (!m) {
+    safetensors_close(gold);
+    return;
+  }
+  struct sd_model_info info;
+  sd_model_get_info(m, &info);
+  CHECK(info.family == (xl ? SD_FAMILY_SDXL : SD_FAMILY_SD2));
+  CHECK(info.prediction == (xl ? SD_PREDICTION_EPS : SD_PREDICTION_V));
+  CHECK(xl ? !strcmp(info.prediction_source, "SDXL's default") : !strcmp(info.prediction_source, "modelspec.prediction_type"));
+  CHECK(info.scale_factor == (xl ? 0.13025f : 0.18215f) && info.default_clip_skip == 2);
+  CHECK(info.default_width == (xl ? 1024 : 768) && info.context_width == (xl ? 128 : 64));
+  float *noise = test_tensor(gold, "noise", NULL), *anoise = test_tensor(gold, "euler_a_noise", NULL);
+  const char *names[] = {"euler", "euler_a", "dpmpp_2m_karras", "ddim"};
+  enum sd_sampler samplers[] = {SD_SAMPLER_EULER, SD_SAMPLER_EULER_A, SD_SAMPLER_DPMPP_2M, SD_SAMPLER_DDIM};
+  for (int k = 0; k < (xl ? 2 : 4); k++) {
+    struct txt2img_params tp = txt2img_default_params();
+    tp.prompt = PROMPT;
+    tp.noise = noise;
+    tp.ancestral_noise = samplers[k] == SD_SAMPLER_EULER_A ? anoise : NULL;
+    tp.steps = STEPS;
+    tp.cfg_scale = xl ? 5.0 : 7.5;
+    tp.width = tp.height = 32;
+    tp.sampler = samplers[k];
+    tp.schedule = k == 2 ? SD_SCHEDULE_KARRAS : SD_SCHEDULE_DISCRETE;
+    tp.vae_tiling = SD_VAE_TILING_OFF;
+    if (xl) { /* the golden's micro-conditioning */
+      tp.original_height = 896, tp.original_width = 1152, tp.crop_top = 16, tp.crop_left = 32;
+      tp.target_height = 1024, tp.target_width = 768;
+    }
+    unsigned char img[PX];
+    float lat[STEPS * N_LAT];
+    CHECK_OK(txt2img(m, &tp, img, lat));
+    char name[96], what[160];
+    snprintf(name, sizeof name, "%s.latents", names[k]);
+    float *ref = test_tensor(gold, name, NULL);
+    snprintf(what, sizeof what, "txt2img %s %s %s latents", family, names[k], fp16 ? "fp16" : "fp32");
+    CHECK_CLOSE(what, lat, ref, STEPS * N_LAT, fp16 ? (xl ? 1.0 : 0.2) : (xl ? 2e-3 : 5e-4), fp16 ? 2e-2 : 1e-4);
+    free(ref);
+    snprintf(name, sizeof name, "%s.image_u8", names[k]);
+    ref = test_tensor(gold, name, NULL);
+    float got[PX];
+    for (int i = 0; i < PX; i++) got[i] = img[i];
+    snprintf(what, sizeof what, "txt2img %s %s %s image_u8 (levels)", family, names[k], fp16 ? "fp16" : "fp32");
+    CHECK_CLOSE(what, got, ref, PX, fp16 ? 3 : 1, 0);
+    free(ref);
+  }
+  if (!fp16) {
+    /* Turbo: 1 trailing step at cfg 1 = one U-Net evaluation of one image (no unconditional pass) */
+    int64_t e0, i0, e1, i1;
+    unet_counts(m->unet, &e0, &i0);
+    struct txt2img_params tp = txt2img_default_params();
+    tp.prompt = PROMPT;
+    tp.steps = 1;
+    tp.cfg_scale = 1;
+    tp.schedule = SD_SCHEDULE_TRAILING;
+    tp.width = tp.height = 32;
+    for (int smp = 0; smp < 2; smp++) {
+      tp.sampler = smp ? SD_SAMPLER_EULER_A : SD_SAMPLER_EULER;
+      unsigned char img[PX];
+      CHECK_OK(txt2img(m, &tp, img, NULL));
+    }
+    unet_counts(m->unet, &e1, &i1);
+    CHECK_MSG(e1 - e0 == 2 && i1 - i0 == 2, "%s: 2 one-step cfg-1 runs made %lld U-Net evaluations of %lld images",
+              family, (long long)(e1 - e0), (long long)(i1 - i0));
+    /* a latent that is not finite never reaches a PNG: the job fails naming the step */
+    float *bad = malloc(N_LAT * sizeof *bad);
+    for (int i = 0; i < N_LAT; i++) bad[i] = i == 7 ? NAN : 0.5f;
+    struct calls calls = {.order_ok = true};
+    tp.noise = bad;
+    tp.on_image = on_image;
+    tp.user = &calls;
+    int st = txt2img(m, &tp, NULL, NULL);
+    CHECK_MSG(st == SD_NUMERIC && calls.images == 0 && strstr(sd_last_error(), "step 1"), "NaN noise: %d %s", st,
+              sd_last_error());
+    free(bad);
+  }
+  free(noise), free(anoise);
+  const char *last = NULL;
+  int n = gpu_validation_count(sd_model_gpu(m), &last);
+  CHECK_MSG(n == 0, "%d validation messages; last: %s", n, last ? last : "");
+  sd_model_destroy(m);
+  unlink(ckpt);
+  safetensors_close(gold);
+}
+
 int main(void) {
   char gpath[1024], digest[1024], vocab[1024], dir[256], ckpt[512], cfg[512];
   test_shared_path(gpath, sizeof gpath, "ref/goldens/sample_tiny.safetensors");
@@ -187,6 +303,10 @@ int main(void) {
   }
   golden(ckpt, cfg, vocab, gold, false);
   golden(ckpt, cfg, vocab, gold, true);
+  for (int fp16 = 0; fp16 < 2; fp16++) {
+    xl_golden("sd2", "sample_sd21_tiny_v", "weights_digest_unet_sd21_tiny_seed1.json", digest, vocab, dir, fp16);
+    xl_golden("sdxl", "sample_sdxl_tiny", "weights_digest_unet_sdxl_tiny_seed1.json", digest, vocab, dir, fp16);
+  }
   unlink(ckpt);
   unlink(cfg);
   rmdir(dir);
