@@ -183,6 +183,119 @@ static void test_hostile(const char *bin, const char *ckpt, const char *cfg, con
   unlink(fifo);
 }
 
+static void write_f32(const char *path, const char *const *names, const float *const *data, int64_t (*shapes)[4],
+                      const int *ndims, int n) {
+  struct st_writer *w;
+  if (st_writer_create(&w)) return;
+  for (int i = 0; i < n; i++) st_writer_add(w, names[i], ST_F32, ndims[i], shapes[i], data[i]);
+  CHECK_OK(st_writer_finish(w, path));
+  st_writer_destroy(w);
+}
+
+/* SD 2.x and SDXL through `vkdiffusion generate` (tiny checkpoints from make_checkpoint's writer):
+ * --noise and --save-latents against the sampling goldens, SDXL's size fields in a prompt file, the
+ * prediction from the file's metadata and --prediction; `unet --in` wants y for SDXL; a VAE output
+ * that is not finite never becomes a PNG */
+static void test_families(const char *bin, const char *vocab, const char *tiny_digest) {
+  char ckpt[2][600], cfg[2][600], ud[1024], gold[2][1024];
+  const char *fam[2] = {"sd2", "sdxl"};
+  const char *digests[2] = {"ref/goldens/weights_digest_unet_sd21_tiny_seed1.json", "ref/goldens/weights_digest_unet_sdxl_tiny_seed1.json"};
+  const char *goldens[2] = {"ref/goldens/sample_sd21_tiny_v.safetensors", "ref/goldens/sample_sdxl_tiny.safetensors"};
+  write_text("sd2.json", "{\"text_encoder\": {\"num_attention_heads\": 4}, \"unet\": {\"num_attention_heads\": [2, 4, 4]}}");
+  write_text("sdxl.json", "{\"text_encoder\": {\"num_attention_heads\": 4}, \"text_encoder_2\": {\"num_attention_heads\": 4},"
+                          " \"unet\": {\"num_attention_heads\": [2, 4, 4]}}");
+  write_text("xl_job.json", "{\"prompt\": \"a photograph of an astronaut riding a horse\", \"width\": 32, \"height\": 32, "
+                            "\"steps\": 4, \"sampler\": \"euler\", \"cfg_scale\": 5, \"original_size\": [896, 1152], "
+                            "\"crop\": [16, 32], \"target_size\": [1024, 768], \"output\": \"xl.png\"}");
+  for (int k = 0; k < 2; k++) {
+    test_shared_path(ud, sizeof ud, digests[k]);
+    test_shared_path(gold[k], sizeof gold[k], goldens[k]);
+    snprintf(ckpt[k], sizeof ckpt[k], "%s/%s.safetensors", dir, fam[k]);
+    snprintf(cfg[k], sizeof cfg[k], "%s/%s.json", dir, fam[k]);
+    CHECK(write_family_checkpoint(ckpt[k], fam[k], ud, tiny_digest, ST_F32, 1, k ? NULL : "modelspec.prediction_type",
+                                  k ? NULL : "v") == 0);
+  }
+  /* SD 2.x: v from the metadata, the golden's latents; --prediction eps overrides (and differs) */
+  float *runs[2] = {NULL, NULL};
+  for (int r = 0; r < 2; r++) {
+    int rc = run("%s generate --model %s --config %s --tokenizer %s --prompt 'a photograph of an astronaut riding a horse' "
+                 "--width 32 --height 32 --steps 4 --sampler euler --cfg-scale 7.5 --precision fp32 --noise %s %s "
+                 "--save-latents %s/sd2_lat%d.safetensors --output sd2_%d.png -o %s/fam", bin, ckpt[0], cfg[0], vocab, gold[0],
+                 r ? "--prediction eps" : "", dir, r, r, dir);
+    CHECK_MSG(rc == 0 && strstr(out, r ? "SD 2.x, eps-prediction (--prediction)" : "SD 2.x, v-prediction (modelspec.prediction_type)"),
+              "generate sd2 %d: %s", r, out);
+    char lat[700];
+    snprintf(lat, sizeof lat, "%s/sd2_lat%d.safetensors", dir, r);
+    int64_t dims[5];
+    runs[r] = read_latents(lat, dims);
+  }
+  struct safetensors *gs = NULL;
+  size_t nl = 4 * 4 * 16 * 16;
+  if (runs[0] && runs[1] && !safetensors_open(gold[0], &gs)) {
+    float *ref = test_tensor(gs, "euler.latents", NULL);
+    if (ref) CHECK_CLOSE("generate sd2 --noise: euler v latents against the golden (fp32)", runs[0], ref, nl, 5e-4, 1e-4);
+    CHECK_MSG(memcmp(runs[0], runs[1], nl * sizeof(float)) != 0, "--prediction eps gave the v latents");
+    free(ref);
+    safetensors_close(gs);
+  } else {
+    CHECK_MSG(0, "sd2 generate: no latents");
+  }
+  free(runs[0]), free(runs[1]);
+  /* SDXL: the job file's sizes, the empty negative as zeros (the default), the golden's latents */
+  int rc = run("%s generate --model %s --config %s --tokenizer %s %s/xl_job.json --precision fp32 --noise %s "
+               "--save-latents %s/xl_lat.safetensors -o %s/fam", bin, ckpt[1], cfg[1], vocab, dir, gold[1], dir, dir);
+  CHECK_MSG(rc == 0 && strstr(out, "SDXL, eps-prediction"), "generate sdxl: %s", out);
+  char lat[700], png[700];
+  snprintf(lat, sizeof lat, "%s/xl_lat.safetensors", dir);
+  int64_t dims[5];
+  float *xl = read_latents(lat, dims);
+  if (xl && !safetensors_open(gold[1], &gs)) {
+    float *ref = test_tensor(gs, "euler.latents", NULL);
+    if (ref) CHECK_CLOSE("generate sdxl --noise: euler latents against the golden (fp32)", xl, ref, nl, 2e-3, 1e-4);
+    free(ref);
+    safetensors_close(gs);
+  } else {
+    CHECK_MSG(0, "sdxl generate: no latents");
+  }
+  free(xl);
+  snprintf(png, sizeof png, "%s/fam/xl.png", dir);
+  CHECK(run("%s info %s", bin, png) == 0 && strstr(out, "Clip skip: 2, Original size: 1152x896, Crop: 16,32, Target size: 768x1024"));
+  /* unet --in: SDXL needs y [N, 1600] */
+  float x[2 * 4 * 8 * 8], t[2] = {999, 500}, ctx[2 * 77 * 128], y[2 * 1601];
+  test_random(x, sizeof x / 4, 1), test_random(ctx, sizeof ctx / 4, 2), test_random(y, sizeof y / 4, 3);
+  const char *nm[4] = {"x", "t", "context", "y"};
+  const float *dt[4] = {x, t, ctx, y};
+  int64_t sh[4][4] = {{2, 4, 8, 8}, {2}, {2, 77, 128}, {2, 1600}};
+  int nd[4] = {4, 1, 3, 2};
+  char in[700], o[700];
+  snprintf(in, sizeof in, "%s/unet_in.safetensors", dir);
+  snprintf(o, sizeof o, "%s/xl_eps.safetensors", dir);
+  write_f32(in, nm, dt, sh, nd, 3);
+  CHECK_MSG(run("%s unet --model %s --config %s --in %s -o %s", bin, ckpt[1], cfg[1], in, o) == 1 && strstr(out, "'y'") &&
+            access(o, F_OK) != 0, "unet without y: %s", out);
+  sh[3][1] = 1601;
+  write_f32(in, nm, dt, sh, nd, 4);
+  CHECK_MSG(run("%s unet --model %s --config %s --in %s -o %s", bin, ckpt[1], cfg[1], in, o) == 1 && strstr(out, "1600") &&
+            access(o, F_OK) != 0, "unet with y [2, 1601]: %s", out);
+  sh[3][1] = 1600;
+  write_f32(in, nm, dt, sh, nd, 4);
+  CHECK_MSG(run("%s unet --model %s --config %s --in %s -o %s", bin, ckpt[1], cfg[1], in, o) == 0 && access(o, R_OK) == 0,
+            "unet with y: %s", out);
+  /* a latent whose decode overflows: an error, no PNG (never a black image) */
+  float *huge = malloc(4 * 16 * 16 * sizeof *huge);
+  for (int i = 0; i < 4 * 16 * 16; i++) huge[i] = i % 2 ? 3e37f : -3e37f;
+  const char *ln[1] = {"latent"};
+  const float *ld[1] = {huge};
+  int64_t ls[1][4] = {{1, 4, 16, 16}};
+  int lnd[1] = {4};
+  write_f32(in, ln, ld, ls, lnd, 1);
+  snprintf(o, sizeof o, "%s/huge.png", dir);
+  CHECK_MSG(run("%s decode --model %s --in %s -o %s", bin, ckpt[1], in, o) == 1 && strstr(out, "NaN or infinite") &&
+            access(o, F_OK) != 0, "decode of an overflowing latent: %s", out);
+  free(huge);
+  printf("  sd2 / sdxl generate: golden latents, sizes in the PNG, unet --in y, no PNG from a non-finite decode\n");
+}
+
 int main(void) {
   const char *bin = VKD_BINARY;
   char digest[1024], vocab[1024], ckpt[512], cfg[512];
@@ -349,6 +462,7 @@ int main(void) {
         strstr(out, "nothing.safetensors"));
   CHECK(run("%s generate -o %s/e", bin, dir) == 2); /* no prompt */
   test_hostile(bin, ckpt, cfg, vocab);
+  test_families(bin, vocab, digest);
   snprintf(c3, sizeof c3, "rm -rf %s", dir);
   CHECK(system(c3) == 0);
   return test_result("test_generate");
