@@ -601,7 +601,9 @@ int cmd_generate(int argc, char **argv) {
     struct sd_model_info mi;
     sd_model_get_info(m, &mi);
     for (int k = 0; k < n_jobs; k++)
-      if (!jobs[k].width) jobs[k].width = mi.default_width, jobs[k].height = mi.default_height;
+      if (!jobs[k].width) jobs[k].width = mi.default_width;
+    for (int k = 0; k < n_jobs; k++)
+      if (!jobs[k].height) jobs[k].height = mi.default_height;
     o.default_clip_skip = mi.default_clip_skip;
     static const char *const fam[] = {"", "SD 1.x", "SD 2.x", "SDXL"};
     if (!o.quiet)

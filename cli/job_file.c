@@ -70,7 +70,6 @@ void job_validate(struct job *j) {
     snprintf(buf, sizeof buf, "\"width\" %d must be a multiple of 8 from 8 to 8192", j->width), fail(j, "%s", buf);
   if (j->height && (j->height < 8 || j->height > 8192 || j->height % 8))
     snprintf(buf, sizeof buf, "\"height\" %d must be a multiple of 8 from 8 to 8192", j->height), fail(j, "%s", buf);
-  if (!j->width != !j->height) fail(j, "%s", "give \"width\" and \"height\" together");
   if (!isfinite(j->cfg_scale) || j->cfg_scale < 0 || j->cfg_scale > 100)
     snprintf(buf, sizeof buf, "\"cfg_scale\" %g must be a finite number from 0 to 100", j->cfg_scale), fail(j, "%s", buf);
   if (j->clip_skip < 0 || j->clip_skip > 12)

@@ -4,6 +4,8 @@
  *                   [--projection] [--seed S] -o OUT.safetensors
  *   make_checkpoint sd DIGEST.json tiny|vitl14 [--dtype f32|f16] -o OUT.safetensors
  *     (an SD single-file checkpoint: the U-Net/VAE keys of a ../shared/ref digest and a CLIP text model)
+ *   make_checkpoint unet DIGEST.json [--dtype f32|f16] -o OUT.safetensors
+ *     (a U-Net alone under model.diffusion_model., streamed: the full SDXL one for bench unet)
  *   make_checkpoint sd2|sdxl UNET_DIGEST.json VAE_DIGEST.json [--dtype f32|f16] [--meta KEY=VALUE] -o OUT.safetensors
  *     (a tiny SD 2.x / SDXL single file: U-Net and VAE of the digests, the tiny text towers)
  *   make_checkpoint sdxl-text tiny|full [--dtype f32|f16|bf16] [--seed S] -o OUT.safetensors
@@ -27,6 +29,19 @@ int main(int argc, char **argv) {
       return 2;
     }
     return write_sd_checkpoint(out, argv[2], dt, 1, clip_spec(argv[3])) ? 1 : 0;
+  }
+  if (argc >= 3 && !strcmp(argv[1], "unet")) {
+    enum st_dtype dt = ST_F32;
+    const char *out = NULL;
+    for (int i = 3; i < argc; i++) {
+      if (!strcmp(argv[i], "--dtype") && i + 1 < argc) dt = !strcmp(argv[++i], "f16") ? ST_F16 : ST_F32;
+      else if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
+    }
+    if (!out) {
+      fprintf(stderr, "usage: make_checkpoint unet DIGEST [--dtype f32|f16] -o OUT\n");
+      return 2;
+    }
+    return write_unet_checkpoint(out, argv[2], dt, 1) ? 1 : 0;
   }
   if (argc >= 4 && (!strcmp(argv[1], "sd2") || !strcmp(argv[1], "sdxl"))) {
     enum st_dtype dt = ST_F32;

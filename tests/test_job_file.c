@@ -146,11 +146,53 @@ static void test_endings_and_encodings(void) {
   bad_file("prompt not UTF-8", "e23.json", "{\"prompt\": \"a \\udc80 b\"}", "not valid");
 }
 
+/* every shipped prompt file loads with no invalid job; SDXL's size fields and the trailing schedule */
+static void test_shipped_and_sdxl_fields(void) {
+  const char *files[] = {"demo.json", "landscapes.json", "portrait.json", "batch.jsonl", "simple.txt", "turbo.json"};
+  for (size_t k = 0; k < sizeof files / sizeof *files; k++) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/prompts/%s", VKD_SOURCE_DIR, files[k]);
+    struct job *jobs = NULL;
+    int n = 0;
+    CHECK_MSG(job_file_load(path, NULL, &jobs, &n) == STATUS_OK && n > 0, "%s: %s", path, status_message());
+    for (int i = 0; i < n; i++) {
+      CHECK_MSG(!jobs[i].error[0], "%s: %s", jobs[i].where, jobs[i].error);
+      job_free(&jobs[i]);
+    }
+    free(jobs);
+  }
+  test_write_text(dir, "xl.json", "[{\"prompt\": \"a\", \"original_size\": [896, 1152], \"crop\": [16, 32], "
+                                  "\"target_size\": [1024, 768], \"schedule\": \"trailing\"},"
+                                  " {\"prompt\": \"b\", \"crop\": [16]},"
+                                  " {\"prompt\": \"c\", \"original_size\": [-1, 5]},"
+                                  " {\"prompt\": \"d\", \"width\": 512}]");
+  char path[600];
+  snprintf(path, sizeof path, "%s/xl.json", dir);
+  struct job *jobs = NULL;
+  int n = 0;
+  CHECK_OK(job_file_load(path, NULL, &jobs, &n));
+  CHECK(n == 4);
+  if (n == 4) {
+    CHECK(!jobs[0].error[0] && jobs[0].original_size[0] == 896 && jobs[0].original_size[1] == 1152 && jobs[0].crop[0] == 16 &&
+          jobs[0].crop[1] == 32 && jobs[0].target_size[0] == 1024 && jobs[0].target_size[1] == 768 &&
+          jobs[0].schedule == SCHEDULE_TRAILING && jobs[0].width == 0 && jobs[0].clip_skip == 0);
+    CHECK_MSG(strstr(jobs[1].error, "\"crop\" must be an array of two integers"), "%s", jobs[1].error);
+    CHECK_MSG(strstr(jobs[2].error, "\"original_size\" = -1 is outside"), "%s", jobs[2].error);
+    CHECK_MSG(!jobs[3].error[0] && jobs[3].width == 512 && jobs[3].height == 0, "%s", jobs[3].error); /* height: the model's */
+  }
+  for (int i = 0; i < n; i++) job_free(&jobs[i]);
+  free(jobs);
+  int pair[2];
+  CHECK(job_parse_pair("896,1152", pair) && pair[0] == 896 && pair[1] == 1152);
+  CHECK(!job_parse_pair("896", pair) && !job_parse_pair("1,2,3", pair) && !job_parse_pair("-1,2", pair) && !job_parse_pair("a,b", pair));
+}
+
 int main(void) {
   snprintf(dir, sizeof dir, "/tmp/vkd_test_job_file_%ld", (long)getpid());
   mkdir(dir, 0755);
   test_prompt_files();
   test_endings_and_encodings();
+  test_shipped_and_sdxl_fields();
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
   CHECK(system(cmd) == 0);
