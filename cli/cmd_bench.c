@@ -263,7 +263,7 @@ static int bench_encode(int argc, char **argv, long device) {
 /* bench unet / vae: --model CKPT --size 256|512 [--config FILE] [--precision] */
 static int bench_model(const char *what, int argc, char **argv, long device) {
   const char *model = NULL, *config = NULL;
-  long size = 512, steps = 2;
+  long size = 512, steps = 2, batch = 2;
   bool fp16 = true;
   for (int i = 1; i < argc; i++) {
     const char *v = cli_value(argc, argv, &i);
@@ -271,7 +271,8 @@ static int bench_model(const char *what, int argc, char **argv, long device) {
     if (!strcmp(argv[i - 1], "--model")) model = v;
     else if (!strcmp(argv[i - 1], "--config")) config = v;
     else if (!strcmp(argv[i - 1], "--size") && cli_int("--size", v, 64, 2048, &size)) ;
-    else if (!strcmp(argv[i - 1], "--runs") && cli_int("--runs", v, 1, 100, &steps)) ;
+    else if (!strcmp(argv[i - 1], "--runs") && cli_int("--runs", v, 0, 100, &steps)) ;
+    else if (!strcmp(argv[i - 1], "--batch") && cli_int("--batch", v, 1, 2, &batch)) ;
     else if (!strcmp(argv[i - 1], "--precision")) fp16 = strcmp(v, "fp32") != 0;
     else if (!strcmp(argv[i - 1], "--device") && cli_int("--device", v, 0, 64, &device)) ;
     else {
@@ -307,20 +308,22 @@ static int bench_model(const char *what, int argc, char **argv, long device) {
       rng_randn(&r, x, nx);
       rng_randn(&r, ctx, nc);
       rng_randn(&r, yv, ny);
-      double gf = unet_gflop(u, 2, lat, lat, 77), best = 1e30;
+      double gf = unet_gflop(u, (int)batch, lat, lat, 77), best = 1e30;
       printf("U-Net: %lld parameters, %s weights %.0f MB (loaded in %.1f s) on %s; FMA peak %.1f GFLOP/s\n",
              (long long)info.parameters, fp16 ? "fp16" : "fp32", unet_weight_bytes(u) / 1e6, load, gpu_info(g)->name, peak);
-      for (int k = 0; k <= steps && !rc; k++) { /* the first run records pipelines: not counted */
+      for (int k = 0; k <= steps && !rc; k++) { /* the first run records pipelines: not counted (unless --runs 0) */
         double s0 = bench_now();
-        if (unet_forward(u, x, t, ctx, info.adm_in_channels ? yv : NULL, 2, lat, lat, 77, eps, NULL)) rc = cli_fail("bench", NULL);
+        if (unet_forward(u, x, t, ctx, info.adm_in_channels ? yv : NULL, (int)batch, lat, lat, 77, eps, NULL))
+          rc = cli_fail("bench", NULL);
         double s = bench_now() - s0;
-        if (k > 0 && s < best) best = s;
+        if ((k > 0 || steps == 0) && s < best) best = s;
         if (!rc) printf("  run %d: %.2f s\n", k, s);
       }
       if (!rc)
-        printf("U-Net at %ldx%ld (latent %dx%d), batch 2 (CFG): %.2f s per evaluation, %.0f GFLOP, %.2f GFLOP/s "
-               "(%.1f%% of peak); activations %.0f MB\n", size, size, lat, lat, best, gf, gf / best, 100 * gf / best / peak,
-               unet_activation_bytes(u) / 1e6);
+        printf("U-Net at %ldx%ld (latent %dx%d), batch %ld%s: %.2f s per evaluation%s, %.0f GFLOP, %.2f GFLOP/s "
+               "(%.1f%% of peak); activations %.0f MB, peak device memory %.0f MB\n", size, size, lat, lat, batch,
+               batch == 2 ? " (a CFG step)" : " (one evaluation)", best, steps ? "" : " (first run: with pipeline creation)",
+               gf, gf / best, 100 * gf / best / peak, unet_activation_bytes(u) / 1e6, gpu_memory_peak(g) / 1e6);
       free(x), free(ctx), free(eps), free(yv);
     }
     unet_destroy(u);
@@ -494,7 +497,7 @@ int cmd_bench(int argc, char **argv) {
       printf("usage: vkdiffusion bench ops [--device N]\n"
              "       vkdiffusion bench tokenize [--tokenizer PATH]\n"
              "       vkdiffusion bench encode --model PATH [--family sd1|sd2|sdxl] [--config FILE] [--precision fp16|fp32]\n"
-             "       vkdiffusion bench unet --model CKPT [--size 256|512] [--config FILE] [--runs N]\n"
+             "       vkdiffusion bench unet --model CKPT [--size 256|512|1024] [--batch 1|2] [--config FILE] [--runs N]\n"
              "       vkdiffusion bench vae --model CKPT [--size 256|512] [--runs N]\n"
              "       vkdiffusion bench generate --model CKPT [--size 512] [--steps 20] [--config FILE]\n"
              "       vkdiffusion bench classify --model CLIP [--config FILE] [--precision fp16|fp32]\n\n"
