@@ -8,9 +8,17 @@
 #include "half.h"
 #include "ops.h"
 
+/* the checkpoint key of a model name: renamed, then prefixed */
+static void key_of(const struct weight_loader *l, const char *name, char *key, size_t n) {
+  char mapped[512];
+  if (l->rename && l->rename(name, mapped, sizeof mapped, l->rename_ctx)) name = mapped;
+  else if (l->rename) name = "(no counterpart)";
+  snprintf(key, n, "%s%s", l->prefix ? l->prefix : "", name);
+}
+
 static const struct st_tensor *find(const struct weight_loader *l, const char *name) {
   char key[512];
-  snprintf(key, sizeof key, "%s%s", l->prefix ? l->prefix : "", name);
+  key_of(l, name, key, sizeof key);
   return safetensors_find(l->st, key);
 }
 
@@ -42,8 +50,10 @@ static void shape_text(char *buf, size_t n, int ndim, const int64_t *shape) {
 static enum status read_checked(struct weight_loader *l, const char *name, int ndim, const int64_t *shape,
                                 const struct st_tensor **out) {
   const struct st_tensor *t = find(l, name);
-  const char *path = safetensors_path(l->st), *pre = l->prefix ? l->prefix : "";
-  char want[128], got[128];
+  const char *path = safetensors_path(l->st), *pre = "";
+  char want[128], got[128], key[512];
+  key_of(l, name, key, sizeof key);
+  name = key; /* messages name the checkpoint's key */
   shape_text(want, sizeof want, ndim, shape);
   if (!t) return status_set(STATUS_FORMAT, "%s: tensor '%s%s' [%s] is missing", path, pre, name, want);
   bool same = t->ndim == ndim;
@@ -150,9 +160,11 @@ enum status weight_load_sum(struct weight_loader *l, const char *a, const char *
 
 enum status weight_dims(const struct weight_loader *l, const char *name, int ndim, int64_t shape[8]) {
   int nd;
-  if (!weight_shape(l, name, &nd, shape) || nd != ndim)
-    return status_set(STATUS_FORMAT, "%s: tensor '%s%s' is missing or not %d-D", safetensors_path(l->st), l->prefix,
-                      name, ndim);
+  if (!weight_shape(l, name, &nd, shape) || nd != ndim) {
+    char key[512];
+    key_of(l, name, key, sizeof key);
+    return status_set(STATUS_FORMAT, "%s: tensor '%s' is missing or not %d-D", safetensors_path(l->st), key, ndim);
+  }
   return STATUS_OK;
 }
 
@@ -187,7 +199,14 @@ enum status weight_load_linear(struct weight_loader *l, const char *base, int64_
 
 enum status weight_load_model(struct gpu *g, const struct safetensors *st, const char *prefix, const char *what,
                               weight_load_fn load, void (*reset)(void *model), void *model, struct gpu_arena **arena) {
-  struct weight_loader l = {.g = g, .st = st, .prefix = prefix};
+  return weight_load_model_renamed(g, st, prefix, NULL, NULL, what, load, reset, model, arena);
+}
+
+enum status weight_load_model_renamed(struct gpu *g, const struct safetensors *st, const char *prefix,
+                                      weight_rename_fn rename, const void *rename_ctx, const char *what,
+                                      weight_load_fn load, void (*reset)(void *model), void *model,
+                                      struct gpu_arena **arena) {
+  struct weight_loader l = {.g = g, .st = st, .prefix = prefix, .rename = rename, .rename_ctx = rename_ctx};
   enum status s = load(&l, model); /* measuring: l.arena is NULL, only l.bytes grows */
   if (!s && reset) reset(model);
   if (!s) s = gpu_arena_create(g, l.bytes, what, arena);

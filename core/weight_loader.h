@@ -10,11 +10,17 @@
 #include "gpu.h"
 #include "safetensors.h"
 
+/* One rename map from a model's own names to a checkpoint's (diffusers' U-Net names, ...): writes
+ * the checkpoint key of `name` into key; false when the name has no counterpart. */
+typedef bool (*weight_rename_fn)(const char *name, char *key, size_t n, const void *ctx);
+
 struct weight_loader {
   struct gpu *g;
   const struct safetensors *st;
   struct gpu_arena *arena; /* NULL in the measuring pass */
-  const char *prefix;      /* prepended to every name */
+  const char *prefix;      /* prepended to every name (after the rename) */
+  weight_rename_fn rename; /* NULL: the names as they are */
+  const void *rename_ctx;
   VkDeviceSize bytes;      /* measuring pass: the total */
   float *host, *host2;
   uint16_t *half;
@@ -62,5 +68,10 @@ enum status weight_load_linear(struct weight_loader *l, const char *base, int64_
 typedef enum status (*weight_load_fn)(struct weight_loader *l, void *model);
 enum status weight_load_model(struct gpu *g, const struct safetensors *st, const char *prefix, const char *what,
                               weight_load_fn load, void (*reset)(void *model), void *model, struct gpu_arena **arena);
+/* The same with a rename map (rename NULL: none). */
+enum status weight_load_model_renamed(struct gpu *g, const struct safetensors *st, const char *prefix,
+                                      weight_rename_fn rename, const void *rename_ctx, const char *what,
+                                      weight_load_fn load, void (*reset)(void *model), void *model,
+                                      struct gpu_arena **arena);
 
 #endif

@@ -56,10 +56,96 @@ struct unet {
   struct gpu_tensor rec_x, rec_t, rec_ctx, rec_y, rec_eps;
 };
 
+/* --- diffusers' UNet2DConditionModel names (a unet/ folder), through one rename map ---
+ * ldm input_blocks.i (i >= 1) is level L = (i - 1) / (R + 1), slot r = (i - 1) % (R + 1): resnets.r and
+ * attentions.r, or the level's downsampler when r == R; output_blocks.i is up level i / (R + 1), slot
+ * i % (R + 1) (R + 1 resnets a level), its upsampler at conv; R = num_res_blocks. */
+struct diffusers_map {
+  int res; /* num_res_blocks */
+  const struct safetensors *st;
+};
+
+static bool is_diffusers(const struct safetensors *st) {
+  return safetensors_find(st, "conv_in.weight") && safetensors_find(st, "time_embedding.linear_1.weight");
+}
+
+static int diffusers_res_blocks(const struct safetensors *st) {
+  int r = 0;
+  char key[96];
+  for (;; r++) {
+    snprintf(key, sizeof key, "down_blocks.0.resnets.%d.conv1.weight", r);
+    if (!safetensors_find(st, key)) break;
+  }
+  return r;
+}
+
+/* ResBlock leaves: ldm -> diffusers; *tail: what follows the ldm leaf ("weight") */
+static const char *res_leaf(const char *rest, const char **tail) {
+  static const char *const map[][2] = {{"in_layers.0.", "norm1."}, {"in_layers.2.", "conv1."},
+                                       {"emb_layers.1.", "time_emb_proj."}, {"out_layers.0.", "norm2."},
+                                       {"out_layers.3.", "conv2."}, {"skip_connection.", "conv_shortcut."}};
+  for (size_t i = 0; i < sizeof map / sizeof *map; i++)
+    if (!strncmp(rest, map[i][0], strlen(map[i][0]))) {
+      *tail = rest + strlen(map[i][0]);
+      return map[i][1];
+    }
+  return NULL;
+}
+
+static bool diffusers_name(const char *name, char *key, size_t n, const void *ctx) {
+  const struct diffusers_map *m = ctx;
+  static const char *const top[][2] = {{"time_embed.0.", "time_embedding.linear_1."},
+                                       {"time_embed.2.", "time_embedding.linear_2."},
+                                       {"label_emb.0.0.", "add_embedding.linear_1."},
+                                       {"label_emb.0.2.", "add_embedding.linear_2."},
+                                       {"input_blocks.0.0.", "conv_in."},
+                                       {"out.0.", "conv_norm_out."},
+                                       {"out.2.", "conv_out."}};
+  for (size_t i = 0; i < sizeof top / sizeof *top; i++)
+    if (!strncmp(name, top[i][0], strlen(top[i][0]))) {
+      snprintf(key, n, "%s%s", top[i][1], name + strlen(top[i][0]));
+      return true;
+    }
+  int I = 0, J = 0, used = 0, R = m->res;
+  const char *tail = "";
+  if (sscanf(name, "input_blocks.%d.%d.%n", &I, &J, &used) == 2 && used > 0 && I >= 1) {
+    const char *rest = name + used, *leaf = res_leaf(rest, &tail);
+    int L = (I - 1) / (R + 1), r = (I - 1) % (R + 1);
+    /* layer J of the block: 0 the ResBlock (or the downsampler), 1 the transformer */
+    if (!strncmp(rest, "op.", 3)) snprintf(key, n, "down_blocks.%d.downsamplers.0.conv.%s", L, rest + 3);
+    else if (leaf) snprintf(key, n, "down_blocks.%d.resnets.%d.%s%s", L, r, leaf, tail);
+    else snprintf(key, n, "down_blocks.%d.attentions.%d.%s", L, r, rest);
+    return leaf ? J == 0 && r < R : strncmp(rest, "op.", 3) ? J == 1 && r < R : J == 0 && r == R;
+  }
+  used = 0;
+  if (sscanf(name, "output_blocks.%d.%d.%n", &I, &J, &used) == 2 && used > 0) {
+    const char *rest = name + used, *leaf = res_leaf(rest, &tail);
+    int L = I / (R + 1), r = I % (R + 1);
+    /* layer J: 0 the ResBlock, 1 the transformer or the upsampler, 2 the upsampler after a transformer */
+    if (!strncmp(rest, "conv.", 5)) snprintf(key, n, "up_blocks.%d.upsamplers.0.conv.%s", L, rest + 5);
+    else if (leaf) snprintf(key, n, "up_blocks.%d.resnets.%d.%s%s", L, r, leaf, tail);
+    else snprintf(key, n, "up_blocks.%d.attentions.%d.%s", L, r, rest);
+    if (!strncmp(rest, "conv.", 5)) { /* the level's last slot upsamples, after its transformer when it has one */
+      char probe[96];
+      snprintf(probe, sizeof probe, "up_blocks.%d.attentions.%d.norm.weight", L, r);
+      return r == R && J == (safetensors_find(m->st, probe) ? 2 : 1);
+    }
+    return leaf ? J == 0 : J == 1;
+  }
+  used = 0;
+  if (sscanf(name, "middle_block.%d.%n", &J, &used) == 1 && used > 0) {
+    const char *rest = name + used, *leaf = res_leaf(rest, &tail);
+    if (leaf) snprintf(key, n, "mid_block.resnets.%d.%s%s", J ? 1 : 0, leaf, tail);
+    else snprintf(key, n, "mid_block.attentions.0.%s", rest);
+    return leaf ? J != 1 : J == 1;
+  }
+  return false;
+}
+
 bool unet_present(const struct safetensors *st, const char *prefix) {
   char key[256];
   snprintf(key, sizeof key, "%sinput_blocks.0.0.weight", prefix ? prefix : "model.diffusion_model.");
-  return safetensors_find(st, key) != NULL;
+  return safetensors_find(st, key) != NULL || (!prefix && is_diffusers(st));
 }
 
 /* --- loading --- */
@@ -114,6 +200,9 @@ static enum status load_st(struct loading *ld, const char *base, int level, stru
   L->kind = L_ST;
   L->cin = L->cout = C;
   const struct unet_options *o = ld->opt;
+  if (level < 0 || level >= UNET_MAX_LEVELS) /* a checkpoint with more upsamplers than downsamplers */
+    return status_set(STATUS_FORMAT, "%s: '%s' lies outside the U-Net's levels (0..%d): its up and down samplers do not pair",
+                      safetensors_path(ld->l->st), base, UNET_MAX_LEVELS - 1);
   int nd;
   int64_t pin[8];
   snprintf(name, sizeof name, "%s.proj_in.weight", base);
@@ -127,7 +216,7 @@ static enum status load_st(struct loading *ld, const char *base, int level, stru
   if (L->heads <= 0 || C % L->heads)
     return status_set(STATUS_FORMAT, "%s: %d channels at '%s' do not split into %d attention heads (set the heads with "
                       "--config)", safetensors_path(ld->l->st), C, base, L->heads);
-  if (level < UNET_MAX_LEVELS) ld->u->info.heads[level] = L->heads;
+  ld->u->info.heads[level] = L->heads;
   if (!(L->st = calloc(1, sizeof *L->st))) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
   struct spatial_transformer *st = L->st;
   if ((s = weight_load_vector(ld->l, base, "norm.weight", C, &st->norm_w)) || (s = weight_load_vector(ld->l, base, "norm.bias", C, &st->norm_b))) return s;
@@ -311,7 +400,18 @@ enum status unet_load(struct gpu *g, const struct safetensors *st, const struct 
             gpu_texel_format_ok(g, VK_FORMAT_R16_SFLOAT);
   const char *prefix = opt->prefix ? opt->prefix : "model.diffusion_model.";
   struct loading ld = {.u = u, .opt = opt, .mat = u->fp16 ? DT_F16 : DT_F32};
-  enum status s = weight_load_model(g, st, prefix, "U-Net weights", load_all, free_all_layers, &ld, &u->weights);
+  /* a diffusers unet/ file: its names through the rename map (no prefix) */
+  struct diffusers_map dm = {0};
+  bool diffusers = !opt->prefix && !unet_present(st, prefix) && is_diffusers(st);
+  if (diffusers) {
+    prefix = "";
+    dm.res = diffusers_res_blocks(st);
+    dm.st = st;
+  }
+  enum status s = diffusers && dm.res < 1
+                      ? status_set(STATUS_FORMAT, "%s: a diffusers U-Net without down_blocks.0.resnets.0", safetensors_path(st))
+                      : weight_load_model_renamed(g, st, prefix, diffusers ? diffusers_name : NULL, &dm, "U-Net weights",
+                                                  load_all, free_all_layers, &ld, &u->weights);
   if (s) {
     unet_destroy(u);
     return s;

@@ -236,6 +236,88 @@ int write_sd_checkpoint(const char *path, const char *digest_path, enum st_dtype
   return finish(w, &p, path);
 }
 
+/* ldm U-Net name -> diffusers UNet2DConditionModel name, token by token (the test's own reading of
+ * diffusers' convert_ldm_unet_checkpoint layout, 2 ResBlocks a level) */
+static void diffusers_key(const char *ldm, char *out, size_t n) {
+  char tok[16][64];
+  int nt = 0;
+  const char *p = ldm;
+  while (*p && nt < 16) {
+    const char *d = strchr(p, '.');
+    size_t len = d ? (size_t)(d - p) : strlen(p);
+    snprintf(tok[nt++], sizeof tok[0], "%.*s", (int)len, p);
+    p += len + (d != NULL);
+  }
+  char rest[256] = "";
+  static const char *const res_from[] = {"in_layers.0", "in_layers.2", "emb_layers.1", "out_layers.0", "out_layers.3"};
+  static const char *const res_to[] = {"norm1", "conv1", "time_emb_proj", "norm2", "conv2"};
+  int first = 0; /* the token where the block's own part starts */
+  char head[128] = "";
+  if (!strcmp(tok[0], "time_embed")) snprintf(head, sizeof head, "time_embedding.linear_%d", atoi(tok[1]) / 2 + 1), first = 2;
+  else if (!strcmp(tok[0], "label_emb")) snprintf(head, sizeof head, "add_embedding.linear_%d", atoi(tok[2]) / 2 + 1), first = 3;
+  else if (!strcmp(tok[0], "out")) snprintf(head, sizeof head, "%s", atoi(tok[1]) ? "conv_out" : "conv_norm_out"), first = 2;
+  else if (!strcmp(tok[0], "input_blocks") && atoi(tok[1]) == 0) snprintf(head, sizeof head, "conv_in"), first = 3;
+  if (head[0]) {
+    for (int i = first; i < nt; i++) strcat(rest, "."), strcat(rest, tok[i]);
+    snprintf(out, n, "%s%s", head, rest);
+    return;
+  }
+  int b = 0, j = 0;
+  const char *kind;
+  if (!strcmp(tok[0], "middle_block")) j = atoi(tok[1]), first = 2;
+  else b = atoi(tok[1]), j = atoi(tok[2]), first = 3;
+  char sub[64];
+  snprintf(sub, sizeof sub, "%s.%s", tok[first], nt > first + 1 ? tok[first + 1] : "");
+  int res = -1;
+  for (int i = 0; i < 5; i++)
+    if (!strcmp(sub, res_from[i])) res = i;
+  bool skip = !strcmp(tok[first], "skip_connection");
+  kind = res >= 0 || skip ? "resnets" : !strcmp(tok[first], "op") || (!strcmp(tok[first], "conv") && nt == first + 2) ? "sampler" : "attentions";
+  int after = res >= 0 ? first + 2 : first + 1;
+  if (res >= 0) snprintf(rest, sizeof rest, ".%s", res_to[res]);
+  else if (skip) snprintf(rest, sizeof rest, ".conv_shortcut");
+  else if (!strcmp(kind, "sampler")) snprintf(rest, sizeof rest, ".conv");
+  else after = first;
+  for (int i = after; i < nt; i++) strcat(rest, "."), strcat(rest, tok[i]);
+  if (!strcmp(tok[0], "middle_block")) {
+    snprintf(out, n, "mid_block.%s.%d%s", kind, !strcmp(kind, "resnets") ? (j ? 1 : 0) : 0, rest);
+  } else if (!strcmp(tok[0], "input_blocks")) {
+    int level = (b - 1) / 3, slot = (b - 1) % 3;
+    if (!strcmp(kind, "sampler")) snprintf(out, n, "down_blocks.%d.downsamplers.0%s", level, rest);
+    else snprintf(out, n, "down_blocks.%d.%s.%d%s", level, kind, slot, rest);
+  } else {
+    int level = b / 3, slot = b % 3;
+    if (!strcmp(kind, "sampler")) snprintf(out, n, "up_blocks.%d.upsamplers.0%s", level, rest);
+    else snprintf(out, n, "up_blocks.%d.%s.%d%s", level, kind, slot, rest);
+  }
+}
+
+int write_unet_checkpoint_diffusers(const char *path, const char *digest_path, uint64_t seed) {
+  char *text = test_read_file(digest_path, NULL);
+  cJSON *root = text ? cJSON_Parse(text) : NULL;
+  free(text);
+  const cJSON *tensors = root ? cJSON_GetObjectItem(root, "tensors") : NULL;
+  struct st_writer *w = NULL;
+  if (!tensors || st_writer_create(&w)) {
+    cJSON_Delete(root);
+    return 1;
+  }
+  struct pool p = {0};
+  struct ckpt_options o = {.dtype = ST_F32, .seed = seed};
+  for (const cJSON *t = tensors->child; t; t = t->next) {
+    const char *name = cJSON_GetObjectItem(t, "name")->valuestring;
+    const cJSON *shape = cJSON_GetObjectItem(t, "shape");
+    int nd = cJSON_GetArraySize(shape);
+    int64_t dims[8];
+    for (int i = 0; i < nd; i++) dims[i] = (int64_t)cJSON_GetArrayItem(shape, i)->valuedouble;
+    char key[512];
+    diffusers_key(name, key, sizeof key);
+    add(w, &p, &o, name, key, nd, dims, rule(name, nd, dims, seed));
+  }
+  cJSON_Delete(root);
+  return finish(w, &p, path);
+}
+
 int write_unet_checkpoint(const char *path, const char *digest_path, enum st_dtype dtype, uint64_t seed) {
   char *text = test_read_file(digest_path, NULL);
   cJSON *root = text ? cJSON_Parse(text) : NULL;

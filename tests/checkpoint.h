@@ -52,6 +52,9 @@ int write_unet_checkpoint(const char *path, const char *digest_path, enum st_dty
 int write_family_checkpoint(const char *path, const char *family, const char *unet_digest, const char *vae_digest,
                             enum st_dtype dtype, uint64_t seed, const char *meta_key, const char *meta_value);
 
+/* The same U-Net in diffusers' UNet2DConditionModel names (a unet/ folder's file), F32, no prefix. */
+int write_unet_checkpoint_diffusers(const char *path, const char *digest_path, uint64_t seed);
+
 struct vision_spec {
   const char *name; /* tiny, vitb32 */
   int image, patch, width, layers, mlp, proj;

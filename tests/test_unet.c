@@ -153,6 +153,15 @@ int main(void) {
       run_golden(lab, ckpt, gold, false, 0, xl[k].head_dim, 1e-4, 1e-4, 1e-3, 1e-4);
       snprintf(lab, sizeof lab, "%s fp16", xl[k].label);
       run_golden(lab, ckpt, gold, true, 0, xl[k].head_dim, 3e-2, 3e-2, 5e-2, 2e-2);
+      /* the same weights in diffusers' names (a unet/ folder): the rename map, the same numbers */
+      CHECK(write_unet_checkpoint_diffusers(ckpt, dpath, 1) == 0);
+      struct safetensors *dst = NULL;
+      CHECK_OK(safetensors_open(ckpt, &dst));
+      CHECK(dst && safetensors_find(dst, "conv_in.weight") && safetensors_find(dst, "down_blocks.1.attentions.0.proj_in.weight") &&
+            safetensors_find(dst, "up_blocks.0.resnets.2.conv_shortcut.weight") && !safetensors_find(dst, "model.diffusion_model.out.2.weight"));
+      safetensors_close(dst);
+      snprintf(lab, sizeof lab, "%s diffusers names fp32", xl[k].label);
+      run_golden(lab, ckpt, gold, false, 0, xl[k].head_dim, 1e-4, 1e-4, 1e-3, 1e-4);
     }
     unlink(ckpt);
     safetensors_close(gold);
