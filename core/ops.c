@@ -5,6 +5,17 @@
 
 #define WG 64u
 
+/* A 1-D count of work groups spread over x and y (or z) so neither exceeds the device's
+ * maxComputeWorkGroupCount (65535 on many devices: an SDXL activation at 1024² has 10 M values):
+ * the shaders form the index as (y * gx + x) * WG + the local index. */
+static void split_groups(struct gpu *g, uint64_t groups, uint32_t *gx, uint32_t *gy) {
+  uint64_t max = gpu_limits(g)->maxComputeWorkGroupCount[0];
+  if (max > 65535) max = 65535;
+  if (groups == 0) groups = 1;
+  *gx = (uint32_t)(groups < max ? groups : max);
+  *gy = (uint32_t)((groups + *gx - 1) / *gx);
+}
+
 static uint32_t div_up(uint64_t a, uint64_t b) { return (uint32_t)((a + b - 1) / b); }
 
 const char *shape_str(const struct gpu_tensor *t, char *buf, size_t n) {
@@ -222,7 +233,9 @@ enum status op_concat(struct gpu *g, const struct gpu_tensor *a, const struct gp
   struct concat_push p = {.batch = (u32)N, .inner_a = (u32)ia, .inner_b = (u32)ib};
   uint32_t spec[] = {WG};
   struct gpu_arg args[] = {{a, 0}, {b, 0}, {y, 0}};
-  return gpu_dispatch(g, KERNEL_concat, spec, 1, args, 3, &p, sizeof p, div_up(ia + ib, WG), (uint32_t)N, 1);
+  uint32_t gx, gz;
+  split_groups(g, div_up(ia + ib, WG), &gx, &gz);
+  return gpu_dispatch(g, KERNEL_concat, spec, 1, args, 3, &p, sizeof p, gx, (uint32_t)N, gz);
 }
 
 enum status op_timestep_embedding(struct gpu *g, const struct gpu_tensor *t, const struct gpu_tensor *emb,
@@ -245,7 +258,9 @@ enum status op_geglu(struct gpu *g, const struct gpu_tensor *x, const struct gpu
   struct geglu_push p = {.rows = (u32)rows, .cols = (u32)(F2 / 2)};
   uint32_t spec[] = {WG};
   struct gpu_arg args[] = {{x, 0}, {y, 0}};
-  return gpu_dispatch(g, KERNEL_geglu, spec, 1, args, 2, &p, sizeof p, div_up(F2 / 2, WG), (uint32_t)rows, 1);
+  uint32_t gy, gz;
+  split_groups(g, (uint64_t)rows, &gy, &gz);
+  return gpu_dispatch(g, KERNEL_geglu, spec, 1, args, 2, &p, sizeof p, div_up(F2 / 2, WG), gy, gz);
 }
 
 enum status op_layernorm(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *gamma,
@@ -259,7 +274,9 @@ enum status op_layernorm(struct gpu *g, const struct gpu_tensor *x, const struct
   struct layernorm_push p = {.rows = (u32)rows, .cols = (u32)D, .eps = eps};
   uint32_t spec[] = {WG};
   struct gpu_arg args[] = {{x, 0}, {gamma, 0}, {beta, 0}, {y, 0}};
-  return gpu_dispatch(g, KERNEL_layernorm, spec, 1, args, 4, &p, sizeof p, (uint32_t)rows, 1, 1);
+  uint32_t gx, gy;
+  split_groups(g, (uint64_t)rows, &gx, &gy);
+  return gpu_dispatch(g, KERNEL_layernorm, spec, 1, args, 4, &p, sizeof p, gx, gy, 1);
 }
 
 enum status op_embedding(struct gpu *g, const struct gpu_tensor *ids, const struct gpu_tensor *tok,
@@ -323,7 +340,9 @@ enum status op_add(struct gpu *g, const struct gpu_tensor *a, const struct gpu_t
   struct eltwise_push p = {.n = (u32)n};
   uint32_t spec[] = {WG};
   struct gpu_arg args[] = {{a, 0}, {b, 0}, {y, 0}};
-  return gpu_dispatch(g, KERNEL_add, spec, 1, args, 3, &p, sizeof p, div_up(n, WG), 1, 1);
+  uint32_t gx, gy;
+  split_groups(g, div_up(n, WG), &gx, &gy);
+  return gpu_dispatch(g, KERNEL_add, spec, 1, args, 3, &p, sizeof p, gx, gy, 1);
 }
 
 enum status op_activation(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *y, int act) {
@@ -332,7 +351,9 @@ enum status op_activation(struct gpu *g, const struct gpu_tensor *x, const struc
   struct eltwise_push p = {.n = (u32)n, .act = (u32)act};
   uint32_t spec[] = {WG};
   struct gpu_arg args[] = {{x, 0}, {y, 0}};
-  return gpu_dispatch(g, KERNEL_activation, spec, 1, args, 2, &p, sizeof p, div_up(n, WG), 1, 1);
+  uint32_t gx, gy;
+  split_groups(g, div_up(n, WG), &gx, &gy);
+  return gpu_dispatch(g, KERNEL_activation, spec, 1, args, 2, &p, sizeof p, gx, gy, 1);
 }
 
 enum status op_gelu(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *y) {

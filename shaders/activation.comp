@@ -1,6 +1,6 @@
 // activation: y = act(x), element-wise; act = ACT_GELU (erf form: torch F.gelu(x)),
 // ACT_QUICK_GELU (x * sigmoid(1.702 x)) or ACT_SILU (F.silu). y may alias x.
-// Bindings: 0 x f32 [n], 1 y f32 [n]. Dispatch: (ceil(n / WG), 1, 1).
+// Bindings: 0 x f32 [n], 1 y f32 [n]. Dispatch: ceil(n / WG) groups as (gx, gy, 1), at most 65535 each.
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #include "push.h"
@@ -12,6 +12,6 @@ layout(set = 0, binding = 0) readonly buffer X { float x[]; };
 layout(set = 0, binding = 1) writeonly buffer Y { float y[]; };
 
 void main() {
-  uint i = gl_GlobalInvocationID.x;
+  uint i = (gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x) * gl_WorkGroupSize.x + gl_LocalInvocationID.x;
   if (i < p.n) y[i] = vkd_act(x[i], p.act);
 }

@@ -1,7 +1,7 @@
 // concat: y[n] = cat(a[n], b[n]) along the first axis after the batch
 // (torch: torch.cat([a, b], dim=1) for [N, Ca, H, W] and [N, Cb, H, W]; inner = C * H * W).
 // Bindings: 0 a f32 [N, inner_a], 1 b f32 [N, inner_b], 2 y f32 [N, inner_a + inner_b].
-// Dispatch: (ceil((inner_a + inner_b) / WG), N, 1).
+// Dispatch: ceil((inner_a + inner_b) / WG) groups as (gx, N, gz), at most 65535 each.
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #include "push.h"
@@ -13,7 +13,8 @@ layout(set = 0, binding = 1) readonly buffer Bb { float b[]; };
 layout(set = 0, binding = 2) writeonly buffer Y { float y[]; };
 
 void main() {
-  uint i = gl_GlobalInvocationID.x, n = gl_WorkGroupID.y, inner = p.inner_a + p.inner_b;
+  uint i = (gl_WorkGroupID.z * gl_NumWorkGroups.x + gl_WorkGroupID.x) * gl_WorkGroupSize.x + gl_LocalInvocationID.x;
+  uint n = gl_WorkGroupID.y, inner = p.inner_a + p.inner_b;
   if (i >= inner || n >= p.batch) return;
   y[n * inner + i] = i < p.inner_a ? a[n * p.inner_a + i] : b[n * p.inner_b + i - p.inner_a];
 }

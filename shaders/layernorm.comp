@@ -1,7 +1,7 @@
 // layernorm: y = (x - mean) / sqrt(var + eps) * g + b over the last dimension, biased variance
 // (torch: F.layer_norm(x, (cols,), g, b, eps)). Two passes (mean, then squared deviations).
 // Bindings: 0 x f32 [rows, cols], 1 g f32 [cols], 2 b f32 [cols], 3 y f32 [rows, cols].
-// Dispatch: (rows, 1, 1); one work group of WG invocations per row.
+// Dispatch: rows work groups as (gx, gy, 1), at most 65535 each; one work group of WG invocations per row.
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #include "push.h"
@@ -30,7 +30,8 @@ float reduce_sum(float v) {
 }
 
 void main() {
-  uint row = gl_WorkGroupID.x, lid = gl_LocalInvocationID.x;
+  uint row = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x, lid = gl_LocalInvocationID.x;
+  if (row >= p.rows) return; /* the whole work group: no barrier is skipped by part of it */
   uint o = row * p.cols;
   float s = 0.0;
   for (uint c = lid; c < p.cols; c += WG) s += x[o + c];

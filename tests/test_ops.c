@@ -276,6 +276,23 @@ static void test_small_ops(void) {
     memcpy(cref + n * 56 + 21, b + n * 35, 35 * 4);
   }
   CHECK_CLOSE("concat [2,3,7]+[2,5,7]", got, cref, 2 * 56, 0, 0);
+  { /* an SDXL-at-1024² concat: more than 65535 work groups an image */
+    gpu_arena_reset(arena, 0);
+    const int64_t N = 2, A = 40, B = 24, P = 128 * 128;
+    float *xa = random_array(N * A * P, 21, 1.0f), *xb = random_array(N * B * P, 22, 1.0f), *r = malloc(N * (A + B) * P * 4);
+    struct gpu_tensor la = upload(DT_F32, 3, (int64_t[]){N, A, P}, xa), lb = upload(DT_F32, 3, (int64_t[]){N, B, P}, xb);
+    struct gpu_tensor lc = output(3, (int64_t[]){N, A + B, P});
+    CHECK_OK(gpu_begin(g));
+    CHECK_OK(op_concat(g, &la, &lb, &lc));
+    CHECK_OK(gpu_submit(g));
+    float *lg = download(&lc);
+    for (int64_t n = 0; n < N; n++) {
+      memcpy(r + n * (A + B) * P, xa + n * A * P, A * P * 4);
+      memcpy(r + n * (A + B) * P + A * P, xb + n * B * P, B * P * 4);
+    }
+    CHECK_CLOSE("concat [2,40,16384]+[2,24,16384]", lg, r, N * (A + B) * P, 0, 0);
+    free(xa), free(xb), free(r), free(lg);
+  }
   free(a), free(b), free(cref), free(got);
   /* timestep embedding, fractional and large t */
   float t[3] = {999.0f, 261.5f, 1.0f};
@@ -300,6 +317,19 @@ static void test_small_ops(void) {
   got = download(&tgy);
   ref_geglu(gx, gref, 7, 769);
   CHECK_CLOSE("geglu 7x769", got, gref, 7 * 769, 1e-5, 1e-5);
+  free(gx), free(gref), free(got);
+  /* more rows than 65535 work groups */
+  gpu_arena_reset(arena, 0);
+  const int64_t GR = 70001, GF = 5;
+  gx = random_array(GR * 2 * GF, 26, 3.0f), gref = malloc(GR * GF * 4);
+  tgx = upload(DT_F32, 2, (int64_t[]){GR, 2 * GF}, gx), tgy = output(2, (int64_t[]){GR, GF});
+  CHECK_OK(gpu_begin(g));
+  CHECK_OK(gpu_fill(g, &tgy, NAN_BITS));
+  CHECK_OK(op_geglu(g, &tgx, &tgy));
+  CHECK_OK(gpu_submit(g));
+  got = download(&tgy);
+  ref_geglu(gx, gref, GR, GF);
+  CHECK_CLOSE("geglu 70001x5", got, gref, GR * GF, 1e-5, 1e-5);
   free(gx), free(gref), free(got);
 }
 
@@ -425,6 +455,7 @@ int main(void) {
   test_layernorm(7, 769);
   test_layernorm(1, 7);
   test_layernorm(3, 1);
+  test_layernorm(70001, 8); /* more rows than 65535 work groups (SD 1.x at 2048²: 131072 tokens) */
   test_embedding(2, 77, 768, 1000, DT_F16);
   test_embedding(1, 7, 769, 50, DT_F32);
   test_embedding(3, 1, 7, 3, DT_F32);
@@ -445,6 +476,7 @@ int main(void) {
   test_eltwise(1);
   test_eltwise(7);
   test_eltwise(769);
+  test_eltwise(65535 * 64 + 4099); /* more than 65535 work groups: spread over x and y */
   test_conv(2, 32, 16, 24, 64, 3, 1, 1, DT_F16, 1 << 20, true, false);  /* tiny U-Net ResBlock */
   test_conv(1, 320, 8, 8, 320, 3, 1, 1, DT_F16, 1 << 20, false, true);  /* SD 1.x widths, residual */
   test_conv(2, 4, 16, 16, 320, 3, 1, 1, DT_F32, 1 << 20, false, false); /* conv_in */
