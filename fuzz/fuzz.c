@@ -3,10 +3,11 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-static char dir[64];
+static char dir[256];
 
 static void cleanup(void) {
   char cmd[100];
@@ -15,9 +16,11 @@ static void cleanup(void) {
 }
 
 const char *fuzz_file(const char *name, const uint8_t *data, size_t size) {
-  static char path[256];
+  static char path[300];
   if (!dir[0]) {
-    snprintf(dir, sizeof dir, "/tmp/vkd_fuzz_%ld", (long)getpid());
+    /* $TMPDIR (a tmpfs such as /dev/shm keeps a long campaign CPU-bound: each input is a file write) */
+    const char *tmp = getenv("TMPDIR");
+    snprintf(dir, sizeof dir, "%s/vkd_fuzz_%ld", tmp && *tmp && strlen(tmp) < 200 ? tmp : "/tmp", (long)getpid());
     mkdir(dir, 0700);
     atexit(cleanup);
   }

@@ -4,7 +4,8 @@
 # fuzz/corpus/. Usage: fuzz/run.sh BUILD_DIR SECONDS_EACH [TARGET...]
 #   CI smoke:       fuzz/run.sh build-fuzz 60
 #   long campaign:  fuzz/run.sh build-fuzz 3600 fuzz_image   (FUZZ_WORK=dir keeps the corpus and
-#                   crash files; FUZZ_JOBS=N runs N workers of each target)
+#                   crash files; FUZZ_JOBS=N runs N workers of each target; TMPDIR=/dev/shm keeps
+#                   it CPU-bound: every input is written to a file under $TMPDIR)
 set -uo pipefail
 build=$1 seconds=$2
 shift 2
