@@ -5,6 +5,7 @@
 
 #include "cli.h"
 #include "fileio.h"
+#include "job_file.h"
 #include "json_file.h"
 #include "text.h"
 #include "prompt.h"
@@ -166,22 +167,11 @@ fail:
 
 
 
-static bool parse_pair(const char *opt, const char *val, int *a, int *b) {
-  char *end;
-  long x = strtol(val, &end, 10), y = 0;
-  bool ok = end != val && *end == ',';
-  if (ok) {
-    const char *p = end + 1;
-    y = strtol(p, &end, 10);
-    ok = end != p && !*end && x >= 0 && y >= 0 && x <= 1 << 20 && y <= 1 << 20;
-  }
-  if (!ok) {
-    fprintf(stderr, "vkdiffusion encode: %s expects two whole numbers of pixels as A,B (0..1048576), got '%s'\n", opt, val);
-    return false;
-  }
-  *a = (int)x;
-  *b = (int)y;
-  return true;
+/* --original-size / --crop / --target-size: "A,B" as generate reads them */
+static bool parse_pair(const char *opt, const char *val, int out[2]) {
+  if (job_parse_pair(val, out)) return true;
+  fprintf(stderr, "vkdiffusion encode: %s expects two whole numbers of pixels as A,B (0..1048576), got '%s'\n", opt, val);
+  return false;
 }
 
 struct encode_args {
@@ -406,9 +396,9 @@ int cmd_encode(int argc, char **argv) {
     else if (!strcmp(arg, "--device")) { VALUE(); if (!cli_int(arg, val, 0, 64, &v)) goto done; o->device_index = (int)v; }
     else if (!strcmp(arg, "--width")) { VALUE(); if (!cli_int(arg, val, 8, 1 << 20, &v)) goto done; a.width = (int)v; }
     else if (!strcmp(arg, "--height")) { VALUE(); if (!cli_int(arg, val, 8, 1 << 20, &v)) goto done; a.height = (int)v; }
-    else if (!strcmp(arg, "--original-size")) { VALUE(); if (!parse_pair(arg, val, &a.orig[0], &a.orig[1])) goto done; }
-    else if (!strcmp(arg, "--crop")) { VALUE(); if (!parse_pair(arg, val, &a.crop[0], &a.crop[1])) goto done; }
-    else if (!strcmp(arg, "--target-size")) { VALUE(); if (!parse_pair(arg, val, &a.target[0], &a.target[1])) goto done; }
+    else if (!strcmp(arg, "--original-size")) { VALUE(); if (!parse_pair(arg, val, a.orig)) goto done; }
+    else if (!strcmp(arg, "--crop")) { VALUE(); if (!parse_pair(arg, val, a.crop)) goto done; }
+    else if (!strcmp(arg, "--target-size")) { VALUE(); if (!parse_pair(arg, val, a.target)) goto done; }
     else if (!strcmp(arg, "--family")) {
       VALUE();
       if ((o->family = textenc_parse_family(val)) == TEXTENC_FAMILY_AUTO) {

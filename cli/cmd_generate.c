@@ -18,6 +18,7 @@
 #include "progress.h"
 #include "rng.h"
 #include "sd_model.h"
+#include "textenc_internal.h"
 #include "zeroshot.h"
 
 static void usage(FILE *f) {
@@ -403,10 +404,7 @@ int cmd_generate(int argc, char **argv) {
       *(a[2] == 'o' ? &ov.has_original_size : a[2] == 'c' ? &ov.has_crop : &ov.has_target_size) = true;
     } else if (!strcmp(a, "--family")) {
       VALUE();
-      static const char *const fam[] = {"sd1", "sd2", "sdxl"};
-      mo.family = SD_FAMILY_AUTO;
-      for (int f = 0; f < 3; f++)
-        if (!strcmp(val, fam[f])) mo.family = (enum sd_family)(f + 1);
+      mo.family = (enum sd_family)textenc_parse_family(val); /* sd_family mirrors textenc_family */
       if (mo.family == SD_FAMILY_AUTO) {
         fprintf(stderr, "vkdiffusion generate: --family expects sd1, sd2 or sdxl, got '%s'\n", val);
         goto usage_error;

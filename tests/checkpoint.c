@@ -187,6 +187,23 @@ int write_clip_checkpoint(const char *path, const struct clip_spec *s, const str
   return finish(w, &p, path);
 }
 
+/* The tensor list of a ../shared/ref weight digest (names and shapes in checkpoint order); NULL when
+ * unreadable. Free *root with cJSON_Delete. */
+static const cJSON *digest_tensors(const char *path, cJSON **root) {
+  char *text = test_read_file(path, NULL);
+  *root = text ? cJSON_Parse(text) : NULL;
+  free(text);
+  return *root ? cJSON_GetObjectItem(*root, "tensors") : NULL;
+}
+
+/* One digest entry's shape into dims; its rank. */
+static int digest_dims(const cJSON *t, int64_t dims[8]) {
+  const cJSON *shape = cJSON_GetObjectItem(t, "shape");
+  int nd = cJSON_GetArraySize(shape);
+  for (int i = 0; i < nd && i < 8; i++) dims[i] = (int64_t)cJSON_GetArrayItem(shape, i)->valuedouble;
+  return nd < 8 ? nd : 8;
+}
+
 int write_sdxl_text_checkpoint(const char *path, const struct clip_spec *l, const struct clip_spec *g,
                                enum st_dtype dtype, uint64_t seed, const struct ckpt_options *faults) {
   struct st_writer *w;
@@ -208,10 +225,8 @@ int write_sdxl_text_checkpoint(const char *path, const struct clip_spec *l, cons
 
 int write_sd_checkpoint(const char *path, const char *digest_path, enum st_dtype dtype, uint64_t seed,
                         const struct clip_spec *clip) {
-  char *text = test_read_file(digest_path, NULL);
-  cJSON *root = text ? cJSON_Parse(text) : NULL;
-  free(text);
-  const cJSON *tensors = root ? cJSON_GetObjectItem(root, "tensors") : NULL;
+  cJSON *root;
+  const cJSON *tensors = digest_tensors(digest_path, &root);
   struct st_writer *w = NULL;
   if (!tensors || st_writer_create(&w)) {
     cJSON_Delete(root);
@@ -221,10 +236,8 @@ int write_sd_checkpoint(const char *path, const char *digest_path, enum st_dtype
   struct ckpt_options o = {.dtype = dtype, .seed = seed, .prefix = "cond_stage_model.transformer."};
   for (const cJSON *t = tensors->child; t; t = t->next) {
     const char *name = cJSON_GetObjectItem(t, "name")->valuestring;
-    const cJSON *shape = cJSON_GetObjectItem(t, "shape");
-    int nd = cJSON_GetArraySize(shape);
     int64_t dims[8];
-    for (int i = 0; i < nd; i++) dims[i] = (int64_t)cJSON_GetArrayItem(shape, i)->valuedouble;
+    int nd = digest_dims(t, dims);
     bool vae = !strncmp(name, "encoder.", 8) || !strncmp(name, "decoder.", 8) || !strncmp(name, "quant_conv", 10) ||
                !strncmp(name, "post_quant_conv", 15);
     char key[512];
@@ -293,10 +306,8 @@ static void diffusers_key(const char *ldm, char *out, size_t n) {
 }
 
 int write_unet_checkpoint_diffusers(const char *path, const char *digest_path, uint64_t seed) {
-  char *text = test_read_file(digest_path, NULL);
-  cJSON *root = text ? cJSON_Parse(text) : NULL;
-  free(text);
-  const cJSON *tensors = root ? cJSON_GetObjectItem(root, "tensors") : NULL;
+  cJSON *root;
+  const cJSON *tensors = digest_tensors(digest_path, &root);
   struct st_writer *w = NULL;
   if (!tensors || st_writer_create(&w)) {
     cJSON_Delete(root);
@@ -306,10 +317,8 @@ int write_unet_checkpoint_diffusers(const char *path, const char *digest_path, u
   struct ckpt_options o = {.dtype = ST_F32, .seed = seed};
   for (const cJSON *t = tensors->child; t; t = t->next) {
     const char *name = cJSON_GetObjectItem(t, "name")->valuestring;
-    const cJSON *shape = cJSON_GetObjectItem(t, "shape");
-    int nd = cJSON_GetArraySize(shape);
     int64_t dims[8];
-    for (int i = 0; i < nd; i++) dims[i] = (int64_t)cJSON_GetArrayItem(shape, i)->valuedouble;
+    int nd = digest_dims(t, dims);
     char key[512];
     diffusers_key(name, key, sizeof key);
     add(w, &p, &o, name, key, nd, dims, rule(name, nd, dims, seed));
@@ -319,10 +328,8 @@ int write_unet_checkpoint_diffusers(const char *path, const char *digest_path, u
 }
 
 int write_unet_checkpoint(const char *path, const char *digest_path, enum st_dtype dtype, uint64_t seed) {
-  char *text = test_read_file(digest_path, NULL);
-  cJSON *root = text ? cJSON_Parse(text) : NULL;
-  free(text);
-  const cJSON *tensors = root ? cJSON_GetObjectItem(root, "tensors") : NULL;
+  cJSON *root;
+  const cJSON *tensors = digest_tensors(digest_path, &root);
   if (!tensors) {
     cJSON_Delete(root);
     return 1;
@@ -362,10 +369,9 @@ int write_unet_checkpoint(const char *path, const char *digest_path, enum st_dty
   }
   free(json);
   for (const cJSON *t = tensors->child; t && !rc; t = t->next) {
-    const cJSON *shape = cJSON_GetObjectItem(t, "shape");
-    int nd = cJSON_GetArraySize(shape);
     int64_t dims[8], n = 1;
-    for (int i = 0; i < nd; i++) n *= dims[i] = (int64_t)cJSON_GetArrayItem(shape, i)->valuedouble;
+    int nd = digest_dims(t, dims);
+    for (int i = 0; i < nd; i++) n *= dims[i];
     float *v = rule(cJSON_GetObjectItem(t, "name")->valuestring, nd, dims, seed);
     if (dtype == ST_F32) {
       rc = fwrite(v, 4, (size_t)n, f) != (size_t)n;
@@ -391,20 +397,16 @@ int write_family_checkpoint(const char *path, const char *family, const char *un
   const char *digests[2] = {unet_digest, vae_digest};
   int rc = 0;
   for (int d = 0; d < 2 && !rc; d++) {
-    char *text = test_read_file(digests[d], NULL);
-    cJSON *root = text ? cJSON_Parse(text) : NULL;
-    free(text);
-    const cJSON *tensors = root ? cJSON_GetObjectItem(root, "tensors") : NULL;
+    cJSON *root;
+    const cJSON *tensors = digest_tensors(digests[d], &root);
     if (!tensors) rc = 1;
     for (const cJSON *t = tensors ? tensors->child : NULL; t; t = t->next) {
       const char *name = cJSON_GetObjectItem(t, "name")->valuestring;
       bool vae = !strncmp(name, "encoder.", 8) || !strncmp(name, "decoder.", 8) || !strncmp(name, "quant_conv", 10) ||
                  !strncmp(name, "post_quant_conv", 15);
       if (vae != (d == 1)) continue; /* the U-Net from the first digest, the VAE from the second */
-      const cJSON *shape = cJSON_GetObjectItem(t, "shape");
-      int nd = cJSON_GetArraySize(shape);
       int64_t dims[8];
-      for (int i = 0; i < nd; i++) dims[i] = (int64_t)cJSON_GetArrayItem(shape, i)->valuedouble;
+      int nd = digest_dims(t, dims);
       char key[512];
       snprintf(key, sizeof key, "%s%s", vae ? "first_stage_model." : "model.diffusion_model.", name);
       add(w, &p, &o, name, key, nd, dims, rule(name, nd, dims, seed));
