@@ -344,9 +344,10 @@ int textenc_cond_encode(struct textenc_cond *c, const char *const *prompts, int 
   if (!s && m) s = textenc_cond_tokenize(c, live, m, chunks, ids[0], w[0], ids[1], w[1]);
   if (!s && m) s = textenc_cond_encode_ids(c, ids[0], w[0], ids[1], w[1], m, chunks, sizes, c1, p1, y1);
   float emb[6 * SIZE_EMB];
-  if (!s && y && Y && m < n) { /* y of a NULL prompt: zeros ++ the size embeddings */
+  if (!s && y && Y && m < n) { /* y of a NULL prompt: zeros ++ the size embeddings (the encoded prompts' when there are any) */
     struct textenc_sizes def = {ci.default_size, ci.default_size, 0, 0, ci.default_size, ci.default_size};
-    if (!(s = check_sizes(sizes ? sizes : &def))) s = size_embedding(textenc_device(c->tower[0]), sizes ? sizes : &def, emb);
+    if (m) memcpy(emb, y1 + P, sizeof emb);
+    else if (!(s = check_sizes(sizes ? sizes : &def))) s = size_embedding(textenc_device(c->tower[0]), sizes ? sizes : &def, emb);
   }
   for (int i = 0, k = 0; !s && i < n; i++) {
     bool on = prompts[i] != NULL;
