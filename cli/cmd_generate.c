@@ -1,6 +1,8 @@
 /* vkdiffusion generate: prompt files in, PNGs out (the main job). */
 #define _POSIX_C_SOURCE 200809L
+#include <cjson/cJSON.h>
 #include <ctype.h>
+#include <fcntl.h>
 #include <math.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -13,11 +15,13 @@
 #include "clip_image.h"
 #include "fileio.h"
 #include "job_file.h"
+#include "plan.h"
 #include "png.h"
 #include "prompt.h"
 #include "progress.h"
 #include "rng.h"
 #include "sd_model.h"
+#include "sha256.h"
 #include "textenc_internal.h"
 #include "zeroshot.h"
 
@@ -46,110 +50,123 @@ static void usage(FILE *f) {
           "with a note, and two images of one run with the same name are an error before any work),\n"
           "--score-with CLIP_MODEL [--score-config FILE]: the CLIP score (100 x cosine of image and prompt\n"
           "embeddings) of every image, on stderr and in the PNG's parameters.\n"
+          "Many workers (README, \"Many GPUs, many machines\"): --shard I/N renders images k with k mod N = I of the\n"
+          "run's work list (every image of every valid job, in file order, then batch order); --shard auto takes I and\n"
+          "N from SLURM_ARRAY_TASK_ID with SLURM_ARRAY_TASK_COUNT (or _MIN/_MAX), else JOB_COMPLETION_INDEX with\n"
+          "VKDIFFUSION_SHARDS. Jobs without a seed take one from the run seed and their first image's index, so the\n"
+          "union of N shards equals the one-process run: --run-seed S|random (default: from the prompt files' bytes).\n"
+          "--skip-existing: an image whose file is a complete PNG with the same parameters is skipped; anything else\n"
+          "there is rendered again over it. --manifest FILE (default OUTDIR/manifest.jsonl; --no-manifest): a JSON\n"
+          "line per written image (path, prompt, seed, settings, model and its sha256, shard, wall time, CLIP score).\n"
           "The PNG carries the settings in AUTOMATIC1111's `parameters` text (vkdiffusion info IMAGE.png).\n"
           "Without --model: $VKDIFFUSION_MODEL, else the demo model (models/demo, installed with vkdiffusion).\n"
+          "SIGINT/SIGTERM: the image in progress is discarded after its current step; exit status 128 + signal.\n"
           "Exit status: 0 when every job succeeded; 1 otherwise (the other jobs still run).\n");
 }
 
-/* {index} {seed} {prompt} in a file-name pattern */
-static void expand_name(const char *pattern, int index, uint64_t seed, const char *prompt, char *out, size_t n) {
-  size_t o = 0;
-  for (const char *p = pattern; *p && o + 1 < n;) {
-    if (!strncmp(p, "{index}", 7)) {
-      o += (size_t)snprintf(out + o, n - o, "%05d", index);
-      p += 7;
-    } else if (!strncmp(p, "{seed}", 6)) {
-      o += (size_t)snprintf(out + o, n - o, "%llu", (unsigned long long)seed);
-      p += 6;
-    } else if (!strncmp(p, "{prompt}", 8)) { /* slug: lower-case letters and digits, '-' between words */
-      int k = 0;
-      bool dash = false;
-      for (const char *q = prompt; *q && k < 48 && o + 1 < n; q++) {
-        unsigned char ch = (unsigned char)*q;
-        if (isalnum(ch)) {
-          if (dash && k) out[o++] = '-', k++;
-          out[o++] = (char)tolower(ch);
-          k++;
-          dash = false;
-        } else {
-          dash = true;
-        }
-      }
-      p += 8;
-    } else {
-      out[o++] = *p == '/' ? '_' : *p;
-      p++;
-    }
-    if (o >= n) o = n - 1;
-  }
-  out[o] = 0;
-}
-
-static uint64_t random_seed(void) {
+/* --run-seed random: from the clock and the process (not reproducible, not for --shard) */
+static uint64_t random_run_seed(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   uint64_t x = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^ ((uint64_t)getpid() << 40);
   x ^= x >> 33;
   x *= 0xff51afd7ed558ccdull;
-  x ^= x >> 33;
-  return x & 0xffffffffu;
+  return x ^ (x >> 33);
 }
 
 struct opts {
-  const char *outdir, *noise_file, *latents_file, *score_model, *score_config, *model_name;
-  bool quiet, progress, overwrite;
+  const char *outdir, *noise_file, *latents_file, *score_model, *score_config, *model_name, *model_path;
+  bool quiet, progress, overwrite, skip_existing;
   enum sd_vae_tiling tiling;
   enum sd_rng rng;
   enum sd_empty_negative empty_negative;
   int default_clip_skip; /* the model family's, for the parameters text */
   struct zeroshot *scorer; /* --score-with: CLIP score = 100 * cos(image, prompt) of each image */
+  struct shard shard;
+  int manifest_fd;         /* -1: --no-manifest */
+  const char *manifest_path;
+  char model_sha256[65];   /* computed once, for the first manifest line */
 };
 
-/* Every image's output, decided before any GPU work: its path, its seed, whether it is skipped
- * (the file exists and --overwrite is not given). */
-struct planned {
-  char *path;
-  uint32_t seed;
-  bool skip;
-  const struct job *job; /* for messages */
-  int image;
-};
-struct job_plan {
-  struct planned *img; /* batch_count of them; NULL for an invalid job */
-  uint64_t seed;
-  int skipped;
-};
+/* the model file's SHA-256 (hex), once per run */
+static const char *model_digest(struct opts *o) {
+  if (o->model_sha256[0]) return o->model_sha256;
+  struct sha256 h;
+  sha256_init(&h);
+  int fd;
+  enum status s = file_open_regular(o->model_path, &fd, NULL);
+  if (s) {
+    status_clear();
+    return NULL;
+  }
+  enum { CHUNK = 4 << 20 };
+  unsigned char *buf = malloc(CHUNK);
+  ssize_t got = buf ? 1 : -1;
+  while (buf && (got = read(fd, buf, CHUNK)) > 0) sha256_update(&h, buf, (size_t)got);
+  close(fd);
+  free(buf);
+  if (got < 0) return NULL;
+  sha256_hex(&h, o->model_sha256);
+  return o->model_sha256;
+}
 
-/* AUTOMATIC1111's parameters text of a generated image (malloc'd) */
-static char *parameters_text(const struct job *j, uint64_t seed, const char *model, int default_clip_skip) {
-  size_t n = strlen(j->prompt) + (j->negative_prompt ? strlen(j->negative_prompt) : 0) + strlen(model) + 512;
-  char *t = malloc(n);
-  if (!t) return NULL;
-  size_t o = (size_t)snprintf(t, n, "%s\n", j->prompt);
-  if (j->negative_prompt && j->negative_prompt[0]) o += (size_t)snprintf(t + o, n - o, "Negative prompt: %s\n", j->negative_prompt);
-  o += (size_t)snprintf(t + o, n - o, "Steps: %d, Sampler: %s, ", j->steps, sampler_a1111_name(j->sampler, SCHEDULE_DISCRETE));
-  if (j->schedule == SCHEDULE_KARRAS) o += (size_t)snprintf(t + o, n - o, "Schedule type: Karras, ");
-  if (j->schedule == SCHEDULE_TRAILING) o += (size_t)snprintf(t + o, n - o, "Schedule type: trailing, ");
-  o += (size_t)snprintf(t + o, n - o, "CFG scale: %g, Seed: %llu, Size: %dx%d, Model: %s", j->cfg_scale,
-                        (unsigned long long)seed, j->width, j->height, model);
-  int skip = j->clip_skip ? j->clip_skip : default_clip_skip;
-  if (skip > 1) o += (size_t)snprintf(t + o, n - o, ", Clip skip: %d", skip);
-  if (j->original_size[0] >= 0 || j->crop[0] >= 0 || j->target_size[0] >= 0)
-    snprintf(t + o, n - o, ", Original size: %dx%d, Crop: %d,%d, Target size: %dx%d",
-             j->original_size[0] >= 0 ? j->original_size[1] : j->width, j->original_size[0] >= 0 ? j->original_size[0] : j->height,
-             j->crop[0] >= 0 ? j->crop[0] : 0, j->crop[0] >= 0 ? j->crop[1] : 0,
-             j->target_size[0] >= 0 ? j->target_size[1] : j->width, j->target_size[0] >= 0 ? j->target_size[0] : j->height);
-  return t;
+/* One manifest line for a written image, in one write(2) on an O_APPEND descriptor: lines from
+ * workers sharing the file never interleave. A failed write is reported and fails the run. */
+static enum status manifest_append(struct opts *o, const struct job *j, const struct planned *pl, double wall_s,
+                                   const double *score) {
+  if (o->manifest_fd < 0) return STATUS_OK;
+  static const char *const schedules[] = {"discrete", "karras", "trailing"};
+  char shard[32];
+  snprintf(shard, sizeof shard, "%d/%d", o->shard.index, o->shard.count);
+  const char *slash = strrchr(o->model_path, '/'), *digest = model_digest(o);
+  cJSON *line = cJSON_CreateObject();
+  cJSON_AddStringToObject(line, "output", pl->path);
+  cJSON_AddStringToObject(line, "prompt", j->prompt);
+  cJSON_AddStringToObject(line, "negative_prompt", j->negative_prompt ? j->negative_prompt : "");
+  cJSON_AddNumberToObject(line, "seed", pl->seed);
+  cJSON_AddNumberToObject(line, "steps", j->steps);
+  cJSON_AddStringToObject(line, "sampler", sampler_name(j->sampler));
+  cJSON_AddStringToObject(line, "schedule", schedules[j->schedule]);
+  cJSON_AddNumberToObject(line, "cfg_scale", j->cfg_scale);
+  cJSON_AddNumberToObject(line, "width", j->width);
+  cJSON_AddNumberToObject(line, "height", j->height);
+  cJSON_AddStringToObject(line, "model", slash ? slash + 1 : o->model_path);
+  if (digest) cJSON_AddStringToObject(line, "model_sha256", digest);
+  else cJSON_AddNullToObject(line, "model_sha256");
+  cJSON_AddStringToObject(line, "shard", shard);
+  cJSON_AddNumberToObject(line, "index", pl->index);
+  cJSON_AddStringToObject(line, "job", j->where);
+  cJSON_AddNumberToObject(line, "wall_s", round(wall_s * 1000) / 1000);
+  if (score) cJSON_AddNumberToObject(line, "clip_score", round(*score * 100) / 100);
+  char *text = cJSON_PrintUnformatted(line);
+  cJSON_Delete(line);
+  if (!text) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+  size_t n = strlen(text);
+  text[n] = '\n'; /* the NUL becomes the line's end: one write */
+  ssize_t w = write(o->manifest_fd, text, n + 1);
+  int err = errno;
+  free(text);
+  if (w != (ssize_t)(n + 1))
+    return status_set(STATUS_IO, "%s: cannot append to the manifest: %s", o->manifest_path,
+                      w < 0 ? strerror(err) : "short write");
+  return STATUS_OK;
 }
 
 /* txt2img's callbacks for one job: the progress line, and each finished image scored and written */
 struct job_run {
   const struct job *j;
   const struct job_plan *plan;
-  const struct opts *o;
+  struct opts *o;
   struct progress prog;
-  int *images_done, *images_skipped, failed, delivered;
+  int *images_done, *images_skipped, failed, delivered, manifest_errors;
+  double t_last; /* when the previous image was delivered (or the job started) */
 };
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 static int on_progress(enum sd_phase phase, int image, int step, int steps, void *user) {
   struct job_run *r = user;
@@ -165,8 +182,10 @@ static int on_image(int image, uint32_t seed, const unsigned char *rgb, const fl
   const struct job *j = r->j;
   const struct planned *pl = &r->plan->img[image];
   r->delivered++;
-  if (pl->skip) return 0; /* exists: noted when planned */
-  char *params = parameters_text(j, seed, r->o->model_name, r->o->default_clip_skip);
+  double t = now_s(), wall = t - r->t_last;
+  r->t_last = t;
+  if (pl->skip) return 0; /* exists: noted when planned (rendered for --save-latents only) */
+  char *params = plan_parameters_text(j, seed, r->o->model_name, r->o->default_clip_skip);
   enum status st = params ? STATUS_OK : status_set(STATUS_OUT_OF_MEMORY, "out of memory");
   double score = 0;
   if (!st && r->o->scorer && !(st = zeroshot_score(r->o->scorer, rgb, j->width, j->height, j->prompt, &score))) {
@@ -174,7 +193,7 @@ static int on_image(int image, uint32_t seed, const unsigned char *rgb, const fl
     if (p2) params = p2, snprintf(params + strlen(params), 64, ", CLIP score: %.2f", score);
     fprintf(stderr, "%s, image %d: CLIP score %.2f\n", j->where, image + 1, score);
   }
-  if (!st) st = png_write(pl->path, rgb, j->width, j->height, params, r->o->overwrite);
+  if (!st) st = png_write(pl->path, rgb, j->width, j->height, params, r->o->overwrite || pl->replace);
   free(params);
   if (st && !r->o->overwrite && strstr(status_message(), "(not replaced)")) {
     /* another process wrote it since the plan: kept, never replaced */
@@ -186,7 +205,11 @@ static int on_image(int image, uint32_t seed, const unsigned char *rgb, const fl
     r->failed++;
   } else {
     (*r->images_done)++;
-    if (!r->o->quiet) fprintf(stderr, "wrote %s (seed %llu)\n", pl->path, (unsigned long long)seed);
+    if (!r->o->quiet) fprintf(stderr, "%swrote %s (seed %llu)\n", r->prog.on ? "\n" : "", pl->path, (unsigned long long)seed);
+    if (manifest_append(r->o, j, pl, wall, r->o->scorer ? &score : NULL)) {
+      fprintf(stderr, "vkdiffusion generate: %s\n", status_message());
+      r->manifest_errors++;
+    }
   }
   (void)latent;
   return 0; /* a failed write fails this image only */
@@ -195,22 +218,37 @@ static int on_image(int image, uint32_t seed, const unsigned char *rgb, const fl
 /* An invalid job counts as its images (at least one) in the summary. */
 static int job_images(const struct job *j) { return j->batch_count >= 1 && j->batch_count <= 1000 ? j->batch_count : 1; }
 
-/* Runs one job (all its images); returns the number of images that failed. A failure to write
- * --save-latents (the images are written) counts in *errors. */
-static int run_job(struct sd_model *m, const struct job *j, const struct job_plan *plan, const struct opts *o,
+/* Runs this worker's images of one job; returns the number that failed. A failure to write
+ * --save-latents or the manifest (the images are written) counts in *errors. */
+static int run_job(struct sd_model *m, const struct job *j, const struct job_plan *plan, struct opts *o,
                    int *images_done, int *images_skipped, int *errors) {
   if (j->error[0]) {
     fprintf(stderr, "vkdiffusion generate: %s: %s (job skipped)\n", j->where, j->error);
     return job_images(j);
   }
-  if (plan->skipped == j->batch_count && !o->latents_file) return 0; /* every image exists */
+  /* the images to render: this worker's, less those that exist (rendered anyway for --save-latents) */
+  unsigned char *not_mine = calloc((size_t)j->batch_count, 1);
+  int want = 0;
+  if (!not_mine) {
+    fprintf(stderr, "vkdiffusion generate: out of host memory\n");
+    return j->batch_count;
+  }
+  for (int b = 0; b < j->batch_count; b++) {
+    not_mine[b] = !plan->img[b].mine || (plan->img[b].skip && !o->latents_file);
+    want += !not_mine[b];
+  }
+  if (!want) {
+    free(not_mine);
+    return 0;
+  }
   struct sd_model_info info;
   sd_model_get_info(m, &info);
   int unit = info.vae_factor * info.latent_align, h = j->height / info.vae_factor, w = j->width / info.vae_factor;
   if (j->height % unit || j->width % unit) {
     fprintf(stderr, "vkdiffusion generate: %s: %dx%d is not a multiple of %d for this model (job skipped)\n", j->where,
             j->width, j->height, unit);
-    return j->batch_count;
+    free(not_mine);
+    return want;
   }
   /* the job's --noise (read once: [batch_count][n], ancestral [steps][batch_count][n]) and its
    * --save-latents buffer [steps, batch_count, 4, h, w], before the prompt is encoded */
@@ -222,11 +260,11 @@ static int run_job(struct sd_model *m, const struct job *j, const struct job_pla
     js = status_set(STATUS_OUT_OF_MEMORY, "out of host memory for --save-latents");
   if (js) {
     fprintf(stderr, "vkdiffusion generate: %s: %s (job skipped)\n", j->where, status_message());
-    free(noise), free(anoise);
-    return j->batch_count;
+    free(noise), free(anoise), free(not_mine);
+    return want;
   }
   struct job_run r = {.j = j, .plan = plan, .o = o, .prog = {.on = o->progress && !o->quiet, .images = j->batch_count},
-                      .images_done = images_done, .images_skipped = images_skipped};
+                      .images_done = images_done, .images_skipped = images_skipped, .t_last = now_s()};
   struct txt2img_params p = txt2img_default_params();
   p.prompt = j->prompt;
   p.negative_prompt = j->negative_prompt;
@@ -251,11 +289,13 @@ static int run_job(struct sd_model *m, const struct job *j, const struct job_pla
   p.on_image = on_image;
   p.user = &r;
   p.cancel = &cli_interrupted;
+  p.skip = not_mine;
   if (txt2img(m, &p, NULL, saved)) { /* the images not delivered failed with it */
     fprintf(stderr, "%svkdiffusion generate: %s, image %d: %s\n", r.prog.on ? "\n" : "", j->where, r.delivered + 1,
             status_message());
-    r.failed += j->batch_count - r.delivered;
+    r.failed += want - r.delivered;
   }
+  *errors += r.manifest_errors;
   if (saved && r.failed) {
     fprintf(stderr, "vkdiffusion generate: %s: %s not written (%d of %d images failed)\n", j->where, o->latents_file,
             r.failed, j->batch_count);
@@ -271,102 +311,62 @@ static int run_job(struct sd_model *m, const struct job *j, const struct job_pla
       (*errors)++;
     }
   }
-  free(noise), free(anoise), free(saved);
+  free(noise), free(anoise), free(saved), free(not_mine);
   return r.failed;
 }
 
-/* an output name: not empty, not . or .., no longer than a file name may be */
-static bool name_ok(const char *name, char *why, size_t n) {
-  size_t len = strlen(name);
-  if (!len || !strcmp(name, ".") || !strcmp(name, "..")) snprintf(why, n, "the output name \"%s\" is not a file name", name);
-  else if (len > 255) snprintf(why, n, "the output name is %zu bytes, more than the 255 a file name may have", len);
-  else return true;
-  return false;
-}
-
-static int cmp_names(const void *a, const void *b) {
-  const struct planned *const *x = a, *const *y = b;
-  return strcmp((*x)->path, (*y)->path);
-}
-
-/* Decides every image's path, seed and fate before any GPU work: bad output names make the job
- * invalid; two images of the run with one name are an error for the whole run (nothing is
- * generated); an existing file is skipped with a note unless --overwrite. Returns 0 or 1. */
-static int plan_outputs(struct job *jobs, int n_jobs, struct job_plan *plans, const struct opts *o, int *skipped) {
-  int index = 0, total = 0;
-  for (int k = 0; k < n_jobs; k++) {
-    struct job *j = &jobs[k];
-    struct job_plan *pl = &plans[k];
-    if (j->error[0]) continue;
-    pl->seed = j->seed >= 0 ? (uint64_t)j->seed : random_seed();
-    if (j->seed < 0 && !o->quiet) fprintf(stderr, "%s: seed %llu\n", j->where, (unsigned long long)pl->seed);
-    if (!(pl->img = calloc((size_t)j->batch_count, sizeof *pl->img))) {
-      fprintf(stderr, "vkdiffusion generate: out of host memory\n");
-      return 1;
-    }
-    for (int b = 0; b < j->batch_count; b++) {
-      char name[1024], why[160];
-      uint32_t seed = (uint32_t)((pl->seed + (uint64_t)b) & 0xffffffffu);
-      expand_name(j->output ? j->output : "{index}-{seed}.png", index++, seed, j->prompt, name, sizeof name);
-      if (!name_ok(name, why, sizeof why)) {
-        snprintf(j->error, sizeof j->error, "%s", why);
-        break;
-      }
-      size_t len = strlen(o->outdir) + strlen(name) + 2;
-      if (!(pl->img[b].path = malloc(len))) return 1;
-      snprintf(pl->img[b].path, len, "%s/%s", o->outdir, name);
-      pl->img[b].seed = seed;
-      pl->img[b].job = j;
-      pl->img[b].image = b + 1;
-      total++;
-    }
-  }
-  /* collisions: sort every path once */
-  struct planned **all = calloc((size_t)total + 1, sizeof *all);
-  int m = 0, rc = 0;
-  if (!all) return 1;
+/* What to do with an image whose file exists, for this worker's images only (another worker's
+ * files are not looked at). Without --skip-existing: skipped with a note (--overwrite: replaced).
+ * With --skip-existing: skipped when it is a complete PNG whose parameters text is this image's
+ * (a CLIP score after it aside), else rendered again over it. Needs the job's size and the clip
+ * skip default: *pending counts images left for after the model is loaded (default_clip_skip 0,
+ * or a job without a size). */
+static void decide_existing(struct job *jobs, int n_jobs, struct job_plan *plans, const struct opts *o,
+                            int default_clip_skip, int *skipped, int *pending) {
+  *pending = 0;
   for (int k = 0; k < n_jobs; k++)
-    for (int b = 0; !jobs[k].error[0] && plans[k].img && b < jobs[k].batch_count; b++) all[m++] = &plans[k].img[b];
-  qsort(all, (size_t)m, sizeof *all, cmp_names);
-  for (int i = 0; i + 1 < m; i++)
-    if (!strcmp(all[i]->path, all[i + 1]->path)) {
-      fprintf(stderr, "vkdiffusion generate: %s: %s, image %d and %s, image %d would both write it ({index} or {seed} "
-              "in \"output\" make names unique); nothing generated\n", all[i]->path, all[i]->job->where, all[i]->image,
-              all[i + 1]->job->where, all[i + 1]->image);
-      rc = 1;
-      while (i + 1 < m && !strcmp(all[i]->path, all[i + 1]->path)) i++;
-    }
-  free(all);
-  for (int k = 0; !rc && k < n_jobs; k++)
     for (int b = 0; !jobs[k].error[0] && b < jobs[k].batch_count; b++) {
+      struct planned *pl = &plans[k].img[b];
       struct stat sb;
-      if (lstat(plans[k].img[b].path, &sb) != 0) continue;
+      if (!pl->mine || pl->skip || pl->replace || lstat(pl->path, &sb) != 0) continue;
       if (o->overwrite && S_ISREG(sb.st_mode)) continue;
-      if (S_ISREG(sb.st_mode)) {
-        if (!o->quiet) fprintf(stderr, "%s: exists: skipped (--overwrite replaces it)\n", plans[k].img[b].path);
+      if (!S_ISREG(sb.st_mode)) {
+        fprintf(stderr, "vkdiffusion generate: %s: exists and is not a regular file: skipped\n", pl->path);
+      } else if (!o->skip_existing) {
+        if (!o->quiet) fprintf(stderr, "%s: exists: skipped (--overwrite replaces it)\n", pl->path);
+      } else if (!default_clip_skip || !jobs[k].width || !jobs[k].height) {
+        (*pending)++;
+        continue;
       } else {
-        fprintf(stderr, "vkdiffusion generate: %s: exists and is not a regular file: skipped\n", plans[k].img[b].path);
+        char *have = NULL, *want = plan_parameters_text(&jobs[k], pl->seed, o->model_name, default_clip_skip);
+        enum status cs = png_check_complete(pl->path, &have);
+        const char *why = cs ? status_message() /* names the file */ : !have ? "it has no parameters text" : NULL;
+        if (!why && want && (strncmp(have, want, strlen(want)) ||
+                             (have[strlen(want)] && strncmp(have + strlen(want), ", CLIP score: ", 14))))
+          why = "its parameters text is another image's";
+        if (why && !o->quiet) {
+          if (cs) fprintf(stderr, "%s: rendered again\n", why);
+          else fprintf(stderr, "%s: %s: rendered again\n", pl->path, why);
+        }
+        free(have), free(want);
+        if (why) {
+          pl->replace = true;
+          continue;
+        }
       }
-      plans[k].img[b].skip = true;
+      pl->skip = true;
       plans[k].skipped++;
       (*skipped)++;
     }
-  return rc;
-}
-
-static void free_plans(struct job_plan *plans, struct job *jobs, int n) {
-  for (int k = 0; plans && k < n; k++) {
-    for (int b = 0; plans[k].img && b < jobs[k].batch_count; b++) free(plans[k].img[b].path);
-    free(plans[k].img);
-  }
-  free(plans);
 }
 
 int cmd_generate(int argc, char **argv) {
   struct sd_model_options mo = sd_model_default_options();
   struct job_overrides ov = {0};
-  struct opts o = {.outdir = ".", .progress = isatty(2), .tiling = SD_VAE_TILING_AUTO};
-  const char **files = calloc((size_t)argc, sizeof *files), *prompt = NULL;
+  struct opts o = {.outdir = ".", .progress = isatty(2), .tiling = SD_VAE_TILING_AUTO, .shard = {0, 1}, .manifest_fd = -1};
+  const char **files = calloc((size_t)argc, sizeof *files), *prompt = NULL, *shard_arg = NULL;
+  bool no_manifest = false, run_seed_given = false, run_seed_random = false;
+  uint64_t run_seed = 0;
   int n_files = 0;
   long v;
   for (int i = 1; i < argc; i++) {
@@ -490,6 +490,23 @@ int cmd_generate(int argc, char **argv) {
     else if (!strcmp(a, "--save-latents")) { VALUE(); o.latents_file = val; }
     else if (!strcmp(a, "--score-with")) { VALUE(); o.score_model = val; }
     else if (!strcmp(a, "--score-config")) { VALUE(); o.score_config = val; }
+    else if (!strcmp(a, "--shard")) { VALUE(); shard_arg = val; }
+    else if (!strcmp(a, "--run-seed")) {
+      VALUE();
+      char *end;
+      errno = 0;
+      run_seed = strtoull(val, &end, 10);
+      run_seed_random = !strcmp(val, "random");
+      if (!run_seed_random && (errno || *end || end == val || val[0] == '-' || isspace((unsigned char)val[0]))) {
+        fprintf(stderr, "vkdiffusion generate: --run-seed expects a whole number 0..18446744073709551615 or random, "
+                "got '%s'\n", val);
+        goto usage_error;
+      }
+      run_seed_given = true;
+    }
+    else if (!strcmp(a, "--skip-existing")) o.skip_existing = true;
+    else if (!strcmp(a, "--manifest")) { VALUE(); o.manifest_path = val; }
+    else if (!strcmp(a, "--no-manifest")) no_manifest = true;
     else if (!strcmp(a, "--quiet")) o.quiet = true;
     else if (!strcmp(a, "--overwrite")) o.overwrite = true;
     else if (!strcmp(a, "--progress")) o.progress = true;
@@ -511,6 +528,26 @@ int cmd_generate(int argc, char **argv) {
     fprintf(stderr, "vkdiffusion generate: give prompt files or --prompt TEXT\n");
     goto usage_error;
   }
+  if (shard_arg) { /* this worker's share: I/N, or from the batch engine's variables */
+    char why[512], source[128] = "--shard";
+    if (strcmp(shard_arg, "auto") ? !shard_parse(shard_arg, &o.shard, why, sizeof why)
+                                  : !shard_from_env(&o.shard, why, sizeof why, source, sizeof source)) {
+      fprintf(stderr, "vkdiffusion generate: %s\n", why);
+      goto usage_error;
+    }
+    if (!o.quiet) fprintf(stderr, "vkdiffusion generate: shard %d/%d (%s)\n", o.shard.index, o.shard.count, source);
+  }
+  if (o.shard.count > 1 && o.latents_file) {
+    fprintf(stderr, "vkdiffusion generate: --save-latents saves a whole job's images: not with --shard over %d workers\n",
+            o.shard.count);
+    goto usage_error;
+  }
+  if (o.overwrite && o.skip_existing) {
+    fprintf(stderr, "vkdiffusion generate: --overwrite and --skip-existing contradict each other\n");
+    goto usage_error;
+  }
+  if (run_seed_random) run_seed = random_run_seed();
+  else if (!run_seed_given) run_seed = plan_run_seed(files, n_files, prompt);
   /* jobs without a size take the checkpoint's native size (modelspec.resolution) */
   sd_checkpoint_native_size(mo.model_path, &ov.default_width, &ov.default_height);
   /* the model's name in the parameters text: the file name without its extension */
@@ -520,6 +557,7 @@ int cmd_generate(int argc, char **argv) {
   char *dot = strrchr(model_name, '.');
   if (dot && dot != model_name) *dot = 0;
   o.model_name = model_name;
+  o.model_path = mo.model_path;
   /* every job is read and checked before any GPU work */
   struct job *jobs = NULL;
   int n_jobs = 0, rc = 0;
@@ -580,14 +618,41 @@ int cmd_generate(int argc, char **argv) {
   }
   int stale = rc ? 0 : file_tmp_remove_stale(o.outdir);
   if (stale && !o.quiet) fprintf(stderr, "vkdiffusion generate: removed %d temporary file(s) a killed run left in %s\n", stale, o.outdir);
-  int skipped = 0;
+  char manifest_buf[4096];
+  if (!rc && !no_manifest) { /* appended to by every worker: O_APPEND, one write a line */
+    char *path = manifest_buf;
+    if (!o.manifest_path) {
+      snprintf(path, sizeof manifest_buf, "%s/manifest.jsonl", o.outdir);
+      o.manifest_path = path;
+    }
+    if (stat(o.manifest_path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+      fprintf(stderr, "vkdiffusion generate: %s: the manifest exists and is not a file\n", o.manifest_path);
+      rc = 1;
+    } else if ((o.manifest_fd = open(o.manifest_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644)) < 0) {
+      fprintf(stderr, "vkdiffusion generate: %s: cannot open the manifest: %s\n", o.manifest_path, strerror(errno));
+      rc = 1;
+    }
+  }
+  int skipped = 0, pending = 0;
   struct job_plan *plans = calloc((size_t)n_jobs + 1, sizeof *plans);
   if (!plans) rc = 1;
-  if (!rc) rc = plan_outputs(jobs, n_jobs, plans, &o, &skipped);
-  int invalid = 0, to_render = 0;
+  bool random_seeds = false;
+  for (int k = 0; k < n_jobs; k++) random_seeds |= !jobs[k].error[0] && jobs[k].seed < 0;
+  if (!rc && random_seeds && !o.quiet)
+    fprintf(stderr, "vkdiffusion generate: run seed %llu (the seeds of jobs without one; --run-seed)\n",
+            (unsigned long long)run_seed);
+  if (!rc) rc = plan_outputs(jobs, n_jobs, plans, &(struct plan_options){o.outdir, o.shard, run_seed, o.quiet});
+  if (!rc) { /* existing files: decided now where the model's defaults are not needed */
+    enum textenc_family fam = (enum textenc_family)mo.family;
+    char why[256];
+    if (fam == TEXTENC_FAMILY_AUTO && textenc_detect_family(mo.model_path, &fam, why, sizeof why)) status_clear();
+    int clip_skip = fam == TEXTENC_FAMILY_AUTO ? 0 : fam == TEXTENC_FAMILY_SD1 ? 1 : 2;
+    decide_existing(jobs, n_jobs, plans, &o, clip_skip, &skipped, &pending);
+  }
+  int invalid = 0, to_render = pending;
   for (int k = 0; k < n_jobs; k++) {
     invalid += jobs[k].error[0] != 0;
-    if (!jobs[k].error[0]) to_render += jobs[k].batch_count - plans[k].skipped;
+    if (!jobs[k].error[0]) to_render += plans[k].mine - plans[k].skipped;
   }
   struct sd_model *m = NULL;
   int failed_images = 0, done_images = 0;
@@ -603,6 +668,7 @@ int cmd_generate(int argc, char **argv) {
     for (int k = 0; k < n_jobs; k++)
       if (!jobs[k].height) jobs[k].height = mi.default_height;
     o.default_clip_skip = mi.default_clip_skip;
+    if (pending) decide_existing(jobs, n_jobs, plans, &o, mi.default_clip_skip, &skipped, &pending);
     static const char *const fam[] = {"", "SD 1.x", "SD 2.x", "SDXL"};
     if (!o.quiet)
       fprintf(stderr, "vkdiffusion generate: %s, %s-prediction (%s), default size %dx%d\n", fam[mi.family],
@@ -623,23 +689,26 @@ int cmd_generate(int argc, char **argv) {
   }
   for (int k = 0; k < n_jobs; k++) {
     if (cli_interrupted) { /* SIGINT/SIGTERM: the image in progress was discarded; the rest are not started */
-      failed_images += jobs[k].error[0] ? job_images(&jobs[k]) : jobs[k].batch_count - plans[k].skipped;
+      failed_images += jobs[k].error[0] ? job_images(&jobs[k]) : plans[k].mine - plans[k].skipped;
       continue;
     }
-    if (!m && !jobs[k].error[0] && plans[k].skipped == jobs[k].batch_count) continue;
+    if (!m && !jobs[k].error[0] && plans[k].skipped == plans[k].mine) continue;
     if (!m) {
       if (jobs[k].error[0]) fprintf(stderr, "vkdiffusion generate: %s: %s (job skipped)\n", jobs[k].where, jobs[k].error);
-      failed_images += jobs[k].error[0] ? job_images(&jobs[k]) : jobs[k].batch_count - plans[k].skipped;
+      failed_images += jobs[k].error[0] ? job_images(&jobs[k]) : plans[k].mine - plans[k].skipped;
       continue;
     }
     failed_images += run_job(m, &jobs[k], &plans[k], &o, &done_images, &skipped, &rc);
   }
   int total = done_images + failed_images + skipped;
-  char skip_note[96] = "";
-  if (skipped) snprintf(skip_note, sizeof skip_note, "; %d skipped (the file exists; --overwrite replaces it)", skipped);
+  char skip_note[128] = "";
+  if (skipped)
+    snprintf(skip_note, sizeof skip_note, "; %d skipped (%s)", skipped,
+             o.skip_existing ? "complete, with the same parameters" : "the file exists; --overwrite replaces it");
   if (cli_interrupted) {
-    fprintf(stderr, "vkdiffusion generate: interrupted: %d of %d images written%s\n", done_images, total, skip_note);
-    rc = 1;
+    fprintf(stderr, "vkdiffusion generate: interrupted by signal %d: %d of %d images written%s (rerun with "
+            "--skip-existing to finish)\n", cli_interrupted, done_images, total, skip_note);
+    rc = 128 + cli_interrupted;
   } else if (failed_images || rc || invalid) {
     fprintf(stderr, "vkdiffusion generate: %d of %d images written; %d failed (%d invalid jobs)%s\n", done_images, total,
             failed_images, invalid, skip_note);
@@ -647,7 +716,8 @@ int cmd_generate(int argc, char **argv) {
   } else if (!o.quiet) {
     fprintf(stderr, "vkdiffusion generate: %d images written to %s%s\n", done_images, o.outdir, skip_note);
   }
-  free_plans(plans, jobs, n_jobs);
+  plan_free(plans, jobs, n_jobs);
+  if (o.manifest_fd >= 0) close(o.manifest_fd);
   for (int k = 0; k < n_jobs; k++) job_free(&jobs[k]);
   free(jobs);
   free(files);

@@ -73,6 +73,21 @@ enum status png_write(const char *path, const unsigned char *rgb, int W, int H, 
   return s;
 }
 
+/* the text of a tEXt / iTXt chunk's data if its keyword is "parameters" (else NULL) */
+static char *parameters_of(const unsigned char *d, uint32_t n, bool itxt) {
+  size_t kl = strnlen((const char *)d, n);
+  if (kl >= n || strcmp((const char *)d, "parameters")) return NULL;
+  size_t at = kl + 1;
+  if (itxt) { /* compression flag, method, language\0, translated keyword\0 */
+    at += 2;
+    while (at < n && d[at]) at++;
+    at++;
+    while (at < n && d[at]) at++;
+    at++;
+  }
+  return strndup(at <= n ? (const char *)d + at : "", at <= n ? n - at : 0);
+}
+
 enum status png_read_parameters(const char *path, char **out) {
   *out = NULL;
   int fd;
@@ -107,22 +122,53 @@ enum status png_read_parameters(const char *path, char **out) {
       break;
     }
     d[n] = 0;
-    size_t kl = strnlen((char *)d, n);
-    if (kl < n && !strcmp((char *)d, "parameters")) {
-      size_t at = kl + 1;
-      if (itxt) { /* compression flag, method, language\0, translated keyword\0 */
-        at += 2;
-        while (at < n && d[at]) at++;
-        at++;
-        while (at < n && d[at]) at++;
-        at++;
-      }
-      *out = strndup(at <= n ? (char *)d + at : "", at <= n ? n - at : 0);
+    if ((*out = parameters_of(d, n, itxt))) {
       free(d);
       break;
     }
     free(d);
   }
   fclose(f);
+  return s;
+}
+
+enum status png_check_complete(const char *path, char **parameters) {
+  *parameters = NULL;
+  char *buf = NULL;
+  size_t len = 0;
+  enum status s = file_read(path, (size_t)1 << 30, &buf, &len);
+  if (s) return s;
+  const unsigned char *p = (const unsigned char *)buf;
+  if (len < 8 || memcmp(p, "\x89PNG\r\n\x1a\n", 8)) {
+    free(buf);
+    return status_set(STATUS_FORMAT, "%s: not a PNG file", path);
+  }
+  size_t at = 8;
+  bool first = true, end = false;
+  while (!s && !end) {
+    if (len - at < 12) {
+      s = status_set(STATUS_FORMAT, "%s: truncated PNG (no IEND chunk)", path);
+      break;
+    }
+    uint32_t n = rd32(p + at);
+    if (n > len - at - 12) {
+      s = status_set(STATUS_FORMAT, "%s: truncated PNG (a chunk of %u bytes at byte %zu runs past the end)", path, n, at);
+      break;
+    }
+    const unsigned char *type = p + at + 4, *data = p + at + 8;
+    if (rd32(data + n) != (uint32_t)crc32(crc32(0, NULL, 0), type, (uInt)(n + 4))) {
+      s = status_set(STATUS_FORMAT, "%s: damaged PNG (bad CRC in the chunk at byte %zu)", path, at);
+      break;
+    }
+    if (first && memcmp(type, "IHDR", 4)) s = status_set(STATUS_FORMAT, "%s: damaged PNG (IHDR is not first)", path);
+    first = false;
+    if (!*parameters && (!memcmp(type, "tEXt", 4) || !memcmp(type, "iTXt", 4)))
+      *parameters = parameters_of(data, n, type[0] == 'i');
+    end = !memcmp(type, "IEND", 4);
+    at += 12 + (size_t)n;
+  }
+  if (!s && at != len) s = status_set(STATUS_FORMAT, "%s: %zu bytes after the IEND chunk", path, len - at);
+  if (s) free(*parameters), *parameters = NULL;
+  free(buf);
   return s;
 }

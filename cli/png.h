@@ -15,5 +15,8 @@
 enum status png_write(const char *path, const unsigned char *rgb, int W, int H, const char *parameters, bool overwrite);
 /* Reads the `parameters` text of a PNG into a new string (*out NULL when there is none). */
 enum status png_read_parameters(const char *path, char **out);
+/* A complete, undamaged PNG: the signature, IHDR first, every chunk's CRC right, IEND last and nothing
+ * after it (a file cut short or overwritten in part fails). *parameters: its parameters text or NULL. */
+enum status png_check_complete(const char *path, char **parameters);
 
 #endif

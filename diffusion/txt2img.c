@@ -97,6 +97,9 @@ int txt2img(struct sd_model *m, const struct txt2img_params *given, unsigned cha
     goto done;
   }
 
+  int wanted = 0;
+  for (int b = 0; b < p->batch_count; b++) wanted += !(p->skip && p->skip[b]);
+  if (!wanted) goto done;
   /* prompt -> tokens -> conditioning: cond and uncond [77 k, width], one encode for the batch */
   if ((s = report(p, SD_PHASE_ENCODE, 0, 0, 1))) goto done;
   /* SDXL's micro-conditioning: original = target = the job's size, crop (0, 0), unless given */
@@ -107,6 +110,7 @@ int txt2img(struct sd_model *m, const struct txt2img_params *given, unsigned cha
   if ((s = report(p, SD_PHASE_ENCODE, 0, 1, 1))) goto done;
 
   for (int b = 0; b < p->batch_count; b++) {
+    if (p->skip && p->skip[b]) continue;
     /* the starting noise: torch.manual_seed(seed + b); torch.randn([1, 4, h, w]), or the caller's */
     uint32_t seed = (uint32_t)((uint64_t)p->seed + (uint64_t)b);
     struct rng rng;

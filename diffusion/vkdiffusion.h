@@ -139,6 +139,9 @@ struct txt2img_params {
   enum sd_empty_negative empty_negative;
   /* SDXL micro-conditioning in pixels; 0: the job's size (original, target), no crop */
   int original_width, original_height, crop_top, crop_left, target_width, target_height;
+  /* NULL, or batch_count flags: image b with skip[b] != 0 is not generated (no on_image call); the
+   * others are exactly what the whole batch gives them (a worker renders its share of a batch) */
+  const unsigned char *skip;
 };
 
 struct sd_model; /* a checkpoint on the device: text encoder, U-Net, VAE (opaque) */

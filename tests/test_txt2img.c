@@ -133,6 +133,25 @@ static void golden(const char *ckpt, const char *cfg, const char *vocab, struct 
     CHECK_OK(txt2img(m, &tp, one, NULL));
     CHECK_MSG(!memcmp(one, two + PX, PX), "image 1 of a batch from seed 2^32-1 differs from seed 0 alone");
     CHECK_MSG(memcmp(two, two + PX, PX) != 0, "the two images of a batch are the same");
+    { /* skip: a worker's share of a batch is exactly those images of the whole batch */
+      unsigned char share[2 * PX], flags[2] = {1, 0};
+      memset(share, 7, sizeof share);
+      tp.seed = 4294967295LL;
+      tp.batch_count = 2;
+      tp.skip = flags;
+      calls = (struct calls){.order_ok = true};
+      CHECK_OK(txt2img(m, &tp, share, NULL));
+      CHECK_MSG(calls.images == 1 && calls.seeds[1] == 0, "skip {1,0}: %d images, seed %u", calls.images, calls.seeds[1]);
+      CHECK_MSG(!memcmp(share + PX, two + PX, PX), "image 1 alone (image 0 skipped) differs from the whole batch's");
+      CHECK_MSG(share[0] == 7 && share[PX - 1] == 7, "a skipped image's pixels were written");
+      flags[1] = 1;
+      calls = (struct calls){.order_ok = true};
+      CHECK_OK(txt2img(m, &tp, share, NULL));
+      CHECK(calls.images == 0);
+      tp.skip = NULL;
+      tp.seed = 0;
+      tp.batch_count = 1;
+    }
     calls = (struct calls){.order_ok = true, .cancel_at = 2};
     int st = txt2img(m, &tp, one, NULL);
     CHECK_MSG(st == SD_CANCELLED && calls.images == 0 && strstr(sd_last_error(), "cancelled"), "cancel: %d %s", st,

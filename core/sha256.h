@@ -1,4 +1,4 @@
-/* SHA-256 (FIPS 180-4), for checking weight digests against ../shared/ref. */
+/* SHA-256 (FIPS 180-4): weight digests against ../shared/ref, and the model digest in generate's manifest. */
 #ifndef VKD_SHA256_H
 #define VKD_SHA256_H
 #include <stddef.h>
