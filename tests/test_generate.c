@@ -296,6 +296,129 @@ static void test_families(const char *bin, const char *vocab, const char *tiny_d
   printf("  sd2 / sdxl generate: golden latents, sizes in the PNG, unet --in y, no PNG from a non-finite decode\n");
 }
 
+/* the files of a folder's PNGs, sorted (names only) */
+static int png_names(const char *d, char names[][64], int max) {
+  DIR *dp = opendir(d);
+  int n = 0;
+  for (struct dirent *e; dp && (e = readdir(dp));)
+    if (strstr(e->d_name, ".png") && !strstr(e->d_name, ".tmp-") && n < max) snprintf(names[n++], 64, "%s", e->d_name);
+  if (dp) closedir(dp);
+  qsort(names, (size_t)n, 64, (int (*)(const void *, const void *))strcmp);
+  return n;
+}
+
+/* how many manifest lines name this output */
+static int manifest_count(const char *manifest, const char *folder, const char *name) {
+  char needle[1400];
+  snprintf(needle, sizeof needle, "\"output\":\"%s/%s\"", folder, name);
+  int n = 0;
+  for (const char *p = manifest; p && (p = strstr(p, needle)); p += strlen(needle)) n++;
+  return n;
+}
+
+static bool same_file(const char *a, const char *b) {
+  size_t na, nb;
+  char *x = test_read_file(a, &na), *y = test_read_file(b, &nb);
+  bool same = x && y && na == nb && !memcmp(x, y, na);
+  free(x), free(y);
+  return same;
+}
+
+/* #30: a prompt file of 8 images (random seeds among them) in one process, then as three shards
+ * (--shard 0/3, Slurm's variables, a Kubernetes Indexed Job's): the same names, byte-identical PNGs,
+ * the manifests list each image once. Then resume: one PNG deleted, one truncated, one replaced by
+ * another image: --skip-existing renders exactly those three again and touches nothing else. */
+static void test_sharding(const char *bin) {
+  write_text("shard.json",
+             "[{\"prompt\": \"a red circle\", \"steps\": 2, \"width\": 32, \"height\": 32, \"batch_count\": 3},\n"
+             " {\"prompt\": \"a blue square\", \"seed\": 11, \"steps\": 2, \"width\": 32, \"height\": 32, \"batch_count\": 2},\n"
+             " {\"prompt\": \"a green ring\", \"steps\": 2, \"width\": 32, \"height\": 32, \"sampler\": \"euler\"},\n"
+             " {\"prompt\": \"a yellow star\", \"steps\": 2, \"width\": 32, \"height\": 32, \"batch_count\": 2}]\n");
+  char one[600], three[600];
+  snprintf(one, sizeof one, "%s/shard1", dir);
+  snprintf(three, sizeof three, "%s/shard3", dir);
+  int rc = run("%s %s/shard.json -o %s", base, dir, one);
+  CHECK_MSG(rc == 0, "one process: %s", out);
+  const char *how[3] = {"--shard 0/3", "SLURM_ARRAY_TASK_ID=1 SLURM_ARRAY_TASK_COUNT=3 --shard auto",
+                        "JOB_COMPLETION_INDEX=2 VKDIFFUSION_SHARDS=3 --shard auto"};
+  for (int i = 0; i < 3; i++) {
+    char env[128] = "", flag[64];
+    const char *sp = strstr(how[i], "--shard");
+    snprintf(env, sizeof env, "%.*s", (int)(sp - how[i]), how[i]);
+    snprintf(flag, sizeof flag, "%s", sp);
+    rc = run("env %s %s %s %s/shard.json -o %s", env, base, flag, dir, three);
+    CHECK_MSG(rc == 0, "%s: %s", how[i], out);
+  }
+  char a[16][64], b[16][64], pa[1400], pb[1400];
+  int na = png_names(one, a, 16), nb = png_names(three, b, 16);
+  CHECK_MSG(na == 8 && nb == 8, "one process wrote %d images, three shards %d", na, nb);
+  for (int k = 0; k < na && k < nb; k++) {
+    snprintf(pa, sizeof pa, "%s/%s", one, a[k]);
+    snprintf(pb, sizeof pb, "%s/%s", three, b[k]);
+    CHECK_MSG(!strcmp(a[k], b[k]) && same_file(pa, pb), "%s and %s differ", pa, pb);
+  }
+  snprintf(pa, sizeof pa, "%s/manifest.jsonl", one);
+  snprintf(pb, sizeof pb, "%s/manifest.jsonl", three);
+  char *m1 = test_read_file(pa, NULL), *m3 = test_read_file(pb, NULL);
+  for (int k = 0; k < na; k++)
+    CHECK_MSG(manifest_count(m1, one, a[k]) == 1 && manifest_count(m3, three, a[k]) == 1, "%s: in the manifests %d and %d times",
+              a[k], manifest_count(m1, one, a[k]), manifest_count(m3, three, a[k]));
+  CHECK(m3 && strstr(m3, "\"shard\":\"0/3\"") && strstr(m3, "\"shard\":\"1/3\"") && strstr(m3, "\"shard\":\"2/3\"") &&
+        strstr(m3, "\"model_sha256\":\"") && strstr(m3, "\"seed\":11,") && strstr(m3, "\"wall_s\":"));
+  printf("  8 images: one process and three shards byte-identical; manifests list each once\n");
+  free(m1), free(m3);
+
+  /* resume: 00001 deleted, 00004 truncated, 00005 replaced by 00000 (another image's parameters) */
+  char victim[3][1400];
+  struct stat before[16];
+  for (int k = 0; k < nb; k++) {
+    snprintf(pb, sizeof pb, "%s/%s", three, b[k]);
+    stat(pb, &before[k]);
+  }
+  snprintf(victim[0], sizeof victim[0], "%s/%s", three, b[1]);
+  snprintf(victim[1], sizeof victim[1], "%s/%s", three, b[4]);
+  snprintf(victim[2], sizeof victim[2], "%s/%s", three, b[5]);
+  CHECK(unlink(victim[0]) == 0 && truncate(victim[1], before[4].st_size / 2) == 0);
+  snprintf(pb, sizeof pb, "cp %s/%s %s", three, b[0], victim[2]);
+  CHECK(system(pb) == 0);
+  rc = test_run(out, sizeof out, "%s %s/shard.json -o %s --skip-existing", base, dir, three);
+  CHECK_MSG(rc == 0, "resume: %s", out);
+  snprintf(pb, sizeof pb, "%s/manifest.jsonl", three);
+  m3 = test_read_file(pb, NULL);
+  int lines = 0;
+  for (const char *p = m3; p && *p; p++) lines += *p == '\n';
+  CHECK_MSG(lines == 11, "the manifest has %d lines after the resume (8 + 3)", lines);
+  for (int k = 0; k < nb; k++) {
+    bool redone = k == 1 || k == 4 || k == 5;
+    snprintf(pa, sizeof pa, "%s/%s", one, b[k]);
+    snprintf(pb, sizeof pb, "%s/%s", three, b[k]);
+    struct stat now;
+    CHECK(stat(pb, &now) == 0 && same_file(pa, pb));
+    CHECK_MSG(manifest_count(m3, three, b[k]) == 1 + redone, "%s: %d manifest lines", b[k], manifest_count(m3, three, b[k]));
+    if (!redone)
+      CHECK_MSG(now.st_mtim.tv_sec == before[k].st_mtim.tv_sec && now.st_mtim.tv_nsec == before[k].st_mtim.tv_nsec &&
+                    now.st_ino == before[k].st_ino, "%s was touched by the resume", b[k]);
+  }
+  free(m3);
+  printf("  resume: 3 images rendered again (deleted, truncated, another's), 5 untouched\n");
+  /* a rerun with nothing missing renders nothing and adds no line */
+  rc = run("%s %s/shard.json -o %s --skip-existing --shard 1/3", base, dir, three);
+  snprintf(pb, sizeof pb, "%s/manifest.jsonl", three);
+  m3 = test_read_file(pb, NULL);
+  lines = 0;
+  for (const char *p = m3; p && *p; p++) lines += *p == '\n';
+  CHECK_MSG(rc == 0 && lines == 11, "nothing missing: rc %d, %d lines: %s", rc, lines, out);
+  free(m3);
+  /* bad shards: one-line usage errors before any work */
+  const char *bad[] = {"--shard 3/2", "--shard -1/4", "--shard 1/0", "--shard garbage", "--shard auto"};
+  for (int i = 0; i < 5; i++) {
+    rc = run("env -u SLURM_ARRAY_TASK_ID -u JOB_COMPLETION_INDEX %s %s/shard.json -o %s/bad %s", base, dir, dir, bad[i]);
+    CHECK_MSG(rc == 2 && strstr(out, "--shard") && strchr(out, '\n') == out + strlen(out) - 1, "%s: rc %d: %s", bad[i], rc, out);
+  }
+  snprintf(pb, sizeof pb, "%s/bad", dir);
+  CHECK(access(pb, F_OK) != 0);
+}
+
 int main(void) {
   const char *bin = VKD_BINARY;
   char digest[1024], vocab[1024], ckpt[512], cfg[512];
@@ -463,6 +586,7 @@ int main(void) {
   CHECK(run("%s generate -o %s/e", bin, dir) == 2); /* no prompt */
   test_hostile(bin, ckpt, cfg, vocab);
   test_families(bin, vocab, digest);
+  test_sharding(bin);
   snprintf(c3, sizeof c3, "rm -rf %s", dir);
   CHECK(system(c3) == 0);
   return test_result("test_generate");
