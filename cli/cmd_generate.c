@@ -535,7 +535,7 @@ int cmd_generate(int argc, char **argv) {
       fprintf(stderr, "vkdiffusion generate: %s\n", why);
       goto usage_error;
     }
-    if (!o.quiet) fprintf(stderr, "vkdiffusion generate: shard %d/%d (%s)\n", o.shard.index, o.shard.count, source);
+    fprintf(stderr, "vkdiffusion generate: shard %d/%d (%s)\n", o.shard.index, o.shard.count, source); /* even --quiet */
   }
   if (o.shard.count > 1 && o.latents_file) {
     fprintf(stderr, "vkdiffusion generate: --save-latents saves a whole job's images: not with --shard over %d workers\n",
