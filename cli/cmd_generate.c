@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,29 +86,34 @@ struct opts {
   struct shard shard;
   int manifest_fd;         /* -1: --no-manifest */
   const char *manifest_path;
-  char model_sha256[65];   /* computed once, for the first manifest line */
+  char model_sha256[65];   /* hashed once, on a thread while the model loads and the first image renders */
+  pthread_t digest_thread;
+  bool digest_started, digest_done;
 };
 
-/* the model file's SHA-256 (hex), once per run */
-static const char *model_digest(struct opts *o) {
-  if (o->model_sha256[0]) return o->model_sha256;
+static void *digest_main(void *arg) {
+  struct opts *o = arg;
   struct sha256 h;
   sha256_init(&h);
   int fd;
-  enum status s = file_open_regular(o->model_path, &fd, NULL);
-  if (s) {
-    status_clear();
-    return NULL;
-  }
+  if (file_open_regular(o->model_path, &fd, NULL)) return NULL; /* the loader reports it */
   enum { CHUNK = 4 << 20 };
   unsigned char *buf = malloc(CHUNK);
   ssize_t got = buf ? 1 : -1;
   while (buf && (got = read(fd, buf, CHUNK)) > 0) sha256_update(&h, buf, (size_t)got);
   close(fd);
   free(buf);
-  if (got < 0) return NULL;
-  sha256_hex(&h, o->model_sha256);
-  return o->model_sha256;
+  if (got == 0) sha256_hex(&h, o->model_sha256);
+  return NULL;
+}
+
+/* the model file's SHA-256 (hex), or NULL when it cannot be read */
+static const char *model_digest(struct opts *o) {
+  if (o->digest_started) pthread_join(o->digest_thread, NULL);
+  else if (!o->digest_done) digest_main(o);
+  o->digest_started = false;
+  o->digest_done = true;
+  return o->model_sha256[0] ? o->model_sha256 : NULL;
 }
 
 /* One manifest line for a written image, in one write(2) on an O_APPEND descriptor: lines from
@@ -654,6 +660,9 @@ int cmd_generate(int argc, char **argv) {
     invalid += jobs[k].error[0] != 0;
     if (!jobs[k].error[0]) to_render += plans[k].mine - plans[k].skipped;
   }
+  /* the manifest's model digest: hashed on a thread beside the load (status messages are per thread) */
+  if (!rc && to_render > 0 && o.manifest_fd >= 0)
+    o.digest_started = !pthread_create(&o.digest_thread, NULL, digest_main, &o);
   struct sd_model *m = NULL;
   int failed_images = 0, done_images = 0;
   if (!rc && (to_render > 0 || (o.latents_file && invalid < n_jobs)) && sd_model_create(&mo, &m)) {
@@ -717,6 +726,7 @@ int cmd_generate(int argc, char **argv) {
     fprintf(stderr, "vkdiffusion generate: %d images written to %s%s\n", done_images, o.outdir, skip_note);
   }
   plan_free(plans, jobs, n_jobs);
+  if (o.digest_started) pthread_join(o.digest_thread, NULL);
   if (o.manifest_fd >= 0) close(o.manifest_fd);
   for (int k = 0; k < n_jobs; k++) job_free(&jobs[k]);
   free(jobs);

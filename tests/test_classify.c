@@ -125,6 +125,21 @@ int main(void) {
   snprintf(spng, sizeof spng, "%s/s.png", dir);
   CHECK(run("%s info %s", bin, spng) == 0 && strstr(out, ", CLIP score: "));
   printf("  generate --score-with: %s", out);
+  /* the manifest line carries the score; --skip-existing keeps the scored image (its parameters are
+   * this image's, the score after them aside) and adds no line */
+  char man[700];
+  snprintf(man, sizeof man, "%s/manifest.jsonl", dir);
+  char *mtext = test_read_file(man, NULL);
+  CHECK_MSG(mtext && strstr(mtext, "\"clip_score\":") && strstr(mtext, "/s.png\""), "manifest: %s", mtext ? mtext : "(none)");
+  free(mtext);
+  rc = run("%s generate --model %s --config %s --tokenizer %s --score-with %s --score-config %s --prompt 'a red circle' "
+           "--width 32 --height 32 --steps 2 --seed 5 --output s.png -o %s --skip-existing", bin, sd, cfg, vocab, ckpt, cfg, dir);
+  CHECK_MSG(rc == 0 && strstr(out, "0 images written") && strstr(out, "1 skipped"), "--skip-existing with a score: %s", out);
+  mtext = test_read_file(man, NULL);
+  int lines = 0;
+  for (const char *q = mtext; q && *q; q++) lines += *q == '\n';
+  CHECK_MSG(lines == 1, "%d manifest lines after the skipping rerun", lines);
+  free(mtext);
   /* malformed images: a clear error naming the file */
   char bad[600];
   snprintf(bad, sizeof bad, "%s/truncated.png", dir);
