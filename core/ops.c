@@ -119,6 +119,10 @@ enum status op_linear_residual(struct gpu *g, const struct gpu_tensor *x, const 
 
 int64_t conv_weight_cols(int64_t channels, int kernel) { return (channels * kernel * kernel + 3) / 4 * 4; }
 
+int64_t conv_out_size(int64_t in, int kernel, int stride, int pad) {
+  return (in + (pad == CONV_PAD_BOTTOM_RIGHT ? 1 : 2 * pad) - kernel) / stride + 1;
+}
+
 enum status op_conv2d(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w, const struct gpu_tensor *b,
                       const struct gpu_tensor *y, int kernel, int stride, int pad, bool accumulate,
                       const struct gpu_tensor *scratch) {
@@ -126,7 +130,7 @@ enum status op_conv2d(struct gpu *g, const struct gpu_tensor *x, const struct gp
   int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], Kp = conv_weight_cols(C, kernel);
   if (w->ndim != 2 || w->shape[1] != Kp || w->dtype == DT_I32)
     return shape_error("conv2d", "W", w, "[Cout, C*k*k rounded up to 4] (the device layout of a convolution)");
-  int64_t Co = w->shape[0], Ho = (H + 2 * pad - kernel) / stride + 1, Wo = (W + 2 * pad - kernel) / stride + 1;
+  int64_t Co = w->shape[0], Ho = conv_out_size(H, kernel, stride, pad), Wo = conv_out_size(W, kernel, stride, pad);
   if (!is_f32(y) || y->ndim != 4 || y->shape[0] != N || y->shape[1] != Co || y->shape[2] != Ho || y->shape[3] != Wo)
     return shape_error("conv2d", "y", y, "[N, Cout, Ho, Wo] f32");
   /* bias: [Cout] shared, or [N, Cout] per image (a ResBlock's conv bias plus its time embedding) */
@@ -164,11 +168,13 @@ enum status op_im2col(struct gpu *g, const struct gpu_tensor *x, int64_t image, 
                       int64_t pixel0, const struct gpu_tensor *col) {
   if (!is_f32(x) || x->ndim != 4) return shape_error("im2col", "x", x, "[N, C, H, W] f32");
   int64_t C = x->shape[1], H = x->shape[2], W = x->shape[3], Kp = conv_weight_cols(C, kernel);
-  int64_t Ho = (H + 2 * pad - kernel) / stride + 1, Wo = (W + 2 * pad - kernel) / stride + 1;
+  int64_t Ho = conv_out_size(H, kernel, stride, pad), Wo = conv_out_size(W, kernel, stride, pad);
+  if (pad < CONV_PAD_BOTTOM_RIGHT) return status_set(STATUS_INVALID_ARGUMENT, "im2col: padding %d", pad);
   if (!is_f32(col) || col->ndim != 2 || col->shape[1] != Kp || pixel0 + col->shape[0] > Ho * Wo || image >= x->shape[0])
     return shape_error("im2col", "col", col, "[pixels, C*k*k rounded up to 4] within the output");
   struct im2col_push ip = {.channels = (u32)C, .height = (u32)H, .width = (u32)W, .out_height = (u32)Ho,
-                           .out_width = (u32)Wo, .kernel = (u32)kernel, .stride = (u32)stride, .pad = (u32)pad,
+                           .out_width = (u32)Wo, .kernel = (u32)kernel, .stride = (u32)stride,
+                           .pad = (u32)(pad == CONV_PAD_BOTTOM_RIGHT ? 0 : pad), /* the bottom/right: out of bounds */
                            .pixel0 = (u32)pixel0, .pixels = (u32)col->shape[0], .cols = (u32)Kp,
                            .x_offset = (u32)(image * C * H * W)};
   uint32_t spec[] = {WG, (uint32_t)kernel};

@@ -24,6 +24,11 @@ enum status op_linear_residual(struct gpu *g, const struct gpu_tensor *x, const 
 /* Convolutions are im2col + the matrix product, with the weights on the device as [Cout, Kp]:
  * Kp = C * k * k rounded up to 4, zero padded (conv_weight_cols). */
 int64_t conv_weight_cols(int64_t channels, int kernel);
+/* pad CONV_PAD_BOTTOM_RIGHT: one zero row below and one zero column right, none above or left (the
+ * VAE encoder's Downsample: F.pad(x, (0, 1, 0, 1)) then a stride-2 3x3 convolution). */
+#define CONV_PAD_BOTTOM_RIGHT (-1)
+/* The output size of a convolution along one axis. */
+int64_t conv_out_size(int64_t in, int kernel, int stride, int pad);
 /* y [N, Cout, Ho, Wo] (+)= conv(x [N, C, H, W], w, stride, pad) + b, b [Cout] or [N, Cout] (per image).
  * scratch: an f32 tensor for the patches; the output pixels are processed in chunks that fit it
  * and the device's buffer limits, so no buffer beyond the limits is ever needed. */

@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "ops.h"
 #include "push.h"
 
 float ref_act(float x, int act) {
@@ -84,7 +85,8 @@ void ref_gather_rows(const int32_t *index, const float *x, float *y, int64_t n, 
 
 void ref_conv2d(const float *x, const float *w, const float *b, float *y, int64_t N, int64_t C, int64_t H, int64_t W,
                 int64_t Co, int k, int stride, int pad) {
-  int64_t Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1;
+  int64_t Ho = conv_out_size(H, k, stride, pad), Wo = conv_out_size(W, k, stride, pad);
+  if (pad == CONV_PAD_BOTTOM_RIGHT) pad = 0; /* rows H and columns W are zeros */
   for (int64_t n = 0; n < N; n++)
     for (int64_t co = 0; co < Co; co++)
       for (int64_t oy = 0; oy < Ho; oy++)

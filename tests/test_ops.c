@@ -203,7 +203,7 @@ static float *conv_layout(const float *w, int64_t Co, int64_t C, int k) {
 static void test_conv(int64_t N, int64_t C, int64_t H, int64_t W, int64_t Co, int k, int stride, int pad, enum dtype wdt,
                       int64_t scratch_elems, bool per_image_bias, bool accumulate) {
   gpu_arena_reset(arena, 0);
-  int64_t Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1, out = N * Co * Ho * Wo;
+  int64_t Ho = conv_out_size(H, k, stride, pad), Wo = conv_out_size(W, k, stride, pad), out = N * Co * Ho * Wo;
   float *x = random_array(N * C * H * W, 15, 1.0f), *w = random_array(Co * C * k * k, 16, 1.0f / sqrtf((float)(C * k * k)));
   float *b = random_array(per_image_bias ? N * Co : Co, 17, 0.5f), *ref = malloc(out * 4 + 4), *y0 = random_array(out, 18, 1.0f);
   if (wdt == DT_F16) round_f16(w, Co * C * k * k);
@@ -222,8 +222,8 @@ static void test_conv(int64_t N, int64_t C, int64_t H, int64_t W, int64_t Co, in
   if (accumulate)
     for (int64_t i = 0; i < out; i++) ref[i] += y0[i];
   char what[128];
-  snprintf(what, sizeof what, "conv2d %lldx%lldx%lldx%lld->%lld k%d s%d %s%s%s", (long long)N, (long long)C, (long long)H,
-           (long long)W, (long long)Co, k, stride, dtype_name(wdt), per_image_bias ? " bias/img" : "", accumulate ? " +=" : "");
+  snprintf(what, sizeof what, "conv2d %lldx%lldx%lldx%lld->%lld k%d s%d%s %s%s%s", (long long)N, (long long)C, (long long)H,
+           (long long)W, (long long)Co, k, stride, pad == CONV_PAD_BOTTOM_RIGHT ? " pad(0,1)" : "", dtype_name(wdt), per_image_bias ? " bias/img" : "", accumulate ? " +=" : "");
   CHECK_CLOSE(what, got, ref, out, 1e-4, 1e-4);
   free(x), free(w), free(wd), free(b), free(ref), free(y0), free(got);
 }
@@ -481,6 +481,8 @@ int main(void) {
   test_conv(1, 320, 8, 8, 320, 3, 1, 1, DT_F16, 1 << 20, false, true);  /* SD 1.x widths, residual */
   test_conv(2, 4, 16, 16, 320, 3, 1, 1, DT_F32, 1 << 20, false, false); /* conv_in */
   test_conv(1, 64, 15, 9, 64, 3, 2, 1, DT_F32, 1 << 20, false, false);  /* downsample, odd sizes */
+  test_conv(2, 32, 16, 12, 32, 3, 2, CONV_PAD_BOTTOM_RIGHT, DT_F16, 1 << 20, false, false); /* VAE encoder downsample */
+  test_conv(1, 8, 15, 9, 16, 3, 2, CONV_PAD_BOTTOM_RIGHT, DT_F32, 1 << 20, false, false);  /* the same, odd sizes */
   test_conv(2, 96, 8, 12, 64, 1, 1, 0, DT_F16, 1 << 20, false, false);  /* 1x1 skip */
   test_conv(1, 3, 7, 7, 7, 3, 1, 1, DT_F32, 1 << 20, false, false);     /* K = 27: padded to 28 */
   test_conv(2, 32, 16, 16, 32, 3, 1, 1, DT_F16, 288 * 37, true, false); /* scratch for 37 pixels: chunked */
