@@ -25,6 +25,59 @@ static enum status load_res(struct weight_loader *l, enum dtype dt, const char *
   return resnet_load(l, &resnet_vae_names, base, 0, dt, GN_EPS, r);
 }
 
+static enum status load_attn(struct weight_loader *l, enum dtype dt, const char *base, int C, struct vae_attn *a) {
+  /* q, k, v, proj_out are 1x1 convolutions: loaded as [C, Cp] for the token-layout products */
+  char n[5][160];
+  const char *leaf[5] = {"norm", "q", "k", "v", "proj_out"};
+  for (int i = 0; i < 5; i++) snprintf(n[i], sizeof n[i], "%s.%s", base, leaf[i]);
+  enum status s;
+  if ((s = weight_load_norm(l, n[0], C, &a->n_w, &a->n_b)) || (s = conv(l, dt, n[1], C, C, 1, &a->q_w, &a->q_b)) ||
+      (s = conv(l, dt, n[2], C, C, 1, &a->k_w, &a->k_b)) || (s = conv(l, dt, n[3], C, C, 1, &a->v_w, &a->v_b)))
+    return s;
+  return conv(l, dt, n[4], C, C, 1, &a->o_w, &a->o_b);
+}
+
+/* how many of `pattern` (with one %d) exist from 0 */
+static int count_of(struct weight_loader *l, const char *pattern, int max) {
+  char name[256];
+  int n = 0;
+  for (; n < max; n++) {
+    snprintf(name, sizeof name, pattern, n);
+    if (!weight_exists(l, name)) break;
+  }
+  return n;
+}
+
+static enum status load_encoder(struct weight_loader *l, enum dtype dt, int z_channels, struct vae_encoder *e) {
+  int64_t sh[8];
+  char name[256];
+  enum status s;
+  if ((s = weight_dims(l, "encoder.conv_in.weight", 4, sh))) return s;
+  e->top_channels = (int)sh[0];
+  if ((s = conv(l, dt, "encoder.conv_in", (int)sh[1], (int)sh[0], 3, &e->in_w, &e->in_b))) return s;
+  e->levels = count_of(l, "encoder.down.%d.block.0.conv1.weight", MAX_LEVELS);
+  e->blocks = count_of(l, "encoder.down.0.block.%d.conv1.weight", MAX_BLOCKS);
+  if (!e->levels || !e->blocks) return status_set(STATUS_FORMAT, "%s: no encoder.down levels", safetensors_path(l->st));
+  for (int i = 0; i < e->levels; i++) {
+    for (int j = 0; j < e->blocks; j++) {
+      snprintf(name, sizeof name, "encoder.down.%d.block.%d", i, j);
+      if ((s = load_res(l, dt, name, &e->down[i][j]))) return s;
+    }
+    if (i < e->levels - 1) {
+      int c = e->down[i][e->blocks - 1].cout;
+      snprintf(name, sizeof name, "encoder.down.%d.downsample.conv", i);
+      if ((s = conv(l, dt, name, c, c, 3, &e->downs_w[i], &e->downs_b[i]))) return s;
+    }
+  }
+  if ((s = load_res(l, dt, "encoder.mid.block_1", &e->mid1)) || (s = load_res(l, dt, "encoder.mid.block_2", &e->mid2))) return s;
+  int C = e->mid1.cout;
+  if ((s = load_attn(l, dt, "encoder.mid.attn_1", C, &e->attn))) return s;
+  if ((s = weight_load_norm(l, "encoder.norm_out", C, &e->no_w, &e->no_b))) return s;
+  e->moments = 2 * z_channels;
+  if ((s = conv(l, dt, "encoder.conv_out", C, e->moments, 3, &e->out_w, &e->out_b))) return s;
+  return conv(l, dt, "quant_conv", e->moments, e->moments, 1, &e->quant_w, &e->quant_b);
+}
+
 static enum status load_all(struct weight_loader *l, void *model) {
   struct vae *v = model;
   enum dtype dt = v->fp16 ? DT_F16 : DT_F32;
@@ -38,22 +91,10 @@ static enum status load_all(struct weight_loader *l, void *model) {
   if ((s = conv(l, dt, "decoder.conv_in", (int)sh[1], (int)sh[0], 3, &v->in_w, &v->in_b))) return s;
   if ((s = load_res(l, dt, "decoder.mid.block_1", &v->mid1)) || (s = load_res(l, dt, "decoder.mid.block_2", &v->mid2))) return s;
   int C = v->mid1.cout;
-  if ((s = weight_load_norm(l, "decoder.mid.attn_1.norm", C, &v->an_w, &v->an_b))) return s;
-  /* q, k, v, proj_out are 1x1 convolutions: loaded as [C, Cp] for the token-layout products */
-  if ((s = conv(l, dt, "decoder.mid.attn_1.q", C, C, 1, &v->aq_w, &v->aq_b)) ||
-      (s = conv(l, dt, "decoder.mid.attn_1.k", C, C, 1, &v->ak_w, &v->ak_b)) ||
-      (s = conv(l, dt, "decoder.mid.attn_1.v", C, C, 1, &v->av_w, &v->av_b)) ||
-      (s = conv(l, dt, "decoder.mid.attn_1.proj_out", C, C, 1, &v->ao_w, &v->ao_b)))
-    return s;
+  if ((s = load_attn(l, dt, "decoder.mid.attn_1", C, &v->attn))) return s;
   char name[256];
-  for (v->levels = 0; v->levels < MAX_LEVELS; v->levels++) {
-    snprintf(name, sizeof name, "decoder.up.%d.block.0.conv1.weight", v->levels);
-    if (!weight_exists(l, name)) break;
-  }
-  for (v->blocks = 0; v->blocks < MAX_BLOCKS; v->blocks++) {
-    snprintf(name, sizeof name, "decoder.up.0.block.%d.conv1.weight", v->blocks);
-    if (!weight_exists(l, name)) break;
-  }
+  v->levels = count_of(l, "decoder.up.%d.block.0.conv1.weight", MAX_LEVELS);
+  v->blocks = count_of(l, "decoder.up.0.block.%d.conv1.weight", MAX_BLOCKS);
   if (!v->levels || !v->blocks) return status_set(STATUS_FORMAT, "%s: no decoder.up levels", safetensors_path(l->st));
   for (int i = v->levels - 1; i >= 0; i--) {
     for (int j = 0; j < v->blocks; j++) {
@@ -70,7 +111,13 @@ static enum status load_all(struct weight_loader *l, void *model) {
   if ((s = weight_load_norm(l, "decoder.norm_out", c0, &v->no_w, &v->no_b))) return s;
   if ((s = weight_dims(l, "decoder.conv_out.weight", 4, sh))) return s;
   v->out_channels = (int)sh[0];
-  return conv(l, dt, "decoder.conv_out", c0, v->out_channels, 3, &v->out_w, &v->out_b);
+  if ((s = conv(l, dt, "decoder.conv_out", c0, v->out_channels, 3, &v->out_w, &v->out_b))) return s;
+  if (!v->has_encoder) return STATUS_OK;
+  if ((s = load_encoder(l, dt, v->z_channels, &v->enc))) return s;
+  if (v->enc.levels != v->levels)
+    return status_set(STATUS_FORMAT, "%s: the VAE encoder has %d levels and the decoder %d", safetensors_path(l->st),
+                      v->enc.levels, v->levels);
+  return STATUS_OK;
 }
 
 void vae_destroy(struct vae *v) {
@@ -89,6 +136,7 @@ enum status vae_load(struct gpu *g, const struct safetensors *st, const struct v
   v->fp16 = opt->fp16 && gpu_has_fp16(g) && gpu_texel_format_ok(g, VK_FORMAT_R16G16B16A16_SFLOAT);
   v->scale = opt->scale_factor > 0 ? opt->scale_factor : 0.18215f;
   v->band_rows = opt->band_rows > 0 ? opt->band_rows : 0;
+  v->has_encoder = opt->encoder;
   const char *prefix = opt->prefix ? opt->prefix : "first_stage_model.";
   enum status s = weight_load_model(g, st, prefix, "VAE weights", load_all, NULL, v, &v->weights);
   if (s) {
@@ -121,7 +169,7 @@ struct run {
   struct vae_trace *trace;
   struct workspace_trace traced[12];
   int n_traced;
-  bool mid_only; /* stop after the mid block: `image` receives its output [N, C, h, w] */
+  enum vae_mode mode;
 };
 
 #define RUN(call) WORKSPACE_RECORD(&r->T, call)
@@ -139,7 +187,7 @@ static enum status res(struct run *r, const struct resnet *b, struct gpu_tensor 
   return s;
 }
 
-static enum status attention(struct run *r, struct gpu_tensor *x) {
+static enum status attention(struct run *r, const struct vae_attn *at, struct gpu_tensor *x) {
   struct vae *v = r->v;
   struct gpu *g = v->g;
   int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], P = H * W, Cp = conv_weight_cols(C, 1);
@@ -150,19 +198,19 @@ static enum status attention(struct run *r, struct gpu_tensor *x) {
       (s = alloc(&r->T, 3, (int64_t[]){N, P, C}, &q)) || (s = alloc(&r->T, 3, (int64_t[]){N, P, C}, &k)) ||
       (s = alloc(&r->T, 3, (int64_t[]){N, P, C}, &vv)) || (s = alloc(&r->T, 3, (int64_t[]){N, P, C}, &a)))
     return s;
-  RUN(op_group_norm(g, x, &v->an_w, &v->an_b, &hn, GN_GROUPS, GN_EPS, false));
+  RUN(op_group_norm(g, x, &at->n_w, &at->n_b, &hn, GN_GROUPS, GN_EPS, false));
   for (int64_t n = 0; n < N; n++) { /* q, k, v: 1x1 convolutions, written as tokens [P, C] */
     struct gpu_tensor qn = gpu_tensor_rows(&q, n, 1), kn = gpu_tensor_rows(&k, n, 1), vn = gpu_tensor_rows(&vv, n, 1);
     qn = gpu_tensor_reshape(&qn, 2, (int64_t[]){P, C});
     kn = gpu_tensor_reshape(&kn, 2, (int64_t[]){P, C});
     vn = gpu_tensor_reshape(&vn, 2, (int64_t[]){P, C});
     RUN(op_im2col(g, &hn, n, 1, 1, 0, 0, &col));
-    RUN(op_linear(g, &col, &v->aq_w, &v->aq_b, &qn, ACT_NONE));
-    RUN(op_linear(g, &col, &v->ak_w, &v->ak_b, &kn, ACT_NONE));
-    RUN(op_linear(g, &col, &v->av_w, &v->av_b, &vn, ACT_NONE));
+    RUN(op_linear(g, &col, &at->q_w, &at->q_b, &qn, ACT_NONE));
+    RUN(op_linear(g, &col, &at->k_w, &at->k_b, &kn, ACT_NONE));
+    RUN(op_linear(g, &col, &at->v_w, &at->v_b, &vn, ACT_NONE));
   }
   RUN(op_attention(g, &q, &k, &vv, &a, 1, false, 1.0f / sqrtf((float)C))); /* one head over all pixels */
-  RUN(op_matmul_nchw(g, &v->ao_w, &a, &v->ao_b, x, true));                   /* x += proj_out(a) */
+  RUN(op_matmul_nchw(g, &at->o_w, &a, &at->o_b, x, true));                  /* x += proj_out(a) */
   workspace_reset(&r->T, mark);
   return STATUS_OK;
 }
@@ -183,9 +231,9 @@ static enum status walk(struct run *r, const struct gpu_tensor *z, struct gpu_te
   if (r->trace && (s = trace(r, &x, r->trace->post_quant_conv))) return s;
   if ((s = alloc(&r->P, 4, (int64_t[]){N, v->top_channels, h, w}, &y))) return s;
   RUN(op_conv2d(g, &x, &v->in_w, &v->in_b, &y, 3, 1, 1, false, &r->scratch));           /* conv_in */
-  if ((s = res(r, &v->mid1, &y)) || (s = attention(r, &y)) || (s = res(r, &v->mid2, &y))) return s;
+  if ((s = res(r, &v->mid1, &y)) || (s = attention(r, &v->attn, &y)) || (s = res(r, &v->mid2, &y))) return s;
   if (r->trace && (s = trace(r, &y, r->trace->mid))) return s;
-  if (r->mid_only) {
+  if (r->mode == VAE_MID) {
     RUN(gpu_copy(g, &y, image));
     return STATUS_OK;
   }
@@ -215,62 +263,135 @@ static enum status walk(struct run *r, const struct gpu_tensor *z, struct gpu_te
 }
 
 
-/* the output of a walk: the image, or the mid block's output */
-static void out_shape(const struct vae *v, int N, int h, int w, bool mid_only, int64_t shape[4]) {
-  int f = mid_only ? 1 : vae_factor(v);
-  shape[0] = N, shape[1] = mid_only ? v->mid2.cout : v->out_channels, shape[2] = (int64_t)f * h, shape[3] = (int64_t)f * w;
+/* image [N, 3, H, W] -> moments [N, 2 z, H / f, W / f] (mean, then logvar; quant_conv applied) */
+static enum status walk_encode(struct run *r, const struct gpu_tensor *image, struct gpu_tensor *moments) {
+  struct vae *v = r->v;
+  const struct vae_encoder *e = &v->enc;
+  struct gpu *g = v->g;
+  int64_t N = image->shape[0];
+  struct gpu_tensor y, hn, o;
+  enum status s;
+  if ((s = alloc(&r->P, 4, (int64_t[]){N, e->top_channels, image->shape[2], image->shape[3]}, &y))) return s;
+  RUN(op_conv2d(g, image, &e->in_w, &e->in_b, &y, 3, 1, 1, false, &r->scratch));       /* conv_in */
+  for (int i = 0; i < e->levels; i++) {
+    for (int j = 0; j < e->blocks; j++)
+      if ((s = res(r, &e->down[i][j], &y))) return s;
+    if (i < e->levels - 1) { /* F.pad(x, (0, 1, 0, 1)), conv 3x3 stride 2 */
+      struct gpu_tensor c;
+      int64_t Ho = conv_out_size(y.shape[2], 3, 2, CONV_PAD_BOTTOM_RIGHT), Wo = conv_out_size(y.shape[3], 3, 2, CONV_PAD_BOTTOM_RIGHT);
+      if ((s = alloc(&r->P, 4, (int64_t[]){N, y.shape[1], Ho, Wo}, &c))) return s;
+      RUN(op_conv2d(g, &y, &e->downs_w[i], &e->downs_b[i], &c, 3, 2, CONV_PAD_BOTTOM_RIGHT, false, &r->scratch));
+      y = c;
+    }
+  }
+  if ((s = res(r, &e->mid1, &y)) || (s = attention(r, &e->attn, &y)) || (s = res(r, &e->mid2, &y))) return s;
+  VkDeviceSize mark = workspace_mark(&r->T);
+  if ((s = alloc(&r->T, 4, y.shape, &hn)) || (s = alloc(&r->T, 4, moments->shape, &o))) return s;
+  RUN(op_group_norm(g, &y, &e->no_w, &e->no_b, &hn, GN_GROUPS, GN_EPS, true));          /* silu(norm_out) */
+  RUN(op_conv2d(g, &hn, &e->out_w, &e->out_b, &o, 3, 1, 1, false, &r->scratch));        /* conv_out */
+  RUN(op_conv2d(g, &o, &e->quant_w, &e->quant_b, moments, 1, 1, 0, false, &r->scratch)); /* quant_conv */
+  workspace_reset(&r->T, mark);
+  return STATUS_OK;
 }
 
-enum status vae_plan(struct vae *v, int N, int h, int w, bool mid_only, VkDeviceSize *pbytes, VkDeviceSize *tbytes,
-                        VkDeviceSize *largest, struct vae_trace *tr) {
-  struct run r = {.v = v, .trace = tr, .mid_only = mid_only};
+/* a walk's input and output: latent -> image (or the mid block's output), or image -> moments;
+ * h, w: the latent's size (the image's for VAE_ENCODE) */
+static void io_shapes(const struct vae *v, enum vae_mode mode, int N, int h, int w, int64_t in[4], int64_t out[4]) {
+  int f = vae_factor(v);
+  if (mode == VAE_ENCODE) {
+    in[0] = N, in[1] = 3, in[2] = h, in[3] = w;
+    out[0] = N, out[1] = v->enc.moments, out[2] = h / f, out[3] = w / f;
+    return;
+  }
+  in[0] = N, in[1] = v->z_channels, in[2] = h, in[3] = w;
+  out[0] = N, out[1] = mode == VAE_MID ? v->mid2.cout : v->out_channels;
+  out[2] = (int64_t)(mode == VAE_MID ? 1 : f) * h, out[3] = (int64_t)(mode == VAE_MID ? 1 : f) * w;
+}
+
+static enum status walk_mode(struct run *r, const struct gpu_tensor *in, struct gpu_tensor *out) {
+  return r->mode == VAE_ENCODE ? walk_encode(r, in, out) : walk(r, in, out);
+}
+
+enum status vae_plan(struct vae *v, enum vae_mode mode, int N, int h, int w, VkDeviceSize *pbytes, VkDeviceSize *tbytes,
+                     VkDeviceSize *largest, struct vae_trace *tr) {
+  struct run r = {.v = v, .trace = tr, .mode = mode};
   r.P = (struct workspace){.g = v->g, .measure = true};
   r.T = (struct workspace){.g = v->g, .measure = true};
-  int64_t osh[4];
-  out_shape(v, N, h, w, mid_only, osh);
-  struct gpu_tensor z, image;
+  int64_t ish[4], osh[4];
+  io_shapes(v, mode, N, h, w, ish, osh);
+  struct gpu_tensor in, out;
   enum status s = workspace_alloc(&r.P, DT_F32, 1, (int64_t[]){SCRATCH_ELEMS}, &r.scratch);
-  if (!s) s = alloc(&r.P, 4, (int64_t[]){N, v->z_channels, h, w}, &z);
-  if (!s) s = alloc(&r.P, 4, osh, &image);
-  if (!s) s = walk(&r, &z, &image);
+  if (!s) s = alloc(&r.P, 4, ish, &in);
+  if (!s) s = alloc(&r.P, 4, osh, &out);
+  if (!s) s = walk_mode(&r, &in, &out);
   *pbytes = r.P.peak;
   *tbytes = r.T.peak;
   *largest = r.P.largest > r.T.largest ? r.P.largest : r.T.largest;
   return s;
 }
 
-/* One decode on the GPU of z [N, zc, h, w] (scaled by 1/scale here) into image (or, mid_only, into
- * the mid block's output [N, C, h, w]). */
-enum status vae_decode_whole(struct vae *v, const float *latent, int N, int h, int w, bool mid_only, float *image,
-                                struct vae_trace *tr) {
+enum status vae_run_whole(struct vae *v, enum vae_mode mode, const float *input, int N, int h, int w, float *output,
+                          struct vae_trace *tr) {
   VkDeviceSize pbytes, tbytes, largest;
-  enum status s = vae_plan(v, N, h, w, mid_only, &pbytes, &tbytes, &largest, tr);
+  enum status s = vae_plan(v, mode, N, h, w, &pbytes, &tbytes, &largest, tr);
   if (s) return s;
-  struct run r = {.v = v, .trace = tr, .mid_only = mid_only};
+  struct run r = {.v = v, .trace = tr, .mode = mode};
   r.P = (struct workspace){.g = v->g};
   r.T = (struct workspace){.g = v->g};
   if ((s = workspace_prepare(&r.P, &v->persist, pbytes, "VAE activations")) ||
       (s = workspace_prepare(&r.T, &v->temps, tbytes, "VAE temporaries")))
     return s;
   if (pbytes + tbytes > v->act_bytes) v->act_bytes = pbytes + tbytes;
-  int64_t osh[4];
-  out_shape(v, N, h, w, mid_only, osh);
-  struct gpu_tensor z, img;
+  int64_t ish[4], osh[4];
+  io_shapes(v, mode, N, h, w, ish, osh);
+  struct gpu_tensor in, out;
   if ((s = workspace_alloc(&r.P, DT_F32, 1, (int64_t[]){SCRATCH_ELEMS}, &r.scratch)) ||
-      (s = workspace_alloc(&r.P, DT_F32, 4, (int64_t[]){N, v->z_channels, h, w}, &z)) || (s = workspace_alloc(&r.P, DT_F32, 4, osh, &img)))
+      (s = workspace_alloc(&r.P, DT_F32, 4, ish, &in)) || (s = workspace_alloc(&r.P, DT_F32, 4, osh, &out)))
     return s;
-  size_t nz = (size_t)N * v->z_channels * h * w;
-  float *zs = malloc(nz * sizeof *zs);
-  if (!zs) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
-  for (size_t i = 0; i < nz; i++) zs[i] = latent[i] / v->scale;
-  s = gpu_upload(v->g, &z, zs, nz * sizeof *zs);
-  free(zs);
+  size_t n = (size_t)gpu_tensor_numel(&in);
+  float *x = malloc(n * sizeof *x);
+  if (!x) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+  for (size_t i = 0; i < n; i++) x[i] = mode == VAE_ENCODE ? input[i] : input[i] / v->scale; /* a latent: unscaled */
+  s = gpu_upload(v->g, &in, x, n * sizeof *x);
+  free(x);
   if (s || (s = gpu_begin(v->g))) return s;
-  s = walk(&r, &z, &img);
+  s = walk_mode(&r, &in, &out);
   enum status s2 = gpu_submit(v->g);
   if (s || s2) return s ? s : s2;
   s = workspace_trace_download(v->g, r.traced, r.n_traced);
-  if (!s) s = gpu_download(v->g, &img, image, img.bytes);
+  if (!s) s = gpu_download(v->g, &out, output, out.bytes);
+  return s;
+}
+
+bool vae_has_encoder(const struct vae *v) { return v->has_encoder; }
+
+void vae_sample_latent(const float *mean, const float *logvar, const float *noise, size_t n, float scale, float *latent) {
+  for (size_t i = 0; i < n; i++)
+    latent[i] = (float)(((double)mean[i] + (noise ? exp(0.5 * (double)logvar[i]) * noise[i] : 0.0)) * scale);
+}
+
+enum status vae_encode(struct vae *v, const float *image, int N, int H, int W, float *mean, float *logvar) {
+  int f = vae_factor(v);
+  if (!v->has_encoder) return status_set(STATUS_INVALID_ARGUMENT, "VAE encode: the encoder was not loaded");
+  if (N <= 0 || H < f || W < f || H % f || W % f)
+    return status_set(STATUS_INVALID_ARGUMENT, "VAE encode: a %dx%d image is not a multiple of %d", W, H, f);
+  size_t ni = (size_t)N * 3 * H * W, nz = (size_t)N * v->z_channels * (H / f) * (W / f), plane = nz / N;
+  for (size_t i = 0; i < ni; i++)
+    if (!isfinite(image[i])) return status_set(STATUS_NUMERIC, "VAE encode: the image holds a NaN or infinite value");
+  float *moments = malloc(2 * nz * sizeof *moments);
+  if (!moments) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+  enum status s = vae_run_whole(v, VAE_ENCODE, image, N, H, W, moments, NULL);
+  for (size_t n = 0; !s && n < (size_t)N; n++) { /* [mean | logvar] per image; logvar clamped as ldm does */
+    memcpy(mean + n * plane, moments + 2 * n * plane, plane * sizeof *mean);
+    for (size_t i = 0; i < plane; i++) {
+      float lv = moments[(2 * n + 1) * plane + i];
+      logvar[n * plane + i] = lv < -30.0f ? -30.0f : lv > 20.0f ? 20.0f : lv;
+    }
+  }
+  free(moments);
+  for (size_t i = 0; !s && i < nz; i++)
+    if (!isfinite(mean[i]) || !isfinite(logvar[i]))
+      s = status_set(STATUS_NUMERIC, "the VAE encoder produced a NaN or infinite value (element %zu)", i);
   return s;
 }
 
@@ -282,14 +403,14 @@ enum status vae_decode(struct vae *v, const float *latent, int N, int h, int w, 
   bool tile = tiling == VAE_TILING_ON;
   if (tiling == VAE_TILING_AUTO) {
     VkDeviceSize pbytes, tbytes, largest;
-    enum status s = vae_plan(v, N, h, w, false, &pbytes, &tbytes, &largest, NULL);
+    enum status s = vae_plan(v, VAE_DECODE, N, h, w, &pbytes, &tbytes, &largest, NULL);
     if (s) return s;
     const struct gpu_device_info *di = gpu_info(v->g);
     tile = largest > di->max_storage_buffer_range || pbytes > di->max_allocation || tbytes > di->max_allocation ||
            pbytes + tbytes > (1ull << 30);
   }
   v->tiled = tile;
-  enum status s = tile ? vae_decode_tiled(v, latent, N, h, w, image) : vae_decode_whole(v, latent, N, h, w, false, image, NULL);
+  enum status s = tile ? vae_decode_tiled(v, latent, N, h, w, image) : vae_run_whole(v, VAE_DECODE, latent, N, h, w, image, NULL);
   if (s) return s;
   size_t ni = (size_t)N * v->out_channels * vae_factor(v) * h * vae_factor(v) * w;
   for (size_t i = 0; i < ni; i++)
@@ -322,7 +443,7 @@ double vae_gflop(const struct vae *v, int N, int h, int w) {
 enum status vae_decode_traced(struct vae *v, const float *latent, int N, int h, int w, float *image,
                               struct vae_trace *trace) {
   v->tiled = false;
-  return vae_decode_whole(v, latent, N, h, w, false, image, trace);
+  return vae_run_whole(v, VAE_DECODE, latent, N, h, w, image, trace);
 }
 
 void image_to_u8(const float *image, int H, int W, unsigned char *out) {

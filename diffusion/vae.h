@@ -27,6 +27,7 @@ struct vae_options {
   const char *prefix;   /* NULL: "first_stage_model." */
   float scale_factor;   /* 0: 0.18215 */
   int band_rows;        /* tiled decode: image rows per GPU band (0: as many as fit 64 MiB) */
+  bool encoder;         /* also load the encoder and quant_conv (img2img) */
 };
 
 struct vae;
@@ -48,6 +49,15 @@ struct vae_trace {
 };
 enum status vae_decode_traced(struct vae *v, const float *latent, int N, int h, int w, float *image,
                               struct vae_trace *trace);
+/* The encoder (loaded with vae_options.encoder): image [N, 3, H, W] in [-1, 1] (H, W multiples of
+ * vae_factor) -> the posterior's mean and log-variance [N, zc, H / f, W / f] each, logvar clamped to
+ * [-30, 20] as ldm's DiagonalGaussianDistribution does. Unscaled: a sampler latent is
+ * (mean + exp(logvar / 2) * noise) * scale factor. */
+bool vae_has_encoder(const struct vae *v);
+enum status vae_encode(struct vae *v, const float *image, int N, int H, int W, float *mean, float *logvar);
+/* ldm's DiagonalGaussianDistribution.sample with the given noise, times the scale factor:
+ * latent = (mean + exp(logvar / 2) * noise) * scale (noise NULL: the mean, scaled). */
+void vae_sample_latent(const float *mean, const float *logvar, const float *noise, size_t n, float scale, float *latent);
 double vae_gflop(const struct vae *v, int N, int h, int w);
 /* image [3, H, W] in [-1, 1] -> 8-bit H x W x 3: clamp(floor((v + 1) * 127.5 + 0.5), 0, 255) */
 void image_to_u8(const float *image, int H, int W, unsigned char *out);

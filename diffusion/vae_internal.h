@@ -11,9 +11,26 @@
 #define MAX_LEVELS 8
 #define MAX_BLOCKS 8
 
+/* a mid block's self-attention: GroupNorm, then q, k, v, proj_out as 1x1 convolutions */
+struct vae_attn {
+  struct gpu_tensor n_w, n_b, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b;
+};
+
+/* The encoder (vae_options.encoder): conv_in, the down levels (ResBlocks, then a stride-2
+ * Downsample on all but the last), the mid block, norm_out, conv_out, quant_conv. */
+struct vae_encoder {
+  int levels, blocks, top_channels, moments; /* moments: 2 * z_channels (mean, logvar) */
+  struct gpu_tensor in_w, in_b;
+  struct resnet down[MAX_LEVELS][MAX_BLOCKS];
+  struct gpu_tensor downs_w[MAX_LEVELS], downs_b[MAX_LEVELS];
+  struct resnet mid1, mid2;
+  struct vae_attn attn;
+  struct gpu_tensor no_w, no_b, out_w, out_b, quant_w, quant_b;
+};
+
 struct vae {
   struct gpu *g;
-  bool fp16, tiled;
+  bool fp16, tiled, has_encoder;
   float scale;
   int band_rows, levels, blocks, z_channels, out_channels, top_channels;
   int64_t parameters;
@@ -21,21 +38,26 @@ struct vae {
   uint64_t act_bytes;
   struct gpu_tensor pq_w, pq_b, in_w, in_b;
   struct resnet mid1, mid2;
-  struct gpu_tensor an_w, an_b, aq_w, aq_b, ak_w, ak_b, av_w, av_b, ao_w, ao_b;
+  struct vae_attn attn;
   struct resnet up[MAX_LEVELS][MAX_BLOCKS];
   struct gpu_tensor ups_w[MAX_LEVELS], ups_b[MAX_LEVELS];
   struct gpu_tensor no_w, no_b, out_w, out_b;
+  struct vae_encoder enc;
 };
 
 #define SCRATCH_ELEMS (4 << 20) /* 16 MiB of patches; convolutions chunk through it */
 
-/* Activation bytes of a whole decode (persistent, temporaries, the largest single tensor). */
-enum status vae_plan(struct vae *v, int N, int h, int w, bool mid_only, VkDeviceSize *pbytes, VkDeviceSize *tbytes,
+/* What one walk over the network does: decode a latent, decode up to the mid block's output, or
+ * encode an image into moments. */
+enum vae_mode { VAE_DECODE, VAE_MID, VAE_ENCODE };
+/* Activation bytes of a whole walk (persistent, temporaries, the largest single tensor); h, w: the
+ * latent's size, or the image's for VAE_ENCODE. */
+enum status vae_plan(struct vae *v, enum vae_mode mode, int N, int h, int w, VkDeviceSize *pbytes, VkDeviceSize *tbytes,
                      VkDeviceSize *largest, struct vae_trace *tr);
-/* One decode on the GPU of z [N, zc, h, w] (scaled by 1/scale here) into image (or, mid_only, into
- * the mid block's output [N, C, h, w]). */
-enum status vae_decode_whole(struct vae *v, const float *latent, int N, int h, int w, bool mid_only, float *image,
-                             struct vae_trace *tr);
+/* One walk on the GPU: a latent [N, zc, h, w] (divided by the scale factor here) into the image (or
+ * the mid block's output [N, C, h, w]), or an image [N, 3, h, w] into moments [N, 2 zc, h/f, w/f]. */
+enum status vae_run_whole(struct vae *v, enum vae_mode mode, const float *input, int N, int h, int w, float *output,
+                          struct vae_trace *tr);
 /* The same in bands of rows (mid block whole), exact up to summation order. */
 enum status vae_decode_tiled(struct vae *v, const float *latent, int N, int h, int w, float *image);
 

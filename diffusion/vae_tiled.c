@@ -163,7 +163,7 @@ enum status vae_decode_tiled(struct vae *v, const float *latent, int N, int h, i
   if (band > di->max_allocation / 4) band = di->max_allocation / 4;
   B.cap = (size_t)(band / sizeof(float));
   enum status s = ht_alloc(&x, N, v->mid2.cout, h, w);
-  if (!s) s = vae_decode_whole(v, latent, N, h, w, true, x.d, NULL); /* post_quant_conv, conv_in, mid: whole */
+  if (!s) s = vae_run_whole(v, VAE_MID, latent, N, h, w, x.d, NULL); /* post_quant_conv, conv_in, mid: whole */
   B.P = (struct workspace){.g = v->g};
   VkDeviceSize bytes = 2 * gpu_aligned_size(v->g, B.cap * sizeof(float)) + gpu_aligned_size(v->g, SCRATCH_ELEMS * sizeof(float));
   if (!s) s = workspace_prepare(&B.P, &v->persist, bytes, "VAE bands");

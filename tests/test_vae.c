@@ -1,4 +1,5 @@
-/* The VAE decoder against ../shared/ref/goldens/vae_tiny.safetensors and vae_sd15_16x16, with
+/* The VAE decoder against ../shared/ref/goldens/vae_tiny.safetensors and vae_sd15_16x16 (and the
+ * encoder against vae_enc_tiny_64 and vae_enc_sd15_64), with
  * checkpoints built from the weight rule. Tolerances (../shared/ref/README.md): image fp32 path
  * atol 1e-4 rtol 1e-4; fp16 storage atol 2e-2 rtol 2e-2 (sd15's golden comes from its F16 weights,
  * so the fp32 bounds hold there). Tiled decoding equals the whole decode (see tiling()). */
@@ -17,7 +18,8 @@ static struct vae *open_vae(const char *ckpt, bool fp16, int band_rows, struct s
   CHECK_OK(safetensors_open(ckpt, st));
   if (!*st) return NULL;
   struct vae *v = NULL;
-  struct vae_options o = {.fp16 = fp16, .band_rows = band_rows};
+  struct vae_options o = {.fp16 = fp16, .band_rows = band_rows, .encoder = band_rows < 0};
+  if (o.band_rows < 0) o.band_rows = 0;
   CHECK_OK(vae_load(gpu, *st, &o, &v));
   return v;
 }
@@ -91,6 +93,47 @@ static void tiling(const char *ckpt) {
   safetensors_close(st);
 }
 
+/* The encoder against vae_enc_*_64: mean and logvar (clamped), and the sampled latent for the
+ * golden's noise, z * 0.18215 (SD) and z * 0.13025 (SDXL). Tolerances: ../shared/ref/README.md
+ * ("VAE encoder mean / logvar": atol 1e-4 rtol 1e-4 fp32, 2e-2 fp16 storage; z: 3e-2 in fp16). */
+static void encoder_golden(const char *label, const char *ckpt, const char *golden_name, bool fp16, double atol, double rtol) {
+  char gpath[1024];
+  test_shared_path(gpath, sizeof gpath, golden_name);
+  struct safetensors *gold = NULL, *st = NULL;
+  CHECK_OK(safetensors_open(gpath, &gold));
+  struct vae *v = gold ? open_vae(ckpt, fp16, -1, &st) : NULL; /* band_rows -1: with the encoder */
+  if (v) {
+    size_t ni, nz;
+    const struct st_tensor *it = safetensors_find(gold, "image");
+    float *image = test_tensor(gold, "image", &ni), *mean_ref = test_tensor(gold, "mean", &nz);
+    float *logvar_ref = test_tensor(gold, "logvar", NULL), *noise = test_tensor(gold, "noise", NULL);
+    float *z_ref = test_tensor(gold, "latent_sd", NULL), *zxl_ref = test_tensor(gold, "latent_sdxl", NULL);
+    float *mean = malloc(nz * 4), *logvar = malloc(nz * 4), *z = malloc(nz * 4);
+    int H = (int)it->shape[2], W = (int)it->shape[3];
+    CHECK(vae_has_encoder(v) && nz == ni / 3 / (size_t)(vae_factor(v) * vae_factor(v)) * 4);
+    CHECK_OK(vae_encode(v, image, 1, H, W, mean, logvar));
+    char what[160];
+    snprintf(what, sizeof what, "VAE encoder %s: mean", label);
+    CHECK_CLOSE(what, mean, mean_ref, nz, atol, rtol);
+    snprintf(what, sizeof what, "VAE encoder %s: logvar", label);
+    CHECK_CLOSE(what, logvar, logvar_ref, nz, atol, rtol);
+    vae_sample_latent(mean, logvar, noise, nz, 0.18215f, z);
+    snprintf(what, sizeof what, "VAE encoder %s: latent (z * 0.18215)", label);
+    CHECK_CLOSE(what, z, z_ref, nz, atol, atol >= 1e-2 ? 3e-2 : rtol);
+    vae_sample_latent(mean, logvar, noise, nz, 0.13025f, z);
+    snprintf(what, sizeof what, "VAE encoder %s: latent (z * 0.13025)", label);
+    CHECK_CLOSE(what, z, zxl_ref, nz, atol, atol >= 1e-2 ? 3e-2 : rtol);
+    /* refused: a size that is no multiple of the factor, a NaN in the image */
+    CHECK(vae_encode(v, image, 1, H - 1, W, mean, logvar) == STATUS_INVALID_ARGUMENT);
+    image[7] = NAN;
+    CHECK(vae_encode(v, image, 1, H, W, mean, logvar) == STATUS_NUMERIC);
+    free(image), free(mean_ref), free(logvar_ref), free(noise), free(z_ref), free(zxl_ref), free(mean), free(logvar), free(z);
+  }
+  vae_destroy(v);
+  safetensors_close(st);
+  safetensors_close(gold);
+}
+
 int main(void) {
   int rc = 0;
   char gpath[1024], dpath[1024], dir[256], ckpt[512];
@@ -109,6 +152,8 @@ int main(void) {
   CHECK(write_sd_checkpoint(ckpt, dpath, ST_F32, 1, NULL) == 0);
   golden("tiny fp32", ckpt, gold, false, 1e-4, 1e-4);
   golden("tiny fp16", ckpt, gold, true, 2e-2, 2e-2);
+  encoder_golden("tiny fp32", ckpt, "ref/goldens/vae_enc_tiny_64.safetensors", false, 1e-4, 1e-4);
+  encoder_golden("tiny fp16", ckpt, "ref/goldens/vae_enc_tiny_64.safetensors", true, 2e-2, 2e-2);
   tiling(ckpt);
   unlink(ckpt);
   safetensors_close(gold);
@@ -118,6 +163,7 @@ int main(void) {
     snprintf(ckpt, sizeof ckpt, "%s/sd15.safetensors", dir);
     CHECK(write_sd_checkpoint(ckpt, dpath, ST_F16, 1, NULL) == 0);
     golden("sd15 16x16 fp16 storage", ckpt, gold, true, 1e-4, 1e-4);
+    encoder_golden("sd15 64x64 fp16 storage", ckpt, "ref/goldens/vae_enc_sd15_64.safetensors", true, 1e-4, 1e-4);
     unlink(ckpt);
     safetensors_close(gold);
   } else {
