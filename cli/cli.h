@@ -24,6 +24,7 @@ int cmd_generate(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_unet(int argc, char **argv);
 int cmd_decode(int argc, char **argv);
+int cmd_vae_encode(int argc, char **argv);
 int cmd_classify(int argc, char **argv);
 int cmd_embed_image(int argc, char **argv);
 

@@ -12,6 +12,7 @@ static const struct command commands[] = {
     {"encode", "CLIP conditioning embeddings of prompts into safetensors", cmd_encode},
     {"unet", "one U-Net evaluation: x, t, context in; eps out (safetensors)", cmd_unet},
     {"decode", "VAE decode: latent in; PNGs or an image tensor out", cmd_decode},
+    {"vae-encode", "VAE encode: an image in; mean, logvar and the sampler latent out", cmd_vae_encode},
     {"classify", "zero-shot image classification with CLIP", cmd_classify},
     {"embed-image", "CLIP image embeddings into safetensors", cmd_embed_image},
     {"info", "a checkpoint's components, or a PNG's generation parameters", cmd_info},

@@ -4,6 +4,7 @@
  * The job-file parser alone is test_job_file. */
 #define _DEFAULT_SOURCE /* mkfifo, st_mtim */
 #include <dirent.h>
+#include <math.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <sys/stat.h>
@@ -12,7 +13,9 @@
 
 #include "checkpoint.h"
 #include "fileio.h"
+#include "png.h"
 #include "test.h"
+#include "vae.h"
 
 static char dir[256], out[16384], base[2048];
 
@@ -294,6 +297,84 @@ static void test_families(const char *bin, const char *vocab, const char *tiny_d
             access(o, F_OK) != 0, "decode of an overflowing latent: %s", out);
   free(huge);
   printf("  sd2 / sdxl generate: golden latents, sizes in the PNG, unet --in y, no PNG from a non-finite decode\n");
+}
+
+/* vae-encode (#29): the golden's image and noise in, mean / logvar / latent out, against
+ * vae_enc_tiny_64 (fp32: atol 1e-4 rtol 1e-4); the same image as a PNG (8-bit) lands within the
+ * quantisation's reach; bad inputs are one-line errors and write nothing. */
+static void test_vae_encode_cli(const char *bin, const char *ckpt) {
+  char gold[1024], o[700], png[700];
+  test_shared_path(gold, sizeof gold, "ref/goldens/vae_enc_tiny_64.safetensors");
+  snprintf(o, sizeof o, "%s/enc.safetensors", dir);
+  int rc = run("%s vae-encode --model %s --in %s --noise %s --precision fp32 -o %s", bin, ckpt, gold, gold, o);
+  CHECK_MSG(rc == 0, "vae-encode: %s", out);
+  struct safetensors *g = NULL, *e = NULL;
+  CHECK_OK(safetensors_open(gold, &g));
+  CHECK_OK(safetensors_open(o, &e));
+  if (g && e) {
+    const char *names[3][2] = {{"mean", "mean"}, {"logvar", "logvar"}, {"latent", "latent_sd"}};
+    for (int k = 0; k < 3; k++) {
+      size_t n = 0, nr = 0;
+      float *got = test_tensor(e, names[k][0], &n), *ref = test_tensor(g, names[k][1], &nr);
+      char what[96];
+      snprintf(what, sizeof what, "vae-encode %s", names[k][0]);
+      CHECK(got && ref && n == nr && n == 4 * 32 * 32);
+      if (got && ref && n == nr) CHECK_CLOSE(what, got, ref, n, 1e-4, 1e-4);
+      free(got), free(ref);
+    }
+  }
+  safetensors_close(e);
+  /* the same image as an 8-bit PNG: --sample mean gives latent = mean * 0.18215 */
+  size_t ni = 0;
+  float *img = g ? test_tensor(g, "image", &ni) : NULL;
+  if (img) {
+    unsigned char *u8 = malloc(ni);
+    image_to_u8(img, 64, 64, u8);
+    snprintf(png, sizeof png, "%s/enc_in.png", dir);
+    CHECK_OK(png_write(png, u8, 64, 64, NULL, true));
+    free(u8);
+    snprintf(o, sizeof o, "%s/enc_png.safetensors", dir);
+    rc = run("%s vae-encode --model %s --in %s --sample mean -o %s", bin, ckpt, png, o);
+    CHECK_MSG(rc == 0, "vae-encode PNG: %s", out);
+    CHECK_OK(safetensors_open(o, &e));
+    size_t n = 0;
+    float *mean = e ? test_tensor(e, "mean", &n) : NULL, *lat = e ? test_tensor(e, "latent", NULL) : NULL;
+    float *ref = test_tensor(g, "mean", NULL);
+    if (mean && lat && ref) {
+      double worst = 0;
+      for (size_t i = 0; i < n; i++) {
+        CHECK(fabsf(lat[i] - mean[i] * 0.18215f) <= 1e-6f * (1 + fabsf(lat[i])));
+        worst = fmax(worst, fabs(mean[i] - ref[i]));
+      }
+      printf("  vae-encode of the 8-bit PNG (fp16): mean within %.3g of the float golden\n", worst);
+      CHECK(worst < 0.1);
+    }
+    free(mean), free(lat), free(ref), free(img);
+    safetensors_close(e);
+  }
+  safetensors_close(g);
+  /* refused: an odd-sized image (factor 2), a tensor file without `image`, noise of the wrong shape */
+  const float px[3 * 5 * 4] = {0.5f};
+  unsigned char odd[5 * 3 * 3] = {7};
+  snprintf(png, sizeof png, "%s/odd.png", dir);
+  CHECK_OK(png_write(png, odd, 3, 5, NULL, true));
+  snprintf(o, sizeof o, "%s/bad.safetensors", dir);
+  rc = run("%s vae-encode --model %s --in %s -o %s", bin, ckpt, png, o);
+  CHECK_MSG(rc == 1 && strstr(out, "odd.png") && strstr(out, "multiples of 2") && access(o, F_OK) != 0, "odd: %s", out);
+  char t[700];
+  snprintf(t, sizeof t, "%s/noimage.safetensors", dir);
+  struct st_writer *w = NULL;
+  CHECK_OK(st_writer_create(&w));
+  CHECK_OK(st_writer_add(w, "pixels", ST_F32, 4, (int64_t[]){1, 3, 5, 4}, px));
+  CHECK_OK(st_writer_finish(w, t));
+  st_writer_destroy(w);
+  rc = run("%s vae-encode --model %s --in %s -o %s", bin, ckpt, t, o);
+  CHECK_MSG(rc == 1 && strstr(out, "noimage.safetensors") && strstr(out, "'image'") && access(o, F_OK) != 0, "no image: %s", out);
+  rc = run("%s vae-encode --model %s --in %s --noise %s -o %s", bin, ckpt, gold, t, o);
+  CHECK_MSG(rc == 1 && strstr(out, "'noise'") && access(o, F_OK) != 0, "bad noise: %s", out);
+  rc = run("%s vae-encode --model %s --in %s --sample median -o %s", bin, ckpt, gold, o);
+  CHECK_MSG(rc == 2 && strstr(out, "--sample"), "--sample median: %s", out);
+  printf("  vae-encode: golden mean / logvar / latent; odd sizes, missing tensors and bad flags refused\n");
 }
 
 /* the files of a folder's PNGs, sorted (names only) */
@@ -587,6 +668,7 @@ int main(void) {
   test_hostile(bin, ckpt, cfg, vocab);
   test_families(bin, vocab, digest);
   test_sharding(bin);
+  test_vae_encode_cli(bin, ckpt);
   snprintf(c3, sizeof c3, "rm -rf %s", dir);
   CHECK(system(c3) == 0);
   return test_result("test_generate");
