@@ -91,13 +91,19 @@ static enum status ddim(const struct schedule *s, const struct sampler_run *r, f
   int n = r->steps, stride = 1000 / n;
   double trailing[1000];
   if (r->schedule == SCHEDULE_TRAILING) schedule_timesteps(SCHEDULE_TRAILING, n, trailing);
+  int k0 = r->init ? r->start : 0, runs = n - k0;
   for (size_t i = 0; i < r->n; i++) x[i] = r->noise[i];
-  for (int k = 0; k < n; k++) {
+  if (r->init && k0 == n) memcpy(x, r->init, r->n * sizeof *x);
+  for (int k = k0; k < n; k++) {
     int t = 1 + (n - 1 - k) * stride, t_prev = k + 1 < n ? t - stride : -1;
     if (r->schedule == SCHEDULE_TRAILING) t = (int)trailing[k], t_prev = k + 1 < n ? (int)trailing[k + 1] : -1;
+    if (r->init && k == k0) { /* ldm's stochastic_encode: q(x_t | x_0) */
+      double a0 = s->alphas_cumprod[t];
+      for (size_t i = 0; i < r->n; i++) x[i] = (float)(sqrt(a0) * r->init[i] + sqrt(1 - a0) * r->noise[i]);
+    }
     double at = s->alphas_cumprod[t], ap = t_prev >= 0 ? s->alphas_cumprod[t_prev] : s->alphas_cumprod[0];
     enum status st = r->denoise(x, (double)t, eps, r->user);
-    if (st) return st == STATUS_NUMERIC ? status_wrap(st, "step %d of %d", k + 1, n) : st;
+    if (st) return st == STATUS_NUMERIC ? status_wrap(st, "step %d of %d", k - k0 + 1, runs) : st;
     for (size_t i = 0; i < r->n; i++) {
       double m = eps[i], x0, e;
       if (r->prediction == PREDICTION_V) { /* v = sqrt(a) eps - sqrt(1 - a) x0 */
@@ -110,17 +116,21 @@ static enum status ddim(const struct schedule *s, const struct sampler_run *r, f
       x[i] = (float)(sqrt(ap) * x0 + sqrt(1 - ap) * e);
     }
     for (size_t i = 0; i < r->n; i++)
-      if (!isfinite(x[i])) return status_set(STATUS_NUMERIC, "the latent became NaN or infinite at step %d of %d", k + 1, n);
-    if (r->timesteps) r->timesteps[k] = t;
-    if (r->eps_out) memcpy(r->eps_out + (size_t)k * r->n, eps, r->n * sizeof *eps);
-    if (r->latents) memcpy(r->latents + (size_t)k * r->n, x, r->n * sizeof *x);
-    if (r->on_step && (st = r->on_step(k, n, x, r->step_user))) return st;
+      if (!isfinite(x[i]))
+        return status_set(STATUS_NUMERIC, "the latent became NaN or infinite at step %d of %d", k - k0 + 1, runs);
+    int o = k - k0;
+    if (r->timesteps) r->timesteps[o] = t;
+    if (r->eps_out) memcpy(r->eps_out + (size_t)o * r->n, eps, r->n * sizeof *eps);
+    if (r->latents) memcpy(r->latents + (size_t)o * r->n, x, r->n * sizeof *x);
+    if (r->on_step && (st = r->on_step(o, runs, x, r->step_user))) return st;
   }
   return STATUS_OK;
 }
 
 enum status sampler_run(const struct schedule *s, const struct sampler_run *r, float *x) {
   if (r->steps <= 0) return status_set(STATUS_INVALID_ARGUMENT, "steps must be positive");
+  if (r->init && (r->start < 0 || r->start > r->steps))
+    return status_set(STATUS_INVALID_ARGUMENT, "img2img start step %d is outside 0..%d", r->start, r->steps);
   size_t n = r->n;
   float *eps = malloc(n * sizeof *eps), *xin = malloc(n * sizeof *xin), *noise = malloc(n * sizeof *noise);
   double *den = malloc(n * sizeof *den), *den_prev = malloc(n * sizeof *den_prev);
@@ -136,12 +146,13 @@ enum status sampler_run(const struct schedule *s, const struct sampler_run *r, f
   }
   schedule_sigmas(s, r->schedule, r->steps, sig);
   if (r->sigmas_out) memcpy(r->sigmas_out, sig, (size_t)(r->steps + 1) * sizeof *sig);
-  for (size_t i = 0; i < n; i++) x[i] = (float)(r->noise[i] * sig[0]);
-  for (int k = 0; k < r->steps; k++) {
+  int k0 = r->init ? r->start : 0, runs = r->steps - k0;
+  for (size_t i = 0; i < n; i++) x[i] = (float)((r->init ? r->init[i] : 0.0f) + r->noise[i] * sig[k0]);
+  for (int k = k0; k < r->steps; k++) {
     double sigma = sig[k], next = sig[k + 1], c_in = 1.0 / sqrt(sigma * sigma + 1), t = schedule_sigma_to_t(s, sigma);
     for (size_t i = 0; i < n; i++) xin[i] = (float)(x[i] * c_in);
     if ((st = r->denoise(xin, t, eps, r->user))) {
-      if (st == STATUS_NUMERIC) status_wrap(st, "step %d of %d", k + 1, r->steps);
+      if (st == STATUS_NUMERIC) status_wrap(st, "step %d of %d", k - k0 + 1, runs);
       goto done;
     }
     if (r->prediction == PREDICTION_V) { /* k-diffusion CompVisVDenoiser: c_skip x + c_out v */
@@ -159,7 +170,7 @@ enum status sampler_run(const struct schedule *s, const struct sampler_run *r, f
       if (up > next) up = next;
       double down = sqrt(next * next - up * up);
       if (next > 0) {
-        if (r->ancestral_noise) memcpy(noise, r->ancestral_noise + (size_t)k * n, n * sizeof *noise);
+        if (r->ancestral_noise) memcpy(noise, r->ancestral_noise + (size_t)(k - k0) * n, n * sizeof *noise);
         else rng_randn(r->rng, noise, n);
       }
       for (size_t i = 0; i < n; i++) {
@@ -171,7 +182,7 @@ enum status sampler_run(const struct schedule *s, const struct sampler_run *r, f
     }
     case SAMPLER_DPMPP_2M: {
       double h = log(sigma) - (next > 0 ? log(next) : 0);
-      bool first = k == 0, last = next == 0;
+      bool first = k == k0, last = next == 0;
       if (last) {
         for (size_t i = 0; i < n; i++) x[i] = (float)den[i];
       } else if (first) {
@@ -189,13 +200,14 @@ enum status sampler_run(const struct schedule *s, const struct sampler_run *r, f
     }
     for (size_t i = 0; i < n; i++)
       if (!isfinite(x[i])) {
-        st = status_set(STATUS_NUMERIC, "the latent became NaN or infinite at step %d of %d", k + 1, r->steps);
+        st = status_set(STATUS_NUMERIC, "the latent became NaN or infinite at step %d of %d", k - k0 + 1, runs);
         goto done;
       }
-    if (r->timesteps) r->timesteps[k] = t;
-    if (r->eps_out) memcpy(r->eps_out + (size_t)k * n, eps, n * sizeof *eps);
-    if (r->latents) memcpy(r->latents + (size_t)k * n, x, n * sizeof *x);
-    if (r->on_step && (st = r->on_step(k, r->steps, x, r->step_user))) goto done;
+    int o = k - k0;
+    if (r->timesteps) r->timesteps[o] = t;
+    if (r->eps_out) memcpy(r->eps_out + (size_t)o * n, eps, n * sizeof *eps);
+    if (r->latents) memcpy(r->latents + (size_t)o * n, x, n * sizeof *x);
+    if (r->on_step && (st = r->on_step(o, runs, x, r->step_user))) goto done;
   }
 done:
   free(eps), free(xin), free(noise), free(den), free(den_prev), free(sig);

@@ -52,6 +52,11 @@ struct sampler_run {
   int steps;
   size_t n;              /* latent values */
   const float *noise;    /* [n] standard normal starting noise */
+  /* img2img: init [n] (NULL: text to image) is noised to the schedule's step `start` (0 <= start <=
+   * steps): x = init + noise sigma[start] (DDIM: sqrt(a) init + sqrt(1 - a) noise), then steps - start
+   * steps run. Step numbers in callbacks and outputs count the steps run. */
+  const float *init;
+  int start;
   const float *ancestral_noise; /* [steps][n] for euler_a (NULL: draw from rng below) */
   struct rng *rng;       /* euler_a noise when ancestral_noise is NULL */
   denoise_fn denoise;

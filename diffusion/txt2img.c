@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clip_image.h"
 #include "guidance.h"
 #include "rng.h"
 #include "sd_model.h"
@@ -29,7 +30,8 @@ _Static_assert((int)SD_RNG_CPU == (int)RNG_CPU && (int)SD_RNG_CPU_SCALAR == (int
 
 struct txt2img_params txt2img_default_params(void) {
   return (struct txt2img_params){.steps = 20, .cfg_scale = 7.0, .sampler = SD_SAMPLER_EULER_A,
-                                 .schedule = SD_SCHEDULE_DISCRETE, .batch_count = 1, .vae_tiling = SD_VAE_TILING_AUTO};
+                                 .schedule = SD_SCHEDULE_DISCRETE, .batch_count = 1, .vae_tiling = SD_VAE_TILING_AUTO,
+                                 .strength = 0.75};
 }
 
 static enum status check_params(const struct sd_model *m, const struct txt2img_params *p) {
@@ -52,6 +54,12 @@ static enum status check_params(const struct sd_model *m, const struct txt2img_p
                       p->height, unit);
   if ((unsigned)p->sampler >= SAMPLER_COUNT || (unsigned)p->schedule >= SCHEDULE_COUNT || (unsigned)p->rng > SD_RNG_CPU_SCALAR)
     return status_set(STATUS_INVALID_ARGUMENT, "txt2img: unknown sampler, schedule or rng");
+  if (p->init_image && (p->init_width < 1 || p->init_height < 1 || p->init_width > 16384 || p->init_height > 16384 ||
+                        !(p->strength >= 0 && p->strength <= 1) || (unsigned)p->vae_encode > SD_VAE_ENCODE_MEAN))
+    return status_set(STATUS_INVALID_ARGUMENT, "img2img: a %dx%d init image with strength %g", p->init_width,
+                      p->init_height, p->strength);
+  if (p->init_image && !vae_has_encoder(m->vae))
+    return status_set(STATUS_UNSUPPORTED, "img2img: the checkpoint has no VAE encoder (first_stage_model.encoder.*)");
   if (!p->noise && (p->seed < 0 || p->seed > 0xffffffffLL))
     return status_set(STATUS_INVALID_ARGUMENT, "txt2img: seed %lld is outside 0..4294967295", (long long)p->seed);
   return STATUS_OK;
@@ -92,6 +100,15 @@ int txt2img(struct sd_model *m, const struct txt2img_params *given, unsigned cha
   unsigned char *rgb = malloc(3 * npix);
   if (p->ancestral_noise) anoise = malloc((size_t)p->steps * n * sizeof *anoise);
   struct sd_conditioning c = {0};
+  /* img2img: the posterior of the init image (once for the batch) and each image's latent from it */
+  float *post_mean = NULL, *post_logvar = NULL, *init = NULL, *pnoise = NULL;
+  unsigned char *fit = NULL;
+  int runs = p->init_image ? (int)(p->strength * p->steps) : p->steps, start = p->steps - runs;
+  if (p->init_image && (!(post_mean = malloc(n * sizeof *post_mean)) || !(post_logvar = malloc(n * sizeof *post_logvar)) ||
+                        !(init = malloc(n * sizeof *init)) || !(pnoise = malloc(n * sizeof *pnoise)) || !(fit = malloc(3 * npix)))) {
+    s = status_set(STATUS_OUT_OF_MEMORY, "txt2img: out of host memory for a %dx%d image", p->width, p->height);
+    goto done;
+  }
   if (!noise || !x || !image || !rgb || (p->ancestral_noise && !anoise)) {
     s = status_set(STATUS_OUT_OF_MEMORY, "txt2img: out of host memory for a %dx%d image", p->width, p->height);
     goto done;
@@ -107,6 +124,12 @@ int txt2img(struct sd_model *m, const struct txt2img_params *given, unsigned cha
                                 p->original_width ? p->original_width : p->width, p->crop_top, p->crop_left,
                                 p->target_height ? p->target_height : p->height, p->target_width ? p->target_width : p->width};
   if ((s = sd_model_encode(m, p->prompt, p->negative_prompt, p->clip_skip, p->empty_negative, &sizes, &c))) goto done;
+  if (p->init_image) { /* crop and resize, [-1, 1], VAE encoder: mean and log-variance */
+    if ((s = image_cover_crop(p->init_image, p->init_width, p->init_height, p->width, p->height, fit))) goto done;
+    for (size_t q = 0; q < npix; q++)
+      for (int ch = 0; ch < 3; ch++) image[ch * npix + q] = fit[q * 3 + ch] / 127.5f - 1.0f;
+    if ((s = vae_encode(m->vae, image, 1, p->height, p->width, post_mean, post_logvar))) goto done;
+  }
   if ((s = report(p, SD_PHASE_ENCODE, 0, 1, 1))) goto done;
 
   for (int b = 0; b < p->batch_count; b++) {
@@ -117,6 +140,11 @@ int txt2img(struct sd_model *m, const struct txt2img_params *given, unsigned cha
     rng_seed_kind(&rng, seed, (enum rng_kind)p->rng);
     if (p->noise) memcpy(noise, p->noise + (size_t)b * n, n * sizeof *noise);
     else rng_randn(&rng, noise, n);
+    if (p->init_image) { /* the posterior sample (or its mean), scaled: the latent to start from */
+      if (p->vae_encode == SD_VAE_ENCODE_SAMPLE) rng_randn(&rng, pnoise, n);
+      vae_sample_latent(post_mean, post_logvar, p->vae_encode == SD_VAE_ENCODE_SAMPLE ? pnoise : NULL, n,
+                        m->info.scale_factor, init);
+    }
     for (int k = 0; anoise && k < p->steps; k++) /* [steps, batch, n] -> this image's [steps, n] */
       memcpy(anoise + (size_t)k * n, p->ancestral_noise + ((size_t)k * p->batch_count + b) * n, n * sizeof *anoise);
 
@@ -128,9 +156,10 @@ int txt2img(struct sd_model *m, const struct txt2img_params *given, unsigned cha
                              .stride = (size_t)p->batch_count * n};
     struct sampler_run run = {.sampler = (enum sampler_kind)p->sampler, .schedule = (enum schedule_kind)p->schedule,
                               .prediction = m->info.prediction == SD_PREDICTION_V ? PREDICTION_V : PREDICTION_EPS,
-                              .steps = p->steps, .n = n, .noise = noise, .ancestral_noise = anoise, .rng = &rng,
+                              .steps = p->steps, .n = n, .noise = noise, .init = init, .start = start,
+                              .ancestral_noise = anoise, .rng = &rng,
                               .denoise = guidance_denoise, .user = &g, .on_step = on_step, .step_user = &hook};
-    if (!(s = report(p, SD_PHASE_SAMPLE, b, 0, p->steps))) s = sampler_run(&m->sched, &run, x);
+    if (!(s = report(p, SD_PHASE_SAMPLE, b, 0, runs))) s = sampler_run(&m->sched, &run, x);
     guidance_free(&g);
     if (s) goto done;
 
@@ -138,7 +167,7 @@ int txt2img(struct sd_model *m, const struct txt2img_params *given, unsigned cha
     if ((s = report(p, SD_PHASE_DECODE, b, 0, 1))) goto done;
     if ((s = vae_decode(m->vae, x, 1, h, w, (enum vae_tiling)p->vae_tiling, image))) {
       if (s == STATUS_NUMERIC) /* never a black image: the job fails, naming the step */
-        status_wrap(s, "image %d, VAE decode after step %d of %d%s", b + 1, p->steps, p->steps,
+        status_wrap(s, "image %d, VAE decode after step %d of %d%s", b + 1, runs, runs,
                     m->info.fp16 ? " (fp16 weights: the SDXL VAE overflows on some latents; try --precision fp32)" : "");
       goto done;
     }
@@ -152,6 +181,7 @@ int txt2img(struct sd_model *m, const struct txt2img_params *given, unsigned cha
   }
 done:
   sd_conditioning_free(&c);
+  free(post_mean), free(post_logvar), free(init), free(pnoise), free(fit);
   free(noise), free(x), free(anoise), free(image), free(rgb);
   return s;
 }

@@ -14,6 +14,13 @@ bool vae_present(const struct safetensors *st, const char *prefix) {
   return safetensors_find(st, key) != NULL;
 }
 
+bool vae_encoder_present(const struct safetensors *st, const char *prefix) {
+  char key[256], q[256];
+  snprintf(key, sizeof key, "%sencoder.conv_in.weight", prefix ? prefix : "first_stage_model.");
+  snprintf(q, sizeof q, "%squant_conv.weight", prefix ? prefix : "first_stage_model.");
+  return safetensors_find(st, key) != NULL && safetensors_find(st, q) != NULL;
+}
+
 /* --- loading --- */
 
 static enum status conv(struct weight_loader *l, enum dtype dt, const char *base, int cin, int cout, int k,

@@ -33,6 +33,7 @@ struct vae_options {
 struct vae;
 
 bool vae_present(const struct safetensors *st, const char *prefix);
+bool vae_encoder_present(const struct safetensors *st, const char *prefix); /* encoder.conv_in and quant_conv */
 enum status vae_load(struct gpu *g, const struct safetensors *st, const struct vae_options *opt, struct vae **out);
 void vae_destroy(struct vae *v);
 int vae_factor(const struct vae *v); /* image pixels per latent pixel (8 for SD) */

@@ -78,6 +78,8 @@ enum sd_vae_tiling { SD_VAE_TILING_AUTO, SD_VAE_TILING_ON, SD_VAE_TILING_OFF };
  * on x86-64 CPUs with AVX2 (SD_RNG_CPU, what ComfyUI and other PyTorch tools give there) or on
  * CPUs without AVX2 such as Arm (SD_RNG_CPU_SCALAR), on any machine. */
 enum sd_rng { SD_RNG_CPU, SD_RNG_CPU_SCALAR };
+/* img2img's latent from the VAE posterior: sampled with the image's generator (AUTOMATIC1111), or its mean */
+enum sd_vae_encode { SD_VAE_ENCODE_SAMPLE, SD_VAE_ENCODE_MEAN };
 
 struct sd_model_options {
   const char *model_path;     /* a single-file checkpoint: model.diffusion_model.*, first_stage_model.*, text towers */
@@ -142,6 +144,16 @@ struct txt2img_params {
   /* NULL, or batch_count flags: image b with skip[b] != 0 is not generated (no on_image call); the
    * others are exactly what the whole batch gives them (a worker renders its share of a batch) */
   const unsigned char *skip;
+  /* img2img: init_image (init_width x init_height x 3 bytes, RGB; NULL: text to image) is resized
+   * and centre-cropped to width x height (AUTOMATIC1111's "Crop and resize" with Pillow's Lanczos),
+   * VAE-encoded and noised with the image's seeded noise to the sigma of step steps - int(strength *
+   * steps) of the schedule; the int(strength * steps) steps after it run (diffusers' count; strength 0
+   * returns the init image through the VAE, 1 noises it to the first sigma). Image b's generator
+   * (seed + b) gives the starting noise, then the posterior sample, then euler_a's noise. */
+  const unsigned char *init_image;
+  int init_width, init_height;
+  double strength;             /* 0 .. 1; 0.75 by default */
+  enum sd_vae_encode vae_encode;
 };
 
 struct sd_model; /* a checkpoint on the device: text encoder, U-Net, VAE (opaque) */

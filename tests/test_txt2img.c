@@ -12,9 +12,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <math.h>
+
 #include "checkpoint.h"
+#include "guidance.h"
 #include "sd_model.h"
 #include "unet.h"
+#include "vae.h"
 #include "test.h"
 #include "vkdiffusion.h"
 
@@ -294,6 +298,117 @@ static void xl_golden(const char *family, const char *golden_name, const char *u
   safetensors_close(gold);
 }
 
+/* img2img (#29) through txt2img's init_image, fp32, against a reference computed here from the
+ * sampler's formulas (k-diffusion Euler) around the same guided U-Net, from the init image's VAE
+ * posterior mean (the encoder itself is checked against vae_enc_* in test_vae): the golden's image
+ * (vae_enc_tiny_64, 64x64: the crop-and-resize is the identity), 8 steps at strength 0.5 start at
+ * step 4 from x = mean 0.18215 + noise sigma_4 and run 4 Euler steps. Also: strength 0.5 of 20
+ * steps runs 10; strength 0 returns the init image's VAE round trip; the posterior sample differs
+ * from the mean and repeats with the seed; bad strengths are refused. */
+static void img2img_checks(const char *ckpt, const char *cfg, const char *vocab) {
+  char gpath[1024];
+  test_shared_path(gpath, sizeof gpath, "ref/goldens/vae_enc_tiny_64.safetensors");
+  struct safetensors *gold = NULL;
+  CHECK_OK(safetensors_open(gpath, &gold));
+  struct sd_model_options mo = sd_model_default_options();
+  mo.model_path = ckpt;
+  mo.config_path = cfg;
+  mo.tokenizer_path = vocab;
+  mo.precision = SD_FP32;
+  struct sd_model *m = NULL;
+  CHECK_OK(sd_model_create(&mo, &m));
+  if (!m || !gold) {
+    sd_model_destroy(m);
+    safetensors_close(gold);
+    return;
+  }
+  enum { S = 64, h = 32, n = 4 * h * h, RUNS = 4, ISTEPS = 8 };
+  float *image = test_tensor(gold, "image", NULL), *noise = malloc(n * 4), *mean = malloc(n * 4), *logvar = malloc(n * 4);
+  unsigned char *init = malloc(S * S * 3), *out = malloc(S * S * 3), *out2 = malloc(S * S * 3);
+  float *lat = malloc(20 * n * 4), *x = malloc(n * 4), *xin = malloc(n * 4), *eps = malloc(n * 4), *ref = malloc(RUNS * n * 4);
+  image_to_u8(image, S, S, init);
+  test_random(noise, n, 77);
+  struct calls calls = {0};
+  struct txt2img_params tp = txt2img_default_params();
+  tp.prompt = PROMPT;
+  tp.negative_prompt = "";
+  tp.noise = noise;
+  tp.steps = ISTEPS;
+  tp.cfg_scale = 7.5;
+  tp.width = tp.height = S;
+  tp.sampler = SD_SAMPLER_EULER;
+  tp.vae_tiling = SD_VAE_TILING_OFF;
+  tp.init_image = init;
+  tp.init_width = tp.init_height = S;
+  tp.strength = 0.5;
+  tp.vae_encode = SD_VAE_ENCODE_MEAN;
+  tp.progress = on_progress;
+  tp.user = &calls;
+  for (int i = 0; i < 20 * n; i++) lat[i] = NAN;
+  CHECK_OK(txt2img(m, &tp, out, lat));
+  CHECK_MSG(calls.last_step == RUNS, "strength 0.5 of %d steps ran %d", ISTEPS, calls.last_step);
+  /* the reference: the init image (u8 -> [-1, 1]) through the encoder, the schedule's tail by hand */
+  for (int i = 0; i < 3 * S * S; i++) image[i] = init[(i % (S * S)) * 3 + i / (S * S)] / 127.5f - 1.0f;
+  CHECK_OK(vae_encode(m->vae, image, 1, S, S, mean, logvar));
+  double sig[ISTEPS + 1];
+  schedule_sigmas(&m->sched, SCHEDULE_DISCRETE, ISTEPS, sig);
+  for (int i = 0; i < n; i++) x[i] = (float)(mean[i] * 0.18215f + noise[i] * sig[ISTEPS - RUNS]);
+  struct sd_conditioning c = {0};
+  CHECK_OK(sd_model_encode(m, PROMPT, "", 0, SD_EMPTY_NEGATIVE_AUTO, NULL, &c));
+  struct guidance g = {0};
+  CHECK_OK(guidance_init(&g, m->unet, c.cond, c.uncond, NULL, NULL, c.tokens, 4, h, h, 7.5f));
+  for (int k = ISTEPS - RUNS; k < ISTEPS; k++) {
+    double sigma = sig[k], next = sig[k + 1], c_in = 1 / sqrt(sigma * sigma + 1);
+    for (int i = 0; i < n; i++) xin[i] = (float)(x[i] * c_in);
+    CHECK_OK(guidance_denoise(xin, schedule_sigma_to_t(&m->sched, sigma), eps, &g));
+    for (int i = 0; i < n; i++) { /* Euler: d = (x - denoised) / sigma = eps */
+      double den = x[i] - sigma * eps[i];
+      x[i] = (float)(x[i] + (x[i] - den) / sigma * (next - sigma));
+    }
+    memcpy(ref + (size_t)(k - (ISTEPS - RUNS)) * n, x, n * 4);
+  }
+  guidance_free(&g);
+  sd_conditioning_free(&c);
+  CHECK_CLOSE("img2img strength 0.5, 8 steps: the 4 latents run", lat, ref, RUNS * n, 1e-4, 1e-4);
+  /* 20 steps at 0.5: 10 U-Net steps */
+  tp.steps = 20;
+  calls = (struct calls){0};
+  CHECK_OK(txt2img(m, &tp, out, NULL));
+  CHECK_MSG(calls.last_step == 10, "strength 0.5 of 20 steps ran %d", calls.last_step);
+  /* strength 0: the init image through the VAE (mean, scaled, decoded) */
+  tp.strength = 0;
+  calls = (struct calls){0};
+  CHECK_OK(txt2img(m, &tp, out, NULL));
+  for (int i = 0; i < n; i++) x[i] = mean[i] * 0.18215f;
+  CHECK_OK(vae_decode(m->vae, x, 1, h, h, VAE_TILING_OFF, image));
+  image_to_u8(image, S, S, out2);
+  int differ = 0;
+  for (int i = 0; i < S * S * 3; i++) differ += out[i] != out2[i];
+  CHECK_MSG(differ == 0 && calls.last_step == 0, "strength 0: %d bytes differ from the VAE round trip, %d steps", differ,
+            calls.last_step);
+  /* the posterior sample: the seed's, repeatable, not the mean */
+  tp.strength = 0;
+  tp.noise = NULL;
+  tp.seed = 5;
+  tp.vae_encode = SD_VAE_ENCODE_SAMPLE;
+  CHECK_OK(txt2img(m, &tp, out, NULL));
+  CHECK_OK(txt2img(m, &tp, out2, NULL));
+  CHECK_MSG(!memcmp(out, out2, S * S * 3), "the seeded posterior sample does not repeat");
+  tp.vae_encode = SD_VAE_ENCODE_MEAN;
+  CHECK_OK(txt2img(m, &tp, out2, NULL));
+  CHECK_MSG(memcmp(out, out2, S * S * 3) != 0, "the posterior sample equals the mean");
+  printf("  img2img: the latents of strength 0.5 equal the hand-run Euler tail; 20 steps at 0.5 run 10; strength 0 is the "
+         "VAE round trip\n");
+  tp.strength = 1.5;
+  CHECK(txt2img(m, &tp, out, NULL) == SD_INVALID_ARGUMENT && strstr(sd_last_error(), "strength"));
+  tp.strength = NAN;
+  CHECK(txt2img(m, &tp, out, NULL) == SD_INVALID_ARGUMENT);
+  free(image), free(noise), free(mean), free(logvar), free(init), free(out), free(out2), free(lat), free(x), free(xin);
+  free(eps), free(ref);
+  sd_model_destroy(m);
+  safetensors_close(gold);
+}
+
 int main(void) {
   char gpath[1024], digest[1024], vocab[1024], dir[256], ckpt[512], cfg[512];
   test_shared_path(gpath, sizeof gpath, "ref/goldens/sample_tiny.safetensors");
@@ -322,6 +437,7 @@ int main(void) {
   }
   golden(ckpt, cfg, vocab, gold, false);
   golden(ckpt, cfg, vocab, gold, true);
+  img2img_checks(ckpt, cfg, vocab);
   for (int fp16 = 0; fp16 < 2; fp16++) {
     xl_golden("sd2", "sample_sd21_tiny_v", "weights_digest_unet_sd21_tiny_seed1.json", digest, vocab, dir, fp16);
     xl_golden("sdxl", "sample_sdxl_tiny", "weights_digest_unet_sdxl_tiny_seed1.json", digest, vocab, dir, fp16);
