@@ -39,7 +39,11 @@ static void usage(FILE *f) {
           "  trailing for SD-Turbo / SDXL-Turbo), clip_skip (--clip-skip; 1 SD 1.x, 2 SD 2.x and SDXL),\n"
           "  batch_count (--batch-count, 1), SDXL's original_size [h, w] (--original-size H,W), crop [top, left]\n"
           "  (--crop TOP,LEFT), target_size [h, w] (--target-size H,W): the job's size and no crop by default,\n"
-          "  output (--output; a file name pattern with {index}, {seed}, {prompt}; \"{index}-{seed}.png\").\n"
+          "  output (--output; a file name pattern with {index}, {seed}, {prompt}; \"{index}-{seed}.png\"),\n"
+          "  img2img: init_image (--init-image FILE; relative to the prompt file's folder) and strength (--strength,\n"
+          "  0.75): the image cropped and resized to the job's size (AUTOMATIC1111's \"Crop and resize\", Lanczos),\n"
+          "  VAE-encoded (--vae-encode sample|mean: the posterior sampled with the image's seed, or its mean), noised\n"
+          "  to step steps - int(strength x steps) and sampled from there (int(strength x steps) U-Net steps).\n"
           "Model options: --family sd1|sd2|sdxl (else detected), --prediction eps|v (else the checkpoint's\n"
           "modelspec.prediction_type, else stable-diffusion.cpp's rule), --empty-negative zeros|encode (an empty\n"
           "negative prompt as zeros: SDXL's default, as A1111 / diffusers / sgm; or encoded: SD 1.x / 2.x, ComfyUI).\n"
@@ -81,6 +85,7 @@ struct opts {
   enum sd_vae_tiling tiling;
   enum sd_rng rng;
   enum sd_empty_negative empty_negative;
+  enum sd_vae_encode vae_encode;
   int default_clip_skip; /* the model family's, for the parameters text */
   struct zeroshot *scorer; /* --score-with: CLIP score = 100 * cos(image, prompt) of each image */
   struct shard shard;
@@ -144,6 +149,10 @@ static enum status manifest_append(struct opts *o, const struct job *j, const st
   cJSON_AddStringToObject(line, "job", j->where);
   cJSON_AddNumberToObject(line, "wall_s", round(wall_s * 1000) / 1000);
   if (score) cJSON_AddNumberToObject(line, "clip_score", round(*score * 100) / 100);
+  if (j->init_image) {
+    cJSON_AddStringToObject(line, "init_image", j->init_image);
+    cJSON_AddNumberToObject(line, "strength", j->strength);
+  }
   char *text = cJSON_PrintUnformatted(line);
   cJSON_Delete(line);
   if (!text) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
@@ -272,6 +281,15 @@ static int run_job(struct sd_model *m, const struct job *j, const struct job_pla
   struct job_run r = {.j = j, .plan = plan, .o = o, .prog = {.on = o->progress && !o->quiet, .images = j->batch_count},
                       .images_done = images_done, .images_skipped = images_skipped, .t_last = now_s()};
   struct txt2img_params p = txt2img_default_params();
+  unsigned char *init_rgb = NULL;
+  if (j->init_image && image_load_limited(j->init_image, (uint64_t)8192 * 8192, &init_rgb, &p.init_width, &p.init_height)) {
+    fprintf(stderr, "vkdiffusion generate: %s: init_image: %s (job skipped)\n", j->where, status_message());
+    free(noise), free(anoise), free(saved), free(not_mine);
+    return want;
+  }
+  p.init_image = init_rgb;
+  p.strength = j->strength;
+  p.vae_encode = o->vae_encode;
   p.prompt = j->prompt;
   p.negative_prompt = j->negative_prompt;
   p.seed = (int64_t)plan->seed;
@@ -317,7 +335,7 @@ static int run_job(struct sd_model *m, const struct job *j, const struct job_pla
       (*errors)++;
     }
   }
-  free(noise), free(anoise), free(saved), free(not_mine);
+  free(noise), free(anoise), free(saved), free(not_mine), free(init_rgb);
   return r.failed;
 }
 
@@ -511,6 +529,24 @@ int cmd_generate(int argc, char **argv) {
       run_seed_given = true;
     }
     else if (!strcmp(a, "--skip-existing")) o.skip_existing = true;
+    else if (!strcmp(a, "--init-image")) { VALUE(); ov.init_image = val; }
+    else if (!strcmp(a, "--strength")) {
+      VALUE();
+      char *end;
+      ov.values.strength = strtod(val, &end);
+      if (*end || end == val || !(ov.values.strength >= 0 && ov.values.strength <= 1)) {
+        fprintf(stderr, "vkdiffusion generate: --strength expects a number from 0 to 1, got '%s'\n", val);
+        goto usage_error;
+      }
+      ov.has_strength = true;
+    } else if (!strcmp(a, "--vae-encode")) {
+      VALUE();
+      if (strcmp(val, "sample") && strcmp(val, "mean")) {
+        fprintf(stderr, "vkdiffusion generate: --vae-encode expects sample or mean, got '%s'\n", val);
+        goto usage_error;
+      }
+      o.vae_encode = strcmp(val, "mean") ? SD_VAE_ENCODE_SAMPLE : SD_VAE_ENCODE_MEAN;
+    }
     else if (!strcmp(a, "--manifest")) { VALUE(); o.manifest_path = val; }
     else if (!strcmp(a, "--no-manifest")) no_manifest = true;
     else if (!strcmp(a, "--quiet")) o.quiet = true;
@@ -585,6 +621,12 @@ int cmd_generate(int argc, char **argv) {
     job_from_text(prompt, &ov, &jobs[n_jobs++]);
   }
   cli_handle_signals(true);
+  for (int k = 0; k < n_jobs; k++) { /* an init image that is not there fails its job now */
+    struct stat ib;
+    if (!jobs[k].error[0] && jobs[k].init_image && (stat(jobs[k].init_image, &ib) != 0 || !S_ISREG(ib.st_mode)))
+      snprintf(jobs[k].error, sizeof jobs[k].error, "\"init_image\" %s: %s", jobs[k].init_image,
+               errno && stat(jobs[k].init_image, &ib) != 0 ? strerror(errno) : "not a regular file");
+  }
   /* the prompts' syntax (weights, nesting, length) is checked now, not after the model is loaded */
   for (int k = 0; k < n_jobs && !mo.literal; k++) {
     const char *texts[2] = {jobs[k].prompt, jobs[k].negative_prompt}, *names[2] = {"prompt", "negative_prompt"};

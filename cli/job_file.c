@@ -17,6 +17,7 @@ void job_defaults(struct job *j, const struct job_overrides *ov) {
   j->seed = -1;
   j->steps = 20;
   j->cfg_scale = 7.0;
+  j->strength = 0.75;
   j->width = ov ? ov->default_width : 0; /* 0: the model's (resolved once it is loaded) */
   j->height = ov ? ov->default_height : 0;
   j->sampler = SAMPLER_EULER_A;
@@ -38,8 +39,8 @@ bool job_parse_pair(const char *s, int out[2]) {
 }
 
 void job_free(struct job *j) {
-  free(j->prompt), free(j->negative_prompt), free(j->output);
-  j->prompt = j->negative_prompt = j->output = NULL;
+  free(j->prompt), free(j->negative_prompt), free(j->output), free(j->init_image);
+  j->prompt = j->negative_prompt = j->output = j->init_image = NULL;
 }
 
 static void fail(struct job *j, const char *fmt, const char *field) {
@@ -72,6 +73,10 @@ void job_validate(struct job *j) {
     snprintf(buf, sizeof buf, "\"height\" %d must be a multiple of 8 from 8 to 8192", j->height), fail(j, "%s", buf);
   if (!isfinite(j->cfg_scale) || j->cfg_scale < 0 || j->cfg_scale > 100)
     snprintf(buf, sizeof buf, "\"cfg_scale\" %g must be a finite number from 0 to 100", j->cfg_scale), fail(j, "%s", buf);
+  if (!(j->strength >= 0 && j->strength <= 1))
+    snprintf(buf, sizeof buf, "\"strength\" %g must be a number from 0 to 1", j->strength), fail(j, "%s", buf);
+  if (j->init_image && (!j->init_image[0] || strlen(j->init_image) > 4000))
+    fail(j, "%s", "\"init_image\" must name an image file");
   if (j->clip_skip < 0 || j->clip_skip > 12)
     snprintf(buf, sizeof buf, "\"clip_skip\" %d is outside 1..12", j->clip_skip), fail(j, "%s", buf);
   if (j->batch_count < 1 || j->batch_count > 1000)
@@ -87,6 +92,8 @@ static void apply_overrides(struct job *j, const struct job_overrides *ov) {
   if (!ov) return;
   if (ov->negative_prompt) set_str(&j->negative_prompt, ov->negative_prompt);
   if (ov->output) set_str(&j->output, ov->output);
+  if (ov->init_image) set_str(&j->init_image, ov->init_image);
+  if (ov->has_strength) j->strength = ov->values.strength;
   if (ov->has_seed) j->seed = ov->values.seed;
   if (ov->has_steps) j->steps = ov->values.steps;
   if (ov->has_width) j->width = ov->values.width;
@@ -142,7 +149,7 @@ static void job_from_json(const cJSON *o, struct job *j) {
     const char *k = f->string;
     int64_t v;
     if (!strcmp(k, "prompt") || !strcmp(k, "negative_prompt") || !strcmp(k, "output") || !strcmp(k, "sampler") ||
-        !strcmp(k, "schedule")) {
+        !strcmp(k, "schedule") || !strcmp(k, "init_image")) {
       if (!cJSON_IsString(f)) {
         fail(j, "field \"%s\" must be a string", k);
         continue;
@@ -150,6 +157,7 @@ static void job_from_json(const cJSON *o, struct job *j) {
       if (!strcmp(k, "prompt")) set_str(&j->prompt, f->valuestring);
       else if (!strcmp(k, "negative_prompt")) set_str(&j->negative_prompt, f->valuestring);
       else if (!strcmp(k, "output")) set_str(&j->output, f->valuestring);
+      else if (!strcmp(k, "init_image")) set_str(&j->init_image, f->valuestring);
       else if (!strcmp(k, "sampler")) {
         int s = sampler_parse(f->valuestring);
         if (s < 0) fail(j, "%s", "field \"sampler\" must be one of euler, euler_a, ddim, dpmpp_2m");
@@ -177,9 +185,9 @@ static void job_from_json(const cJSON *o, struct job *j) {
       get_pair(j, f, k, j->crop);
     } else if (!strcmp(k, "target_size")) {
       get_pair(j, f, k, j->target_size);
-    } else if (!strcmp(k, "cfg_scale")) {
+    } else if (!strcmp(k, "cfg_scale") || !strcmp(k, "strength")) {
       if (!cJSON_IsNumber(f)) fail(j, "field \"%s\" must be a number", k);
-      else j->cfg_scale = f->valuedouble;
+      else *(k[0] == 'c' ? &j->cfg_scale : &j->strength) = f->valuedouble;
     } else {
       fail(j, "unknown field \"%s\"", k);
     }
@@ -332,6 +340,18 @@ enum status job_file_load(const char *path, const struct job_overrides *ov, stru
   }
   free(buf);
   if (!st && *n == 0) st = status_set(STATUS_FORMAT, "%s: no jobs in the file", path);
+  /* init_image paths in the file are relative to the file's folder (--init-image: to the current one) */
+  const char *slash = strrchr(path, '/');
+  for (int k = 0; !st && slash && !(ov && ov->init_image) && k < *n; k++) {
+    struct job *j = &(*jobs)[k];
+    if (!j->init_image || j->init_image[0] == '/') continue;
+    size_t flen = (size_t)(slash - path) + strlen(j->init_image) + 2;
+    char *full = malloc(flen);
+    if (!full) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+    snprintf(full, flen, "%.*s/%s", (int)(slash - path), path, j->init_image);
+    free(j->init_image);
+    j->init_image = full;
+  }
   return st;
 }
 

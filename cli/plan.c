@@ -244,7 +244,8 @@ void plan_free(struct job_plan *plans, const struct job *jobs, int n_jobs) {
 }
 
 char *plan_parameters_text(const struct job *j, uint64_t seed, const char *model, int default_clip_skip) {
-  size_t n = strlen(j->prompt) + (j->negative_prompt ? strlen(j->negative_prompt) : 0) + strlen(model) + 512;
+  size_t n = strlen(j->prompt) + (j->negative_prompt ? strlen(j->negative_prompt) : 0) + strlen(model) + 512 +
+             (j->init_image ? strlen(j->init_image) : 0);
   char *t = malloc(n);
   if (!t) return NULL;
   size_t o = (size_t)snprintf(t, n, "%s\n", j->prompt);
@@ -254,6 +255,11 @@ char *plan_parameters_text(const struct job *j, uint64_t seed, const char *model
   if (j->schedule == SCHEDULE_TRAILING) o += (size_t)snprintf(t + o, n - o, "Schedule type: trailing, ");
   o += (size_t)snprintf(t + o, n - o, "CFG scale: %g, Seed: %llu, Size: %dx%d, Model: %s", j->cfg_scale,
                         (unsigned long long)seed, j->width, j->height, model);
+  if (j->init_image) { /* AUTOMATIC1111's img2img key, then the init image's file name */
+    const char *slash = strrchr(j->init_image, '/');
+    o += (size_t)snprintf(t + o, n - o, ", Denoising strength: %g, Init image: %s", j->strength,
+                          slash ? slash + 1 : j->init_image);
+  }
   int skip = j->clip_skip ? j->clip_skip : default_clip_skip;
   if (skip > 1) o += (size_t)snprintf(t + o, n - o, ", Clip skip: %d", skip);
   if (j->original_size[0] >= 0 || j->crop[0] >= 0 || j->target_size[0] >= 0)

@@ -55,23 +55,25 @@ static int count_of(struct weight_loader *l, const char *pattern, int max) {
   return n;
 }
 
-static enum status load_encoder(struct weight_loader *l, enum dtype dt, int z_channels, struct vae_encoder *e) {
+/* levels: the decoder's (an encoder may have no ResBlocks, as the demo model's: then only its
+ * downsamples mark the levels) */
+static enum status load_encoder(struct weight_loader *l, enum dtype dt, int z_channels, int levels, struct vae_encoder *e) {
   int64_t sh[8];
   char name[256];
   enum status s;
   if ((s = weight_dims(l, "encoder.conv_in.weight", 4, sh))) return s;
   e->top_channels = (int)sh[0];
   if ((s = conv(l, dt, "encoder.conv_in", (int)sh[1], (int)sh[0], 3, &e->in_w, &e->in_b))) return s;
-  e->levels = count_of(l, "encoder.down.%d.block.0.conv1.weight", MAX_LEVELS);
+  e->levels = levels;
   e->blocks = count_of(l, "encoder.down.0.block.%d.conv1.weight", MAX_BLOCKS);
-  if (!e->levels || !e->blocks) return status_set(STATUS_FORMAT, "%s: no encoder.down levels", safetensors_path(l->st));
+  int c = e->top_channels;
   for (int i = 0; i < e->levels; i++) {
     for (int j = 0; j < e->blocks; j++) {
       snprintf(name, sizeof name, "encoder.down.%d.block.%d", i, j);
       if ((s = load_res(l, dt, name, &e->down[i][j]))) return s;
+      c = e->down[i][j].cout;
     }
     if (i < e->levels - 1) {
-      int c = e->down[i][e->blocks - 1].cout;
       snprintf(name, sizeof name, "encoder.down.%d.downsample.conv", i);
       if ((s = conv(l, dt, name, c, c, 3, &e->downs_w[i], &e->downs_b[i]))) return s;
     }
@@ -120,11 +122,7 @@ static enum status load_all(struct weight_loader *l, void *model) {
   v->out_channels = (int)sh[0];
   if ((s = conv(l, dt, "decoder.conv_out", c0, v->out_channels, 3, &v->out_w, &v->out_b))) return s;
   if (!v->has_encoder) return STATUS_OK;
-  if ((s = load_encoder(l, dt, v->z_channels, &v->enc))) return s;
-  if (v->enc.levels != v->levels)
-    return status_set(STATUS_FORMAT, "%s: the VAE encoder has %d levels and the decoder %d", safetensors_path(l->st),
-                      v->enc.levels, v->levels);
-  return STATUS_OK;
+  return load_encoder(l, dt, v->z_channels, v->levels, &v->enc);
 }
 
 void vae_destroy(struct vae *v) {

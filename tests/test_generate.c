@@ -13,6 +13,7 @@
 
 #include "checkpoint.h"
 #include "fileio.h"
+#include "clip_image.h"
 #include "png.h"
 #include "test.h"
 #include "vae.h"
@@ -377,6 +378,57 @@ static void test_vae_encode_cli(const char *bin, const char *ckpt) {
   printf("  vae-encode: golden mean / logvar / latent; odd sizes, missing tensors and bad flags refused\n");
 }
 
+/* img2img on the command line (#29): a prompt file's init_image (relative to the file) and
+ * strength; the parameters text and the manifest carry them; strength 0 with --vae-encode mean is
+ * exactly `vae-encode --sample mean` then `decode` (the same pixels); bad values are refused. */
+static void test_img2img_cli(const char *bin, const char *ckpt) {
+  char init[700], a[700], b[700], lat[700];
+  snprintf(init, sizeof init, "%s/i2i/in.png", dir);
+  char mk[800];
+  snprintf(mk, sizeof mk, "mkdir -p %s/i2i", dir);
+  CHECK(system(mk) == 0);
+  unsigned char rgb[40 * 24 * 3];
+  for (int i = 0; i < 40 * 24 * 3; i++) rgb[i] = (unsigned char)((i * 7) % 251);
+  CHECK_OK(png_write(init, rgb, 40, 24, NULL, true)); /* 40x24: cropped and resized to 32x32 */
+  write_text("i2i/jobs.json", "[{\"prompt\": \"a red circle\", \"init_image\": \"in.png\", \"strength\": 0.5, \"steps\": 4, "
+                              "\"seed\": 2, \"width\": 32, \"height\": 32, \"output\": \"half.png\"},\n"
+                              " {\"prompt\": \"a red circle\", \"init_image\": \"in.png\", \"strength\": 0, \"steps\": 4, "
+                              "\"seed\": 2, \"width\": 32, \"height\": 32, \"output\": \"zero.png\"}]");
+  int rc = run("%s %s/i2i/jobs.json --vae-encode mean -o %s/i2i/out", base, dir, dir);
+  CHECK_MSG(rc == 0, "img2img jobs: %s", out);
+  snprintf(a, sizeof a, "%s/i2i/out/half.png", dir);
+  CHECK(run("%s info %s", bin, a) == 0 && strstr(out, "Size: 32x32, Model: tiny_sd, Denoising strength: 0.5, Init image: in.png"));
+  snprintf(a, sizeof a, "%s/i2i/out/manifest.jsonl", dir);
+  char *m = test_read_file(a, NULL);
+  CHECK_MSG(m && strstr(m, "\"strength\":0.5") && strstr(m, "i2i/in.png\""), "manifest: %s", m ? m : "");
+  free(m);
+  /* strength 0: the init image's VAE round trip, as the two part commands give it */
+  unsigned char fit[32 * 32 * 3];
+  CHECK_OK(image_cover_crop(rgb, 40, 24, 32, 32, fit));
+  snprintf(b, sizeof b, "%s/i2i/fit.png", dir);
+  CHECK_OK(png_write(b, fit, 32, 32, NULL, true));
+  snprintf(lat, sizeof lat, "%s/i2i/lat.safetensors", dir);
+  CHECK(run("%s vae-encode --model %s --in %s --sample mean -o %s", bin, ckpt, b, lat) == 0);
+  snprintf(b, sizeof b, "%s/i2i/roundtrip.png", dir);
+  CHECK(run("%s decode --model %s --in %s -o %s", bin, ckpt, lat, b) == 0);
+  snprintf(a, sizeof a, "%s/i2i/out/zero.png", dir);
+  unsigned char *pa = NULL, *pb = NULL;
+  int wa = 0, ha = 0, wb = 0, hb = 0;
+  CHECK_OK(image_load(a, &pa, &wa, &ha));
+  CHECK_OK(image_load(b, &pb, &wb, &hb));
+  CHECK_MSG(pa && pb && wa == 32 && ha == 32 && wb == 32 && hb == 32 && !memcmp(pa, pb, 32 * 32 * 3),
+            "strength 0 differs from vae-encode + decode");
+  free(pa), free(pb);
+  /* refused */
+  CHECK(run("%s --prompt x --init-image %s --strength 1.5 -o %s/i2i/bad", base, init, dir) == 2 && strstr(out, "--strength"));
+  rc = run("%s --prompt x --init-image %s/i2i/nothere.png -o %s/i2i/bad", base, dir, dir);
+  CHECK_MSG(rc == 1 && strstr(out, "nothere.png") && strstr(out, "init_image"), "missing init image: %s", out);
+  write_text("i2i/bad.json", "{\"prompt\": \"x\", \"strength\": 2}");
+  rc = run("%s %s/i2i/bad.json -o %s/i2i/bad", base, dir, dir);
+  CHECK_MSG(rc == 1 && strstr(out, "\"strength\" 2"), "strength 2: %s", out);
+  printf("  img2img CLI: parameters and manifest; strength 0 = vae-encode --sample mean + decode; bad values refused\n");
+}
+
 /* the files of a folder's PNGs, sorted (names only) */
 static int png_names(const char *d, char names[][64], int max) {
   DIR *dp = opendir(d);
@@ -669,6 +721,7 @@ int main(void) {
   test_families(bin, vocab, digest);
   test_sharding(bin);
   test_vae_encode_cli(bin, ckpt);
+  test_img2img_cli(bin, ckpt);
   snprintf(c3, sizeof c3, "rm -rf %s", dir);
   CHECK(system(c3) == 0);
   return test_result("test_generate");

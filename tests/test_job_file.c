@@ -38,6 +38,30 @@ static void test_prompt_files(void) {
   bad_file("no prompt", "f.json", "{\"steps\": 5}", "missing field \"prompt\"");
   bad_file("bad sampler", "g.json", "{\"prompt\": \"x\", \"sampler\": \"plms\"}", "sampler");
   bad_file("seed range", "h.json", "{\"prompt\": \"x\", \"seed\": 99999999999}", "seed");
+  bad_file("strength 2", "s1.json", "{\"prompt\": \"x\", \"strength\": 2}", "\"strength\" 2 must be a number from 0 to 1");
+  bad_file("strength text", "s2.json", "{\"prompt\": \"x\", \"strength\": \"0.5\"}", "\"strength\" must be a number");
+  bad_file("init_image number", "s3.json", "{\"prompt\": \"x\", \"init_image\": 5}", "\"init_image\" must be a string");
+  bad_file("init_image empty", "s4.json", "{\"prompt\": \"x\", \"init_image\": \"\"}", "\"init_image\" must name");
+  { /* init_image: relative to the prompt file's folder; absolute kept; --init-image overrides as given */
+    write_text("i.json", "[{\"prompt\": \"x\", \"init_image\": \"pics/a.png\", \"strength\": 0.25},"
+                         " {\"prompt\": \"y\", \"init_image\": \"/abs/b.png\"}, {\"prompt\": \"z\"}]");
+    char path[512], want[600];
+    snprintf(path, sizeof path, "%s/i.json", dir);
+    snprintf(want, sizeof want, "%s/pics/a.png", dir);
+    struct job *jobs = NULL;
+    int n = 0;
+    CHECK_OK(job_file_load(path, NULL, &jobs, &n));
+    CHECK(n == 3 && jobs[0].init_image && !strcmp(jobs[0].init_image, want) && jobs[0].strength == 0.25);
+    CHECK(n == 3 && jobs[1].init_image && !strcmp(jobs[1].init_image, "/abs/b.png") && jobs[1].strength == 0.75);
+    CHECK(n == 3 && !jobs[2].init_image);
+    for (int i = 0; i < n; i++) job_free(&jobs[i]);
+    free(jobs);
+    struct job_overrides ov = {.init_image = "c.png", .has_strength = true, .values.strength = 0.5};
+    CHECK_OK(job_file_load(path, &ov, &jobs, &n));
+    CHECK(n == 3 && !strcmp(jobs[0].init_image, "c.png") && !strcmp(jobs[2].init_image, "c.png") && jobs[1].strength == 0.5);
+    for (int i = 0; i < n; i++) job_free(&jobs[i]);
+    free(jobs);
+  }
   bad_file("float steps", "i.json", "{\"prompt\": \"x\", \"steps\": 2.5}", "integer");
   bad_file("not json", "j.json", "{\"prompt\": ", "not valid JSON");
   bad_file("empty array", "k.json", "[]", "no jobs");
