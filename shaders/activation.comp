@@ -1,5 +1,5 @@
 // activation: y = act(x), element-wise; act = ACT_GELU (erf form: torch F.gelu(x)),
-// ACT_QUICK_GELU (x * sigmoid(1.702 x)) or ACT_SILU (F.silu). y may alias x.
+// ACT_QUICK_GELU (x * sigmoid(1.702 x)), ACT_SILU (F.silu) or ACT_RELU. y may alias x.
 // Bindings: 0 x f32 [n], 1 y f32 [n]. Dispatch: ceil(n / WG) groups as (gx, gy, 1), at most 65535 each.
 #version 450
 #extension GL_GOOGLE_include_directive : require

@@ -16,6 +16,7 @@ float vkd_act(float x, uint act) {
   if (act == ACT_GELU) return 0.5 * x * (1.0 + vkd_erf(x * 0.70710678118654752));
   if (act == ACT_QUICK_GELU) return x / (1.0 + exp(-1.702 * x));
   if (act == ACT_SILU) return x / (1.0 + exp(-x));
+  if (act == ACT_RELU) return max(x, 0.0);
   return x;
 }
 

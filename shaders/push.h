@@ -19,6 +19,7 @@ typedef float f32;
 #define ACT_GELU 1       /* x * 0.5 * (1 + erf(x / sqrt 2)) */
 #define ACT_QUICK_GELU 2 /* x * sigmoid(1.702 x) */
 #define ACT_SILU 3       /* x * sigmoid(x) */
+#define ACT_RELU 4       /* max(x, 0) (TAESD) */
 
 /* bias modes of the matrix product */
 #define BIAS_NONE 0

@@ -12,6 +12,7 @@ float ref_act(float x, int act) {
   case ACT_GELU: return (float)(0.5 * v * (1.0 + erf(v / sqrt(2.0))));
   case ACT_QUICK_GELU: return (float)(v / (1.0 + exp(-1.702 * v)));
   case ACT_SILU: return (float)(v / (1.0 + exp(-v)));
+  case ACT_RELU: return x > 0 ? x : 0.0f;
   default: return x;
   }
 }

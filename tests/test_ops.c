@@ -145,9 +145,9 @@ static void test_eltwise(int64_t n) {
   float *a = random_array(n, 12, 4.0f), *b = random_array(n, 13, 4.0f), *ref = malloc(n * 4);
   struct gpu_tensor ta = upload(DT_F32, 1, (int64_t[]){n}, a), tb = upload(DT_F32, 1, (int64_t[]){n}, b);
   struct gpu_tensor ty = output(1, (int64_t[]){n});
-  const int acts[] = {ACT_GELU, ACT_QUICK_GELU, ACT_SILU};
-  const char *names[] = {"gelu", "quick_gelu", "silu"};
-  for (int i = 0; i < 4; i++) {
+  const int acts[] = {ACT_GELU, ACT_QUICK_GELU, ACT_SILU, ACT_NONE, ACT_RELU}; /* 3: add */
+  const char *names[] = {"gelu", "quick_gelu", "silu", "add", "relu"};
+  for (int i = 0; i < 5; i++) {
     CHECK_OK(gpu_begin(g));
     CHECK_OK(gpu_fill(g, &ty, NAN_BITS));
     if (i == 3)
@@ -165,7 +165,7 @@ static void test_eltwise(int64_t n) {
     else
       ref_activation(a, ref, n, acts[i]);
     char what[64];
-    snprintf(what, sizeof what, "%s n=%lld", i == 3 ? "add" : names[i], (long long)n);
+    snprintf(what, sizeof what, "%s n=%lld", names[i], (long long)n);
     CHECK_CLOSE(what, got, ref, n, 1e-6, 1e-5);
     free(got);
   }
