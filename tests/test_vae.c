@@ -4,11 +4,13 @@
  * atol 1e-4 rtol 1e-4; fp16 storage atol 2e-2 rtol 2e-2 (sd15's golden comes from its F16 weights,
  * so the fp32 bounds hold there). Tiled decoding equals the whole decode (see tiling()). */
 #define _POSIX_C_SOURCE 200809L
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "checkpoint.h"
 #include "test.h"
+#include "taesd.h"
 #include "vae.h"
 
 static struct gpu *gpu;
@@ -134,6 +136,54 @@ static void encoder_golden(const char *label, const char *ckpt, const char *gold
   safetensors_close(gold);
 }
 
+/* TAESD against taesd_seed1: the decoder under diffusers' names and the original file's, the
+ * encoder; fp32 atol 1e-4 rtol 1e-4 (../shared/ref/README.md, TAESD), image_u8 within 1 level;
+ * fp16 storage atol 2e-2. */
+static void taesd_golden(bool fp16) {
+  char wpath[1024], opath[1024], gpath[1024];
+  test_shared_path(wpath, sizeof wpath, "ref/goldens/taesd_weights_seed1.safetensors");
+  test_shared_path(opath, sizeof opath, "ref/goldens/taesd_decoder_original_seed1.safetensors");
+  test_shared_path(gpath, sizeof gpath, "ref/goldens/taesd_seed1.safetensors");
+  struct safetensors *gold = NULL;
+  CHECK_OK(safetensors_open(gpath, &gold));
+  if (!gold) return;
+  double atol = fp16 ? 2e-2 : 1e-4, rtol = fp16 ? 2e-2 : 1e-4;
+  size_t nl, ni, nin, nenc;
+  float *latent = test_tensor(gold, "latent", &nl), *image_ref = test_tensor(gold, "image", &ni);
+  float *input = test_tensor(gold, "input_image", &nin), *enc_ref = test_tensor(gold, "encoded", &nenc);
+  float *u8_ref = test_tensor(gold, "image_u8", NULL), *image = malloc(ni * 4), *enc = malloc(nenc * 4);
+  unsigned char *u8 = malloc(ni);
+  const char *paths[2] = {wpath, opath}, *names[2] = {"diffusers names", "original keys"};
+  for (int k = 0; k < 2; k++) {
+    struct taesd *t = NULL;
+    CHECK_OK(taesd_load(gpu, paths[k], fp16, &t));
+    if (!t) continue;
+    CHECK(taesd_has_decoder(t) && taesd_has_encoder(t) == (k == 0) && taesd_latent_channels(t) == 4);
+    CHECK_OK(taesd_decode(t, latent, 1, 8, 12, image));
+    char what[96];
+    snprintf(what, sizeof what, "TAESD decoder %s %s: image", fp16 ? "fp16" : "fp32", names[k]);
+    CHECK_CLOSE(what, image, image_ref, ni, atol, rtol);
+    taesd_image_to_u8(image, 64, 96, u8);
+    int worst = 0;
+    for (size_t i = 0; i < ni; i++) worst = abs((int)u8[i] - (int)u8_ref[i]) > worst ? abs((int)u8[i] - (int)u8_ref[i]) : worst;
+    CHECK_MSG(worst <= (fp16 ? 3 : 1), "TAESD image_u8 off by %d levels", worst);
+    if (k == 0) {
+      CHECK_OK(taesd_encode(t, input, 1, 64, 64, enc));
+      snprintf(what, sizeof what, "TAESD encoder %s: latent", fp16 ? "fp16" : "fp32");
+      CHECK_CLOSE(what, enc, enc_ref, nenc, atol, rtol);
+      CHECK(taesd_encode(t, input, 1, 60, 64, enc) == STATUS_INVALID_ARGUMENT);
+    } else {
+      CHECK(taesd_encode(t, input, 1, 64, 64, enc) == STATUS_INVALID_ARGUMENT && strstr(status_message(), "no TAESD encoder"));
+    }
+    taesd_destroy(t);
+  }
+  /* not a TAESD file: the SD checkpoint's VAE golden */
+  struct taesd *t = NULL;
+  CHECK(taesd_load(gpu, gpath, fp16, &t) == STATUS_FORMAT && strstr(status_message(), "not a TAESD file"));
+  free(latent), free(image_ref), free(input), free(enc_ref), free(u8_ref), free(image), free(enc), free(u8);
+  safetensors_close(gold);
+}
+
 int main(void) {
   int rc = 0;
   char gpath[1024], dpath[1024], dir[256], ckpt[512];
@@ -155,6 +205,8 @@ int main(void) {
   encoder_golden("tiny fp32", ckpt, "ref/goldens/vae_enc_tiny_64.safetensors", false, 1e-4, 1e-4);
   encoder_golden("tiny fp16", ckpt, "ref/goldens/vae_enc_tiny_64.safetensors", true, 2e-2, 2e-2);
   tiling(ckpt);
+  taesd_golden(false);
+  taesd_golden(true);
   unlink(ckpt);
   safetensors_close(gold);
   test_shared_path(gpath, sizeof gpath, "ref/goldens/vae_sd15_16x16.safetensors");
