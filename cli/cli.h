@@ -58,6 +58,7 @@ int cli_report_gpu(struct gpu *g, int rc);
  * --precision, --device, --vae-tiling. Returns -1 to go on, else the exit code (help: 0). */
 struct part_opts {
   const char *model, *in, *out, *config;
+  const char *taesd_decoder, *taesd_encoder; /* decode --vae-decoder, vae-encode --vae-encoder: TAESD, no --model */
   bool fp16;
   int device;
   enum vae_tiling tiling;

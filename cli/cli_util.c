@@ -151,6 +151,8 @@ int cli_parse_part(int argc, char **argv, struct part_opts *o, const char *usage
     else if (!strcmp(a, "--in")) o->in = val;
     else if (!strcmp(a, "-o") || !strcmp(a, "--output")) o->out = val;
     else if (!strcmp(a, "--config")) o->config = val;
+    else if (!strcmp(a, "--vae-decoder")) o->taesd_decoder = val;
+    else if (!strcmp(a, "--vae-encoder")) o->taesd_encoder = val;
     else if (!strcmp(a, "--precision") && (!strcmp(val, "fp16") || !strcmp(val, "fp32"))) o->fp16 = !strcmp(val, "fp16");
     else if (!strcmp(a, "--device") && cli_int(a, val, 0, 64, &v)) o->device = (int)v;
     else if (!strcmp(a, "--vae-tiling") && (!strcmp(val, "auto") || !strcmp(val, "on") || !strcmp(val, "off")))
@@ -160,10 +162,17 @@ int cli_parse_part(int argc, char **argv, struct part_opts *o, const char *usage
       return 2;
     }
   }
-  if (!o->model || !o->in || !o->out) {
-    fprintf(stderr, "vkdiffusion %s: --model, --in and -o are required (see --help)\n", argv[0]);
+  bool taesd = (o->taesd_decoder && !strcmp(argv[0], "decode")) || (o->taesd_encoder && !strcmp(argv[0], "vae-encode"));
+  if ((!o->model && !taesd) || !o->in || !o->out) {
+    fprintf(stderr, "vkdiffusion %s: %s, --in and -o are required (see --help)\n", argv[0],
+            !strcmp(argv[0], "decode") ? "--model (or --vae-decoder)" : !strcmp(argv[0], "vae-encode") ? "--model (or --vae-encoder)" : "--model");
+    return 2;
+  }
+  if ((o->taesd_decoder && strcmp(argv[0], "decode")) || (o->taesd_encoder && strcmp(argv[0], "vae-encode"))) {
+    fprintf(stderr, "vkdiffusion %s: %s does not apply here\n", argv[0], o->taesd_decoder ? "--vae-decoder" : "--vae-encoder");
     return 2;
   }
   return -1;
 }
+
 

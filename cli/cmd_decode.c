@@ -5,6 +5,7 @@
 
 #include "cli.h"
 #include "png.h"
+#include "taesd.h"
 #include "vae.h"
 
 #define DECODE_MAX_SIDE 1024 /* latent pixels: 8192-pixel images */
@@ -18,29 +19,37 @@ static bool ends_with(const char *s, const char *suffix) {
 int cmd_decode(int argc, char **argv) {
   struct part_opts o;
   int rc = cli_parse_part(argc, argv, &o,
-                 "usage: vkdiffusion decode --model CKPT --in LATENT.safetensors (-o OUT.png | -o OUT.safetensors)\n"
-                 "                          [--precision fp16|fp32] [--vae-tiling auto|on|off] [--device N]\n\n"
-                 "LATENT holds latent [N,4,h,w] as the sampler leaves it (scaled: divided by 0.18215 here).\n"
-                 "A .png output writes one PNG per image (OUT-i.png when N > 1); a .safetensors output gets\n"
-                 "image [N,3,H,W] in about [-1,1].\n");
+                 "usage: vkdiffusion decode (--model CKPT | --vae-decoder TAESD.safetensors) --in LATENT.safetensors\n"
+                 "                          (-o OUT.png | -o OUT.safetensors) [--precision fp16|fp32]\n"
+                 "                          [--vae-tiling auto|on|off] [--device N]\n\n"
+                 "LATENT holds latent [N,4,h,w] as the sampler leaves it (scaled: divided by 0.18215 here; TAESD\n"
+                 "takes it as it is). A .png output writes one PNG per image (OUT-i.png when N > 1); a .safetensors\n"
+                 "output gets image [N,3,H,W] in about [-1,1] (TAESD: [0,1]). --vae-decoder: madebyollin's tiny\n"
+                 "autoencoder (TAESD / TAESDXL, diffusers or original keys) instead of the checkpoint's KL decoder.\n");
   if (rc >= 0) return rc;
   struct safetensors *in = NULL, *ck = NULL;
   struct gpu *g = NULL;
   struct vae *v = NULL;
+  struct taesd *t = NULL;
+  bool tiny = o.taesd_decoder != NULL;
   float *lat = NULL, *img = NULL;
   unsigned char *u8 = NULL;
   rc = 1;
-  if (safetensors_open(o.in, &in) || safetensors_open(o.model, &ck) || !(g = cli_gpu("decode", o.device)) ||
-      vae_load(g, ck, &(struct vae_options){.fp16 = o.fp16}, &v)) {
-    if (g || !ck) cli_fail("decode", NULL);
+  if (safetensors_open(o.in, &in) || (!tiny && safetensors_open(o.model, &ck))) {
+    cli_fail("decode", NULL);
     goto done;
   }
+  if (!(g = cli_gpu("decode", o.device))) goto done;
+  if (tiny ? taesd_load(g, o.taesd_decoder, o.fp16, &t) : vae_load(g, ck, &(struct vae_options){.fp16 = o.fp16}, &v)) {
+    cli_fail("decode", NULL);
+    goto done;
+  }
+  int zc = tiny ? taesd_latent_channels(t) : vae_latent_channels(v);
   /* the latent checked against the decoder before anything reads it */
   int64_t ls[4];
   char want[160];
-  snprintf(want, sizeof want, "[N, %d, h, w] (h and w at most %d, N at most %d)", vae_latent_channels(v), DECODE_MAX_SIDE,
-           DECODE_MAX_BATCH);
-  if (safetensors_read_input(in, "latent", 4, (int64_t[]){-1, vae_latent_channels(v), -1, -1}, want, ls, &lat)) {
+  snprintf(want, sizeof want, "[N, %d, h, w] (h and w at most %d, N at most %d)", zc, DECODE_MAX_SIDE, DECODE_MAX_BATCH);
+  if (safetensors_read_input(in, "latent", 4, (int64_t[]){-1, zc, -1, -1}, want, ls, &lat)) {
     cli_fail("decode", NULL);
     goto done;
   }
@@ -49,9 +58,9 @@ int cmd_decode(int argc, char **argv) {
             (long long)ls[0], (long long)ls[1], (long long)ls[2], (long long)ls[3], want);
     goto done;
   }
-  int N = (int)ls[0], h = (int)ls[2], w = (int)ls[3], f = vae_factor(v), H = f * h, W = f * w;
+  int N = (int)ls[0], h = (int)ls[2], w = (int)ls[3], f = tiny ? 8 : vae_factor(v), H = f * h, W = f * w;
   img = malloc((size_t)N * 3 * H * W * sizeof *img);
-  if (!img || vae_decode(v, lat, N, h, w, o.tiling, img)) {
+  if (!img || (tiny ? taesd_decode(t, lat, N, h, w, img) : vae_decode(v, lat, N, h, w, o.tiling, img))) {
     cli_fail("decode", NULL);
     goto done;
   }
@@ -62,7 +71,7 @@ int cmd_decode(int argc, char **argv) {
       char path[4096];
       if (N == 1) snprintf(path, sizeof path, "%s", o.out);
       else snprintf(path, sizeof path, "%.*s-%d.png", (int)(strlen(o.out) - 4), o.out, n);
-      image_to_u8(img + (size_t)n * 3 * H * W, H, W, u8);
+      (tiny ? taesd_image_to_u8 : image_to_u8)(img + (size_t)n * 3 * H * W, H, W, u8);
       if (png_write(path, u8, W, H, NULL, true)) rc = cli_fail("decode", NULL);
     }
   } else {
@@ -76,6 +85,7 @@ int cmd_decode(int argc, char **argv) {
 done:
   free(lat), free(img), free(u8);
   vae_destroy(v);
+  taesd_destroy(t);
   safetensors_close(ck);
   safetensors_close(in);
   return cli_finish_gpu(g, rc);

@@ -44,6 +44,11 @@ static void usage(FILE *f) {
           "  0.75): the image cropped and resized to the job's size (AUTOMATIC1111's \"Crop and resize\", Lanczos),\n"
           "  VAE-encoded (--vae-encode sample|mean: the posterior sampled with the image's seed, or its mean), noised\n"
           "  to step steps - int(strength x steps) and sampled from there (int(strength x steps) U-Net steps).\n"
+          "  taesd (--vae-decoder FILE): decode with madebyollin's tiny autoencoder instead of the KL VAE (one TAESD\n"
+          "  file a run). --preview-every N [--preview-decoder FILE]: every N steps NAME.preview.png shows the\n"
+          "  current latent through TAESD (replaced atomically; removed when the image is written).\n"
+          );
+  fprintf(f,
           "Model options: --family sd1|sd2|sdxl (else detected), --prediction eps|v (else the checkpoint's\n"
           "modelspec.prediction_type, else stable-diffusion.cpp's rule), --empty-negative zeros|encode (an empty\n"
           "negative prompt as zeros: SDXL's default, as A1111 / diffusers / sgm; or encoded: SD 1.x / 2.x, ComfyUI).\n"
@@ -86,6 +91,7 @@ struct opts {
   enum sd_rng rng;
   enum sd_empty_negative empty_negative;
   enum sd_vae_encode vae_encode;
+  int preview_every;
   int default_clip_skip; /* the model family's, for the parameters text */
   struct zeroshot *scorer; /* --score-with: CLIP score = 100 * cos(image, prompt) of each image */
   struct shard shard;
@@ -192,6 +198,24 @@ static int on_progress(enum sd_phase phase, int image, int step, int steps, void
   return 0;
 }
 
+/* NAME.png -> NAME.preview.png */
+static void preview_path(const char *path, char *out, size_t n) {
+  size_t len = strlen(path);
+  if (len > 4 && !strcmp(path + len - 4, ".png")) len -= 4;
+  snprintf(out, n, "%.*s.preview.png", (int)len, path);
+}
+
+static int on_preview(int image, int step, int steps, const unsigned char *rgb, int width, int height, void *user) {
+  struct job_run *r = user;
+  char path[4200];
+  preview_path(r->plan->img[image].path, path, sizeof path);
+  char text[64];
+  snprintf(text, sizeof text, "preview after step %d of %d", step, steps);
+  if (png_write(path, rgb, width, height, text, true)) /* a preview that cannot be written is not worth the image */
+    fprintf(stderr, "%svkdiffusion generate: preview: %s\n", r->prog.on ? "\n" : "", status_message());
+  return 0;
+}
+
 static int on_image(int image, uint32_t seed, const unsigned char *rgb, const float *latent, void *user) {
   struct job_run *r = user;
   const struct job *j = r->j;
@@ -220,6 +244,11 @@ static int on_image(int image, uint32_t seed, const unsigned char *rgb, const fl
     r->failed++;
   } else {
     (*r->images_done)++;
+    if (r->o->preview_every > 0) { /* the image is here: its preview goes */
+      char prev[4200];
+      preview_path(pl->path, prev, sizeof prev);
+      unlink(prev);
+    }
     if (!r->o->quiet) fprintf(stderr, "%swrote %s (seed %llu)\n", r->prog.on ? "\n" : "", pl->path, (unsigned long long)seed);
     if (manifest_append(r->o, j, pl, wall, r->o->scorer ? &score : NULL)) {
       fprintf(stderr, "vkdiffusion generate: %s\n", status_message());
@@ -288,6 +317,9 @@ static int run_job(struct sd_model *m, const struct job *j, const struct job_pla
     return want;
   }
   p.init_image = init_rgb;
+  p.taesd_decode = j->taesd != NULL;
+  p.preview_every = o->preview_every;
+  p.preview = o->preview_every > 0 ? on_preview : NULL;
   p.strength = j->strength;
   p.vae_encode = o->vae_encode;
   p.prompt = j->prompt;
@@ -390,6 +422,7 @@ int cmd_generate(int argc, char **argv) {
   struct opts o = {.outdir = ".", .progress = isatty(2), .tiling = SD_VAE_TILING_AUTO, .shard = {0, 1}, .manifest_fd = -1};
   const char **files = calloc((size_t)argc, sizeof *files), *prompt = NULL, *shard_arg = NULL;
   bool no_manifest = false, run_seed_given = false, run_seed_random = false;
+  const char *preview_decoder = NULL;
   uint64_t run_seed = 0;
   int n_files = 0;
   long v;
@@ -530,6 +563,13 @@ int cmd_generate(int argc, char **argv) {
     }
     else if (!strcmp(a, "--skip-existing")) o.skip_existing = true;
     else if (!strcmp(a, "--init-image")) { VALUE(); ov.init_image = val; }
+    else if (!strcmp(a, "--vae-decoder")) { VALUE(); ov.taesd = val; }
+    else if (!strcmp(a, "--preview-decoder")) { VALUE(); preview_decoder = val; }
+    else if (!strcmp(a, "--preview-every")) {
+      VALUE();
+      if (!cli_int(a, val, 1, 1000, &v)) goto usage_error;
+      o.preview_every = (int)v;
+    }
     else if (!strcmp(a, "--strength")) {
       VALUE();
       char *end;
@@ -621,6 +661,19 @@ int cmd_generate(int argc, char **argv) {
     job_from_text(prompt, &ov, &jobs[n_jobs++]);
   }
   cli_handle_signals(true);
+  /* one TAESD a run: --vae-decoder, else --preview-decoder, else the jobs' "taesd" (all the same file) */
+  const char *taesd = ov.taesd ? ov.taesd : preview_decoder;
+  for (int k = 0; k < n_jobs; k++) {
+    if (jobs[k].error[0] || !jobs[k].taesd) continue;
+    if (!taesd) taesd = jobs[k].taesd;
+    else if (strcmp(taesd, jobs[k].taesd))
+      snprintf(jobs[k].error, sizeof jobs[k].error, "\"taesd\" %s: one TAESD file a run (%s is in use)", jobs[k].taesd, taesd);
+  }
+  if (o.preview_every > 0 && !taesd) {
+    fprintf(stderr, "vkdiffusion generate: --preview-every needs a TAESD: --preview-decoder FILE (or --vae-decoder FILE)\n");
+    goto usage_error;
+  }
+  mo.taesd_path = taesd;
   for (int k = 0; k < n_jobs; k++) { /* an init image that is not there fails its job now */
     struct stat ib;
     if (!jobs[k].error[0] && jobs[k].init_image && (stat(jobs[k].init_image, &ib) != 0 || !S_ISREG(ib.st_mode)))

@@ -8,20 +8,24 @@
 #include "image_io.h"
 #include "rng.h"
 #include "textenc_internal.h"
+#include "taesd.h"
 #include "vae.h"
 
 #define ENCODE_MAX_SIDE 8192
 #define ENCODE_MAX_BATCH 64
 
 static const char *const usage_text =
-    "usage: vkdiffusion vae-encode --model CKPT --in (IMAGE.png | IMAGE.jpg | image.safetensors) -o OUT.safetensors\n"
+    "usage: vkdiffusion vae-encode (--model CKPT | --vae-encoder TAESD.safetensors)\n"
+    "                              --in (IMAGE.png | IMAGE.jpg | image.safetensors) -o OUT.safetensors\n"
     "                              [--noise FILE | --seed S | --sample mean] [--precision fp16|fp32] [--device N]\n\n"
     "The KL autoencoder's encoder and quant_conv: an image (a PNG, JPEG, ... decoded to RGB in [-1, 1], or a\n"
     "safetensors file holding `image` [N,3,H,W] in [-1, 1]; H and W multiples of the VAE's factor, 8 for SD)\n"
     "in; out `mean` and `logvar` [N,4,h,w] (logvar clamped to [-30, 20]) and `latent` = (mean +\n"
     "exp(logvar/2) * noise) * the scale factor (0.13025 for SDXL, else 0.18215): the sampler's latent.\n"
     "The noise: --noise FILE (`noise` [N,4,h,w]), else torch.manual_seed(S); torch.randn([N,4,h,w]) (--seed,\n"
-    "default 0; --rng cpu|cpu-scalar as in generate); --sample mean: latent = mean * scale.\n";
+    "default 0; --rng cpu|cpu-scalar as in generate); --sample mean: latent = mean * scale.\n"
+    "--vae-encoder: madebyollin's tiny autoencoder's encoder instead (TAESD / TAESDXL): `latent` only, unscaled\n"
+    "(as the U-Net takes it), deterministic.\n";
 
 int cmd_vae_encode(int argc, char **argv) {
   /* this command's own options first; the rest are the part commands' common ones */
@@ -61,17 +65,23 @@ int cmd_vae_encode(int argc, char **argv) {
   int rc = cli_parse_part(nrest, rest, &o, usage_text);
   free(rest);
   if (rc >= 0) return rc;
+  bool tiny = o.taesd_encoder != NULL;
+  if (tiny && (noise_file || mean_only)) {
+    fprintf(stderr, "vkdiffusion vae-encode: --vae-encoder (TAESD) has no posterior: --noise and --sample do not apply\n");
+    return 2;
+  }
   if (noise_file && mean_only) {
     fprintf(stderr, "vkdiffusion vae-encode: --noise and --sample mean contradict each other\n");
     return 2;
   }
   enum textenc_family fam = TEXTENC_FAMILY_AUTO;
   char why[256];
-  if (textenc_detect_family(o.model, &fam, why, sizeof why)) return cli_fail("vae-encode", NULL);
+  if (!tiny && textenc_detect_family(o.model, &fam, why, sizeof why)) return cli_fail("vae-encode", NULL);
   float scale = fam == TEXTENC_FAMILY_SDXL ? 0.13025f : 0.18215f;
   struct safetensors *ck = NULL, *in = NULL, *nf = NULL;
   struct gpu *g = NULL;
   struct vae *v = NULL;
+  struct taesd *t = NULL;
   float *img = NULL, *mean = NULL, *logvar = NULL, *noise = NULL, *latent = NULL;
   unsigned char *rgb = NULL;
   int64_t is[4] = {1, 3, 0, 0};
@@ -102,12 +112,18 @@ int cmd_vae_encode(int argc, char **argv) {
     for (size_t p = 0; p < P; p++) /* HWC bytes -> CHW in [-1, 1], as AUTOMATIC1111 and diffusers */
       for (int c = 0; c < 3; c++) img[c * P + p] = rgb[p * 3 + c] / 127.5f - 1.0f;
   }
-  if (safetensors_open(o.model, &ck) || !(g = cli_gpu("vae-encode", o.device)) ||
-      vae_load(g, ck, &(struct vae_options){.fp16 = o.fp16, .encoder = true, .scale_factor = scale}, &v)) {
-    if (g || !ck) cli_fail("vae-encode", NULL);
+  if (!tiny && safetensors_open(o.model, &ck)) {
+    cli_fail("vae-encode", NULL);
     goto done;
   }
-  int N = (int)is[0], H = (int)is[2], W = (int)is[3], f = vae_factor(v), C = vae_latent_channels(v);
+  if (!(g = cli_gpu("vae-encode", o.device))) goto done;
+  if (tiny ? taesd_load(g, o.taesd_encoder, o.fp16, &t)
+           : vae_load(g, ck, &(struct vae_options){.fp16 = o.fp16, .encoder = true, .scale_factor = scale}, &v)) {
+    cli_fail("vae-encode", NULL);
+    goto done;
+  }
+  int N = (int)is[0], H = (int)is[2], W = (int)is[3], f = tiny ? 8 : vae_factor(v),
+      C = tiny ? taesd_latent_channels(t) : vae_latent_channels(v);
   if (H % f || W % f) {
     fprintf(stderr, "vkdiffusion vae-encode: %s: a %dx%d image; the VAE needs multiples of %d (crop or resize it)\n", o.in,
             W, H, f);
@@ -117,6 +133,20 @@ int cmd_vae_encode(int argc, char **argv) {
   size_t nz = (size_t)N * C * h * w;
   if (!(mean = malloc(nz * sizeof *mean)) || !(logvar = malloc(nz * sizeof *logvar)) || !(latent = malloc(nz * sizeof *latent)))
     goto oom;
+  if (tiny) { /* [-1, 1] -> TAESD's [0, 1]; the latent as the U-Net takes it */
+    for (size_t i = 0; i < (size_t)N * 3 * H * W; i++) img[i] = (img[i] + 1.0f) * 0.5f;
+    if (taesd_encode(t, img, N, H, W, latent)) {
+      cli_fail("vae-encode", NULL);
+      goto done;
+    }
+    struct st_writer *wr;
+    if (!st_writer_create(&wr)) {
+      st_writer_add(wr, "latent", ST_F32, 4, (int64_t[]){N, C, h, w}, latent);
+      rc = st_writer_finish(wr, o.out) ? cli_fail("vae-encode", NULL) : 0;
+      st_writer_destroy(wr);
+    }
+    goto done;
+  }
   if (noise_file) {
     int64_t ns[4];
     char nwant[96];
@@ -151,6 +181,7 @@ oom:
 done:
   free(img), free(mean), free(logvar), free(noise), free(latent), free(rgb);
   vae_destroy(v);
+  taesd_destroy(t);
   safetensors_close(ck);
   safetensors_close(in);
   safetensors_close(nf);

@@ -39,8 +39,8 @@ bool job_parse_pair(const char *s, int out[2]) {
 }
 
 void job_free(struct job *j) {
-  free(j->prompt), free(j->negative_prompt), free(j->output), free(j->init_image);
-  j->prompt = j->negative_prompt = j->output = j->init_image = NULL;
+  free(j->prompt), free(j->negative_prompt), free(j->output), free(j->init_image), free(j->taesd);
+  j->prompt = j->negative_prompt = j->output = j->init_image = j->taesd = NULL;
 }
 
 static void fail(struct job *j, const char *fmt, const char *field) {
@@ -77,6 +77,7 @@ void job_validate(struct job *j) {
     snprintf(buf, sizeof buf, "\"strength\" %g must be a number from 0 to 1", j->strength), fail(j, "%s", buf);
   if (j->init_image && (!j->init_image[0] || strlen(j->init_image) > 4000))
     fail(j, "%s", "\"init_image\" must name an image file");
+  if (j->taesd && (!j->taesd[0] || strlen(j->taesd) > 4000)) fail(j, "%s", "\"taesd\" must name a TAESD file");
   if (j->clip_skip < 0 || j->clip_skip > 12)
     snprintf(buf, sizeof buf, "\"clip_skip\" %d is outside 1..12", j->clip_skip), fail(j, "%s", buf);
   if (j->batch_count < 1 || j->batch_count > 1000)
@@ -93,6 +94,7 @@ static void apply_overrides(struct job *j, const struct job_overrides *ov) {
   if (ov->negative_prompt) set_str(&j->negative_prompt, ov->negative_prompt);
   if (ov->output) set_str(&j->output, ov->output);
   if (ov->init_image) set_str(&j->init_image, ov->init_image);
+  if (ov->taesd) set_str(&j->taesd, ov->taesd);
   if (ov->has_strength) j->strength = ov->values.strength;
   if (ov->has_seed) j->seed = ov->values.seed;
   if (ov->has_steps) j->steps = ov->values.steps;
@@ -149,7 +151,7 @@ static void job_from_json(const cJSON *o, struct job *j) {
     const char *k = f->string;
     int64_t v;
     if (!strcmp(k, "prompt") || !strcmp(k, "negative_prompt") || !strcmp(k, "output") || !strcmp(k, "sampler") ||
-        !strcmp(k, "schedule") || !strcmp(k, "init_image")) {
+        !strcmp(k, "schedule") || !strcmp(k, "init_image") || !strcmp(k, "taesd")) {
       if (!cJSON_IsString(f)) {
         fail(j, "field \"%s\" must be a string", k);
         continue;
@@ -158,6 +160,7 @@ static void job_from_json(const cJSON *o, struct job *j) {
       else if (!strcmp(k, "negative_prompt")) set_str(&j->negative_prompt, f->valuestring);
       else if (!strcmp(k, "output")) set_str(&j->output, f->valuestring);
       else if (!strcmp(k, "init_image")) set_str(&j->init_image, f->valuestring);
+      else if (!strcmp(k, "taesd")) set_str(&j->taesd, f->valuestring);
       else if (!strcmp(k, "sampler")) {
         int s = sampler_parse(f->valuestring);
         if (s < 0) fail(j, "%s", "field \"sampler\" must be one of euler, euler_a, ddim, dpmpp_2m");
@@ -342,15 +345,16 @@ enum status job_file_load(const char *path, const struct job_overrides *ov, stru
   if (!st && *n == 0) st = status_set(STATUS_FORMAT, "%s: no jobs in the file", path);
   /* init_image paths in the file are relative to the file's folder (--init-image: to the current one) */
   const char *slash = strrchr(path, '/');
-  for (int k = 0; !st && slash && !(ov && ov->init_image) && k < *n; k++) {
-    struct job *j = &(*jobs)[k];
-    if (!j->init_image || j->init_image[0] == '/') continue;
-    size_t flen = (size_t)(slash - path) + strlen(j->init_image) + 2;
+  for (int k = 0; !st && slash && k < 2 * *n; k++) {
+    struct job *j = &(*jobs)[k / 2];
+    char **field = k % 2 ? &j->taesd : &j->init_image;
+    if (!*field || (*field)[0] == '/' || (ov && (k % 2 ? ov->taesd : ov->init_image))) continue;
+    size_t flen = (size_t)(slash - path) + strlen(*field) + 2;
     char *full = malloc(flen);
     if (!full) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
-    snprintf(full, flen, "%.*s/%s", (int)(slash - path), path, j->init_image);
-    free(j->init_image);
-    j->init_image = full;
+    snprintf(full, flen, "%.*s/%s", (int)(slash - path), path, *field);
+    free(*field);
+    *field = full;
   }
   return st;
 }

@@ -10,6 +10,7 @@
 #include "textenc_internal.h"
 #include "safetensors.h"
 #include "status.h"
+#include "taesd.h"
 #include "unet_config.h"
 
 _Static_assert(SD_OK == (int)STATUS_OK && SD_NUMERIC == (int)STATUS_NUMERIC && SD_CANCELLED == (int)STATUS_CANCELLED &&
@@ -141,6 +142,13 @@ int sd_model_create(const struct sd_model_options *o, struct sd_model **out) {
                      "(family %s)", o->model_path, ui.adm_in_channels, ci.y_dim, textenc_family_name(fam));
   }
   if (!s) s = choose_prediction(m, o->prediction);
+  if (!s && o->taesd_path && !(s = taesd_load(m->g, o->taesd_path, fp16, &m->taesd)) && !taesd_has_decoder(m->taesd))
+    s = status_set(STATUS_FORMAT, "%s: holds no TAESD decoder", o->taesd_path);
+  if (!s && m->taesd && vae_factor(m->vae) != 8)
+    s = status_set(STATUS_UNSUPPORTED, "%s: TAESD decodes 8x; this checkpoint's VAE is %dx", o->taesd_path, vae_factor(m->vae));
+  if (!s && m->taesd && taesd_latent_channels(m->taesd) != ui.in_channels)
+    s = status_set(STATUS_FORMAT, "%s: a TAESD for %d latent channels; the U-Net makes %d", o->taesd_path,
+                   taesd_latent_channels(m->taesd), ui.in_channels);
   if (s) {
     sd_model_destroy(m);
     return s;
@@ -167,6 +175,7 @@ void sd_model_destroy(struct sd_model *m) {
   if (!m) return;
   textenc_cond_destroy(m->cond);
   vae_destroy(m->vae);
+  taesd_destroy(m->taesd);
   unet_destroy(m->unet);
   safetensors_close(m->st);
   gpu_destroy(m->g);

@@ -21,6 +21,7 @@ struct sd_model {
   struct textenc_cond *cond; /* one text tower, or SDXL's two */
   struct unet *unet;
   struct vae *vae;
+  struct taesd *taesd; /* sd_model_options.taesd_path, or NULL */
   struct schedule sched;
   struct sd_model_info info;
 };

@@ -12,6 +12,7 @@
 #include "clip_image.h"
 #include "guidance.h"
 #include "rng.h"
+#include "taesd.h"
 #include "sd_model.h"
 #include "textenc_internal.h"
 
@@ -58,6 +59,8 @@ static enum status check_params(const struct sd_model *m, const struct txt2img_p
                         !(p->strength >= 0 && p->strength <= 1) || (unsigned)p->vae_encode > SD_VAE_ENCODE_MEAN))
     return status_set(STATUS_INVALID_ARGUMENT, "img2img: a %dx%d init image with strength %g", p->init_width,
                       p->init_height, p->strength);
+  if ((p->taesd_decode || (p->preview && p->preview_every > 0)) && !m->taesd)
+    return status_set(STATUS_INVALID_ARGUMENT, "txt2img: a TAESD decode or preview needs sd_model_options.taesd_path");
   if (p->init_image && !vae_has_encoder(m->vae))
     return status_set(STATUS_UNSUPPORTED, "img2img: the checkpoint has no VAE encoder (first_stage_model.encoder.*)");
   if (!p->noise && (p->seed < 0 || p->seed > 0xffffffffLL))
@@ -68,6 +71,10 @@ static enum status check_params(const struct sd_model *m, const struct txt2img_p
 /* the sampler's per-step hook: progress, the caller's cancel flag, the saved latents */
 struct step_hook {
   const struct txt2img_params *p;
+  struct sd_model *m;
+  int h, w;           /* the latent's size (previews) */
+  float *preview;     /* [3, 8h, 8w] */
+  unsigned char *rgb; /* [8h, 8w, 3] */
   int image;
   float *latents; /* this image's slot at step 0, or NULL */
   size_t n, stride;
@@ -79,6 +86,14 @@ static enum status on_step(int step, int steps, const float *x, void *user) {
   if (h->p->cancel && *h->p->cancel) return status_set(STATUS_CANCELLED, "cancelled at step %d of %d", step + 1, steps);
   if (h->p->progress && h->p->progress(SD_PHASE_SAMPLE, h->image, step + 1, steps, h->p->user))
     return status_set(STATUS_CANCELLED, "cancelled at step %d of %d", step + 1, steps);
+  const struct txt2img_params *p = h->p;
+  if (p->preview && p->preview_every > 0 && (step + 1) % p->preview_every == 0 && step + 1 < steps && h->m->taesd) {
+    enum status s = taesd_decode(h->m->taesd, x, 1, h->h, h->w, h->preview);
+    if (s) return s;
+    taesd_image_to_u8(h->preview, 8 * h->h, 8 * h->w, h->rgb);
+    if (p->preview(h->image, step + 1, steps, h->rgb, 8 * h->w, 8 * h->h, p->user))
+      return status_set(STATUS_CANCELLED, "cancelled at step %d of %d", step + 1, steps);
+  }
   return STATUS_OK;
 }
 
@@ -152,7 +167,7 @@ int txt2img(struct sd_model *m, const struct txt2img_params *given, unsigned cha
     struct guidance g = {0};
     if ((s = guidance_init(&g, m->unet, c.cond, c.uncond, c.y_cond, c.y_uncond, c.tokens, C, h, w, (float)p->cfg_scale)))
       goto done;
-    struct step_hook hook = {.p = p, .image = b, .latents = latents ? latents + (size_t)b * n : NULL, .n = n,
+    struct step_hook hook = {.p = p, .m = m, .h = h, .w = w, .preview = image, .rgb = rgb, .image = b, .latents = latents ? latents + (size_t)b * n : NULL, .n = n,
                              .stride = (size_t)p->batch_count * n};
     struct sampler_run run = {.sampler = (enum sampler_kind)p->sampler, .schedule = (enum schedule_kind)p->schedule,
                               .prediction = m->info.prediction == SD_PREDICTION_V ? PREDICTION_V : PREDICTION_EPS,
@@ -165,13 +180,17 @@ int txt2img(struct sd_model *m, const struct txt2img_params *given, unsigned cha
 
     /* the final latent -> VAE decode -> 8-bit pixels */
     if ((s = report(p, SD_PHASE_DECODE, b, 0, 1))) goto done;
-    if ((s = vae_decode(m->vae, x, 1, h, w, (enum vae_tiling)p->vae_tiling, image))) {
+    if (p->taesd_decode) { /* TAESD: the latent as the U-Net made it, [0, 1] out */
+      if ((s = taesd_decode(m->taesd, x, 1, h, w, image))) goto done;
+      taesd_image_to_u8(image, p->height, p->width, rgb);
+    } else if ((s = vae_decode(m->vae, x, 1, h, w, (enum vae_tiling)p->vae_tiling, image))) {
       if (s == STATUS_NUMERIC) /* never a black image: the job fails, naming the step */
         status_wrap(s, "image %d, VAE decode after step %d of %d%s", b + 1, runs, runs,
                     m->info.fp16 ? " (fp16 weights: the SDXL VAE overflows on some latents; try --precision fp32)" : "");
       goto done;
+    } else {
+      image_to_u8(image, p->height, p->width, rgb);
     }
-    image_to_u8(image, p->height, p->width, rgb);
     if ((s = report(p, SD_PHASE_DECODE, b, 1, 1))) goto done;
     if (images) memcpy(images + (size_t)b * 3 * npix, rgb, 3 * npix);
     if (p->on_image && p->on_image(b, seed, rgb, x, p->user)) {

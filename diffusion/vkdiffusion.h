@@ -90,6 +90,8 @@ struct sd_model_options {
   int literal;                /* 1: prompts are plain text; 0: AUTOMATIC1111 syntax (emphasis, BREAK) */
   enum sd_family family;      /* AUTO: detected */
   enum sd_prediction prediction; /* AUTO: see enum sd_prediction */
+  const char *taesd_path;     /* NULL, or a TAESD / TAESDXL file (either key layout): txt2img's taesd_decode
+                                 and previews use it */
 };
 
 struct sd_model_info {
@@ -118,6 +120,9 @@ typedef int (*sd_progress_fn)(enum sd_phase phase, int image, int step, int step
 /* An image is ready: rgb [height, width, 3], latent [4, h, w] (the sampler's final latent). Return
  * non-zero to stop (txt2img returns SD_CANCELLED). */
 typedef int (*sd_image_fn)(int image, uint32_t seed, const unsigned char *rgb, const float *latent, void *user);
+/* A preview of image `image` after `step` of `steps`: the current latent through TAESD, rgb [height,
+ * width, 3]. Return non-zero to stop. */
+typedef int (*sd_preview_fn)(int image, int step, int steps, const unsigned char *rgb, int width, int height, void *user);
 
 struct txt2img_params {
   const char *prompt;          /* AUTOMATIC1111 syntax unless the model was created literal */
@@ -154,6 +159,9 @@ struct txt2img_params {
   int init_width, init_height;
   double strength;             /* 0 .. 1; 0.75 by default */
   enum sd_vae_encode vae_encode;
+  int taesd_decode;            /* 1: the final decode through the model's TAESD (sd_model_options.taesd_path) */
+  int preview_every;           /* > 0: preview (the model's TAESD) every this many steps, not after the last */
+  sd_preview_fn preview;
 };
 
 struct sd_model; /* a checkpoint on the device: text encoder, U-Net, VAE (opaque) */

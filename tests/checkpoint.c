@@ -223,30 +223,41 @@ int write_sdxl_text_checkpoint(const char *path, const struct clip_spec *l, cons
   return finish(w, &p, path);
 }
 
-int write_sd_checkpoint(const char *path, const char *digest_path, enum st_dtype dtype, uint64_t seed,
-                        const struct clip_spec *clip) {
-  cJSON *root;
-  const cJSON *tensors = digest_tensors(digest_path, &root);
+static bool is_vae_name(const char *name) {
+  return !strncmp(name, "encoder.", 8) || !strncmp(name, "decoder.", 8) || !strncmp(name, "quant_conv", 10) ||
+         !strncmp(name, "post_quant_conv", 15);
+}
+
+int write_sd_checkpoint_mixed(const char *path, const char *unet_digest, const char *vae_digest, enum st_dtype dtype,
+                              uint64_t seed, const struct clip_spec *clip) {
+  cJSON *roots[2] = {NULL, NULL};
+  const cJSON *lists[2] = {digest_tensors(unet_digest, &roots[0]), digest_tensors(vae_digest, &roots[1])};
   struct st_writer *w = NULL;
-  if (!tensors || st_writer_create(&w)) {
-    cJSON_Delete(root);
+  if (!lists[0] || !lists[1] || st_writer_create(&w)) {
+    cJSON_Delete(roots[0]), cJSON_Delete(roots[1]);
     return 1;
   }
   struct pool p = {0};
   struct ckpt_options o = {.dtype = dtype, .seed = seed, .prefix = "cond_stage_model.transformer."};
-  for (const cJSON *t = tensors->child; t; t = t->next) {
-    const char *name = cJSON_GetObjectItem(t, "name")->valuestring;
-    int64_t dims[8];
-    int nd = digest_dims(t, dims);
-    bool vae = !strncmp(name, "encoder.", 8) || !strncmp(name, "decoder.", 8) || !strncmp(name, "quant_conv", 10) ||
-               !strncmp(name, "post_quant_conv", 15);
-    char key[512];
-    snprintf(key, sizeof key, "%s%s", vae ? "first_stage_model." : "model.diffusion_model.", name);
-    add(w, &p, &o, name, key, nd, dims, rule(name, nd, dims, seed));
-  }
-  cJSON_Delete(root);
+  for (int k = 0; k < 2; k++) /* the U-Net from the first digest, the VAE from the second */
+    for (const cJSON *t = lists[k]->child; t; t = t->next) {
+      const char *name = cJSON_GetObjectItem(t, "name")->valuestring;
+      bool vae = is_vae_name(name);
+      if (vae != (k == 1)) continue;
+      int64_t dims[8];
+      int nd = digest_dims(t, dims);
+      char key[512];
+      snprintf(key, sizeof key, "%s%s", vae ? "first_stage_model." : "model.diffusion_model.", name);
+      add(w, &p, &o, name, key, nd, dims, rule(name, nd, dims, seed));
+    }
+  cJSON_Delete(roots[0]), cJSON_Delete(roots[1]);
   if (clip) add_clip_tensors(w, &p, clip, &o);
   return finish(w, &p, path);
+}
+
+int write_sd_checkpoint(const char *path, const char *digest_path, enum st_dtype dtype, uint64_t seed,
+                        const struct clip_spec *clip) {
+  return write_sd_checkpoint_mixed(path, digest_path, digest_path, dtype, seed, clip);
 }
 
 /* ldm U-Net name -> diffusers UNet2DConditionModel name, token by token (the test's own reading of

@@ -429,6 +429,66 @@ static void test_img2img_cli(const char *bin, const char *ckpt) {
   printf("  img2img CLI: parameters and manifest; strength 0 = vae-encode --sample mean + decode; bad values refused\n");
 }
 
+/* TAESD on the command line (#29): decode --vae-decoder and vae-encode --vae-encoder alone (no
+ * --model) against taesd_seed1 (fp32 atol 1e-4 rtol 1e-4); generate --vae-decoder --preview-every
+ * on a tiny U-Net with SD's 8x VAE: the image, "VAE: <file>" in its parameters, no preview left. */
+static void test_taesd_cli(const char *bin, const char *cfg, const char *vocab, const char *digest) {
+  char w[1024], gold[1024], o[700], in[700];
+  test_shared_path(w, sizeof w, "ref/goldens/taesd_weights_seed1.safetensors");
+  test_shared_path(gold, sizeof gold, "ref/goldens/taesd_seed1.safetensors");
+  snprintf(o, sizeof o, "%s/taesd_img.safetensors", dir);
+  int rc = run("%s decode --vae-decoder %s --in %s --precision fp32 -o %s", bin, w, gold, o);
+  CHECK_MSG(rc == 0, "decode --vae-decoder: %s", out);
+  struct safetensors *g = NULL, *e = NULL;
+  CHECK_OK(safetensors_open(gold, &g));
+  CHECK_OK(safetensors_open(o, &e));
+  size_t n = 0, nr = 0;
+  float *got = e ? test_tensor(e, "image", &n) : NULL, *ref = g ? test_tensor(g, "image", &nr) : NULL;
+  CHECK(got && ref && n == nr && n == 3 * 64 * 96);
+  if (got && ref && n == nr) CHECK_CLOSE("decode --vae-decoder image", got, ref, n, 1e-4, 1e-4);
+  free(got), free(ref);
+  safetensors_close(e);
+  /* the encoder: the golden's input in [0, 1] given as `image` in [-1, 1] */
+  float *input = g ? test_tensor(g, "input_image", &n) : NULL;
+  for (size_t i = 0; input && i < n; i++) input[i] = input[i] * 2 - 1;
+  snprintf(in, sizeof in, "%s/taesd_in.safetensors", dir);
+  struct st_writer *wr = NULL;
+  CHECK_OK(st_writer_create(&wr));
+  if (input) CHECK_OK(st_writer_add(wr, "image", ST_F32, 4, (int64_t[]){1, 3, 64, 64}, input));
+  CHECK_OK(st_writer_finish(wr, in));
+  st_writer_destroy(wr);
+  free(input);
+  snprintf(o, sizeof o, "%s/taesd_lat.safetensors", dir);
+  rc = run("%s vae-encode --vae-encoder %s --in %s --precision fp32 -o %s", bin, w, in, o);
+  CHECK_MSG(rc == 0, "vae-encode --vae-encoder: %s", out);
+  CHECK_OK(safetensors_open(o, &e));
+  got = e ? test_tensor(e, "latent", &n) : NULL;
+  ref = g ? test_tensor(g, "encoded", &nr) : NULL;
+  CHECK(got && ref && n == nr && n == 4 * 8 * 8 && (!e || !safetensors_find(e, "mean")));
+  if (got && ref && n == nr) CHECK_CLOSE("vae-encode --vae-encoder latent", got, ref, n, 1e-4, 1e-4);
+  free(got), free(ref);
+  safetensors_close(e);
+  safetensors_close(g);
+  CHECK(run("%s vae-encode --vae-encoder %s --in %s --sample mean -o %s", bin, w, in, o) == 2 && strstr(out, "TAESD"));
+  CHECK(run("%s decode --in %s -o %s", bin, gold, o) == 2 && strstr(out, "--vae-decoder"));
+  /* generate with TAESD and previews */
+  char sd15[1024], ckpt[700];
+  test_shared_path(sd15, sizeof sd15, "ref/goldens/weights_digest_unet_vae_sd15_seed1.json");
+  snprintf(ckpt, sizeof ckpt, "%s/tiny_unet_sd15_vae.safetensors", dir);
+  CHECK(write_sd_checkpoint_mixed(ckpt, digest, sd15, ST_F16, 1, clip_spec("tiny")) == 0);
+  rc = run("%s generate --model %s --config %s --tokenizer %s --prompt x --seed 4 --steps 3 --width 64 --height 64 "
+           "--vae-decoder %s --preview-every 1 --output t.png -o %s/taesd --quiet", bin, ckpt, cfg, vocab, w, dir);
+  CHECK_MSG(rc == 0, "generate --vae-decoder: %s", out);
+  snprintf(o, sizeof o, "%s/taesd/t.png", dir);
+  CHECK(run("%s info %s", bin, o) == 0 && strstr(out, "Model: tiny_unet_sd15_vae, VAE: taesd_weights_seed1.safetensors"));
+  CHECK(!exists("%s/%s", dir, "taesd/t.preview.png") && exists("%s/%s", dir, "taesd/t.png"));
+  rc = run("%s generate --model %s --config %s --tokenizer %s --prompt x --preview-every 2 -o %s/taesd", bin, ckpt, cfg,
+           vocab, dir);
+  CHECK_MSG(rc == 2 && strstr(out, "--preview-every needs a TAESD"), "--preview-every alone: %s", out);
+  unlink(ckpt);
+  printf("  TAESD CLI: decode / vae-encode against taesd_seed1; generate --vae-decoder --preview-every\n");
+}
+
 /* the files of a folder's PNGs, sorted (names only) */
 static int png_names(const char *d, char names[][64], int max) {
   DIR *dp = opendir(d);
@@ -722,6 +782,7 @@ int main(void) {
   test_sharding(bin);
   test_vae_encode_cli(bin, ckpt);
   test_img2img_cli(bin, ckpt);
+  test_taesd_cli(bin, cfg, vocab, digest);
   snprintf(c3, sizeof c3, "rm -rf %s", dir);
   CHECK(system(c3) == 0);
   return test_result("test_generate");

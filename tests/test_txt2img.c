@@ -18,6 +18,7 @@
 #include "guidance.h"
 #include "sd_model.h"
 #include "unet.h"
+#include "taesd.h"
 #include "vae.h"
 #include "test.h"
 #include "vkdiffusion.h"
@@ -409,6 +410,72 @@ static void img2img_checks(const char *ckpt, const char *cfg, const char *vocab)
   safetensors_close(gold);
 }
 
+/* TAESD in txt2img (#29): a tiny U-Net with SD's 8x VAE (the mixed checkpoint), 4 Euler steps at
+ * 64x64: the final image through TAESD equals taesd_decode of the last latent; previews every 2
+ * steps come once (after step 2, none after the last) and show the step-2 latent through TAESD. */
+struct preview_calls {
+  int n, step;
+  unsigned char rgb[64 * 64 * 3];
+};
+static int on_preview(int image, int step, int steps, const unsigned char *rgb, int width, int height, void *user) {
+  struct preview_calls *c = user;
+  c->n++;
+  c->step = step;
+  if (width == 64 && height == 64 && steps == 4 && image == 0) memcpy(c->rgb, rgb, sizeof c->rgb);
+  return 0;
+}
+
+static void taesd_checks(const char *dir, const char *digest, const char *cfg, const char *vocab) {
+  char ckpt[600], sd15[1024], taesd_path[1024];
+  test_shared_path(sd15, sizeof sd15, "ref/goldens/weights_digest_unet_vae_sd15_seed1.json");
+  test_shared_path(taesd_path, sizeof taesd_path, "ref/goldens/taesd_weights_seed1.safetensors");
+  snprintf(ckpt, sizeof ckpt, "%s/tiny_unet_sd15_vae.safetensors", dir);
+  CHECK(write_sd_checkpoint_mixed(ckpt, digest, sd15, ST_F16, 1, clip_spec("tiny")) == 0);
+  struct sd_model_options mo = sd_model_default_options();
+  mo.model_path = ckpt;
+  mo.config_path = cfg;
+  mo.tokenizer_path = vocab;
+  mo.precision = SD_FP32;
+  mo.taesd_path = taesd_path;
+  struct sd_model *m = NULL;
+  CHECK_OK(sd_model_create(&mo, &m));
+  if (m) {
+    enum { n = 4 * 8 * 8 };
+    struct preview_calls pc = {0};
+    struct txt2img_params tp = txt2img_default_params();
+    tp.prompt = PROMPT;
+    tp.seed = 9;
+    tp.steps = 4;
+    tp.sampler = SD_SAMPLER_EULER;
+    tp.width = tp.height = 64;
+    tp.taesd_decode = 1;
+    tp.preview_every = 2;
+    tp.preview = on_preview;
+    tp.user = &pc;
+    unsigned char img[64 * 64 * 3], ref[64 * 64 * 3];
+    float lat[4 * n], image[3 * 64 * 64];
+    CHECK_OK(txt2img(m, &tp, img, lat));
+    CHECK_MSG(pc.n == 1 && pc.step == 2, "previews: %d, the last after step %d", pc.n, pc.step);
+    CHECK_OK(taesd_decode(m->taesd, lat + 3 * n, 1, 8, 8, image));
+    taesd_image_to_u8(image, 64, 64, ref);
+    CHECK_MSG(!memcmp(img, ref, sizeof img), "the TAESD-decoded image is not taesd_decode of the last latent");
+    CHECK_OK(taesd_decode(m->taesd, lat + 1 * n, 1, 8, 8, image));
+    taesd_image_to_u8(image, 64, 64, ref);
+    CHECK_MSG(!memcmp(pc.rgb, ref, sizeof ref), "the preview is not the step-2 latent through TAESD");
+    tp.taesd_decode = 0; /* the KL decoder: another picture */
+    CHECK_OK(txt2img(m, &tp, ref, NULL));
+    CHECK(memcmp(img, ref, sizeof img) != 0);
+    printf("  TAESD in txt2img: final decode = taesd_decode(last latent); 1 preview (step 2 of 4) = its latent\n");
+    sd_model_destroy(m);
+  }
+  /* a TAESD on a VAE that is not 8x (the tiny one is 2x): refused at create */
+  char tiny[600];
+  snprintf(tiny, sizeof tiny, "%s/tiny_sd.safetensors", dir);
+  mo.model_path = tiny;
+  CHECK(sd_model_create(&mo, &m) == SD_UNSUPPORTED && strstr(sd_last_error(), "TAESD decodes 8x"));
+  unlink(ckpt);
+}
+
 int main(void) {
   char gpath[1024], digest[1024], vocab[1024], dir[256], ckpt[512], cfg[512];
   test_shared_path(gpath, sizeof gpath, "ref/goldens/sample_tiny.safetensors");
@@ -438,6 +505,7 @@ int main(void) {
   golden(ckpt, cfg, vocab, gold, false);
   golden(ckpt, cfg, vocab, gold, true);
   img2img_checks(ckpt, cfg, vocab);
+  taesd_checks(dir, digest, cfg, vocab);
   for (int fp16 = 0; fp16 < 2; fp16++) {
     xl_golden("sd2", "sample_sd21_tiny_v", "weights_digest_unet_sd21_tiny_seed1.json", digest, vocab, dir, fp16);
     xl_golden("sdxl", "sample_sdxl_tiny", "weights_digest_unet_sdxl_tiny_seed1.json", digest, vocab, dir, fp16);
