@@ -44,6 +44,9 @@ static void usage(FILE *f) {
           "  0.75): the image cropped and resized to the job's size (AUTOMATIC1111's \"Crop and resize\", Lanczos),\n"
           "  VAE-encoded (--vae-encode sample|mean: the posterior sampled with the image's seed, or its mean), noised\n"
           "  to step steps - int(strength x steps) and sampled from there (int(strength x steps) U-Net steps).\n"
+          "  inpainting: mask (--mask FILE: white repaints, grey blends; cropped and resized like init_image) and\n"
+          "  mask_blur (--mask-blur PX, 4): an inpainting checkpoint (U-Net in_channels 9) reads the mask; others\n"
+          "  keep the black part of the latent at the init image's, noised to each step's sigma.\n"
           "  taesd (--vae-decoder FILE): decode with madebyollin's tiny autoencoder instead of the KL VAE (one TAESD\n"
           "  file a run). --preview-every N [--preview-decoder FILE]: every N steps NAME.preview.png shows the\n"
           "  current latent through TAESD (replaced atomically; removed when the image is written).\n"
@@ -158,6 +161,10 @@ static enum status manifest_append(struct opts *o, const struct job *j, const st
   if (j->init_image) {
     cJSON_AddStringToObject(line, "init_image", j->init_image);
     cJSON_AddNumberToObject(line, "strength", j->strength);
+  }
+  if (j->mask) {
+    cJSON_AddStringToObject(line, "mask", j->mask);
+    cJSON_AddNumberToObject(line, "mask_blur", j->mask_blur);
   }
   char *text = cJSON_PrintUnformatted(line);
   cJSON_Delete(line);
@@ -316,6 +323,14 @@ static int run_job(struct sd_model *m, const struct job *j, const struct job_pla
     free(noise), free(anoise), free(saved), free(not_mine);
     return want;
   }
+  unsigned char *mask_rgb = NULL;
+  if (j->mask && image_load_limited(j->mask, (uint64_t)8192 * 8192, &mask_rgb, &p.mask_width, &p.mask_height)) {
+    fprintf(stderr, "vkdiffusion generate: %s: mask: %s (job skipped)\n", j->where, status_message());
+    free(noise), free(anoise), free(saved), free(not_mine), free(init_rgb);
+    return want;
+  }
+  p.mask = mask_rgb;
+  p.mask_blur = j->mask_blur;
   p.init_image = init_rgb;
   p.taesd_decode = j->taesd != NULL;
   p.preview_every = o->preview_every;
@@ -367,7 +382,7 @@ static int run_job(struct sd_model *m, const struct job *j, const struct job_pla
       (*errors)++;
     }
   }
-  free(noise), free(anoise), free(saved), free(not_mine), free(init_rgb);
+  free(noise), free(anoise), free(saved), free(not_mine), free(init_rgb), free(mask_rgb);
   return r.failed;
 }
 
@@ -564,6 +579,17 @@ int cmd_generate(int argc, char **argv) {
     else if (!strcmp(a, "--skip-existing")) o.skip_existing = true;
     else if (!strcmp(a, "--init-image")) { VALUE(); ov.init_image = val; }
     else if (!strcmp(a, "--vae-decoder")) { VALUE(); ov.taesd = val; }
+    else if (!strcmp(a, "--mask")) { VALUE(); ov.mask = val; }
+    else if (!strcmp(a, "--mask-blur")) {
+      VALUE();
+      char *end;
+      ov.values.mask_blur = strtod(val, &end);
+      if (*end || end == val || !(ov.values.mask_blur >= 0 && ov.values.mask_blur <= 256)) {
+        fprintf(stderr, "vkdiffusion generate: --mask-blur expects pixels from 0 to 256, got '%s'\n", val);
+        goto usage_error;
+      }
+      ov.has_mask_blur = true;
+    }
     else if (!strcmp(a, "--preview-decoder")) { VALUE(); preview_decoder = val; }
     else if (!strcmp(a, "--preview-every")) {
       VALUE();
@@ -674,12 +700,14 @@ int cmd_generate(int argc, char **argv) {
     goto usage_error;
   }
   mo.taesd_path = taesd;
-  for (int k = 0; k < n_jobs; k++) { /* an init image that is not there fails its job now */
-    struct stat ib;
-    if (!jobs[k].error[0] && jobs[k].init_image && (stat(jobs[k].init_image, &ib) != 0 || !S_ISREG(ib.st_mode)))
-      snprintf(jobs[k].error, sizeof jobs[k].error, "\"init_image\" %s: %s", jobs[k].init_image,
-               errno && stat(jobs[k].init_image, &ib) != 0 ? strerror(errno) : "not a regular file");
-  }
+  for (int k = 0; k < n_jobs; k++) /* an init image or mask that is not there fails its job now */
+    for (int f = 0; f < 2; f++) {
+      const char *file = f ? jobs[k].mask : jobs[k].init_image;
+      struct stat ib;
+      if (!jobs[k].error[0] && file && (stat(file, &ib) != 0 || !S_ISREG(ib.st_mode)))
+        snprintf(jobs[k].error, sizeof jobs[k].error, "\"%s\" %s: %s", f ? "mask" : "init_image", file,
+                 stat(file, &ib) != 0 ? strerror(errno) : "not a regular file");
+    }
   /* the prompts' syntax (weights, nesting, length) is checked now, not after the model is loaded */
   for (int k = 0; k < n_jobs && !mo.literal; k++) {
     const char *texts[2] = {jobs[k].prompt, jobs[k].negative_prompt}, *names[2] = {"prompt", "negative_prompt"};

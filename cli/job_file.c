@@ -18,6 +18,7 @@ void job_defaults(struct job *j, const struct job_overrides *ov) {
   j->steps = 20;
   j->cfg_scale = 7.0;
   j->strength = 0.75;
+  j->mask_blur = 4;
   j->width = ov ? ov->default_width : 0; /* 0: the model's (resolved once it is loaded) */
   j->height = ov ? ov->default_height : 0;
   j->sampler = SAMPLER_EULER_A;
@@ -39,8 +40,8 @@ bool job_parse_pair(const char *s, int out[2]) {
 }
 
 void job_free(struct job *j) {
-  free(j->prompt), free(j->negative_prompt), free(j->output), free(j->init_image), free(j->taesd);
-  j->prompt = j->negative_prompt = j->output = j->init_image = j->taesd = NULL;
+  free(j->prompt), free(j->negative_prompt), free(j->output), free(j->init_image), free(j->taesd), free(j->mask);
+  j->prompt = j->negative_prompt = j->output = j->init_image = j->taesd = j->mask = NULL;
 }
 
 static void fail(struct job *j, const char *fmt, const char *field) {
@@ -78,6 +79,10 @@ void job_validate(struct job *j) {
   if (j->init_image && (!j->init_image[0] || strlen(j->init_image) > 4000))
     fail(j, "%s", "\"init_image\" must name an image file");
   if (j->taesd && (!j->taesd[0] || strlen(j->taesd) > 4000)) fail(j, "%s", "\"taesd\" must name a TAESD file");
+  if (j->mask && (!j->mask[0] || strlen(j->mask) > 4000)) fail(j, "%s", "\"mask\" must name an image file");
+  if (j->mask && !j->init_image) fail(j, "%s", "\"mask\" needs an \"init_image\" (inpainting)");
+  if (!(j->mask_blur >= 0 && j->mask_blur <= 256))
+    snprintf(buf, sizeof buf, "\"mask_blur\" %g must be a number of pixels from 0 to 256", j->mask_blur), fail(j, "%s", buf);
   if (j->clip_skip < 0 || j->clip_skip > 12)
     snprintf(buf, sizeof buf, "\"clip_skip\" %d is outside 1..12", j->clip_skip), fail(j, "%s", buf);
   if (j->batch_count < 1 || j->batch_count > 1000)
@@ -95,6 +100,8 @@ static void apply_overrides(struct job *j, const struct job_overrides *ov) {
   if (ov->output) set_str(&j->output, ov->output);
   if (ov->init_image) set_str(&j->init_image, ov->init_image);
   if (ov->taesd) set_str(&j->taesd, ov->taesd);
+  if (ov->mask) set_str(&j->mask, ov->mask);
+  if (ov->has_mask_blur) j->mask_blur = ov->values.mask_blur;
   if (ov->has_strength) j->strength = ov->values.strength;
   if (ov->has_seed) j->seed = ov->values.seed;
   if (ov->has_steps) j->steps = ov->values.steps;
@@ -151,7 +158,7 @@ static void job_from_json(const cJSON *o, struct job *j) {
     const char *k = f->string;
     int64_t v;
     if (!strcmp(k, "prompt") || !strcmp(k, "negative_prompt") || !strcmp(k, "output") || !strcmp(k, "sampler") ||
-        !strcmp(k, "schedule") || !strcmp(k, "init_image") || !strcmp(k, "taesd")) {
+        !strcmp(k, "schedule") || !strcmp(k, "init_image") || !strcmp(k, "taesd") || !strcmp(k, "mask")) {
       if (!cJSON_IsString(f)) {
         fail(j, "field \"%s\" must be a string", k);
         continue;
@@ -161,6 +168,7 @@ static void job_from_json(const cJSON *o, struct job *j) {
       else if (!strcmp(k, "output")) set_str(&j->output, f->valuestring);
       else if (!strcmp(k, "init_image")) set_str(&j->init_image, f->valuestring);
       else if (!strcmp(k, "taesd")) set_str(&j->taesd, f->valuestring);
+      else if (!strcmp(k, "mask")) set_str(&j->mask, f->valuestring);
       else if (!strcmp(k, "sampler")) {
         int s = sampler_parse(f->valuestring);
         if (s < 0) fail(j, "%s", "field \"sampler\" must be one of euler, euler_a, ddim, dpmpp_2m");
@@ -188,9 +196,9 @@ static void job_from_json(const cJSON *o, struct job *j) {
       get_pair(j, f, k, j->crop);
     } else if (!strcmp(k, "target_size")) {
       get_pair(j, f, k, j->target_size);
-    } else if (!strcmp(k, "cfg_scale") || !strcmp(k, "strength")) {
+    } else if (!strcmp(k, "cfg_scale") || !strcmp(k, "strength") || !strcmp(k, "mask_blur")) {
       if (!cJSON_IsNumber(f)) fail(j, "field \"%s\" must be a number", k);
-      else *(k[0] == 'c' ? &j->cfg_scale : &j->strength) = f->valuedouble;
+      else *(k[0] == 'c' ? &j->cfg_scale : k[0] == 's' ? &j->strength : &j->mask_blur) = f->valuedouble;
     } else {
       fail(j, "unknown field \"%s\"", k);
     }
@@ -345,10 +353,11 @@ enum status job_file_load(const char *path, const struct job_overrides *ov, stru
   if (!st && *n == 0) st = status_set(STATUS_FORMAT, "%s: no jobs in the file", path);
   /* init_image paths in the file are relative to the file's folder (--init-image: to the current one) */
   const char *slash = strrchr(path, '/');
-  for (int k = 0; !st && slash && k < 2 * *n; k++) {
-    struct job *j = &(*jobs)[k / 2];
-    char **field = k % 2 ? &j->taesd : &j->init_image;
-    if (!*field || (*field)[0] == '/' || (ov && (k % 2 ? ov->taesd : ov->init_image))) continue;
+  for (int k = 0; !st && slash && k < 3 * *n; k++) {
+    struct job *j = &(*jobs)[k / 3];
+    char **field = k % 3 == 0 ? &j->init_image : k % 3 == 1 ? &j->taesd : &j->mask;
+    const char *given = !ov ? NULL : k % 3 == 0 ? ov->init_image : k % 3 == 1 ? ov->taesd : ov->mask;
+    if (!*field || (*field)[0] == '/' || given) continue;
     size_t flen = (size_t)(slash - path) + strlen(*field) + 2;
     char *full = malloc(flen);
     if (!full) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");

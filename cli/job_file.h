@@ -15,6 +15,8 @@ struct job {
   char *prompt, *negative_prompt, *output;
   char *init_image; /* img2img: an image file (a prompt file's relative path is relative to its folder) */
   double strength;  /* img2img: 0..1 (0.75) */
+  char *mask;       /* inpainting: white repaints (relative like init_image) */
+  double mask_blur; /* Gaussian standard deviation in pixels (4, as AUTOMATIC1111) */
   char *taesd;      /* decode with this TAESD file instead of the KL VAE (relative like init_image) */
   int64_t seed; /* -1: random */
   int steps, width, height, clip_skip, batch_count; /* width/height 0: the model's size; clip_skip 0: the family's */
@@ -28,8 +30,8 @@ struct job {
 
 /* Which fields were given, for command-line overrides (--steps 30 beats "steps": 20). */
 struct job_overrides {
-  const char *negative_prompt, *output, *init_image, *taesd;
-  bool has_strength, has_seed, has_steps, has_width, has_height, has_clip_skip, has_batch_count, has_cfg_scale, has_sampler,
+  const char *negative_prompt, *output, *init_image, *taesd, *mask;
+  bool has_mask_blur, has_strength, has_seed, has_steps, has_width, has_height, has_clip_skip, has_batch_count, has_cfg_scale, has_sampler,
       has_schedule, has_original_size, has_crop, has_target_size;
   struct job values;
   int default_width, default_height; /* non-zero: the model's native size, for jobs that give none */

@@ -245,7 +245,7 @@ void plan_free(struct job_plan *plans, const struct job *jobs, int n_jobs) {
 
 char *plan_parameters_text(const struct job *j, uint64_t seed, const char *model, int default_clip_skip) {
   size_t n = strlen(j->prompt) + (j->negative_prompt ? strlen(j->negative_prompt) : 0) + strlen(model) + 512 +
-             (j->init_image ? strlen(j->init_image) : 0) + (j->taesd ? strlen(j->taesd) : 0);
+             (j->init_image ? strlen(j->init_image) : 0) + (j->taesd ? strlen(j->taesd) : 0) + (j->mask ? strlen(j->mask) : 0);
   char *t = malloc(n);
   if (!t) return NULL;
   size_t o = (size_t)snprintf(t, n, "%s\n", j->prompt);
@@ -259,6 +259,10 @@ char *plan_parameters_text(const struct job *j, uint64_t seed, const char *model
     const char *slash = strrchr(j->init_image, '/');
     o += (size_t)snprintf(t + o, n - o, ", Denoising strength: %g, Init image: %s", j->strength,
                           slash ? slash + 1 : j->init_image);
+    if (j->mask) {
+      const char *ms = strrchr(j->mask, '/');
+      o += (size_t)snprintf(t + o, n - o, ", Mask blur: %g, Mask: %s", j->mask_blur, ms ? ms + 1 : j->mask);
+    }
   }
   if (j->taesd) { /* AUTOMATIC1111's "VAE: name" for a VAE other than the checkpoint's */
     const char *slash = strrchr(j->taesd, '/');

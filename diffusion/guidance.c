@@ -36,15 +36,30 @@ void guidance_free(struct guidance *g) {
   g->x2 = g->eps2 = g->ctx2 = g->y2 = NULL;
 }
 
+enum status guidance_set_concat(struct guidance *g, const float *concat, int channels) {
+  size_t n = (size_t)(g->C + channels) * g->H * g->W;
+  float *x2 = realloc(g->x2, 2 * n * sizeof *x2);
+  if (!x2) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+  g->x2 = x2;
+  g->concat = concat;
+  g->cc = channels;
+  return STATUS_OK;
+}
+
 enum status guidance_denoise(const float *x_in, double t, float *eps, void *user) {
   struct guidance *g = user;
-  size_t n = (size_t)g->C * g->H * g->W;
+  size_t n = (size_t)g->C * g->H * g->W, nc = (size_t)g->cc * g->H * g->W, ni = n + nc;
   float tt[2] = {(float)t, (float)t};
   g->evals++;
+  if (g->cc) { /* each branch's input: the latent, then the extra channels */
+    memcpy(g->x2, x_in, n * sizeof *x_in);
+    memcpy(g->x2 + n, g->concat, nc * sizeof *x_in);
+    x_in = g->x2;
+  }
   if (g->scale == 1.0f) /* no unconditional pass */
     return unet_forward(g->unet, x_in, tt, g->cond, g->adm ? g->y_cond : NULL, 1, g->H, g->W, g->T, eps, NULL);
-  memcpy(g->x2, x_in, n * sizeof *x_in);
-  memcpy(g->x2 + n, x_in, n * sizeof *x_in);
+  if (x_in != g->x2) memcpy(g->x2, x_in, ni * sizeof *x_in);
+  memcpy(g->x2 + ni, g->x2, ni * sizeof *x_in);
   enum status s = unet_forward(g->unet, g->x2, tt, g->ctx2, g->adm ? g->y2 : NULL, 2, g->H, g->W, g->T, g->eps2, NULL);
   if (s) return s;
   for (size_t i = 0; i < n; i++) eps[i] = g->eps2[i] + g->scale * (g->eps2[n + i] - g->eps2[i]);

@@ -12,6 +12,8 @@ struct guidance {
   const float *y_cond;        /* SDXL: [adm] */
   int T, context_dim, adm;
   int C, H, W;                /* the latent of one image */
+  const float *concat;        /* NULL, or [cc, H, W] after the latent (inpainting U-Nets) */
+  int cc;
   float scale;
   /* work buffers, owned */
   float *x2, *ctx2, *eps2, *y2;
@@ -22,6 +24,8 @@ struct guidance {
 enum status guidance_init(struct guidance *g, struct unet *u, const float *cond, const float *uncond,
                           const float *y_cond, const float *y_uncond, int T, int C, int H, int W, float scale);
 void guidance_free(struct guidance *g);
+/* An inpainting U-Net's extra input: concat [channels, H, W] follows each branch's latent. */
+enum status guidance_set_concat(struct guidance *g, const float *concat, int channels);
 /* denoise_fn */
 enum status guidance_denoise(const float *x_in, double t, float *eps, void *user);
 

@@ -114,6 +114,8 @@ static enum status ddim(const struct schedule *s, const struct sampler_run *r, f
         e = m;
       }
       x[i] = (float)(sqrt(ap) * x0 + sqrt(1 - ap) * e);
+      if (r->keep && r->init) /* the kept part: init at the new noise level */
+        x[i] = (float)(r->keep[i] * (sqrt(ap) * r->init[i] + sqrt(1 - ap) * r->noise[i]) + (1 - r->keep[i]) * x[i]);
     }
     for (size_t i = 0; i < r->n; i++)
       if (!isfinite(x[i]))
@@ -198,6 +200,8 @@ enum status sampler_run(const struct schedule *s, const struct sampler_run *r, f
       st = status_set(STATUS_INVALID_ARGUMENT, "unknown sampler");
       goto done;
     }
+    for (size_t i = 0; r->keep && r->init && i < n; i++) /* the kept part: init at the new sigma */
+      x[i] = (float)(r->keep[i] * (r->init[i] + r->noise[i] * next) + (1 - r->keep[i]) * x[i]);
     for (size_t i = 0; i < n; i++)
       if (!isfinite(x[i])) {
         st = status_set(STATUS_NUMERIC, "the latent became NaN or infinite at step %d of %d", k - k0 + 1, runs);

@@ -57,6 +57,9 @@ struct sampler_run {
    * steps run. Step numbers in callbacks and outputs count the steps run. */
   const float *init;
   int start;
+  /* inpainting with an ordinary U-Net (needs init): keep [n] in [0, 1]; after every step
+   * x = keep (init noised to the new sigma with `noise`) + (1 - keep) x, so the kept part ends as init */
+  const float *keep;
   const float *ancestral_noise; /* [steps][n] for euler_a (NULL: draw from rng below) */
   struct rng *rng;       /* euler_a noise when ancestral_noise is NULL */
   denoise_fn denoise;

@@ -146,16 +146,20 @@ int sd_model_create(const struct sd_model_options *o, struct sd_model **out) {
     s = status_set(STATUS_FORMAT, "%s: holds no TAESD decoder", o->taesd_path);
   if (!s && m->taesd && vae_factor(m->vae) != 8)
     s = status_set(STATUS_UNSUPPORTED, "%s: TAESD decodes 8x; this checkpoint's VAE is %dx", o->taesd_path, vae_factor(m->vae));
-  if (!s && m->taesd && taesd_latent_channels(m->taesd) != ui.in_channels)
+  if (!s && m->taesd && taesd_latent_channels(m->taesd) != ui.out_channels)
     s = status_set(STATUS_FORMAT, "%s: a TAESD for %d latent channels; the U-Net makes %d", o->taesd_path,
-                   taesd_latent_channels(m->taesd), ui.in_channels);
+                   taesd_latent_channels(m->taesd), ui.out_channels);
+  if (!s && ui.in_channels != ui.out_channels && ui.in_channels != ui.out_channels + 5)
+    s = status_set(STATUS_FORMAT, "%s: a U-Net reading %d channels and making %d is neither a text-to-image nor an "
+                   "inpainting model (%d + 5)", o->model_path, ui.in_channels, ui.out_channels, ui.out_channels);
   if (s) {
     sd_model_destroy(m);
     return s;
   }
   struct sd_model_info *in = &m->info;
   in->vae_factor = vae_factor(m->vae);
-  in->latent_channels = ui.in_channels;
+  in->latent_channels = ui.out_channels;
+  in->inpainting = ui.in_channels == ui.out_channels + 5;
   in->latent_align = 1 << (ui.levels - 1);
   in->context_width = ui.context_dim;
   in->fp16 = ci.tower[0].fp16;

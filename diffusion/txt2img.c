@@ -6,6 +6,7 @@
  *
  * No printing and no files: progress, finished images and cancellation go through the
  * parameters' callbacks. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -61,7 +62,11 @@ static enum status check_params(const struct sd_model *m, const struct txt2img_p
                       p->init_height, p->strength);
   if ((p->taesd_decode || (p->preview && p->preview_every > 0)) && !m->taesd)
     return status_set(STATUS_INVALID_ARGUMENT, "txt2img: a TAESD decode or preview needs sd_model_options.taesd_path");
-  if (p->init_image && !vae_has_encoder(m->vae))
+  if (p->mask && (!p->init_image || p->mask_width < 1 || p->mask_height < 1 || p->mask_width > 16384 ||
+                  p->mask_height > 16384 || !(p->mask_blur >= 0 && p->mask_blur <= 256)))
+    return status_set(STATUS_INVALID_ARGUMENT, "inpainting: a %dx%d mask with blur %g%s", p->mask_width, p->mask_height,
+                      p->mask_blur, p->init_image ? "" : " and no init image");
+  if ((p->init_image || m->info.inpainting) && !vae_has_encoder(m->vae))
     return status_set(STATUS_UNSUPPORTED, "img2img: the checkpoint has no VAE encoder (first_stage_model.encoder.*)");
   if (!p->noise && (p->seed < 0 || p->seed > 0xffffffffLL))
     return status_set(STATUS_INVALID_ARGUMENT, "txt2img: seed %lld is outside 0..4294967295", (long long)p->seed);
@@ -97,6 +102,42 @@ static enum status on_step(int step, int steps, const float *x, void *user) {
   return STATUS_OK;
 }
 
+/* the mask's luma (PIL's "L": (299 R + 587 G + 114 B) / 1000, rounded) cropped and resized like the
+ * init image, in [0, 1], blurred by a Gaussian of standard deviation `blur` pixels (edges repeated) */
+static enum status pixel_mask(const struct txt2img_params *p, float *out) {
+  size_t npix = (size_t)p->width * p->height;
+  unsigned char *fit = malloc(3 * npix);
+  float *tmp = malloc(npix * sizeof *tmp);
+  enum status s = fit && tmp ? image_cover_crop(p->mask, p->mask_width, p->mask_height, p->width, p->height, fit)
+                             : status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+  for (size_t i = 0; !s && i < npix; i++)
+    out[i] = (float)((299 * fit[3 * i] + 587 * fit[3 * i + 1] + 114 * fit[3 * i + 2] + 500) / 1000) / 255.0f;
+  int r = (int)ceil(3 * p->mask_blur);
+  if (!s && p->mask_blur > 0) {
+    double *k = malloc((size_t)(2 * r + 1) * sizeof *k), sum = 0;
+    if (!k) s = status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+    for (int i = -r; k && i <= r; i++) sum += k[i + r] = exp(-0.5 * i * i / (p->mask_blur * p->mask_blur));
+    for (int pass = 0; k && pass < 2; pass++) { /* rows into tmp, then columns back into out */
+      const float *src = pass ? tmp : out;
+      float *dst = pass ? out : tmp;
+      for (int y = 0; y < p->height; y++)
+        for (int x = 0; x < p->width; x++) {
+          double v = 0;
+          for (int i = -r; i <= r; i++) {
+            int xx = pass ? x : x + i, yy = pass ? y + i : y;
+            xx = xx < 0 ? 0 : xx >= p->width ? p->width - 1 : xx;
+            yy = yy < 0 ? 0 : yy >= p->height ? p->height - 1 : yy;
+            v += k[i + r] * src[(size_t)yy * p->width + xx];
+          }
+          dst[(size_t)y * p->width + x] = (float)(v / sum);
+        }
+    }
+    free(k);
+  }
+  free(fit), free(tmp);
+  return s;
+}
+
 static enum status report(const struct txt2img_params *p, enum sd_phase phase, int image, int step, int steps) {
   if ((p->cancel && *p->cancel) || (p->progress && p->progress(phase, image, step, steps, p->user)))
     return status_set(STATUS_CANCELLED, "cancelled");
@@ -118,6 +159,9 @@ int txt2img(struct sd_model *m, const struct txt2img_params *given, unsigned cha
   /* img2img: the posterior of the init image (once for the batch) and each image's latent from it */
   float *post_mean = NULL, *post_logvar = NULL, *init = NULL, *pnoise = NULL;
   unsigned char *fit = NULL;
+  /* inpainting: the pixel mask (1 repaints); an ordinary U-Net's per-latent keep mask, or an
+   * inpainting U-Net's extra channels [mask, masked image latent] */
+  float *pmask = NULL, *keep = NULL, *concat = NULL, *scratch = NULL, *trip = NULL;
   int runs = p->init_image ? (int)(p->strength * p->steps) : p->steps, start = p->steps - runs;
   if (p->init_image && (!(post_mean = malloc(n * sizeof *post_mean)) || !(post_logvar = malloc(n * sizeof *post_logvar)) ||
                         !(init = malloc(n * sizeof *init)) || !(pnoise = malloc(n * sizeof *pnoise)) || !(fit = malloc(3 * npix)))) {
@@ -145,6 +189,34 @@ int txt2img(struct sd_model *m, const struct txt2img_params *given, unsigned cha
       for (int ch = 0; ch < 3; ch++) image[ch * npix + q] = fit[q * 3 + ch] / 127.5f - 1.0f;
     if ((s = vae_encode(m->vae, image, 1, p->height, p->width, post_mean, post_logvar))) goto done;
   }
+  if (p->mask || m->info.inpainting) {
+    size_t hw = (size_t)h * w;
+    if (!(pmask = malloc(npix * sizeof *pmask)) || !(keep = malloc(n * sizeof *keep)) ||
+        !(concat = malloc((hw + n) * sizeof *concat)) || !(scratch = malloc(2 * n * sizeof *scratch)) ||
+        !(trip = malloc(3 * npix * sizeof *trip))) {
+      s = status_set(STATUS_OUT_OF_MEMORY, "txt2img: out of host memory for the mask");
+      goto done;
+    }
+    if (p->mask && (s = pixel_mask(p, pmask))) goto done;
+    if (!p->mask) /* an inpainting U-Net without a mask repaints everything */
+      for (size_t i = 0; i < npix; i++) pmask[i] = 1;
+    for (int y = 0; y < h; y++) /* the keep mask: 1 - the mask's mean over the latent pixel */
+      for (int xx = 0; xx < w; xx++) {
+        double sum = 0;
+        for (int dy = 0; dy < f; dy++)
+          for (int dx = 0; dx < f; dx++) sum += pmask[(size_t)(y * f + dy) * p->width + xx * f + dx];
+        for (int ch = 0; ch < C; ch++) keep[((size_t)ch * h + y) * w + xx] = (float)(1 - sum / (f * f));
+      }
+    if (m->info.inpainting) { /* mask: rounded, nearest; the image with the repainted part zeroed, encoded */
+      for (int y = 0; y < h; y++)
+        for (int xx = 0; xx < w; xx++) concat[(size_t)y * w + xx] = pmask[(size_t)(y * f) * p->width + xx * f] >= 0.5f;
+      for (size_t q = 0; q < npix; q++)
+        for (int ch = 0; ch < 3; ch++)
+          image[ch * npix + q] = p->init_image && pmask[q] < 0.5f ? fit[q * 3 + ch] / 127.5f - 1.0f : 0.0f;
+      if ((s = vae_encode(m->vae, image, 1, p->height, p->width, scratch, scratch + n))) goto done;
+      vae_sample_latent(scratch, scratch + n, NULL, n, m->info.scale_factor, concat + hw);
+    }
+  }
   if ((s = report(p, SD_PHASE_ENCODE, 0, 1, 1))) goto done;
 
   for (int b = 0; b < p->batch_count; b++) {
@@ -165,13 +237,17 @@ int txt2img(struct sd_model *m, const struct txt2img_params *given, unsigned cha
 
     /* the sampling loop: each step one guided U-Net evaluation (cond and uncond in one batch) */
     struct guidance g = {0};
-    if ((s = guidance_init(&g, m->unet, c.cond, c.uncond, c.y_cond, c.y_uncond, c.tokens, C, h, w, (float)p->cfg_scale)))
+    if ((s = guidance_init(&g, m->unet, c.cond, c.uncond, c.y_cond, c.y_uncond, c.tokens, C, h, w, (float)p->cfg_scale)) ||
+        (m->info.inpainting && (s = guidance_set_concat(&g, concat, 1 + C)))) {
+      guidance_free(&g);
       goto done;
+    }
     struct step_hook hook = {.p = p, .m = m, .h = h, .w = w, .preview = image, .rgb = rgb, .image = b, .latents = latents ? latents + (size_t)b * n : NULL, .n = n,
                              .stride = (size_t)p->batch_count * n};
     struct sampler_run run = {.sampler = (enum sampler_kind)p->sampler, .schedule = (enum schedule_kind)p->schedule,
                               .prediction = m->info.prediction == SD_PREDICTION_V ? PREDICTION_V : PREDICTION_EPS,
                               .steps = p->steps, .n = n, .noise = noise, .init = init, .start = start,
+                              .keep = p->mask && !m->info.inpainting ? keep : NULL,
                               .ancestral_noise = anoise, .rng = &rng,
                               .denoise = guidance_denoise, .user = &g, .on_step = on_step, .step_user = &hook};
     if (!(s = report(p, SD_PHASE_SAMPLE, b, 0, runs))) s = sampler_run(&m->sched, &run, x);
@@ -180,17 +256,21 @@ int txt2img(struct sd_model *m, const struct txt2img_params *given, unsigned cha
 
     /* the final latent -> VAE decode -> 8-bit pixels */
     if ((s = report(p, SD_PHASE_DECODE, b, 0, 1))) goto done;
-    if (p->taesd_decode) { /* TAESD: the latent as the U-Net made it, [0, 1] out */
-      if ((s = taesd_decode(m->taesd, x, 1, h, w, image))) goto done;
-      taesd_image_to_u8(image, p->height, p->width, rgb);
-    } else if ((s = vae_decode(m->vae, x, 1, h, w, (enum vae_tiling)p->vae_tiling, image))) {
-      if (s == STATUS_NUMERIC) /* never a black image: the job fails, naming the step */
-        status_wrap(s, "image %d, VAE decode after step %d of %d%s", b + 1, runs, runs,
-                    m->info.fp16 ? " (fp16 weights: the SDXL VAE overflows on some latents; try --precision fp32)" : "");
-      goto done;
-    } else {
-      image_to_u8(image, p->height, p->width, rgb);
+    for (int pass = p->mask ? 2 : 1; pass-- > 0;) { /* inpainting: the init latent's decode first */
+      float *dst = pass ? trip : image;
+      const float *z = pass ? init : x;
+      if (p->taesd_decode) { /* TAESD: the latent as the U-Net made it, [0, 1] out */
+        if ((s = taesd_decode(m->taesd, z, 1, h, w, dst))) goto done;
+      } else if ((s = vae_decode(m->vae, z, 1, h, w, (enum vae_tiling)p->vae_tiling, dst))) {
+        if (s == STATUS_NUMERIC) /* never a black image: the job fails, naming the step */
+          status_wrap(s, "image %d, VAE decode after step %d of %d%s", b + 1, runs, runs,
+                      m->info.fp16 ? " (fp16 weights: the SDXL VAE overflows on some latents; try --precision fp32)" : "");
+        goto done;
+      }
     }
+    for (size_t q = 0; p->mask && q < npix; q++) /* the kept part: the init image's own VAE round trip */
+      for (int ch = 0; ch < 3; ch++) image[ch * npix + q] = pmask[q] * image[ch * npix + q] + (1 - pmask[q]) * trip[ch * npix + q];
+    (p->taesd_decode ? taesd_image_to_u8 : image_to_u8)(image, p->height, p->width, rgb);
     if ((s = report(p, SD_PHASE_DECODE, b, 1, 1))) goto done;
     if (images) memcpy(images + (size_t)b * 3 * npix, rgb, 3 * npix);
     if (p->on_image && p->on_image(b, seed, rgb, x, p->user)) {
@@ -201,6 +281,7 @@ int txt2img(struct sd_model *m, const struct txt2img_params *given, unsigned cha
 done:
   sd_conditioning_free(&c);
   free(post_mean), free(post_logvar), free(init), free(pnoise), free(fit);
+  free(pmask), free(keep), free(concat), free(scratch), free(trip);
   free(noise), free(x), free(anoise), free(image), free(rgb);
   return s;
 }

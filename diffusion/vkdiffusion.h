@@ -109,6 +109,7 @@ struct sd_model_info {
   float scale_factor;    /* latent scale: 0.18215 (SD 1.x / 2.x), 0.13025 (SDXL) */
   int default_width, default_height; /* native size, else the family's: 1024 SDXL, 768 SD 2.x v, 512 */
   int default_clip_skip; /* 1 SD 1.x, 2 SD 2.x and SDXL */
+  int inpainting;        /* 1: an inpainting U-Net (in_channels = latent + 1 mask + latent of the masked image) */
 };
 
 enum sd_phase { SD_PHASE_ENCODE, SD_PHASE_SAMPLE, SD_PHASE_DECODE };
@@ -162,6 +163,18 @@ struct txt2img_params {
   int taesd_decode;            /* 1: the final decode through the model's TAESD (sd_model_options.taesd_path) */
   int preview_every;           /* > 0: preview (the model's TAESD) every this many steps, not after the last */
   sd_preview_fn preview;
+  /* inpainting (with init_image): mask (mask_width x mask_height x 3 bytes, its luma used: white
+   * repaints, black keeps, grey blends) cropped and resized like the init image, blurred by a
+   * Gaussian of mask_blur pixels (standard deviation). An ordinary U-Net: after every step the kept
+   * part of the latent is replaced by the init latent noised to that step's sigma (the mask averaged
+   * over each latent pixel). An inpainting U-Net (sd_model_info.inpainting) reads the mask (rounded,
+   * nearest per latent pixel) and the VAE latent (mean) of the image with the repainted part zeroed
+   * as extra input channels; without a mask (or without an init image) the whole image is repainted.
+   * The output keeps the init latent's own decode where the mask is black (blended by the blurred
+   * mask: one more VAE decode an image), as AUTOMATIC1111 overlays the kept part. */
+  const unsigned char *mask;
+  int mask_width, mask_height;
+  double mask_blur;
 };
 
 struct sd_model; /* a checkpoint on the device: text encoder, U-Net, VAE (opaque) */

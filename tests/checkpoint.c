@@ -223,6 +223,8 @@ int write_sdxl_text_checkpoint(const char *path, const struct clip_spec *l, cons
   return finish(w, &p, path);
 }
 
+int checkpoint_unet_in_channels;
+
 static bool is_vae_name(const char *name) {
   return !strncmp(name, "encoder.", 8) || !strncmp(name, "decoder.", 8) || !strncmp(name, "quant_conv", 10) ||
          !strncmp(name, "post_quant_conv", 15);
@@ -246,6 +248,7 @@ int write_sd_checkpoint_mixed(const char *path, const char *unet_digest, const c
       if (vae != (k == 1)) continue;
       int64_t dims[8];
       int nd = digest_dims(t, dims);
+      if (checkpoint_unet_in_channels && !strcmp(name, "input_blocks.0.0.weight")) dims[1] = checkpoint_unet_in_channels;
       char key[512];
       snprintf(key, sizeof key, "%s%s", vae ? "first_stage_model." : "model.diffusion_model.", name);
       add(w, &p, &o, name, key, nd, dims, rule(name, nd, dims, seed));

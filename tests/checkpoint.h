@@ -39,6 +39,8 @@ int write_sdxl_text_checkpoint(const char *path, const struct clip_spec *l, cons
  * ../shared/ref/goldens (names and shapes in checkpoint order), under model.diffusion_model. and
  * first_stage_model., values from the weight rule; with `with_clip`, the CLIP text tensors of
  * `clip` under cond_stage_model.transformer. too. */
+/* Non-zero: the U-Net's conv_in reads this many channels (9: an inpainting U-Net). */
+extern int checkpoint_unet_in_channels;
 /* The U-Net of one digest, the VAE of another (a tiny U-Net with SD's 8x VAE, for TAESD). */
 int write_sd_checkpoint_mixed(const char *path, const char *unet_digest, const char *vae_digest, enum st_dtype dtype,
                               uint64_t seed, const struct clip_spec *clip);

@@ -426,6 +426,24 @@ static void test_img2img_cli(const char *bin, const char *ckpt) {
   write_text("i2i/bad.json", "{\"prompt\": \"x\", \"strength\": 2}");
   rc = run("%s %s/i2i/bad.json -o %s/i2i/bad", base, dir, dir);
   CHECK_MSG(rc == 1 && strstr(out, "\"strength\" 2"), "strength 2: %s", out);
+  /* inpainting: a half mask from a prompt file (relative paths), blurred; a mask without an init image is refused */
+  unsigned char mrgb[40 * 24 * 3];
+  for (int i = 0; i < 40 * 24; i++) memset(mrgb + 3 * i, i % 40 < 20 ? 0 : 255, 3);
+  snprintf(b, sizeof b, "%s/i2i/m.png", dir);
+  CHECK_OK(png_write(b, mrgb, 40, 24, NULL, true));
+  write_text("i2i/mask.json", "{\"prompt\": \"a red circle\", \"init_image\": \"in.png\", \"mask\": \"m.png\", "
+                              "\"mask_blur\": 2, \"strength\": 1, \"steps\": 3, \"seed\": 2, \"width\": 32, \"height\": 32, "
+                              "\"output\": \"masked.png\"}");
+  rc = run("%s %s/i2i/mask.json -o %s/i2i/out", base, dir, dir);
+  CHECK_MSG(rc == 0, "inpainting job: %s", out);
+  snprintf(a, sizeof a, "%s/i2i/out/masked.png", dir);
+  CHECK(run("%s info %s", bin, a) == 0 && strstr(out, "Denoising strength: 1, Init image: in.png, Mask blur: 2, Mask: m.png"));
+  snprintf(a, sizeof a, "%s/i2i/out/manifest.jsonl", dir);
+  m = test_read_file(a, NULL);
+  CHECK(m && strstr(m, "i2i/m.png\",\"mask_blur\":2"));
+  free(m);
+  rc = run("%s --prompt x --mask %s -o %s/i2i/bad", base, b, dir);
+  CHECK_MSG(rc == 1 && strstr(out, "\"mask\" needs an \"init_image\""), "mask alone: %s", out);
   printf("  img2img CLI: parameters and manifest; strength 0 = vae-encode --sample mean + decode; bad values refused\n");
 }
 

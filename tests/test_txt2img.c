@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <math.h>
+#include <stdlib.h>
 
 #include "checkpoint.h"
 #include "guidance.h"
@@ -476,6 +477,120 @@ static void taesd_checks(const char *dir, const char *digest, const char *cfg, c
   unlink(ckpt);
 }
 
+/* Inpainting (#29), fp32, the tiny model (VAE 2x: 64x64 images, 32x32 latents), strength 1, init
+ * = the golden's image, posterior mean: with the left half kept (black) and the right repainted
+ * (white), the final latent's kept columns are the init latent exactly and the kept pixels away
+ * from the edge stay within 2 levels of the VAE round trip while the repainted half changes; an
+ * all-black mask returns the round trip, an all-white one plain img2img. A 9-channel (inpainting)
+ * tiny U-Net runs end to end, with and without a mask and an init image. */
+static void inpaint_checks(const char *ckpt, const char *cfg, const char *vocab, const char *dir, const char *digest) {
+  char gpath[1024];
+  test_shared_path(gpath, sizeof gpath, "ref/goldens/vae_enc_tiny_64.safetensors");
+  struct safetensors *gold = NULL;
+  CHECK_OK(safetensors_open(gpath, &gold));
+  struct sd_model_options mo = sd_model_default_options();
+  mo.model_path = ckpt;
+  mo.config_path = cfg;
+  mo.tokenizer_path = vocab;
+  mo.precision = SD_FP32;
+  struct sd_model *m = NULL;
+  CHECK_OK(sd_model_create(&mo, &m));
+  if (!m || !gold) {
+    sd_model_destroy(m);
+    safetensors_close(gold);
+    return;
+  }
+  enum { S = 64, h = 32, n = 4 * h * h, STEPS4 = 4 };
+  float *image = test_tensor(gold, "image", NULL), *noise = malloc(n * 4), *lat = malloc(STEPS4 * n * 4);
+  float *mean = malloc(n * 4), *logvar = malloc(n * 4);
+  unsigned char *init = malloc(S * S * 3), *mask = malloc(S * S * 3), *out = malloc(S * S * 3), *trip = malloc(S * S * 3);
+  unsigned char *plain = malloc(S * S * 3);
+  image_to_u8(image, S, S, init);
+  test_random(noise, n, 91);
+  for (int y = 0; y < S; y++)
+    for (int x = 0; x < S; x++) memset(mask + (y * S + x) * 3, x < S / 2 ? 0 : 255, 3);
+  struct txt2img_params tp = txt2img_default_params();
+  tp.prompt = PROMPT;
+  tp.noise = noise;
+  tp.steps = STEPS4;
+  tp.cfg_scale = 7.5;
+  tp.width = tp.height = S;
+  tp.sampler = SD_SAMPLER_EULER;
+  tp.vae_tiling = SD_VAE_TILING_OFF;
+  tp.init_image = init;
+  tp.init_width = tp.init_height = S;
+  tp.vae_encode = SD_VAE_ENCODE_MEAN;
+  tp.strength = 0; /* the round trip */
+  CHECK_OK(txt2img(m, &tp, trip, NULL));
+  tp.strength = 1;
+  CHECK_OK(txt2img(m, &tp, plain, NULL));
+  tp.mask = mask;
+  tp.mask_width = tp.mask_height = S;
+  CHECK_OK(txt2img(m, &tp, out, lat));
+  for (int i = 0; i < 3 * S * S; i++) image[i] = init[(i % (S * S)) * 3 + i / (S * S)] / 127.5f - 1.0f;
+  CHECK_OK(vae_encode(m->vae, image, 1, S, S, mean, logvar));
+  double worst_latent = 0;
+  for (int c = 0; c < 4; c++)
+    for (int y = 0; y < h; y++)
+      for (int x = 0; x < h / 2; x++) {
+        size_t i = ((size_t)c * h + y) * h + x;
+        worst_latent = fmax(worst_latent, fabs(lat[(STEPS4 - 1) * n + i] - mean[i] * 0.18215f));
+      }
+  int worst_kept = 0, changed = 0;
+  for (int y = 0; y < S; y++)
+    for (int x = 0; x < S; x++)
+      for (int c = 0; c < 3; c++) {
+        int d = abs((int)out[(y * S + x) * 3 + c] - (int)trip[(y * S + x) * 3 + c]);
+        if (x < S / 2 - 8) worst_kept = d > worst_kept ? d : worst_kept;
+        if (x >= S / 2 + 8) changed += d > 2;
+      }
+  printf("  inpainting: kept latent within %.2g of the init latent; kept pixels within %d levels of the round trip; "
+         "%d repainted values changed\n", worst_latent, worst_kept, changed);
+  CHECK(worst_latent <= 1e-6);
+  CHECK_MSG(worst_kept <= 2, "kept pixels differ by %d levels from the VAE round trip", worst_kept);
+  CHECK(changed > S * S / 4);
+  memset(mask, 0, S * S * 3); /* all kept: the round trip */
+  CHECK_OK(txt2img(m, &tp, out, NULL));
+  CHECK_MSG(!memcmp(out, trip, S * S * 3), "an all-black mask is not the VAE round trip");
+  memset(mask, 255, S * S * 3); /* all repainted: plain img2img */
+  CHECK_OK(txt2img(m, &tp, out, NULL));
+  CHECK_MSG(!memcmp(out, plain, S * S * 3), "an all-white mask is not plain img2img");
+  tp.mask_blur = 4; /* a blurred half mask runs; without an init image a mask is refused */
+  for (int y = 0; y < S; y++)
+    for (int x = 0; x < S; x++) memset(mask + (y * S + x) * 3, x < S / 2 ? 0 : 255, 3);
+  CHECK_OK(txt2img(m, &tp, out, NULL));
+  tp.init_image = NULL;
+  CHECK(txt2img(m, &tp, out, NULL) == SD_INVALID_ARGUMENT && strstr(sd_last_error(), "no init image"));
+  sd_model_destroy(m);
+  /* a 9-channel U-Net: the inpainting layout, detected */
+  char ck9[600];
+  snprintf(ck9, sizeof ck9, "%s/tiny_inpaint.safetensors", dir);
+  checkpoint_unet_in_channels = 9;
+  CHECK(write_sd_checkpoint(ck9, digest, ST_F32, 1, clip_spec("tiny")) == 0);
+  checkpoint_unet_in_channels = 0;
+  mo.model_path = ck9;
+  m = NULL;
+  CHECK_OK(sd_model_create(&mo, &m));
+  if (m) {
+    struct sd_model_info info;
+    sd_model_get_info(m, &info);
+    CHECK(info.inpainting == 1 && info.latent_channels == 4);
+    tp.init_image = init;
+    tp.mask_blur = 0;
+    CHECK_OK(txt2img(m, &tp, out, NULL));
+    tp.mask = NULL;
+    CHECK_OK(txt2img(m, &tp, plain, NULL));
+    CHECK(memcmp(out, plain, S * S * 3) != 0); /* the mask reaches the U-Net */
+    tp.init_image = NULL; /* text to image with an inpainting U-Net: all repainted */
+    CHECK_OK(txt2img(m, &tp, out, NULL));
+    printf("  inpainting U-Net (9 channels): detected; runs with a mask, without one, and without an init image\n");
+    sd_model_destroy(m);
+  }
+  unlink(ck9);
+  free(image), free(noise), free(lat), free(mean), free(logvar), free(init), free(mask), free(out), free(trip), free(plain);
+  safetensors_close(gold);
+}
+
 int main(void) {
   char gpath[1024], digest[1024], vocab[1024], dir[256], ckpt[512], cfg[512];
   test_shared_path(gpath, sizeof gpath, "ref/goldens/sample_tiny.safetensors");
@@ -506,6 +621,7 @@ int main(void) {
   golden(ckpt, cfg, vocab, gold, true);
   img2img_checks(ckpt, cfg, vocab);
   taesd_checks(dir, digest, cfg, vocab);
+  inpaint_checks(ckpt, cfg, vocab, dir, digest);
   for (int fp16 = 0; fp16 < 2; fp16++) {
     xl_golden("sd2", "sample_sd21_tiny_v", "weights_digest_unet_sd21_tiny_seed1.json", digest, vocab, dir, fp16);
     xl_golden("sdxl", "sample_sdxl_tiny", "weights_digest_unet_sdxl_tiny_seed1.json", digest, vocab, dir, fp16);
