@@ -60,7 +60,12 @@ static int info_checkpoint(const char *path) {
   for (int d = 0; d < ST_DTYPE_COUNT; d++)
     if (counts[d]) printf(" %s x%d", st_dtype_name((enum st_dtype)d), counts[d]);
   printf("\ncomponents:\n");
-  if (has_unet) printf("  U-Net: %lld parameters\n", (long long)unet);
+  if (has_unet) {
+    const struct st_tensor *cin = safetensors_find(st, "model.diffusion_model.input_blocks.0.0.weight");
+    int in = cin && cin->ndim == 4 ? (int)cin->shape[1] : 0;
+    printf("  U-Net: %lld parameters, %d input channels%s\n", (long long)unet, in,
+           in == 9 ? " (an inpainting model: latent + mask + masked-image latent)" : "");
+  }
   if (has_vae || vae_enc) printf("  VAE: decoder %lld, encoder %lld parameters\n", (long long)vae_dec, (long long)vae_enc);
   for (int t = 0; t < 2; t++) {
     const struct clip_text_config *c = t ? &cc2 : &cc;
