@@ -17,7 +17,8 @@
 static const char *const usage_text =
     "usage: vkdiffusion vae-encode (--model CKPT | --vae-encoder TAESD.safetensors)\n"
     "                              --in (IMAGE.png | IMAGE.jpg | image.safetensors) -o OUT.safetensors\n"
-    "                              [--noise FILE | --seed S | --sample mean] [--precision fp16|fp32] [--device N]\n\n"
+    "                              [--noise FILE | --seed S | --sample mean] [--precision fp16|fp32] [--device N]\n"
+    "                              [--vae-tiling auto|on|off]\n\n"
     "The KL autoencoder's encoder and quant_conv: an image (a PNG, JPEG, ... decoded to RGB in [-1, 1], or a\n"
     "safetensors file holding `image` [N,3,H,W] in [-1, 1]; H and W multiples of the VAE's factor, 8 for SD)\n"
     "in; out `mean` and `logvar` [N,4,h,w] (logvar clamped to [-30, 20]) and `latent` = (mean +\n"
@@ -161,7 +162,7 @@ int cmd_vae_encode(int argc, char **argv) {
     rng_seed_kind(&r, (uint64_t)seed, rk);
     rng_randn(&r, noise, nz);
   }
-  if (vae_encode(v, img, N, H, W, mean, logvar)) {
+  if (vae_encode(v, img, N, H, W, o.tiling, mean, logvar)) {
     cli_fail("vae-encode", NULL);
     goto done;
   }

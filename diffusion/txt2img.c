@@ -187,7 +187,7 @@ int txt2img(struct sd_model *m, const struct txt2img_params *given, unsigned cha
     if ((s = image_cover_crop(p->init_image, p->init_width, p->init_height, p->width, p->height, fit))) goto done;
     for (size_t q = 0; q < npix; q++)
       for (int ch = 0; ch < 3; ch++) image[ch * npix + q] = fit[q * 3 + ch] / 127.5f - 1.0f;
-    if ((s = vae_encode(m->vae, image, 1, p->height, p->width, post_mean, post_logvar))) goto done;
+    if ((s = vae_encode(m->vae, image, 1, p->height, p->width, (enum vae_tiling)p->vae_tiling, post_mean, post_logvar))) goto done;
   }
   if (p->mask || m->info.inpainting) {
     size_t hw = (size_t)h * w;
@@ -213,7 +213,8 @@ int txt2img(struct sd_model *m, const struct txt2img_params *given, unsigned cha
       for (size_t q = 0; q < npix; q++)
         for (int ch = 0; ch < 3; ch++)
           image[ch * npix + q] = p->init_image && pmask[q] < 0.5f ? fit[q * 3 + ch] / 127.5f - 1.0f : 0.0f;
-      if ((s = vae_encode(m->vae, image, 1, p->height, p->width, scratch, scratch + n))) goto done;
+      if ((s = vae_encode(m->vae, image, 1, p->height, p->width, (enum vae_tiling)p->vae_tiling, scratch,
+                            scratch + n))) goto done;
       vae_sample_latent(scratch, scratch + n, NULL, n, m->info.scale_factor, concat + hw);
     }
   }

@@ -276,9 +276,13 @@ static enum status walk_encode(struct run *r, const struct gpu_tensor *image, st
   int64_t N = image->shape[0];
   struct gpu_tensor y, hn, o;
   enum status s;
-  if ((s = alloc(&r->P, 4, (int64_t[]){N, e->top_channels, image->shape[2], image->shape[3]}, &y))) return s;
-  RUN(op_conv2d(g, image, &e->in_w, &e->in_b, &y, 3, 1, 1, false, &r->scratch));       /* conv_in */
-  for (int i = 0; i < e->levels; i++) {
+  if (r->mode == VAE_ENC_TAIL) { /* the down path ran in bands (vae_tiled.c): from the mid block */
+    y = *image;
+  } else {
+    if ((s = alloc(&r->P, 4, (int64_t[]){N, e->top_channels, image->shape[2], image->shape[3]}, &y))) return s;
+    RUN(op_conv2d(g, image, &e->in_w, &e->in_b, &y, 3, 1, 1, false, &r->scratch));     /* conv_in */
+  }
+  for (int i = 0; i < e->levels && r->mode != VAE_ENC_TAIL; i++) {
     for (int j = 0; j < e->blocks; j++)
       if ((s = res(r, &e->down[i][j], &y))) return s;
     if (i < e->levels - 1) { /* F.pad(x, (0, 1, 0, 1)), conv 3x3 stride 2 */
@@ -303,9 +307,10 @@ static enum status walk_encode(struct run *r, const struct gpu_tensor *image, st
  * h, w: the latent's size (the image's for VAE_ENCODE) */
 static void io_shapes(const struct vae *v, enum vae_mode mode, int N, int h, int w, int64_t in[4], int64_t out[4]) {
   int f = vae_factor(v);
-  if (mode == VAE_ENCODE) {
-    in[0] = N, in[1] = 3, in[2] = h, in[3] = w;
-    out[0] = N, out[1] = v->enc.moments, out[2] = h / f, out[3] = w / f;
+  if (mode == VAE_ENCODE || mode == VAE_ENC_TAIL) {
+    int g = mode == VAE_ENC_TAIL ? 1 : f;
+    in[0] = N, in[1] = mode == VAE_ENC_TAIL ? v->enc.mid1.cin : 3, in[2] = h, in[3] = w;
+    out[0] = N, out[1] = v->enc.moments, out[2] = h / g, out[3] = w / g;
     return;
   }
   in[0] = N, in[1] = v->z_channels, in[2] = h, in[3] = w;
@@ -314,7 +319,7 @@ static void io_shapes(const struct vae *v, enum vae_mode mode, int N, int h, int
 }
 
 static enum status walk_mode(struct run *r, const struct gpu_tensor *in, struct gpu_tensor *out) {
-  return r->mode == VAE_ENCODE ? walk_encode(r, in, out) : walk(r, in, out);
+  return r->mode == VAE_ENCODE || r->mode == VAE_ENC_TAIL ? walk_encode(r, in, out) : walk(r, in, out);
 }
 
 enum status vae_plan(struct vae *v, enum vae_mode mode, int N, int h, int w, VkDeviceSize *pbytes, VkDeviceSize *tbytes,
@@ -356,7 +361,8 @@ enum status vae_run_whole(struct vae *v, enum vae_mode mode, const float *input,
   size_t n = (size_t)gpu_tensor_numel(&in);
   float *x = malloc(n * sizeof *x);
   if (!x) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
-  for (size_t i = 0; i < n; i++) x[i] = mode == VAE_ENCODE ? input[i] : input[i] / v->scale; /* a latent: unscaled */
+  bool latent = mode == VAE_DECODE || mode == VAE_MID;
+  for (size_t i = 0; i < n; i++) x[i] = latent ? input[i] / v->scale : input[i]; /* a latent: unscaled */
   s = gpu_upload(v->g, &in, x, n * sizeof *x);
   free(x);
   if (s || (s = gpu_begin(v->g))) return s;
@@ -375,7 +381,8 @@ void vae_sample_latent(const float *mean, const float *logvar, const float *nois
     latent[i] = (float)(((double)mean[i] + (noise ? exp(0.5 * (double)logvar[i]) * noise[i] : 0.0)) * scale);
 }
 
-enum status vae_encode(struct vae *v, const float *image, int N, int H, int W, float *mean, float *logvar) {
+enum status vae_encode(struct vae *v, const float *image, int N, int H, int W, enum vae_tiling tiling, float *mean,
+                       float *logvar) {
   int f = vae_factor(v);
   if (!v->has_encoder) return status_set(STATUS_INVALID_ARGUMENT, "VAE encode: the encoder was not loaded");
   if (N <= 0 || H < f || W < f || H % f || W % f)
@@ -385,7 +392,17 @@ enum status vae_encode(struct vae *v, const float *image, int N, int H, int W, f
     if (!isfinite(image[i])) return status_set(STATUS_NUMERIC, "VAE encode: the image holds a NaN or infinite value");
   float *moments = malloc(2 * nz * sizeof *moments);
   if (!moments) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
-  enum status s = vae_run_whole(v, VAE_ENCODE, image, N, H, W, moments, NULL);
+  bool tile = tiling == VAE_TILING_ON;
+  enum status s = STATUS_OK;
+  if (tiling == VAE_TILING_AUTO) { /* as the decode: when the whole encode would not fit */
+    VkDeviceSize pbytes, tbytes, largest;
+    s = vae_plan(v, VAE_ENCODE, N, H, W, &pbytes, &tbytes, &largest, NULL);
+    const struct gpu_device_info *di = gpu_info(v->g);
+    tile = largest > di->max_storage_buffer_range || pbytes > di->max_allocation || tbytes > di->max_allocation ||
+           pbytes + tbytes > (1ull << 30);
+  }
+  v->tiled = tile;
+  if (!s) s = tile ? vae_encode_tiled(v, image, N, H, W, moments) : vae_run_whole(v, VAE_ENCODE, image, N, H, W, moments, NULL);
   for (size_t n = 0; !s && n < (size_t)N; n++) { /* [mean | logvar] per image; logvar clamped as ldm does */
     memcpy(mean + n * plane, moments + 2 * n * plane, plane * sizeof *mean);
     for (size_t i = 0; i < plane; i++) {

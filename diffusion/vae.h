@@ -50,12 +50,14 @@ struct vae_trace {
 };
 enum status vae_decode_traced(struct vae *v, const float *latent, int N, int h, int w, float *image,
                               struct vae_trace *trace);
-/* The encoder (loaded with vae_options.encoder): image [N, 3, H, W] in [-1, 1] (H, W multiples of
+/* The encoder (loaded with vae_options.encoder; tiled like the decode, exact up to summation
+ * order, when AUTO finds the whole encode too large, or ON): image [N, 3, H, W] in [-1, 1] (H, W multiples of
  * vae_factor) -> the posterior's mean and log-variance [N, zc, H / f, W / f] each, logvar clamped to
  * [-30, 20] as ldm's DiagonalGaussianDistribution does. Unscaled: a sampler latent is
  * (mean + exp(logvar / 2) * noise) * scale factor. */
 bool vae_has_encoder(const struct vae *v);
-enum status vae_encode(struct vae *v, const float *image, int N, int H, int W, float *mean, float *logvar);
+enum status vae_encode(struct vae *v, const float *image, int N, int H, int W, enum vae_tiling tiling, float *mean,
+                       float *logvar);
 /* ldm's DiagonalGaussianDistribution.sample with the given noise, times the scale factor:
  * latent = (mean + exp(logvar / 2) * noise) * scale (noise NULL: the mean, scaled). */
 void vae_sample_latent(const float *mean, const float *logvar, const float *noise, size_t n, float scale, float *latent);

@@ -49,7 +49,7 @@ struct vae {
 
 /* What one walk over the network does: decode a latent, decode up to the mid block's output, or
  * encode an image into moments. */
-enum vae_mode { VAE_DECODE, VAE_MID, VAE_ENCODE };
+enum vae_mode { VAE_DECODE, VAE_MID, VAE_ENCODE, VAE_ENC_TAIL /* the encoder from its mid block on */ };
 /* Activation bytes of a whole walk (persistent, temporaries, the largest single tensor); h, w: the
  * latent's size, or the image's for VAE_ENCODE. */
 enum status vae_plan(struct vae *v, enum vae_mode mode, int N, int h, int w, VkDeviceSize *pbytes, VkDeviceSize *tbytes,
@@ -58,6 +58,8 @@ enum status vae_plan(struct vae *v, enum vae_mode mode, int N, int h, int w, VkD
  * the mid block's output [N, C, h, w]), or an image [N, 3, h, w] into moments [N, 2 zc, h/f, w/f]. */
 enum status vae_run_whole(struct vae *v, enum vae_mode mode, const float *input, int N, int h, int w, float *output,
                           struct vae_trace *tr);
+/* The encoder in bands of rows (mid block on whole): moments [N, 2 zc, H/f, W/f]. */
+enum status vae_encode_tiled(struct vae *v, const float *image, int N, int H, int W, float *moments);
 /* The same in bands of rows (mid block whole), exact up to summation order. */
 enum status vae_decode_tiled(struct vae *v, const float *latent, int N, int h, int w, float *image);
 

@@ -75,41 +75,49 @@ static struct gpu_tensor band_view(const struct gpu_tensor *buf, int64_t C, int6
   return t;
 }
 
-/* y (+)= conv k x k (stride 1, zero padding k/2) of x, on the GPU in bands of rows */
-static enum status conv_bands(struct bands *B, const struct host_t *x, const struct gpu_tensor *w, const struct gpu_tensor *b,
-                              int k, int cout, struct host_t *y, bool accumulate) {
-  int p = k / 2, C = x->C, H = x->H, W = x->W, Wp = W + 2 * p;
-  long fit_in = (long)(B->cap / ((size_t)C * Wp)) - 2 * p, fit_out = (long)(B->cap / ((size_t)cout * W));
+/* y (+)= conv k x k of x, on the GPU in bands of output rows: stride 1 with zero padding k/2, or
+ * (stride 2) the encoder's Downsample, one zero row and column after (CONV_PAD_BOTTOM_RIGHT) */
+static enum status conv_bands_strided(struct bands *B, const struct host_t *x, const struct gpu_tensor *w,
+                                      const struct gpu_tensor *b, int k, int stride, int cout, struct host_t *y,
+                                      bool accumulate) {
+  int p = stride == 1 ? k / 2 : 0, pr = stride == 1 ? k / 2 : 1, C = x->C, H = x->H, W = x->W, Wp = W + p + pr;
+  int Ho = (int)conv_out_size(H, k, stride, stride == 1 ? k / 2 : CONV_PAD_BOTTOM_RIGHT), Wo = y->W;
+  long fit_in = ((long)(B->cap / ((size_t)C * Wp)) - k) / stride + 1, fit_out = (long)(B->cap / ((size_t)cout * Wo));
   long R = fit_in < fit_out ? fit_in : fit_out;
   if (B->rows > 0 && B->rows < R) R = B->rows;
-  if (R > H) R = H;
-  if (R < 1) return status_set(STATUS_UNSUPPORTED, "VAE tiled decode: one row of %d x %d channels does not fit a band", W, C);
+  if (R > Ho) R = Ho;
+  if (R < 1) return status_set(STATUS_UNSUPPORTED, "VAE tiled: one row of %d x %d channels does not fit a band", W, C);
   enum status s = STATUS_OK;
   for (int n = 0; n < x->N && !s; n++)
-    for (int r0 = 0; r0 < H && !s; r0 += (int)R) {
-      int rr = H - r0 < R ? H - r0 : (int)R, hp = rr + 2 * p;
+    for (int r0 = 0; r0 < Ho && !s; r0 += (int)R) {
+      int rr = Ho - r0 < R ? Ho - r0 : (int)R, hp = (rr - 1) * stride + k, first = r0 * stride - p;
       memset(B->pad, 0, (size_t)C * hp * Wp * sizeof *B->pad);
       for (int c = 0; c < C; c++)
         for (int yy = 0; yy < hp; yy++) {
-          int sy = r0 - p + yy;
+          int sy = first + yy;
           if (sy >= 0 && sy < H)
             memcpy(B->pad + ((size_t)c * hp + yy) * Wp + p, x->d + (((size_t)n * C + c) * H + sy) * W, (size_t)W * sizeof(float));
         }
-      struct gpu_tensor in = band_view(&B->in, C, hp, Wp), out = band_view(&B->out, cout, rr, W);
+      struct gpu_tensor in = band_view(&B->in, C, hp, Wp), out = band_view(&B->out, cout, rr, Wo);
       if ((s = gpu_upload(B->v->g, &in, B->pad, in.bytes)) || (s = gpu_begin(B->v->g))) break;
-      s = op_conv2d(B->v->g, &in, w, b, &out, k, 1, 0, false, &B->scratch);
+      s = op_conv2d(B->v->g, &in, w, b, &out, k, stride, 0, false, &B->scratch);
       enum status s2 = gpu_submit(B->v->g);
       if (s || (s = s2) || (s = gpu_download(B->v->g, &out, B->got, out.bytes))) break;
       for (int c = 0; c < cout; c++) {
-        float *dst = y->d + (((size_t)n * cout + c) * H + r0) * W;
-        const float *src = B->got + (size_t)c * rr * W;
+        float *dst = y->d + (((size_t)n * cout + c) * Ho + r0) * Wo;
+        const float *src = B->got + (size_t)c * rr * Wo;
         if (accumulate)
-          for (size_t i = 0; i < (size_t)rr * W; i++) dst[i] += src[i];
+          for (size_t i = 0; i < (size_t)rr * Wo; i++) dst[i] += src[i];
         else
-          memcpy(dst, src, (size_t)rr * W * sizeof *dst);
+          memcpy(dst, src, (size_t)rr * Wo * sizeof *dst);
       }
     }
   return s;
+}
+
+static enum status conv_bands(struct bands *B, const struct host_t *x, const struct gpu_tensor *w, const struct gpu_tensor *b,
+                              int k, int cout, struct host_t *y, bool accumulate) {
+  return conv_bands_strided(B, x, w, b, k, 1, cout, y, accumulate);
 }
 
 static enum status host_res(struct bands *B, const struct resnet *blk, struct host_t *x) {
@@ -154,25 +162,32 @@ static enum status upsample_host(struct host_t *x) {
 
 #define BAND_BYTES (64u << 20) /* each of the input and output band buffers */
 
-enum status vae_decode_tiled(struct vae *v, const float *latent, int N, int h, int w, float *image) {
-  struct host_t x = {0};
-  struct bands B = {.v = v, .rows = v->band_rows};
+/* the two band buffers and the patch scratch on the device, the host band buffers */
+static enum status bands_prepare(struct vae *v, struct bands *B) {
+  *B = (struct bands){.v = v, .rows = v->band_rows};
   const struct gpu_device_info *di = gpu_info(v->g);
   VkDeviceSize band = BAND_BYTES;
   if (band > di->max_storage_buffer_range) band = di->max_storage_buffer_range;
   if (band > di->max_allocation / 4) band = di->max_allocation / 4;
-  B.cap = (size_t)(band / sizeof(float));
+  B->cap = (size_t)(band / sizeof(float));
+  B->P = (struct workspace){.g = v->g};
+  VkDeviceSize bytes = 2 * gpu_aligned_size(v->g, B->cap * sizeof(float)) + gpu_aligned_size(v->g, SCRATCH_ELEMS * sizeof(float));
+  enum status s = workspace_prepare(&B->P, &v->persist, bytes, "VAE bands");
+  if (!s && bytes > v->act_bytes) v->act_bytes = bytes;
+  if (!s) s = workspace_alloc(&B->P, DT_F32, 1, (int64_t[]){(int64_t)B->cap}, &B->in);
+  if (!s) s = workspace_alloc(&B->P, DT_F32, 1, (int64_t[]){(int64_t)B->cap}, &B->out);
+  if (!s) s = workspace_alloc(&B->P, DT_F32, 1, (int64_t[]){SCRATCH_ELEMS}, &B->scratch);
+  if (!s && (!(B->pad = malloc(B->cap * sizeof(float))) || !(B->got = malloc(B->cap * sizeof(float)))))
+    s = status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+  return s;
+}
+
+enum status vae_decode_tiled(struct vae *v, const float *latent, int N, int h, int w, float *image) {
+  struct host_t x = {0};
+  struct bands B = {0};
   enum status s = ht_alloc(&x, N, v->mid2.cout, h, w);
   if (!s) s = vae_run_whole(v, VAE_MID, latent, N, h, w, x.d, NULL); /* post_quant_conv, conv_in, mid: whole */
-  B.P = (struct workspace){.g = v->g};
-  VkDeviceSize bytes = 2 * gpu_aligned_size(v->g, B.cap * sizeof(float)) + gpu_aligned_size(v->g, SCRATCH_ELEMS * sizeof(float));
-  if (!s) s = workspace_prepare(&B.P, &v->persist, bytes, "VAE bands");
-  if (!s && bytes > v->act_bytes) v->act_bytes = bytes;
-  if (!s) s = workspace_alloc(&B.P, DT_F32, 1, (int64_t[]){(int64_t)B.cap}, &B.in);
-  if (!s) s = workspace_alloc(&B.P, DT_F32, 1, (int64_t[]){(int64_t)B.cap}, &B.out);
-  if (!s) s = workspace_alloc(&B.P, DT_F32, 1, (int64_t[]){SCRATCH_ELEMS}, &B.scratch);
-  if (!s && (!(B.pad = malloc(B.cap * sizeof(float))) || !(B.got = malloc(B.cap * sizeof(float)))))
-    s = status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+  if (!s) s = bands_prepare(v, &B);
   for (int i = v->levels - 1; i >= 0 && !s; i--) {
     for (int j = 0; j < v->blocks && !s; j++) s = host_res(&B, &v->up[i][j], &x);
     if (i > 0 && !s && !(s = upsample_host(&x))) { /* nearest x2, conv */
@@ -191,3 +206,27 @@ enum status vae_decode_tiled(struct vae *v, const float *latent, int N, int h, i
   return s;
 }
 
+
+/* The encoder the same way: conv_in and the down path (ResBlocks, stride-2 Downsamples) in bands
+ * of rows with whole-image GroupNorm statistics on the host; the mid block (attention), norm_out,
+ * conv_out and quant_conv whole on the GPU at latent resolution (VAE_ENC_TAIL). */
+enum status vae_encode_tiled(struct vae *v, const float *image, int N, int H, int W, float *moments) {
+  const struct vae_encoder *e = &v->enc;
+  struct host_t x = {0}, in = {.d = (float *)image, .N = N, .C = 3, .H = H, .W = W};
+  struct bands B = {0};
+  enum status s = bands_prepare(v, &B);
+  if (!s && !(s = ht_alloc(&x, N, e->top_channels, H, W))) s = conv_bands(&B, &in, &e->in_w, &e->in_b, 3, x.C, &x, false);
+  for (int i = 0; i < e->levels && !s; i++) {
+    for (int j = 0; j < e->blocks && !s; j++) s = host_res(&B, &e->down[i][j], &x);
+    if (i < e->levels - 1 && !s) {
+      struct host_t c;
+      int Ho = (int)conv_out_size(x.H, 3, 2, CONV_PAD_BOTTOM_RIGHT), Wo = (int)conv_out_size(x.W, 3, 2, CONV_PAD_BOTTOM_RIGHT);
+      if (!(s = ht_alloc(&c, x.N, x.C, Ho, Wo))) s = conv_bands_strided(&B, &x, &e->downs_w[i], &e->downs_b[i], 3, 2, x.C, &c, false);
+      free(x.d);
+      x = c;
+    }
+  }
+  if (!s) s = vae_run_whole(v, VAE_ENC_TAIL, x.d, N, x.H, x.W, moments, NULL);
+  free(x.d), free(B.pad), free(B.got);
+  return s;
+}

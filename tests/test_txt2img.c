@@ -351,7 +351,7 @@ static void img2img_checks(const char *ckpt, const char *cfg, const char *vocab)
   CHECK_MSG(calls.last_step == RUNS, "strength 0.5 of %d steps ran %d", ISTEPS, calls.last_step);
   /* the reference: the init image (u8 -> [-1, 1]) through the encoder, the schedule's tail by hand */
   for (int i = 0; i < 3 * S * S; i++) image[i] = init[(i % (S * S)) * 3 + i / (S * S)] / 127.5f - 1.0f;
-  CHECK_OK(vae_encode(m->vae, image, 1, S, S, mean, logvar));
+  CHECK_OK(vae_encode(m->vae, image, 1, S, S, VAE_TILING_OFF, mean, logvar));
   double sig[ISTEPS + 1];
   schedule_sigmas(&m->sched, SCHEDULE_DISCRETE, ISTEPS, sig);
   for (int i = 0; i < n; i++) x[i] = (float)(mean[i] * 0.18215f + noise[i] * sig[ISTEPS - RUNS]);
@@ -528,7 +528,7 @@ static void inpaint_checks(const char *ckpt, const char *cfg, const char *vocab,
   tp.mask_width = tp.mask_height = S;
   CHECK_OK(txt2img(m, &tp, out, lat));
   for (int i = 0; i < 3 * S * S; i++) image[i] = init[(i % (S * S)) * 3 + i / (S * S)] / 127.5f - 1.0f;
-  CHECK_OK(vae_encode(m->vae, image, 1, S, S, mean, logvar));
+  CHECK_OK(vae_encode(m->vae, image, 1, S, S, VAE_TILING_OFF, mean, logvar));
   double worst_latent = 0;
   for (int c = 0; c < 4; c++)
     for (int y = 0; y < h; y++)

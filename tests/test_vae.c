@@ -113,7 +113,7 @@ static void encoder_golden(const char *label, const char *ckpt, const char *gold
     float *mean = malloc(nz * 4), *logvar = malloc(nz * 4), *z = malloc(nz * 4);
     int H = (int)it->shape[2], W = (int)it->shape[3];
     CHECK(vae_has_encoder(v) && nz == ni / 3 / (size_t)(vae_factor(v) * vae_factor(v)) * 4);
-    CHECK_OK(vae_encode(v, image, 1, H, W, mean, logvar));
+    CHECK_OK(vae_encode(v, image, 1, H, W, VAE_TILING_OFF, mean, logvar));
     char what[160];
     snprintf(what, sizeof what, "VAE encoder %s: mean", label);
     CHECK_CLOSE(what, mean, mean_ref, nz, atol, rtol);
@@ -125,10 +125,23 @@ static void encoder_golden(const char *label, const char *ckpt, const char *gold
     vae_sample_latent(mean, logvar, noise, nz, 0.13025f, z);
     snprintf(what, sizeof what, "VAE encoder %s: latent (z * 0.13025)", label);
     CHECK_CLOSE(what, z, zxl_ref, nz, atol, atol >= 1e-2 ? 3e-2 : rtol);
+    { /* tiled (bands of 3 rows, whole-image GroupNorm statistics): the whole encode's, up to summation order */
+      struct vae *vt = NULL;
+      CHECK_OK(vae_load(gpu, st, &(struct vae_options){.fp16 = fp16, .encoder = true, .band_rows = 3}, &vt));
+      float *mt = malloc(nz * 4), *lt = malloc(nz * 4);
+      if (vt) CHECK_OK(vae_encode(vt, image, 1, H, W, VAE_TILING_ON, mt, lt));
+      snprintf(what, sizeof what, "VAE encoder %s: tiled mean vs whole", label);
+      CHECK_CLOSE(what, mt, mean, nz, fp16 ? 1e-3 : 1e-5, 1e-5);
+      snprintf(what, sizeof what, "VAE encoder %s: tiled logvar vs whole", label);
+      CHECK_CLOSE(what, lt, logvar, nz, fp16 ? 1e-3 : 1e-5, 1e-5);
+      CHECK(vt && vae_last_tiled(vt));
+      free(mt), free(lt);
+      vae_destroy(vt);
+    }
     /* refused: a size that is no multiple of the factor, a NaN in the image */
-    CHECK(vae_encode(v, image, 1, H - 1, W, mean, logvar) == STATUS_INVALID_ARGUMENT);
+    CHECK(vae_encode(v, image, 1, H - 1, W, VAE_TILING_OFF, mean, logvar) == STATUS_INVALID_ARGUMENT);
     image[7] = NAN;
-    CHECK(vae_encode(v, image, 1, H, W, mean, logvar) == STATUS_NUMERIC);
+    CHECK(vae_encode(v, image, 1, H, W, VAE_TILING_OFF, mean, logvar) == STATUS_NUMERIC);
     free(image), free(mean_ref), free(logvar_ref), free(noise), free(z_ref), free(zxl_ref), free(mean), free(logvar), free(z);
   }
   vae_destroy(v);
