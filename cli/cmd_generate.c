@@ -697,6 +697,8 @@ int cmd_generate(int argc, char **argv) {
   }
   if (o.preview_every > 0 && !taesd) {
     fprintf(stderr, "vkdiffusion generate: --preview-every needs a TAESD: --preview-decoder FILE (or --vae-decoder FILE)\n");
+    for (int k = 0; k < n_jobs; k++) job_free(&jobs[k]);
+    free(jobs);
     goto usage_error;
   }
   mo.taesd_path = taesd;
