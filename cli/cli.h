@@ -38,6 +38,7 @@ void cli_handle_signals(bool stop_cleanly);
  * Prints an error and returns NULL when the value is missing. */
 const char *cli_value(int argc, char **argv, int *i);
 bool cli_int(const char *opt, const char *s, long lo, long hi, long *out);
+bool cli_double(const char *opt, const char *s, double lo, double hi, double *out); /* finite, lo..hi */
 bool cli_is_help(const char *a);
 /* Prints "vkdiffusion <cmd>: <message>" for a failed library call; returns 1. */
 int cli_fail(const char *cmd, const char *what);

@@ -52,6 +52,17 @@ bool cli_int(const char *opt, const char *s, long lo, long hi, long *out) {
   return true;
 }
 
+bool cli_double(const char *opt, const char *s, double lo, double hi, double *out) {
+  char *end;
+  double v = strtod(s, &end);
+  if (end == s || *end || !(v >= lo && v <= hi)) {
+    fprintf(stderr, "vkdiffusion: %s expects a number from %g to %g, got '%s'\n", opt, lo, hi, s);
+    return false;
+  }
+  *out = v;
+  return true;
+}
+
 bool cli_is_help(const char *a) { return !strcmp(a, "--help") || !strcmp(a, "-h"); }
 
 int cli_fail(const char *cmd, const char *what) {

@@ -582,12 +582,7 @@ int cmd_generate(int argc, char **argv) {
     else if (!strcmp(a, "--mask")) { VALUE(); ov.mask = val; }
     else if (!strcmp(a, "--mask-blur")) {
       VALUE();
-      char *end;
-      ov.values.mask_blur = strtod(val, &end);
-      if (*end || end == val || !(ov.values.mask_blur >= 0 && ov.values.mask_blur <= 256)) {
-        fprintf(stderr, "vkdiffusion generate: --mask-blur expects pixels from 0 to 256, got '%s'\n", val);
-        goto usage_error;
-      }
+      if (!cli_double(a, val, 0, 256, &ov.values.mask_blur)) goto usage_error;
       ov.has_mask_blur = true;
     }
     else if (!strcmp(a, "--preview-decoder")) { VALUE(); preview_decoder = val; }
@@ -598,12 +593,7 @@ int cmd_generate(int argc, char **argv) {
     }
     else if (!strcmp(a, "--strength")) {
       VALUE();
-      char *end;
-      ov.values.strength = strtod(val, &end);
-      if (*end || end == val || !(ov.values.strength >= 0 && ov.values.strength <= 1)) {
-        fprintf(stderr, "vkdiffusion generate: --strength expects a number from 0 to 1, got '%s'\n", val);
-        goto usage_error;
-      }
+      if (!cli_double(a, val, 0, 1, &ov.values.strength)) goto usage_error;
       ov.has_strength = true;
     } else if (!strcmp(a, "--vae-encode")) {
       VALUE();

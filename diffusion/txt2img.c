@@ -174,6 +174,7 @@ int txt2img(struct sd_model *m, const struct txt2img_params *given, unsigned cha
   }
 
   int wanted = 0;
+  bool trip_ready = false; /* inpainting: trip holds the init latent's decode (the same for every image in mean mode) */
   for (int b = 0; b < p->batch_count; b++) wanted += !(p->skip && p->skip[b]);
   if (!wanted) goto done;
   /* prompt -> tokens -> conditioning: cond and uncond [77 k, width], one encode for the batch */
@@ -191,23 +192,24 @@ int txt2img(struct sd_model *m, const struct txt2img_params *given, unsigned cha
   }
   if (p->mask || m->info.inpainting) {
     size_t hw = (size_t)h * w;
-    if (!(pmask = malloc(npix * sizeof *pmask)) || !(keep = malloc(n * sizeof *keep)) ||
-        !(concat = malloc((hw + n) * sizeof *concat)) || !(scratch = malloc(2 * n * sizeof *scratch)) ||
-        !(trip = malloc(3 * npix * sizeof *trip))) {
+    bool inp = m->info.inpainting;
+    if (!(pmask = malloc(npix * sizeof *pmask)) || (p->mask && !(trip = malloc(3 * npix * sizeof *trip))) ||
+        (!inp && !(keep = malloc(n * sizeof *keep))) ||
+        (inp && (!(concat = malloc((hw + n) * sizeof *concat)) || !(scratch = malloc(2 * n * sizeof *scratch))))) {
       s = status_set(STATUS_OUT_OF_MEMORY, "txt2img: out of host memory for the mask");
       goto done;
     }
     if (p->mask && (s = pixel_mask(p, pmask))) goto done;
     if (!p->mask) /* an inpainting U-Net without a mask repaints everything */
       for (size_t i = 0; i < npix; i++) pmask[i] = 1;
-    for (int y = 0; y < h; y++) /* the keep mask: 1 - the mask's mean over the latent pixel */
+    for (int y = 0; keep && y < h; y++) /* the keep mask: 1 - the mask's mean over the latent pixel */
       for (int xx = 0; xx < w; xx++) {
         double sum = 0;
         for (int dy = 0; dy < f; dy++)
           for (int dx = 0; dx < f; dx++) sum += pmask[(size_t)(y * f + dy) * p->width + xx * f + dx];
         for (int ch = 0; ch < C; ch++) keep[((size_t)ch * h + y) * w + xx] = (float)(1 - sum / (f * f));
       }
-    if (m->info.inpainting) { /* mask: rounded, nearest; the image with the repainted part zeroed, encoded */
+    if (inp) { /* mask: rounded, nearest; the image with the repainted part zeroed, encoded */
       for (int y = 0; y < h; y++)
         for (int xx = 0; xx < w; xx++) concat[(size_t)y * w + xx] = pmask[(size_t)(y * f) * p->width + xx * f] >= 0.5f;
       for (size_t q = 0; q < npix; q++)
@@ -248,7 +250,7 @@ int txt2img(struct sd_model *m, const struct txt2img_params *given, unsigned cha
     struct sampler_run run = {.sampler = (enum sampler_kind)p->sampler, .schedule = (enum schedule_kind)p->schedule,
                               .prediction = m->info.prediction == SD_PREDICTION_V ? PREDICTION_V : PREDICTION_EPS,
                               .steps = p->steps, .n = n, .noise = noise, .init = init, .start = start,
-                              .keep = p->mask && !m->info.inpainting ? keep : NULL,
+                              .keep = p->mask ? keep : NULL, /* NULL for an inpainting U-Net */
                               .ancestral_noise = anoise, .rng = &rng,
                               .denoise = guidance_denoise, .user = &g, .on_step = on_step, .step_user = &hook};
     if (!(s = report(p, SD_PHASE_SAMPLE, b, 0, runs))) s = sampler_run(&m->sched, &run, x);
@@ -257,7 +259,8 @@ int txt2img(struct sd_model *m, const struct txt2img_params *given, unsigned cha
 
     /* the final latent -> VAE decode -> 8-bit pixels */
     if ((s = report(p, SD_PHASE_DECODE, b, 0, 1))) goto done;
-    for (int pass = p->mask ? 2 : 1; pass-- > 0;) { /* inpainting: the init latent's decode first */
+    /* inpainting: the init latent's decode first (once when every image starts from the posterior mean) */
+    for (int pass = p->mask && !(trip_ready && p->vae_encode == SD_VAE_ENCODE_MEAN) ? 2 : 1; pass-- > 0;) {
       float *dst = pass ? trip : image;
       const float *z = pass ? init : x;
       if (p->taesd_decode) { /* TAESD: the latent as the U-Net made it, [0, 1] out */
@@ -269,6 +272,7 @@ int txt2img(struct sd_model *m, const struct txt2img_params *given, unsigned cha
         goto done;
       }
     }
+    trip_ready = true;
     for (size_t q = 0; p->mask && q < npix; q++) /* the kept part: the init image's own VAE round trip */
       for (int ch = 0; ch < 3; ch++) image[ch * npix + q] = pmask[q] * image[ch * npix + q] + (1 - pmask[q]) * trip[ch * npix + q];
     (p->taesd_decode ? taesd_image_to_u8 : image_to_u8)(image, p->height, p->width, rgb);

@@ -300,6 +300,19 @@ static void test_families(const char *bin, const char *vocab, const char *tiny_d
   printf("  sd2 / sdxl generate: golden latents, sizes in the PNG, unet --in y, no PNG from a non-finite decode\n");
 }
 
+/* the tensor `name` of the file at path against `ref_name` of the golden: want values, CHECK_CLOSE */
+static void check_file_tensor(const char *what, const char *path, const char *name, struct safetensors *gold,
+                              const char *ref_name, size_t want, double atol, double rtol) {
+  struct safetensors *st = NULL;
+  CHECK_OK(safetensors_open(path, &st));
+  size_t n = 0, nr = 0;
+  float *got = st ? test_tensor(st, name, &n) : NULL, *ref = gold ? test_tensor(gold, ref_name, &nr) : NULL;
+  CHECK_MSG(got && ref && n == nr && n == want, "%s: %s has %zu values, the golden %zu, expected %zu", what, name, n, nr, want);
+  if (got && ref && n == nr) CHECK_CLOSE(what, got, ref, n, atol, rtol);
+  free(got), free(ref);
+  safetensors_close(st);
+}
+
 /* vae-encode (#29): the golden's image and noise in, mean / logvar / latent out, against
  * vae_enc_tiny_64 (fp32: atol 1e-4 rtol 1e-4); the same image as a PNG (8-bit) lands within the
  * quantisation's reach; bad inputs are one-line errors and write nothing. */
@@ -311,20 +324,9 @@ static void test_vae_encode_cli(const char *bin, const char *ckpt) {
   CHECK_MSG(rc == 0, "vae-encode: %s", out);
   struct safetensors *g = NULL, *e = NULL;
   CHECK_OK(safetensors_open(gold, &g));
-  CHECK_OK(safetensors_open(o, &e));
-  if (g && e) {
-    const char *names[3][2] = {{"mean", "mean"}, {"logvar", "logvar"}, {"latent", "latent_sd"}};
-    for (int k = 0; k < 3; k++) {
-      size_t n = 0, nr = 0;
-      float *got = test_tensor(e, names[k][0], &n), *ref = test_tensor(g, names[k][1], &nr);
-      char what[96];
-      snprintf(what, sizeof what, "vae-encode %s", names[k][0]);
-      CHECK(got && ref && n == nr && n == 4 * 32 * 32);
-      if (got && ref && n == nr) CHECK_CLOSE(what, got, ref, n, 1e-4, 1e-4);
-      free(got), free(ref);
-    }
-  }
-  safetensors_close(e);
+  check_file_tensor("vae-encode mean", o, "mean", g, "mean", 4 * 32 * 32, 1e-4, 1e-4);
+  check_file_tensor("vae-encode logvar", o, "logvar", g, "logvar", 4 * 32 * 32, 1e-4, 1e-4);
+  check_file_tensor("vae-encode latent", o, "latent", g, "latent_sd", 4 * 32 * 32, 1e-4, 1e-4);
   /* the same image as an 8-bit PNG: --sample mean gives latent = mean * 0.18215 */
   size_t ni = 0;
   float *img = g ? test_tensor(g, "image", &ni) : NULL;
@@ -341,6 +343,7 @@ static void test_vae_encode_cli(const char *bin, const char *ckpt) {
     size_t n = 0;
     float *mean = e ? test_tensor(e, "mean", &n) : NULL, *lat = e ? test_tensor(e, "latent", NULL) : NULL;
     float *ref = test_tensor(g, "mean", NULL);
+    CHECK(mean && lat && ref && n == 4 * 32 * 32);
     if (mean && lat && ref) {
       double worst = 0;
       for (size_t i = 0; i < n; i++) {
@@ -459,13 +462,8 @@ static void test_taesd_cli(const char *bin, const char *cfg, const char *vocab, 
   CHECK_MSG(rc == 0, "decode --vae-decoder: %s", out);
   struct safetensors *g = NULL, *e = NULL;
   CHECK_OK(safetensors_open(gold, &g));
-  CHECK_OK(safetensors_open(o, &e));
-  size_t n = 0, nr = 0;
-  float *got = e ? test_tensor(e, "image", &n) : NULL, *ref = g ? test_tensor(g, "image", &nr) : NULL;
-  CHECK(got && ref && n == nr && n == 3 * 64 * 96);
-  if (got && ref && n == nr) CHECK_CLOSE("decode --vae-decoder image", got, ref, n, 1e-4, 1e-4);
-  free(got), free(ref);
-  safetensors_close(e);
+  check_file_tensor("decode --vae-decoder image", o, "image", g, "image", 3 * 64 * 96, 1e-4, 1e-4);
+  size_t n = 0;
   /* the encoder: the golden's input in [0, 1] given as `image` in [-1, 1] */
   float *input = g ? test_tensor(g, "input_image", &n) : NULL;
   for (size_t i = 0; input && i < n; i++) input[i] = input[i] * 2 - 1;
@@ -479,12 +477,9 @@ static void test_taesd_cli(const char *bin, const char *cfg, const char *vocab, 
   snprintf(o, sizeof o, "%s/taesd_lat.safetensors", dir);
   rc = run("%s vae-encode --vae-encoder %s --in %s --precision fp32 -o %s", bin, w, in, o);
   CHECK_MSG(rc == 0, "vae-encode --vae-encoder: %s", out);
+  check_file_tensor("vae-encode --vae-encoder latent", o, "latent", g, "encoded", 4 * 8 * 8, 1e-4, 1e-4);
   CHECK_OK(safetensors_open(o, &e));
-  got = e ? test_tensor(e, "latent", &n) : NULL;
-  ref = g ? test_tensor(g, "encoded", &nr) : NULL;
-  CHECK(got && ref && n == nr && n == 4 * 8 * 8 && (!e || !safetensors_find(e, "mean")));
-  if (got && ref && n == nr) CHECK_CLOSE("vae-encode --vae-encoder latent", got, ref, n, 1e-4, 1e-4);
-  free(got), free(ref);
+  CHECK(e && !safetensors_find(e, "mean")); /* TAESD has no posterior */
   safetensors_close(e);
   safetensors_close(g);
   CHECK(run("%s vae-encode --vae-encoder %s --in %s --sample mean -o %s", bin, w, in, o) == 2 && strstr(out, "TAESD"));

@@ -57,14 +57,21 @@ static int on_image(int image, uint32_t seed, const unsigned char *rgb, const fl
   return 0;
 }
 
-static void golden(const char *ckpt, const char *cfg, const char *vocab, struct safetensors *gold, bool fp16) {
+/* the model the checks run on: a checkpoint with its config and vocabulary (taesd: NULL or a TAESD file) */
+static enum status make_model(const char *ckpt, const char *cfg, const char *vocab, bool fp16, const char *taesd,
+                              struct sd_model **m) {
   struct sd_model_options mo = sd_model_default_options();
   mo.model_path = ckpt;
   mo.config_path = cfg;
   mo.tokenizer_path = vocab;
   mo.precision = fp16 ? SD_FP16 : SD_FP32;
+  mo.taesd_path = taesd;
+  return sd_model_create(&mo, m);
+}
+
+static void golden(const char *ckpt, const char *cfg, const char *vocab, struct safetensors *gold, bool fp16) {
   struct sd_model *m = NULL;
-  CHECK_OK(sd_model_create(&mo, &m));
+  CHECK_OK(make_model(ckpt, cfg, vocab, fp16, NULL, &m));
   if (!m) return;
   const char *p = fp16 ? "fp16" : "fp32";
   /* the conditioning txt2img samples with */
@@ -208,13 +215,8 @@ static void xl_golden(const char *family, const char *golden_name, const char *u
                                        "{\"num_attention_heads\": 4}, \"unet\": {\"num_attention_heads\": [2, 4, 4]}}"
                                      : "{\"text_encoder\": {\"num_attention_heads\": 4}, \"unet\": {\"num_attention_heads\": [2, 4, 4]}}");
   snprintf(cfg, sizeof cfg, "%s/xl.json", dir);
-  struct sd_model_options mo = sd_model_default_options();
-  mo.model_path = ckpt;
-  mo.config_path = cfg;
-  mo.tokenizer_path = vocab;
-  mo.precision = fp16 ? SD_FP16 : SD_FP32;
   struct sd_model *m = NULL;
-  CHECK_OK(sd_model_create(&mo, &m));
+  CHECK_OK(make_model(ckpt, cfg, vocab, fp16, NULL, &m));
   if (!m) {
     safetensors_close(gold);
     return;
@@ -312,13 +314,8 @@ static void img2img_checks(const char *ckpt, const char *cfg, const char *vocab)
   test_shared_path(gpath, sizeof gpath, "ref/goldens/vae_enc_tiny_64.safetensors");
   struct safetensors *gold = NULL;
   CHECK_OK(safetensors_open(gpath, &gold));
-  struct sd_model_options mo = sd_model_default_options();
-  mo.model_path = ckpt;
-  mo.config_path = cfg;
-  mo.tokenizer_path = vocab;
-  mo.precision = SD_FP32;
   struct sd_model *m = NULL;
-  CHECK_OK(sd_model_create(&mo, &m));
+  CHECK_OK(make_model(ckpt, cfg, vocab, false, NULL, &m));
   if (!m || !gold) {
     sd_model_destroy(m);
     safetensors_close(gold);
@@ -432,14 +429,8 @@ static void taesd_checks(const char *dir, const char *digest, const char *cfg, c
   test_shared_path(taesd_path, sizeof taesd_path, "ref/goldens/taesd_weights_seed1.safetensors");
   snprintf(ckpt, sizeof ckpt, "%s/tiny_unet_sd15_vae.safetensors", dir);
   CHECK(write_sd_checkpoint_mixed(ckpt, digest, sd15, ST_F16, 1, clip_spec("tiny")) == 0);
-  struct sd_model_options mo = sd_model_default_options();
-  mo.model_path = ckpt;
-  mo.config_path = cfg;
-  mo.tokenizer_path = vocab;
-  mo.precision = SD_FP32;
-  mo.taesd_path = taesd_path;
   struct sd_model *m = NULL;
-  CHECK_OK(sd_model_create(&mo, &m));
+  CHECK_OK(make_model(ckpt, cfg, vocab, false, taesd_path, &m));
   if (m) {
     enum { n = 4 * 8 * 8 };
     struct preview_calls pc = {0};
@@ -472,8 +463,7 @@ static void taesd_checks(const char *dir, const char *digest, const char *cfg, c
   /* a TAESD on a VAE that is not 8x (the tiny one is 2x): refused at create */
   char tiny[600];
   snprintf(tiny, sizeof tiny, "%s/tiny_sd.safetensors", dir);
-  mo.model_path = tiny;
-  CHECK(sd_model_create(&mo, &m) == SD_UNSUPPORTED && strstr(sd_last_error(), "TAESD decodes 8x"));
+  CHECK(make_model(tiny, cfg, vocab, false, taesd_path, &m) == STATUS_UNSUPPORTED && strstr(sd_last_error(), "TAESD decodes 8x"));
   unlink(ckpt);
 }
 
@@ -488,13 +478,8 @@ static void inpaint_checks(const char *ckpt, const char *cfg, const char *vocab,
   test_shared_path(gpath, sizeof gpath, "ref/goldens/vae_enc_tiny_64.safetensors");
   struct safetensors *gold = NULL;
   CHECK_OK(safetensors_open(gpath, &gold));
-  struct sd_model_options mo = sd_model_default_options();
-  mo.model_path = ckpt;
-  mo.config_path = cfg;
-  mo.tokenizer_path = vocab;
-  mo.precision = SD_FP32;
   struct sd_model *m = NULL;
-  CHECK_OK(sd_model_create(&mo, &m));
+  CHECK_OK(make_model(ckpt, cfg, vocab, false, NULL, &m));
   if (!m || !gold) {
     sd_model_destroy(m);
     safetensors_close(gold);
@@ -549,6 +534,25 @@ static void inpaint_checks(const char *ckpt, const char *cfg, const char *vocab,
   CHECK(worst_latent <= 1e-6);
   CHECK_MSG(worst_kept <= 2, "kept pixels differ by %d levels from the VAE round trip", worst_kept);
   CHECK(changed > S * S / 4);
+  { /* a batch of 2 (posterior mean: the kept part's decode is made once, for image 0, and reused): image 1 keeps it too */
+    unsigned char *two = malloc(2 * S * S * 3);
+    tp.batch_count = 2;
+    tp.noise = NULL;
+    tp.seed = 12;
+    CHECK_OK(txt2img(m, &tp, two, NULL));
+    int worst1 = 0;
+    for (int y = 0; y < S; y++)
+      for (int x = 0; x < S / 2; x++)
+        for (int c = 0; c < 3; c++) {
+          int d = abs((int)two[S * S * 3 + (y * S + x) * 3 + c] - (int)trip[(y * S + x) * 3 + c]);
+          worst1 = d > worst1 ? d : worst1;
+        }
+    CHECK_MSG(worst1 == 0 && memcmp(two, two + S * S * 3, S * S * 3) != 0,
+              "batch of 2: image 1's kept half is %d levels off the round trip (or the images are equal)", worst1);
+    free(two);
+    tp.batch_count = 1;
+    tp.noise = noise;
+  }
   memset(mask, 0, S * S * 3); /* all kept: the round trip */
   CHECK_OK(txt2img(m, &tp, out, NULL));
   CHECK_MSG(!memcmp(out, trip, S * S * 3), "an all-black mask is not the VAE round trip");
@@ -568,9 +572,8 @@ static void inpaint_checks(const char *ckpt, const char *cfg, const char *vocab,
   checkpoint_unet_in_channels = 9;
   CHECK(write_sd_checkpoint(ck9, digest, ST_F32, 1, clip_spec("tiny")) == 0);
   checkpoint_unet_in_channels = 0;
-  mo.model_path = ck9;
   m = NULL;
-  CHECK_OK(sd_model_create(&mo, &m));
+  CHECK_OK(make_model(ck9, cfg, vocab, false, NULL, &m));
   if (m) {
     struct sd_model_info info;
     sd_model_get_info(m, &info);
