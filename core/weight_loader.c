@@ -1,3 +1,4 @@
+#define _POSIX_C_SOURCE 200809L
 #include "weight_loader.h"
 
 #include <math.h>
@@ -7,6 +8,50 @@
 
 #include "half.h"
 #include "ops.h"
+
+static bool measuring(const struct weight_loader *l) { return !l->arena && !l->target; }
+static enum status weight_load_layout(struct weight_loader *l, const float *src, int ndim, const int64_t *shape, int64_t rows,
+                                      int64_t inner, enum weight_layout layout, enum dtype dt, struct gpu_tensor *out);
+
+/* loads on this thread record what they upload here (weight_registry_capture) */
+static _Thread_local struct weight_registry *capture;
+
+void weight_registry_capture(struct weight_registry *r) { capture = r; }
+
+void weight_registry_free(struct weight_registry *r) {
+  if (!r) return;
+  for (int i = 0; i < r->n_paths; i++) free(r->paths[i]);
+  free(r->e), free(r->paths);
+  *r = (struct weight_registry){0};
+}
+
+static enum status record(const struct weight_loader *l, const char *name, const char *key, int ndim, const int64_t *shape, int64_t row0,
+                          int64_t rows, enum weight_layout layout, enum dtype dt, const struct gpu_tensor *t) {
+  struct weight_registry *r = capture;
+  const char *path = safetensors_path(l->st);
+  int pi = 0;
+  while (pi < r->n_paths && strcmp(r->paths[pi], path)) pi++;
+  if (pi == r->n_paths) {
+    char **p = realloc(r->paths, (size_t)(r->n_paths + 1) * sizeof *p);
+    if (!p) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+    r->paths = p;
+    if (!(p[r->n_paths] = strdup(path))) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+    r->n_paths++;
+  }
+  if (r->n == r->cap) {
+    int c = r->cap ? 2 * r->cap : 256;
+    struct weight_entry *e = realloc(r->e, (size_t)c * sizeof *e);
+    if (!e) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+    r->e = e;
+    r->cap = c;
+  }
+  struct weight_entry *e = &r->e[r->n++];
+  *e = (struct weight_entry){.t = *t, .layout = layout, .dt = dt, .ndim = ndim, .row0 = row0, .rows = rows, .path = pi};
+  snprintf(e->key, sizeof e->key, "%s", key);
+  snprintf(e->name, sizeof e->name, "%s", name);
+  memcpy(e->shape, shape, (size_t)ndim * sizeof *shape);
+  return STATUS_OK;
+}
 
 /* the checkpoint key of a model name: renamed, then prefixed */
 static void key_of(const struct weight_loader *l, const char *name, char *key, size_t n) {
@@ -66,7 +111,7 @@ static enum status read_checked(struct weight_loader *l, const char *name, int n
     return status_set(STATUS_FORMAT, "%s: tensor '%s%s' is %s, expected F32, F16 or BF16", path, pre, name,
                       st_dtype_name(t->dtype));
   *out = t;
-  if (!l->arena) return STATUS_OK; /* measuring */
+  if (measuring(l)) return STATUS_OK;
   size_t need = (size_t)t->numel + 4;
   if (need > l->cap) {
     free(l->host);
@@ -83,7 +128,7 @@ static enum status read_checked(struct weight_loader *l, const char *name, int n
 
 /* host2 (the converted copy) and half (the fp16 copy) hold at least n values */
 static enum status reserve(struct weight_loader *l, int64_t n) {
-  if (!l->arena || (size_t)n + 4 <= l->cap2) return STATUS_OK;
+  if (measuring(l) || (size_t)n + 4 <= l->cap2) return STATUS_OK;
   free(l->host2);
   free(l->half);
   l->cap2 = (size_t)n + 4;
@@ -98,11 +143,17 @@ static enum status upload(struct weight_loader *l, const float *v, int ndim, con
   for (int i = 0; i < ndim; i++) n *= shape[i];
   enum status s = reserve(l, n);
   if (s) return s;
-  if (!l->arena) {
+  if (measuring(l)) {
     l->bytes += gpu_aligned_size(l->g, (VkDeviceSize)n * dtype_size(dt));
     return STATUS_OK;
   }
-  if ((s = gpu_arena_alloc(l->arena, dt, ndim, shape, out))) return s;
+  if (l->target) { /* a reload: into the tensor the first load made */
+    if (l->target->dtype != dt || gpu_tensor_numel(l->target) != n)
+      return status_set(STATUS_INVALID_ARGUMENT, "weight reload: the device tensor changed shape");
+    out = l->target;
+  } else if ((s = gpu_arena_alloc(l->arena, dt, ndim, shape, out))) {
+    return s;
+  }
   if (dt == DT_F16) {
     for (int64_t i = 0; i < n; i++) l->half[i] = half_from_float(v[i]);
     return gpu_upload(l->g, out, l->half, (size_t)n * 2);
@@ -119,10 +170,38 @@ enum status weight_load(struct weight_loader *l, const char *name, int ndim, con
   for (int i = 1; i < ndim; i++) inner *= shape[i];
   if (rows <= 0) row0 = 0, rows = ndim ? shape[0] : 1;
   const float *src = l->host ? l->host + row0 * inner : NULL;
+  if (l->delta && !measuring(l)) /* a reload with a merged difference (LoRA), checked like the file's values */
+    for (int64_t i = 0; i < rows * inner; i++)
+      if (!isfinite(l->host[row0 * inner + i] += l->delta[i]))
+        return status_set(STATUS_NUMERIC, "%s: tensor '%s' is not finite after adding a LoRA difference",
+                          safetensors_path(l->st), name);
+  if (l->arena && capture && !l->target) { /* record where it went */
+    if ((s = weight_load_layout(l, src, ndim, shape, rows, inner, layout, dt, out))) return s;
+    char key[512];
+    key_of(l, name, key, sizeof key);
+    return record(l, name, key, ndim, shape, row0, rows, layout, dt, out);
+  }
+  return weight_load_layout(l, src, ndim, shape, rows, inner, layout, dt, out);
+}
+
+enum status weight_reload(struct weight_loader *l, const struct weight_entry *e, const float *delta) {
+  struct gpu_tensor t = e->t;
+  l->target = &t;
+  l->delta = delta;
+  l->arena = NULL, l->prefix = NULL, l->rename = NULL;
+  enum status s = weight_load(l, e->key, e->ndim, e->shape, e->row0, e->rows, e->layout, e->dt, &t);
+  l->target = NULL;
+  l->delta = NULL;
+  return s;
+}
+
+static enum status weight_load_layout(struct weight_loader *l, const float *src, int ndim, const int64_t *shape, int64_t rows,
+                                      int64_t inner, enum weight_layout layout, enum dtype dt, struct gpu_tensor *out) {
+  enum status s;
   if (layout == WL_CONV) { /* [Co, C, k, k] -> [Co, Kp], zero padded */
     int64_t kp = (inner + 3) / 4 * 4;
     if ((s = reserve(l, rows * kp))) return s;
-    if (l->arena) {
+    if (!measuring(l)) {
       for (int64_t r = 0; r < rows; r++) {
         memcpy(l->host2 + r * kp, src + r * inner, (size_t)inner * sizeof *src);
         memset(l->host2 + r * kp + inner, 0, (size_t)(kp - inner) * sizeof *src);
@@ -133,9 +212,9 @@ enum status weight_load(struct weight_loader *l, const char *name, int ndim, con
   if (layout == WL_TRANSPOSE) {
     VKD_ASSERT(ndim == 2);
     if ((s = reserve(l, shape[0] * shape[1]))) return s;
-    if (l->arena)
+    if (!measuring(l))
       for (int64_t r = 0; r < shape[0]; r++)
-        for (int64_t c = 0; c < shape[1]; c++) l->host2[c * shape[0] + r] = l->host[r * shape[1] + c];
+        for (int64_t c = 0; c < shape[1]; c++) l->host2[c * shape[0] + r] = src[r * shape[1] + c];
     return upload(l, l->host2, 2, (int64_t[]){shape[1], shape[0]}, dt, out);
   }
   int64_t out_shape[8];

@@ -22,6 +22,8 @@ struct weight_loader {
   weight_rename_fn rename; /* NULL: the names as they are */
   const void *rename_ctx;
   VkDeviceSize bytes;      /* measuring pass: the total */
+  struct gpu_tensor *target; /* weight_reload: write into this tensor instead of the arena */
+  const float *delta;        /* weight_reload: added to the checkpoint's values (rows x inner) first */
   float *host, *host2;
   uint16_t *half;
   size_t cap, cap2;
@@ -44,6 +46,30 @@ bool weight_exists(const struct weight_loader *l, const char *name);
 /* The stored shape of prefix+name (ndim 0 and false when absent). */
 bool weight_shape(const struct weight_loader *l, const char *name, int *ndim, int64_t shape[8]);
 void weight_loader_free(struct weight_loader *l);
+
+/* What a model uploaded, tensor by tensor, so that a tensor can be rewritten later from its
+ * checkpoint: merging a difference (LoRA) and restoring the exact original values. */
+struct weight_entry {
+  char key[256];            /* the checkpoint key */
+  char name[256];           /* the model's own name for it (before the rename map and prefix) */
+  struct gpu_tensor t;      /* where it lives on the device */
+  enum weight_layout layout;
+  enum dtype dt;
+  int ndim, path;           /* path: an index into the registry's paths */
+  int64_t shape[8], row0, rows;
+};
+struct weight_registry {
+  struct weight_entry *e;
+  int n, cap, n_paths;
+  char **paths;
+};
+/* Loads on this thread record every weight_load into r from now on (NULL: stop recording). */
+void weight_registry_capture(struct weight_registry *r);
+void weight_registry_free(struct weight_registry *r);
+/* Rewrites e's device tensor from its checkpoint plus delta [rows, inner] (NULL: exactly the
+ * checkpoint's values), through the same layout and precision as the first load. l: a loader on
+ * that checkpoint (l->g, l->st = the file r->paths[e->path]; its buffers are reused across calls). */
+enum status weight_reload(struct weight_loader *l, const struct weight_entry *e, const float *delta);
 
 /* The layers every model has, named base + "." + the checkpoint's leaf names (weight, bias):
  * an error names the key and both shapes. */

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "prompt.h"
+#include "lora.h"
 #include "textenc_internal.h"
 #include "safetensors.h"
 #include "status.h"
@@ -177,6 +178,7 @@ int sd_model_create(const struct sd_model_options *o, struct sd_model **out) {
 
 void sd_model_destroy(struct sd_model *m) {
   if (!m) return;
+  lora_state_destroy(m->lora);
   textenc_cond_destroy(m->cond);
   vae_destroy(m->vae);
   taesd_destroy(m->taesd);
@@ -192,6 +194,33 @@ int sd_model_get_info(const struct sd_model *m, struct sd_model_info *info) {
 }
 
 struct gpu *sd_model_gpu(struct sd_model *m) { return m->g; }
+
+enum status sd_model_apply_loras(struct sd_model *m, const struct lora_spec *specs, int n, bool strict,
+                                 struct lora_report *rep) {
+  if (!m->lora) {
+    struct lora_target t[3];
+    int nt = textenc_cond_lora_targets(m->cond, t);
+    t[nt++] = unet_lora_target(m->unet);
+    enum status s = lora_state_create(m->g, t, nt, &m->lora);
+    if (s) return s;
+  }
+  return lora_state_apply(m->lora, specs, n, strict, rep);
+}
+
+int sd_model_set_loras(struct sd_model *m, const struct sd_lora *loras, int n, int strict, struct sd_lora_report *report) {
+  if (n < 0 || (n > 0 && !loras)) return status_set(STATUS_INVALID_ARGUMENT, "sd_model_set_loras: no LoRAs given");
+  struct lora_spec *sp = calloc((size_t)(n > 0 ? n : 1), sizeof *sp);
+  if (!sp) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+  for (int i = 0; i < n; i++) sp[i] = (struct lora_spec){.path = loras[i].path, .strength = loras[i].strength};
+  struct lora_report rep;
+  enum status s = sd_model_apply_loras(m, sp, n, strict != 0, &rep);
+  free(sp);
+  if (report)
+    *report = (struct sd_lora_report){.modules = rep.modules, .applied = rep.applied, .unmatched = rep.unmatched,
+                                      .other_network = rep.other, .unsupported = rep.unsupported, .rewritten = rep.rewritten};
+  if (report) snprintf(report->first_unmatched, sizeof report->first_unmatched, "%s", rep.first_unmatched);
+  return s;
+}
 
 void sd_conditioning_free(struct sd_conditioning *c) {
   free(c->cond), free(c->uncond), free(c->y_cond), free(c->y_uncond);

@@ -24,7 +24,12 @@ struct sd_model {
   struct taesd *taesd; /* sd_model_options.taesd_path, or NULL */
   struct schedule sched;
   struct sd_model_info info;
+  struct lora_state *lora; /* created at the first sd_model_set_loras */
 };
+
+/* sd_model_set_loras with core's report (what matched, what was rewritten). */
+enum status sd_model_apply_loras(struct sd_model *m, const struct lora_spec *specs, int n, bool strict,
+                                 struct lora_report *rep);
 
 /* The device the model lives on (borrowed: for a CLIP scorer beside it, validation counts, profiles). */
 struct gpu *sd_model_gpu(struct sd_model *m);

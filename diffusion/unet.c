@@ -7,6 +7,7 @@
 
 #include "ops.h"
 #include "resnet.h"
+#include "lora.h"
 #include "weight_loader.h"
 #include "workspace.h"
 
@@ -40,6 +41,12 @@ struct seq {
   int n;
 };
 
+/* ldm -> diffusers names: see diffusers_name */
+struct diffusers_map {
+  int res; /* num_res_blocks */
+  const struct safetensors *st;
+};
+
 struct unet {
   struct gpu *g;
   bool fp16;
@@ -50,6 +57,8 @@ struct unet {
   struct gpu_tensor le0_w, le0_b, le2_w, le2_b; /* SDXL label_emb: Linear(adm, temb), SiLU, Linear(temb, temb) */
   uint64_t act_bytes;
   int64_t evaluations, images; /* unet_forward calls and batch items run */
+  struct weight_registry reg;  /* what was loaded where (LoRA merging rewrites it) */
+  struct diffusers_map lora_map;
   /* the last forward, recorded once and replayed while the shape stays the same */
   struct gpu_recording *rec;
   int rec_N, rec_H, rec_W, rec_T;
@@ -60,10 +69,6 @@ struct unet {
  * ldm input_blocks.i (i >= 1) is level L = (i - 1) / (R + 1), slot r = (i - 1) % (R + 1): resnets.r and
  * attentions.r, or the level's downsampler when r == R; output_blocks.i is up level i / (R + 1), slot
  * i % (R + 1) (R + 1 resnets a level), its upsampler at conv; R = num_res_blocks. */
-struct diffusers_map {
-  int res; /* num_res_blocks */
-  const struct safetensors *st;
-};
 
 static bool is_diffusers(const struct safetensors *st) {
   return safetensors_find(st, "conv_in.weight") && safetensors_find(st, "time_embedding.linear_1.weight");
@@ -128,6 +133,7 @@ static bool diffusers_name(const char *name, char *key, size_t n, const void *ct
     if (!strncmp(rest, "conv.", 5)) { /* the level's last slot upsamples, after its transformer when it has one */
       char probe[96];
       snprintf(probe, sizeof probe, "up_blocks.%d.attentions.%d.norm.weight", L, r);
+      if (!m->st) return r == R; /* naming only (LoRA): no file to ask */
       return r == R && J == (safetensors_find(m->st, probe) ? 2 : 1);
     }
     return leaf ? J == 0 : J == 1;
@@ -388,6 +394,7 @@ void unet_destroy(struct unet *u) {
   gpu_arena_destroy(u->temps);
   gpu_arena_destroy(u->persist);
   gpu_arena_destroy(u->weights);
+  weight_registry_free(&u->reg);
   free(u);
 }
 
@@ -408,10 +415,13 @@ enum status unet_load(struct gpu *g, const struct safetensors *st, const struct 
     dm.res = diffusers_res_blocks(st);
     dm.st = st;
   }
+  weight_registry_capture(&u->reg);
   enum status s = diffusers && dm.res < 1
                       ? status_set(STATUS_FORMAT, "%s: a diffusers U-Net without down_blocks.0.resnets.0", safetensors_path(st))
                       : weight_load_model_renamed(g, st, prefix, diffusers ? diffusers_name : NULL, &dm, "U-Net weights",
                                                   load_all, free_all_layers, &ld, &u->weights);
+  weight_registry_capture(NULL);
+  u->lora_map.res = (u->info.n_input - u->info.levels) / (u->info.levels > 0 ? u->info.levels : 1);
   if (s) {
     unet_destroy(u);
     return s;
@@ -425,6 +435,32 @@ enum status unet_load(struct gpu *g, const struct safetensors *st, const struct 
 }
 
 void unet_get_info(const struct unet *u, struct unet_info *info) { *info = u->info; }
+
+/* a U-Net weight answers to its ldm name and its diffusers name, both without ".weight", '.' as '_'
+ * (kohya writes SD 1.x LoRAs with diffusers' names and SDXL ones with ldm's; PEFT uses diffusers') */
+static int lora_alias(const struct weight_entry *e, char names[LORA_MAX_ALIASES][LORA_NAME], const void *ctx) {
+  const struct unet *u = ctx;
+  size_t len = strlen(e->name);
+  if (len < 8 || strcmp(e->name + len - 7, ".weight")) return 0;
+  char key[LORA_NAME] = "";
+  diffusers_name(e->name, key, sizeof key, &u->lora_map);
+  const char *src[2] = {e->name, key};
+  int n = 0;
+  for (int i = 0; i < 2; i++) {
+    size_t l = strlen(src[i]);
+    if (l < 8 || l - 7 >= LORA_NAME) continue;
+    memcpy(names[n], src[i], l - 7);
+    names[n][l - 7] = 0;
+    for (char *c = names[n]; *c; c++)
+      if (*c == '.') *c = '_';
+    n++;
+  }
+  return n;
+}
+
+struct lora_target unet_lora_target(const struct unet *u) {
+  return (struct lora_target){.reg = &u->reg, .net = LORA_NET_UNET, .alias = lora_alias, .ctx = u};
+}
 void unet_counts(const struct unet *u, int64_t *evaluations, int64_t *images) {
   *evaluations = u->evaluations;
   *images = u->images;

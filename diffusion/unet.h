@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "gpu.h"
+#include "lora.h"
 #include "safetensors.h"
 
 #define UNET_MAX_LEVELS 8
@@ -50,6 +51,8 @@ bool unet_present(const struct safetensors *st, const char *prefix);
 enum status unet_load(struct gpu *g, const struct safetensors *st, const struct unet_options *opt, struct unet **out);
 void unet_destroy(struct unet *u);
 void unet_get_info(const struct unet *u, struct unet_info *info);
+/* The U-Net as a LoRA target (core/lora.h): its weights and the names they answer to. */
+struct lora_target unet_lora_target(const struct unet *u);
 /* eps [N, out, H, W] = U-Net(x [N, in, H, W], t [N] (fractional allowed), context [N, T, context_dim],
  * y [N, adm_in_channels] (SDXL; NULL for models without label_emb)). H and W must divide by
  * 2^(levels-1). One command buffer, one submit. */

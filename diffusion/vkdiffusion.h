@@ -186,6 +186,30 @@ VKDIFFUSION_API void sd_model_destroy(struct sd_model *m); /* accepts NULL */
 VKDIFFUSION_API int sd_model_get_info(const struct sd_model *m, struct sd_model_info *info);
 VKDIFFUSION_API const char *sd_last_error(void);
 
+/* LoRA: a file (kohya/sd-scripts lora_unet_* / lora_te_* / lora_te1_* / lora_te2_*, LoCon, or
+ * diffusers/PEFT unet.* / text_encoder.* / text_encoder_2.*) and its strength. */
+struct sd_lora {
+  const char *path;
+  double strength;
+};
+struct sd_lora_report {
+  int modules;       /* LoRA modules in the files */
+  int applied;       /* matched a tensor of the model (and were merged, unless their strength is 0) */
+  int unmatched;     /* matched no tensor, or one of another shape (skipped; an error when strict) */
+  int other_network; /* for a network the model does not have */
+  int unsupported;   /* keys of network kinds not merged (LoHa, LoKr, DoRA, ...) */
+  int rewritten;     /* device tensors rewritten by this call */
+  char first_unmatched[512];
+};
+/* Merges LoRAs into the model's weights, W' = W + strength * (alpha / rank) * up . down (fp32
+ * arithmetic, stored in the model's precision), replacing the set merged before: only the tensors
+ * whose contributions changed are rewritten, and those left with none get the checkpoint's exact
+ * values back (n = 0 restores the checkpoint). strict: an unmatched key or a shape mismatch is an
+ * error naming the key; otherwise they are counted in report (may be NULL). A file none of whose
+ * keys matches is an error. */
+VKDIFFUSION_API int sd_model_set_loras(struct sd_model *m, const struct sd_lora *loras, int n, int strict,
+                                       struct sd_lora_report *report);
+
 /* Defaults: 20 steps, cfg 7, the model's size, euler_a, discrete schedule, the family's clip skip,
  * seed 0, 1 image. */
 VKDIFFUSION_API struct txt2img_params txt2img_default_params(void);

@@ -3,11 +3,16 @@
  * before each run, so an element the kernel fails to write fails the comparison.
  * Tolerances: fp32 paths atol 1e-4 + rtol 1e-4 (values are O(1): weights scaled by 1/sqrt(K));
  * fp16 weights are compared against a reference on the same fp16-rounded weights (fp32
- * accumulation), so the same bound holds. */
+ * accumulation), so the same bound holds. Also the weight loader's registry and reload. */
+#define _POSIX_C_SOURCE 200809L
+#include <unistd.h>
+
 #include "half.h"
 #include "ops.h"
 #include "ref.h"
+#include "safetensors.h"
 #include "test.h"
+#include "weight_loader.h"
 
 #define NAN_BITS 0x7fc00000u
 
@@ -433,11 +438,94 @@ static void test_errors(void) {
   CHECK_OK(gpu_submit(g));
 }
 
+/* The weight registry and weight_reload (the ground LoRA merging stands on): a conv in fp16, a
+ * transposed linear and packed rows of a tensor, loaded through weight_load_model with a registry
+ * capturing; a reload with a difference gives checkpoint + difference in the device layout and
+ * precision; a reload without one restores the first load's bits exactly. */
+struct reload_model {
+  struct gpu_tensor conv, lin, rows;
+};
+static enum status reload_load(struct weight_loader *l, void *model) {
+  struct reload_model *m = model;
+  enum status s = weight_load(l, "a.weight", 4, (int64_t[]){6, 3, 3, 3}, 0, 0, WL_CONV, DT_F16, &m->conv);
+  if (!s) s = weight_load(l, "b.weight", 2, (int64_t[]){5, 7}, 0, 0, WL_TRANSPOSE, DT_F32, &m->lin);
+  if (!s) s = weight_load(l, "c.in_proj_weight", 2, (int64_t[]){9, 4}, 3, 3, WL_PLAIN, DT_F32, &m->rows);
+  return s;
+}
+
+static float *download_any(const struct gpu_tensor *t) {
+  size_t n = (size_t)gpu_tensor_numel(t);
+  float *out = malloc(n * 4);
+  if (t->dtype == DT_F16) {
+    uint16_t *h = malloc(n * 2);
+    CHECK_OK(gpu_download(g, t, h, n * 2));
+    for (size_t i = 0; i < n; i++) out[i] = half_to_float(h[i]);
+    free(h);
+  } else {
+    CHECK_OK(gpu_download(g, t, out, n * 4));
+  }
+  return out;
+}
+
+static void test_weight_reload(void) {
+  char path[128];
+  snprintf(path, sizeof path, "/tmp/vkd_test_reload_%ld.safetensors", (long)getpid());
+  float *a = random_array(6 * 27, 31, 1.0f), *b = random_array(35, 32, 1.0f), *c = random_array(36, 33, 1.0f);
+  struct st_writer *w = NULL;
+  CHECK_OK(st_writer_create(&w));
+  CHECK_OK(st_writer_add(w, "a.weight", ST_F32, 4, (int64_t[]){6, 3, 3, 3}, a));
+  CHECK_OK(st_writer_add(w, "b.weight", ST_F32, 2, (int64_t[]){5, 7}, b));
+  CHECK_OK(st_writer_add(w, "c.in_proj_weight", ST_F32, 2, (int64_t[]){9, 4}, c));
+  CHECK_OK(st_writer_finish(w, path));
+  st_writer_destroy(w);
+  struct safetensors *st = NULL;
+  CHECK_OK(safetensors_open(path, &st));
+  struct reload_model m = {0};
+  struct weight_registry reg = {0};
+  struct gpu_arena *wa = NULL;
+  weight_registry_capture(&reg);
+  CHECK_OK(weight_load_model(g, st, "", "reload test", reload_load, NULL, &m, &wa));
+  weight_registry_capture(NULL);
+  CHECK_MSG(reg.n == 3 && !strcmp(reg.e[0].key, "a.weight") && !strcmp(reg.e[2].key, "c.in_proj_weight") &&
+                reg.e[2].row0 == 3 && reg.e[2].rows == 3 && reg.e[1].layout == WL_TRANSPOSE && reg.e[0].dt == DT_F16,
+            "registry: %d entries", reg.n);
+  float *before[3] = {download_any(&m.conv), download_any(&m.lin), download_any(&m.rows)};
+  float *da = random_array(6 * 27, 34, 0.1f), *db = random_array(35, 35, 0.1f), *dc = random_array(12, 36, 0.1f);
+  const float *deltas[3] = {da, db, dc};
+  struct weight_loader rl = {.g = g, .st = st};
+  for (int i = 0; i < 3 && reg.n == 3; i++) CHECK_OK(weight_reload(&rl, &reg.e[i], deltas[i]));
+  float *after[3] = {download_any(&m.conv), download_any(&m.lin), download_any(&m.rows)};
+  /* expected, in the device layouts: conv [6, 28] padded with a zero column; linear transposed; rows 3..5 */
+  float ea[6 * 28], eb[35], ec[12];
+  for (int o = 0; o < 6; o++)
+    for (int k = 0; k < 28; k++) ea[o * 28 + k] = k < 27 ? a[o * 27 + k] + da[o * 27 + k] : 0;
+  for (int r = 0; r < 5; r++)
+    for (int k = 0; k < 7; k++) eb[k * 5 + r] = b[r * 7 + k] + db[r * 7 + k];
+  for (int i = 0; i < 12; i++) ec[i] = c[12 + i] + dc[i];
+  CHECK_CLOSE("weight_reload: fp16 conv + delta", after[0], ea, 6 * 28, 2e-3, 2e-3);
+  CHECK_CLOSE("weight_reload: transposed linear + delta", after[1], eb, 35, 0, 0);
+  CHECK_CLOSE("weight_reload: packed rows + delta", after[2], ec, 12, 0, 0);
+  for (int i = 0; i < 3 && reg.n == 3; i++) CHECK_OK(weight_reload(&rl, &reg.e[i], NULL));
+  weight_loader_free(&rl);
+  safetensors_close(st);
+  size_t ns[3] = {6 * 28, 35, 12};
+  for (int i = 0; i < 3; i++) {
+    float *again = download_any(i == 0 ? &m.conv : i == 1 ? &m.lin : &m.rows);
+    CHECK_MSG(!memcmp(again, before[i], ns[i] * 4), "weight_reload(NULL) of entry %d does not restore the first load", i);
+    free(again), free(before[i]), free(after[i]);
+  }
+  weight_registry_free(&reg);
+  gpu_arena_destroy(wa);
+  unlink(path);
+  free(a), free(b), free(c), free(da), free(db), free(dc);
+}
+
 int main(void) {
   int rc = 0;
   g = test_gpu(&rc);
   if (!g) return rc;
   CHECK_OK(gpu_arena_create(g, 256u << 20, "test", &arena));
+  test_weight_reload();
   const enum linear_variant variants[] = {LINEAR_GENERIC, LINEAR_TILED};
   for (int v = 0; v < 2; v++) {
     test_linear(77, 768, 768, DT_F16, true, ACT_NONE, variants[v]);

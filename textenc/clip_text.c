@@ -7,6 +7,7 @@
 
 #include "ops.h"
 #include "clip_layer.h"
+#include "lora.h"
 #include "weight_loader.h"
 
 struct clip_text {
@@ -382,4 +383,38 @@ enum status clip_layer_load_hf(struct weight_loader *l, const char *prefix, int6
     if (s) return s;
   }
   return STATUS_OK;
+}
+
+/* A text-tower weight answers to Hugging Face's module path from text_model. on, '.' as '_'
+ * (kohya's lora_te_text_model_encoder_layers_0_self_attn_q_proj, PEFT's
+ * text_encoder.text_model.encoder.layers.0.self_attn.q_proj); OpenCLIP's names are translated,
+ * its packed in_proj rows by block (q, k, v). */
+int clip_text_lora_alias(const struct weight_entry *e, char names[LORA_MAX_ALIASES][LORA_NAME], const void *ctx) {
+  (void)ctx;
+  char path[LORA_NAME];
+  const char *hf = strstr(e->name, "text_model.encoder.layers."), *oc = strstr(e->name, "transformer.resblocks.");
+  size_t len;
+  if (hf) {
+    len = strlen(hf);
+    if (len < 8 || strcmp(hf + len - 7, ".weight") || len - 7 >= sizeof path) return 0;
+    memcpy(path, hf, len - 7);
+    path[len - 7] = 0;
+  } else if (oc) {
+    int layer = 0, used = 0;
+    if (sscanf(oc, "transformer.resblocks.%d.%n", &layer, &used) != 1 || !used) return 0;
+    const char *leaf = oc + used, *hf_leaf = NULL;
+    if (!strcmp(leaf, "attn.in_proj_weight") && e->rows > 0 && e->shape[0] == 3 * e->rows)
+      hf_leaf = e->row0 == 0 ? "self_attn.q_proj" : e->row0 == e->rows ? "self_attn.k_proj" : "self_attn.v_proj";
+    else if (!strcmp(leaf, "attn.out_proj.weight")) hf_leaf = "self_attn.out_proj";
+    else if (!strcmp(leaf, "mlp.c_fc.weight")) hf_leaf = "mlp.fc1";
+    else if (!strcmp(leaf, "mlp.c_proj.weight")) hf_leaf = "mlp.fc2";
+    if (!hf_leaf) return 0;
+    snprintf(path, sizeof path, "text_model.encoder.layers.%d.%s", layer, hf_leaf);
+  } else {
+    return 0;
+  }
+  snprintf(names[0], LORA_NAME, "%s", path);
+  for (char *c = names[0]; *c; c++)
+    if (*c == '.') *c = '_';
+  return 1;
 }

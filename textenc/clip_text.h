@@ -46,6 +46,9 @@ enum status clip_text_load(struct gpu *g, const struct safetensors *st, const st
                            struct clip_text **out);
 void clip_text_destroy(struct clip_text *m);
 const struct clip_text_config *clip_text_config(const struct clip_text *m);
+/* The LoRA names of a text-tower weight (core/lora.h's lora_alias_fn). */
+struct weight_entry;
+int clip_text_lora_alias(const struct weight_entry *e, char names[2][256], const void *ctx);
 bool clip_text_fp16(const struct clip_text *m);
 
 /* Encodes n_seq sequences of ctx (77) ids: cond [n_seq, ctx, width] is the hidden state

@@ -17,6 +17,7 @@
 #include "clip_config.h"
 #include "clip_text.h"
 #include "gpu.h"
+#include "lora.h"
 #include "ops.h"
 #include "prompt.h"
 #include "push.h"
@@ -30,6 +31,7 @@ struct textenc_cond {
   struct textenc *tower[2];
   int towers, clip_skip;
   struct textenc_info info[2];
+  struct lora_state *lora;
 };
 
 const char *textenc_family_name(enum textenc_family f) {
@@ -95,6 +97,7 @@ enum status textenc_detect_family(const char *model_path, enum textenc_family *f
 
 void textenc_cond_destroy(struct textenc_cond *c) {
   if (!c) return;
+  lora_state_destroy(c->lora);
   textenc_destroy(c->tower[1]); /* borrows tower 0's device: goes first */
   textenc_destroy(c->tower[0]);
   free(c);
@@ -174,6 +177,27 @@ int textenc_cond_create(const struct textenc_options *opt, struct textenc_cond *
   return STATUS_OK;
 fail:
   textenc_cond_destroy(c);
+  return s;
+}
+
+int textenc_cond_lora_targets(const struct textenc_cond *c, struct lora_target t[2]) {
+  for (int i = 0; i < c->towers; i++) t[i] = textenc_lora_target(c->tower[i], i ? LORA_NET_TE2 : LORA_NET_TE1);
+  return c->towers;
+}
+
+enum status textenc_cond_apply_loras(struct textenc_cond *c, const struct lora_spec *specs, int n, bool strict,
+                                     struct lora_report *rep) {
+  struct lora_target t[2];
+  int nt = textenc_cond_lora_targets(c, t);
+  enum status s = c->lora ? STATUS_OK : lora_state_create(textenc_device(c->tower[0]), t, nt, &c->lora);
+  return s ? s : lora_state_apply(c->lora, specs, n, strict, rep);
+}
+
+int textenc_cond_set_loras(struct textenc_cond *c, const char *const *paths, const double *strengths, int n, int strict) {
+  struct lora_spec *sp;
+  enum status s = textenc_lora_specs(paths, strengths, n, &sp);
+  if (!s) s = textenc_cond_apply_loras(c, sp, n, strict != 0, NULL);
+  free(sp);
   return s;
 }
 

@@ -6,6 +6,7 @@
 
 #include "clip_text.h"
 #include "clip_vision.h"
+#include "lora.h"
 #include "gpu.h"
 #include "clip_config.h"
 #include "prompt.h"
@@ -28,6 +29,8 @@ struct textenc {
   bool final_ln; /* false: a skipped layer's hidden state without the final LayerNorm (SDXL) */
   int32_t pad, eot;
   char note[1024];
+  struct weight_registry reg; /* what the tower loaded where (LoRA merging rewrites it) */
+  struct lora_state *lora;    /* textenc_set_loras on this tower alone */
 };
 
 int textenc_version(void) { return TEXTENC_VERSION; }
@@ -40,7 +43,9 @@ const char *textenc_last_error(void) { return status_message(); }
 
 void textenc_destroy(struct textenc *te) {
   if (!te) return;
+  lora_state_destroy(te->lora);
   clip_text_destroy(te->model);
+  weight_registry_free(&te->reg);
   safetensors_close(te->st);
   tokenizer_destroy(te->tok);
   if (te->own_gpu) gpu_destroy(te->gpu);
@@ -80,7 +85,10 @@ enum status textenc_create_tower(const struct textenc_options *opt, const struct
     if ((s = gpu_create(&go, &te->gpu))) goto fail;
     te->own_gpu = true;
   }
-  if ((s = clip_text_load(te->gpu, te->st, &co, &te->model))) goto fail;
+  weight_registry_capture(&te->reg);
+  s = clip_text_load(te->gpu, te->st, &co, &te->model);
+  weight_registry_capture(NULL);
+  if (s) goto fail;
   const struct clip_text_config *c = clip_text_config(te->model);
   if (te->clip_skip > c->layers) {
     s = status_set(STATUS_INVALID_ARGUMENT, "clip skip %d is more than the model's %d layers", te->clip_skip, c->layers);
@@ -143,6 +151,35 @@ const char *textenc_config_note(const struct textenc *te) { return te->note; }
 
 void textenc_set_final_ln(struct textenc *te, bool on) { te->final_ln = on; }
 struct gpu *textenc_device(const struct textenc *te) { return te->gpu; }
+
+struct lora_target textenc_lora_target(const struct textenc *te, enum lora_net net) {
+  return (struct lora_target){.reg = &te->reg, .net = net, .alias = clip_text_lora_alias};
+}
+
+enum status textenc_apply_loras(struct textenc *te, const struct lora_spec *specs, int n, bool strict,
+                                struct lora_report *rep) {
+  struct lora_target t = textenc_lora_target(te, LORA_NET_TE1);
+  enum status s = te->lora ? STATUS_OK : lora_state_create(te->gpu, &t, 1, &te->lora);
+  return s ? s : lora_state_apply(te->lora, specs, n, strict, rep);
+}
+
+enum status textenc_lora_specs(const char *const *paths, const double *strengths, int n, struct lora_spec **out) {
+  *out = NULL;
+  if (n < 0 || (n > 0 && (!paths || !strengths))) return status_set(STATUS_INVALID_ARGUMENT, "set_loras: no paths or strengths");
+  struct lora_spec *sp = calloc((size_t)(n > 0 ? n : 1), sizeof *sp);
+  if (!sp) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+  for (int i = 0; i < n; i++) sp[i] = (struct lora_spec){.path = paths[i], .strength = strengths[i]};
+  *out = sp;
+  return STATUS_OK;
+}
+
+int textenc_set_loras(struct textenc *te, const char *const *paths, const double *strengths, int n, int strict) {
+  struct lora_spec *sp;
+  enum status s = textenc_lora_specs(paths, strengths, n, &sp);
+  if (!s) s = textenc_apply_loras(te, sp, n, strict != 0, NULL);
+  free(sp);
+  return s;
+}
 bool textenc_has_tokenizer(const struct textenc *te) { return te->tok != NULL; }
 
 static enum status tokenize_all(struct textenc *te, const char *const *prompts, int n, struct prompt_tokens *p) {

@@ -115,6 +115,13 @@ TEXTENC_API const char *textenc_last_error(void);
 
 /* Changes the clip skip (1 = the last layer) for later encodes. */
 TEXTENC_API int textenc_set_clip_skip(struct textenc *te, int clip_skip);
+/* LoRAs merged into the tower's weights: W' = W + strength * (alpha / rank) * up . down (fp32, stored
+ * in the tower's precision), replacing the set merged before (n = 0: the checkpoint's exact weights
+ * again); only tensors whose contributions changed are rewritten. Files: kohya (lora_te_*,
+ * lora_te1_*) or PEFT (text_encoder.*); keys for other networks (lora_unet_*) are ignored. strict:
+ * a key that matches no tensor, or another shape, is an error; otherwise such keys are skipped. A
+ * file with no matching key is an error either way. */
+TEXTENC_API int textenc_set_loras(struct textenc *te, const char *const *paths, const double *strengths, int n, int strict);
 
 /* The number of 77-token chunks the longest of the prompts needs (every prompt is padded to it). */
 TEXTENC_API int textenc_count_chunks(struct textenc *te, const char *const *prompts, int n, int *chunks);
@@ -176,6 +183,10 @@ TEXTENC_API int textenc_cond_info(const struct textenc_cond *c, struct textenc_c
 TEXTENC_API const char *textenc_family_name(enum textenc_family f); /* "sd1", "sd2", "sdxl" */
 /* Clip skip for later encodes (0: the family's default), on every tower. */
 TEXTENC_API int textenc_cond_set_clip_skip(struct textenc_cond *c, int clip_skip);
+/* textenc_set_loras on every tower (SDXL: lora_te1_* / text_encoder.* to the first, lora_te2_* /
+ * text_encoder_2.* to the second). */
+TEXTENC_API int textenc_cond_set_loras(struct textenc_cond *c, const char *const *paths, const double *strengths, int n,
+                                       int strict);
 /* Chunks of 77 tokens the longest prompt needs in either tower (NULL prompts count as one). */
 TEXTENC_API int textenc_cond_count_chunks(struct textenc_cond *c, const char *const *prompts, int n, int *chunks);
 /* Token ids [n, 77 * chunks] each tower reads (ids_2 only for two towers), weights alike; any may be NULL. */

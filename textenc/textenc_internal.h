@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "lora.h"
 #include "status.h"
 #include "textenc.h"
 
@@ -20,6 +21,17 @@ enum status textenc_create_tower(const struct textenc_options *opt, const struct
 void textenc_set_final_ln(struct textenc *te, bool on);
 struct gpu *textenc_device(const struct textenc *te);
 const char *textenc_config_note(const struct textenc *te);
+
+/* LoRA (core/lora.h): a tower as a target (net: LORA_NET_TE1 or TE2), the conditioner's towers
+ * (returns how many), and merging with a report. */
+struct lora_target textenc_lora_target(const struct textenc *te, enum lora_net net);
+int textenc_cond_lora_targets(const struct textenc_cond *c, struct lora_target t[2]);
+enum status textenc_apply_loras(struct textenc *te, const struct lora_spec *specs, int n, bool strict,
+                                struct lora_report *rep);
+enum status textenc_cond_apply_loras(struct textenc_cond *c, const struct lora_spec *specs, int n, bool strict,
+                                     struct lora_report *rep);
+/* paths + strengths -> specs (calloc'd) */
+enum status textenc_lora_specs(const char *const *paths, const double *strengths, int n, struct lora_spec **out);
 
 /* The family of a model (a .safetensors file or a diffusers folder), from the tensors present:
  * SDXL when a second text tower (conditioner.embedders.1., text_encoder_2/) or the U-Net's
