@@ -367,7 +367,7 @@ enum status lora_state_apply(struct lora_state *s, const struct lora_spec *specs
     if (!isfinite(specs[i].strength))
       st = status_set(STATUS_INVALID_ARGUMENT, "%s: the LoRA strength is not a finite number", specs[i].path);
     if (!st) st = lora_open(specs[i].path, &files[i]);
-    if (!st) ids[i] = mix(file_id(specs[i].path), (uint64_t)i);
+    if (!st) ids[i] = file_id(specs[i].path);
     if (!st) st = match_file(s, files[i], i, specs[i].path, strict, specs[i].strength != 0, rep, &c, &nc, &cap);
   }
   /* every entry's new signature; rewrite those that changed */

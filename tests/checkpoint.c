@@ -1,3 +1,4 @@
+#define _POSIX_C_SOURCE 200809L
 #include "checkpoint.h"
 
 #include <math.h>
@@ -502,4 +503,180 @@ int write_vision_checkpoint(const char *path, const struct vision_spec *v, const
     st_writer_add(w, "logit_scale", ST_F32, 0, NULL, ls);
   }
   return finish(w, &p, path);
+}
+
+/* --- LoRA files for the tiny SD 1.x checkpoint, and merging one offline ---
+ * The table pairs each module's diffusers path with the checkpoint key it changes, written out by
+ * hand from diffusers' conventions (R = 2 ResBlocks a level, 3 levels), independently of the
+ * library's rename map, so that merging offline checks the library's matching. */
+static const struct lora_row {
+  const char *diffusers, *ldm; /* ldm: the key without model.diffusion_model. (or the text key) */
+  bool text;
+} lora_rows[] = {
+    {"down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q", "input_blocks.1.1.transformer_blocks.0.attn1.to_q", false},
+    {"down_blocks.0.attentions.1.transformer_blocks.0.attn2.to_k", "input_blocks.2.1.transformer_blocks.0.attn2.to_k", false},
+    {"down_blocks.1.attentions.0.proj_in", "input_blocks.4.1.proj_in", false},           /* a 1x1 convolution */
+    {"down_blocks.1.resnets.0.conv1", "input_blocks.4.0.in_layers.2", false},            /* LoCon: 3x3 */
+    {"mid_block.attentions.0.transformer_blocks.0.ff.net.0.proj", "middle_block.1.transformer_blocks.0.ff.net.0.proj", false},
+    {"up_blocks.1.attentions.0.transformer_blocks.0.attn1.to_out.0", "output_blocks.3.1.transformer_blocks.0.attn1.to_out.0", false},
+    {"up_blocks.2.resnets.1.time_emb_proj", "output_blocks.7.0.emb_layers.1", false},
+    {"up_blocks.0.upsamplers.0.conv", "output_blocks.2.1.conv", false},                  /* LoCon: 3x3 */
+    {"text_model.encoder.layers.0.self_attn.q_proj", "text_model.encoder.layers.0.self_attn.q_proj", true},
+    {"text_model.encoder.layers.1.mlp.fc1", "text_model.encoder.layers.1.mlp.fc1", true},
+};
+#define LORA_ROWS (int)(sizeof lora_rows / sizeof *lora_rows)
+
+static void underscores(char *s) {
+  for (; *s; s++)
+    if (*s == '.') *s = '_';
+}
+
+/* the file's module base for row r in format f */
+static void lora_base(const struct lora_row *r, enum test_lora_format f, char *out, size_t n) {
+  if (f == TEST_LORA_PEFT) {
+    snprintf(out, n, "%s%s", r->text ? "text_encoder." : "unet.", r->diffusers);
+    return;
+  }
+  char path[256];
+  snprintf(path, sizeof path, "%s", f == TEST_LORA_KOHYA_LDM && !r->text ? r->ldm : r->diffusers);
+  underscores(path);
+  snprintf(out, n, "%s%s", r->text ? "lora_te_" : "lora_unet_", path);
+}
+
+static void lora_ckpt_key(const struct lora_row *r, char *out, size_t n) {
+  snprintf(out, n, "%s%s.weight", r->text ? "cond_stage_model.transformer." : "model.diffusion_model.", r->ldm);
+}
+
+static uint64_t lora_mix(uint64_t *s) {
+  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+int write_test_lora(const char *path, const char *ckpt, enum test_lora_format f, int rank, double alpha, uint64_t seed,
+                    unsigned parts) {
+  struct safetensors *st = NULL;
+  if (safetensors_open(ckpt, &st)) return 1;
+  struct st_writer *w = NULL;
+  struct pool p = {0};
+  int rc = st_writer_create(&w) ? 1 : 0;
+  for (int i = 0; !rc && i < LORA_ROWS; i++) {
+    const struct lora_row *r = &lora_rows[i];
+    if (!(parts & (r->text ? TEST_LORA_TEXT : TEST_LORA_UNET))) continue;
+    char key[300], base[300], name[400];
+    lora_ckpt_key(r, key, sizeof key);
+    const struct st_tensor *t = safetensors_find(st, key);
+    if (!t) {
+      fprintf(stderr, "write_test_lora: %s has no %s\n", ckpt, key);
+      rc = 1;
+      break;
+    }
+    lora_base(r, f, base, sizeof base);
+    int64_t out = t->shape[0], in = t->numel / out;
+    float *down = keep(&p, malloc((size_t)(rank * in) * sizeof *down)), *up = keep(&p, malloc((size_t)(out * rank) * sizeof *up));
+    uint64_t s = seed * 1000003u + (uint64_t)i;
+    /* the same values in every format: PEFT has no alpha, so its up carries alpha / rank (exact: a power of 2) */
+    double scale_up = f == TEST_LORA_PEFT ? alpha / rank : 1.0;
+    for (int64_t k = 0; k < rank * in; k++) down[k] = (float)(((double)(lora_mix(&s) >> 11) / 9007199254740992.0 * 2 - 1) / sqrt((double)in));
+    for (int64_t k = 0; k < out * rank; k++) up[k] = (float)(((double)(lora_mix(&s) >> 11) / 9007199254740992.0 * 2 - 1) * 0.5 * scale_up);
+    int64_t dshape[4] = {rank, t->ndim == 4 ? t->shape[1] : in, t->ndim == 4 ? t->shape[2] : 0, t->ndim == 4 ? t->shape[3] : 0};
+    int64_t ushape[4] = {out, rank, 1, 1};
+    snprintf(name, sizeof name, "%s.%s", base, f == TEST_LORA_PEFT ? "lora_A.weight" : "lora_down.weight");
+    st_writer_add(w, keep(&p, strdup(name)), ST_F32, t->ndim, dshape, down);
+    snprintf(name, sizeof name, "%s.%s", base, f == TEST_LORA_PEFT ? "lora_B.weight" : "lora_up.weight");
+    st_writer_add(w, keep(&p, strdup(name)), ST_F32, t->ndim, ushape, up);
+    if (f != TEST_LORA_PEFT) {
+      float *a = keep(&p, malloc(sizeof *a));
+      *a = (float)alpha;
+      snprintf(name, sizeof name, "%s.alpha", base);
+      st_writer_add(w, keep(&p, strdup(name)), ST_F32, 0, (int64_t[]){0}, a);
+    }
+  }
+  if (!rc && st_writer_finish(w, path)) rc = 1;
+  st_writer_destroy(w);
+  for (int i = 0; i < p.n; i++) free(p.bufs[i]);
+  free(p.bufs);
+  safetensors_close(st);
+  return rc;
+}
+
+int merge_test_lora(const char *ckpt, const char *lora, double strength, const char *out_path) {
+  struct safetensors *st = NULL, *lf = NULL;
+  if (safetensors_open(ckpt, &st) || safetensors_open(lora, &lf)) {
+    fprintf(stderr, "merge_test_lora: %s\n", status_message());
+    safetensors_close(st);
+    return 1;
+  }
+  int n = safetensors_count(st), rc = 0, merged = 0;
+  float **v = calloc((size_t)n, sizeof *v);
+  for (int i = 0; i < n; i++) {
+    v[i] = malloc((size_t)safetensors_at(st, i)->numel * sizeof **v + 4);
+    if (safetensors_read_f32(st, safetensors_at(st, i), v[i])) rc = 1;
+  }
+  /* every module of the file, found by its base in any of the three spellings */
+  for (int j = 0; !rc && j < safetensors_count(lf); j++) {
+    const struct st_tensor *d = safetensors_at(lf, j);
+    const char *sfx = strstr(d->name, ".lora_down.weight") ? ".lora_down.weight" : strstr(d->name, ".lora_A.weight") ? ".lora_A.weight" : NULL;
+    if (!sfx) continue;
+    char base[300], name[400], key[300];
+    snprintf(base, sizeof base, "%.*s", (int)(strlen(d->name) - strlen(sfx)), d->name);
+    int row = -1;
+    for (int i = 0; i < LORA_ROWS && row < 0; i++)
+      for (int f = 0; f < 3; f++) {
+        lora_base(&lora_rows[i], (enum test_lora_format)f, name, sizeof name);
+        if (!strcmp(name, base)) row = i;
+      }
+    if (row < 0) {
+      fprintf(stderr, "merge_test_lora: %s: module '%s' is not in the test table\n", lora, base);
+      rc = 1;
+      break;
+    }
+    bool peft = !strcmp(sfx, ".lora_A.weight");
+    snprintf(name, sizeof name, "%s%s", base, peft ? ".lora_B.weight" : ".lora_up.weight");
+    const struct st_tensor *u = safetensors_find(lf, name);
+    snprintf(name, sizeof name, "%s.alpha", base);
+    const struct st_tensor *at = peft ? NULL : safetensors_find(lf, name);
+    lora_ckpt_key(&lora_rows[row], key, sizeof key);
+    const struct st_tensor *t = safetensors_find(st, key);
+    int ti = 0;
+    while (ti < n && safetensors_at(st, ti) != t) ti++;
+    int64_t rank = d->shape[0], in = d->numel / rank, out = u ? u->shape[0] : 0;
+    if (!u || !t || out * in != t->numel) {
+      fprintf(stderr, "merge_test_lora: %s: module '%s' does not fit %s\n", lora, base, key);
+      rc = 1;
+      break;
+    }
+    float *dv = malloc((size_t)d->numel * sizeof *dv), *uv = malloc((size_t)u->numel * sizeof *uv), alpha = (float)rank;
+    safetensors_read_f32(lf, d, dv);
+    safetensors_read_f32(lf, u, uv);
+    if (at) safetensors_read_f32(lf, at, &alpha);
+    double scale = strength * alpha / (double)rank;
+    for (int64_t o = 0; o < out; o++)
+      for (int64_t i = 0; i < in; i++) {
+        double acc = 0;
+        for (int64_t k = 0; k < rank; k++) acc += (double)uv[o * rank + k] * dv[k * in + i];
+        v[ti][o * in + i] = (float)(v[ti][o * in + i] + scale * acc);
+      }
+    free(dv), free(uv);
+    merged++;
+  }
+  struct st_writer *w = NULL;
+  if (!rc && !st_writer_create(&w)) {
+    for (int i = 0; i < n; i++) {
+      const struct st_tensor *t = safetensors_at(st, i);
+      st_writer_add(w, t->name, ST_F32, t->ndim, t->shape, v[i]);
+    }
+    if (st_writer_finish(w, out_path)) rc = 1;
+    st_writer_destroy(w);
+  }
+  if (!rc && !merged) {
+    fprintf(stderr, "merge_test_lora: %s has no LoRA modules\n", lora);
+    rc = 1;
+  }
+  for (int i = 0; i < n; i++) free(v[i]);
+  free(v);
+  safetensors_close(st);
+  safetensors_close(lf);
+  return rc;
 }

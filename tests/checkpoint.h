@@ -60,6 +60,17 @@ int write_family_checkpoint(const char *path, const char *family, const char *un
 /* The same U-Net in diffusers' UNet2DConditionModel names (a unet/ folder's file), F32, no prefix. */
 int write_unet_checkpoint_diffusers(const char *path, const char *digest_path, uint64_t seed);
 
+/* LoRA files for the tiny SD 1.x checkpoint (8 U-Net modules: attention, a 1x1 proj_in, LoCon 3x3
+ * convolutions, a time projection; 2 text modules): kohya with diffusers' names, kohya with ldm's,
+ * or PEFT (alpha / rank folded into lora_B, so all three carry the same difference). */
+enum test_lora_format { TEST_LORA_KOHYA, TEST_LORA_KOHYA_LDM, TEST_LORA_PEFT };
+enum { TEST_LORA_UNET = 1, TEST_LORA_TEXT = 2 };
+int write_test_lora(const char *path, const char *ckpt, enum test_lora_format f, int rank, double alpha, uint64_t seed,
+                    unsigned parts);
+/* ckpt + strength * (alpha / rank) * up . down for every module of lora (matched through the table,
+ * summed in double), written as F32 to out: the offline merge LoRA merging is checked against. */
+int merge_test_lora(const char *ckpt, const char *lora, double strength, const char *out);
+
 struct vision_spec {
   const char *name; /* tiny, vitb32 */
   int image, patch, width, layers, mlp, proj;

@@ -2,8 +2,11 @@
  * for benchmarks and manual checks with real-size models.
  *   make_checkpoint clip tiny|tiny_gelu|vitl14 [--dtype f32|f16|bf16] [--prefix P] [--openclip]
  *                   [--projection] [--seed S] -o OUT.safetensors
- *   make_checkpoint sd DIGEST.json tiny|vitl14 [--dtype f32|f16] -o OUT.safetensors
- *     (an SD single-file checkpoint: the U-Net/VAE keys of a ../shared/ref digest and a CLIP text model)
+ *   make_checkpoint sd DIGEST.json tiny|vitl14 [--dtype f32|f16] [--merge-lora LORA:S] -o OUT.safetensors
+ *     (an SD single-file checkpoint: the U-Net/VAE keys of a ../shared/ref digest and a CLIP text model;
+ *     --merge-lora: the LoRA (a file of make_checkpoint lora) merged in offline at strength S, F32)
+ *   make_checkpoint lora CKPT kohya|kohya-ldm|peft [--rank R] [--alpha A] [--seed S] [--unet-only|--text-only]
+ *                   -o OUT.safetensors   (a LoRA for the tiny SD 1.x checkpoint CKPT)
  *   make_checkpoint unet DIGEST.json [--dtype f32|f16] -o OUT.safetensors
  *     (a U-Net alone under model.diffusion_model., streamed: the full SDXL one for bench unet)
  *   make_checkpoint sd2|sdxl UNET_DIGEST.json VAE_DIGEST.json [--dtype f32|f16] [--meta KEY=VALUE] -o OUT.safetensors
@@ -17,18 +20,48 @@
 #include "checkpoint.h"
 
 int main(int argc, char **argv) {
+  if (argc >= 4 && !strcmp(argv[1], "lora")) {
+    const char *out = NULL, *fmt = argv[3];
+    int rank = 4;
+    double alpha = 2;
+    uint64_t seed = 1;
+    unsigned parts = TEST_LORA_UNET | TEST_LORA_TEXT;
+    for (int i = 4; i < argc; i++) {
+      if (!strcmp(argv[i], "--rank") && i + 1 < argc) rank = atoi(argv[++i]);
+      else if (!strcmp(argv[i], "--alpha") && i + 1 < argc) alpha = atof(argv[++i]);
+      else if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = strtoull(argv[++i], NULL, 10);
+      else if (!strcmp(argv[i], "--unet-only")) parts = TEST_LORA_UNET;
+      else if (!strcmp(argv[i], "--text-only")) parts = TEST_LORA_TEXT;
+      else if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
+    }
+    int f = !strcmp(fmt, "kohya") ? TEST_LORA_KOHYA : !strcmp(fmt, "kohya-ldm") ? TEST_LORA_KOHYA_LDM : !strcmp(fmt, "peft") ? TEST_LORA_PEFT : -1;
+    if (!out || f < 0 || rank < 1) {
+      fprintf(stderr, "usage: make_checkpoint lora CKPT kohya|kohya-ldm|peft [--rank R] [--alpha A] [--seed S] "
+                      "[--unet-only|--text-only] -o OUT.safetensors\n");
+      return 2;
+    }
+    return write_test_lora(out, argv[2], (enum test_lora_format)f, rank, alpha, seed, parts) ? 1 : 0;
+  }
   if (argc >= 4 && !strcmp(argv[1], "sd")) { /* make_checkpoint sd DIGEST.json tiny|vitl14 [--dtype f16] -o OUT */
     enum st_dtype dt = ST_F32;
-    const char *out = NULL;
+    const char *out = NULL, *merge = NULL;
     for (int i = 4; i < argc; i++) {
       if (!strcmp(argv[i], "--dtype") && i + 1 < argc) dt = !strcmp(argv[++i], "f16") ? ST_F16 : ST_F32;
+      else if (!strcmp(argv[i], "--merge-lora") && i + 1 < argc && strrchr(argv[i + 1], ':')) merge = argv[++i];
       else if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
     }
     if (!out || !clip_spec(argv[3])) {
       fprintf(stderr, "usage: make_checkpoint sd DIGEST.json tiny|vitl14 [--dtype f32|f16] -o OUT.safetensors\n");
       return 2;
     }
-    return write_sd_checkpoint(out, argv[2], dt, 1, clip_spec(argv[3])) ? 1 : 0;
+    if (!merge) return write_sd_checkpoint(out, argv[2], dt, 1, clip_spec(argv[3])) ? 1 : 0;
+    char base[4200], lora[4200];
+    snprintf(base, sizeof base, "%s.unmerged", out);
+    snprintf(lora, sizeof lora, "%.*s", (int)(strrchr(merge, ':') - merge), merge);
+    int rc = write_sd_checkpoint(base, argv[2], dt, 1, clip_spec(argv[3])) ||
+             merge_test_lora(base, lora, atof(strrchr(merge, ':') + 1), out);
+    remove(base);
+    return rc ? 1 : 0;
   }
   if (argc >= 3 && !strcmp(argv[1], "unet")) {
     enum st_dtype dt = ST_F32;

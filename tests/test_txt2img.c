@@ -7,7 +7,7 @@
  * within 1 level; fp16 storage latents atol 1 rtol 2e-2, image within 3 levels. The conditioning
  * on the way is checked against the golden's `cond`/`uncond` (fp32: 1e-4).
  * Also: the callbacks (progress order, one image a batch element, seeds), cancellation, and
- * parameters refused before any GPU work. */
+ * parameters refused before any GPU work. And LoRA merging (lora_checks). */
 #define _POSIX_C_SOURCE 200809L
 #include <sys/stat.h>
 #include <unistd.h>
@@ -594,6 +594,166 @@ static void inpaint_checks(const char *ckpt, const char *cfg, const char *vocab,
   safetensors_close(gold);
 }
 
+/* One generation's final latent (4 euler steps, 32x32, fixed noise) and image. */
+static void lora_run(struct sd_model *m, const float *noise, float *latent, unsigned char *rgb) {
+  enum { n = 4 * 4 * 4 };
+  struct txt2img_params tp = txt2img_default_params();
+  tp.prompt = PROMPT;
+  tp.negative_prompt = "";
+  tp.noise = noise;
+  tp.steps = STEPS;
+  tp.cfg_scale = 7.5;
+  tp.width = tp.height = 32;
+  tp.sampler = SD_SAMPLER_EULER;
+  tp.vae_tiling = SD_VAE_TILING_OFF;
+  float *lat = malloc((size_t)STEPS * N_LAT * sizeof *lat);
+  CHECK_OK(txt2img(m, &tp, rgb, lat));
+  memcpy(latent, lat + (STEPS - 1) * N_LAT, N_LAT * sizeof *lat);
+  free(lat);
+  (void)n;
+}
+
+static int set_one(struct sd_model *m, const char *path, double strength, int strict, struct sd_lora_report *rep) {
+  struct sd_lora l = {path, strength};
+  return sd_model_set_loras(m, &l, 1, strict, rep);
+}
+
+/* LoRA: merging on the device against make_checkpoint's offline merge (the library's name matching
+ * against a table written by hand; fp32 within atol 1e-5 rtol 1e-4 on the final latent, images
+ * within 1 level); strength 0 and unloading bit-identical to no LoRA; kohya (diffusers names),
+ * kohya (ldm names) and PEFT files of one difference bit-identical; only what changed is rewritten;
+ * unmatched keys counted or (strict) refused; a file matching nothing refused. */
+static void lora_checks(const char *dir, const char *ckpt, const char *cfg, const char *vocab) {
+  char kohya[512], ldm[512], peft[512], unet_only[512], text_only[512], merged[512], bad[512], none[512];
+  snprintf(kohya, sizeof kohya, "%s/lora_kohya.safetensors", dir);
+  snprintf(ldm, sizeof ldm, "%s/lora_ldm.safetensors", dir);
+  snprintf(peft, sizeof peft, "%s/lora_peft.safetensors", dir);
+  snprintf(unet_only, sizeof unet_only, "%s/lora_unet.safetensors", dir);
+  snprintf(text_only, sizeof text_only, "%s/lora_text.safetensors", dir);
+  snprintf(merged, sizeof merged, "%s/merged.safetensors", dir);
+  snprintf(bad, sizeof bad, "%s/lora_bad.safetensors", dir);
+  snprintf(none, sizeof none, "%s/lora_none.safetensors", dir);
+  CHECK(write_test_lora(kohya, ckpt, TEST_LORA_KOHYA, 4, 2, 5, TEST_LORA_UNET | TEST_LORA_TEXT) == 0);
+  CHECK(write_test_lora(ldm, ckpt, TEST_LORA_KOHYA_LDM, 4, 2, 5, TEST_LORA_UNET | TEST_LORA_TEXT) == 0);
+  CHECK(write_test_lora(peft, ckpt, TEST_LORA_PEFT, 4, 2, 5, TEST_LORA_UNET | TEST_LORA_TEXT) == 0);
+  CHECK(write_test_lora(unet_only, ckpt, TEST_LORA_KOHYA, 4, 4, 6, TEST_LORA_UNET) == 0);
+  CHECK(write_test_lora(text_only, ckpt, TEST_LORA_KOHYA, 2, 1, 7, TEST_LORA_TEXT) == 0);
+  CHECK(merge_test_lora(ckpt, kohya, 0.8, merged) == 0);
+  { /* kohya plus one module the model lacks and one of another shape; and a file matching nothing */
+    struct safetensors *k = NULL;
+    CHECK_OK(safetensors_open(kohya, &k));
+    struct st_writer *w = NULL;
+    CHECK_OK(st_writer_create(&w));
+    float **keepv = calloc((size_t)safetensors_count(k) + 4, sizeof *keepv);
+    for (int i = 0; k && i < safetensors_count(k); i++) {
+      const struct st_tensor *t = safetensors_at(k, i);
+      keepv[i] = malloc((size_t)t->numel * 4 + 4);
+      safetensors_read_f32(k, t, keepv[i]);
+      st_writer_add(w, t->name, ST_F32, t->ndim, t->shape, keepv[i]);
+    }
+    static float d[4 * 32], u[32 * 4], d2[4 * 33];
+    test_random(d, 4 * 32, 3), test_random(u, 32 * 4, 4), test_random(d2, 4 * 33, 5);
+    st_writer_add(w, "lora_unet_down_blocks_7_attentions_0_to_q.lora_down.weight", ST_F32, 2, (int64_t[]){4, 32}, d);
+    st_writer_add(w, "lora_unet_down_blocks_7_attentions_0_to_q.lora_up.weight", ST_F32, 2, (int64_t[]){32, 4}, u);
+    st_writer_add(w, "lora_te_text_model_encoder_layers_1_self_attn_k_proj.lora_down.weight", ST_F32, 2, (int64_t[]){4, 33}, d2);
+    st_writer_add(w, "lora_te_text_model_encoder_layers_1_self_attn_k_proj.lora_up.weight", ST_F32, 2, (int64_t[]){64, 4}, u);
+    CHECK_OK(st_writer_finish(w, bad));
+    st_writer_destroy(w);
+    CHECK_OK(st_writer_create(&w));
+    st_writer_add(w, "lora_unet_nowhere.lora_down.weight", ST_F32, 2, (int64_t[]){4, 32}, d);
+    st_writer_add(w, "lora_unet_nowhere.lora_up.weight", ST_F32, 2, (int64_t[]){32, 4}, u);
+    CHECK_OK(st_writer_finish(w, none));
+    st_writer_destroy(w);
+    for (int i = 0; k && i < safetensors_count(k); i++) free(keepv[i]);
+    free(keepv);
+    safetensors_close(k);
+  }
+  struct sd_model *m = NULL, *mm = NULL;
+  CHECK_OK(make_model(ckpt, cfg, vocab, false, NULL, &m));
+  CHECK_OK(make_model(merged, cfg, vocab, false, NULL, &mm));
+  if (!m || !mm) {
+    sd_model_destroy(m), sd_model_destroy(mm);
+    return;
+  }
+  float noise[N_LAT], base[N_LAT], got[N_LAT], ref[N_LAT], other[N_LAT];
+  unsigned char img_base[PX], img[PX], img_ref[PX];
+  test_random(noise, N_LAT, 91);
+  lora_run(m, noise, base, img_base);
+  lora_run(mm, noise, ref, img_ref);
+  struct sd_lora_report rep;
+  CHECK_OK(set_one(m, kohya, 0.8, 1, &rep));
+  CHECK_MSG(rep.modules == 10 && rep.applied == 10 && rep.unmatched == 0 && rep.rewritten == 10,
+            "kohya LoRA: %d modules, %d applied, %d unmatched, %d rewritten (expected 10, 10, 0, 10)", rep.modules,
+            rep.applied, rep.unmatched, rep.rewritten);
+  /* one conditioning and one U-Net evaluation, then the whole trajectory (the golden tolerances) */
+  struct sd_conditioning c1 = {0}, c2 = {0};
+  CHECK_OK(sd_model_encode(m, PROMPT, "", 1, SD_EMPTY_NEGATIVE_AUTO, NULL, &c1));
+  CHECK_OK(sd_model_encode(mm, PROMPT, "", 1, SD_EMPTY_NEGATIVE_AUTO, NULL, &c2));
+  if (c1.cond && c2.cond && c1.tokens == 77 && c2.tokens == 77) {
+    CHECK_CLOSE("LoRA merged on the device vs offline: text conditioning", c1.cond, c2.cond, 77 * 64, 1e-5, 1e-4);
+    float t = 500, e1[N_LAT], e2[N_LAT];
+    CHECK_OK(unet_forward(m->unet, noise, &t, c2.cond, NULL, 1, 8, 8, 77, e1, NULL));
+    CHECK_OK(unet_forward(mm->unet, noise, &t, c2.cond, NULL, 1, 8, 8, 77, e2, NULL));
+    CHECK_CLOSE("LoRA merged on the device vs offline: one U-Net evaluation", e1, e2, 4 * 8 * 8, 1e-5, 1e-4);
+  }
+  sd_conditioning_free(&c1), sd_conditioning_free(&c2);
+  lora_run(m, noise, got, img);
+  CHECK_CLOSE("LoRA merged on the device vs offline (final latent after 4 steps)", got, ref, N_LAT, 2e-3, 1e-4);
+  int worst = 0;
+  for (int i = 0; i < PX; i++) worst = abs((int)img[i] - img_ref[i]) > worst ? abs((int)img[i] - img_ref[i]) : worst;
+  CHECK_MSG(worst <= 1, "LoRA image vs offline merge: %d levels apart", worst);
+  double diff = 0;
+  for (int i = 0; i < N_LAT; i++) diff = fmax(diff, fabs(got[i] - base[i]));
+  CHECK_MSG(diff > 0.1, "the LoRA changes the latent by only %g", diff);
+  printf("  LoRA at 0.8 moves the final latent by up to %.3f\n", diff);
+  /* the same difference in the other spellings: bit-identical */
+  const char *same[] = {ldm, peft};
+  for (int k = 0; k < 2; k++) {
+    CHECK_OK(set_one(m, same[k], 0.8, 1, &rep));
+    lora_run(m, noise, other, img);
+    CHECK_MSG(!memcmp(other, got, sizeof got), "%s LoRA differs from the kohya one", k ? "PEFT" : "kohya (ldm names)");
+  }
+  /* strength 0: nothing merged, and everything merged before restored exactly */
+  CHECK_OK(set_one(m, kohya, 0, 1, &rep));
+  CHECK_MSG(rep.applied == 10 && rep.rewritten == 10, "strength 0: %d applied, %d rewritten", rep.applied, rep.rewritten);
+  lora_run(m, noise, other, img);
+  CHECK_MSG(!memcmp(other, base, sizeof base) && !memcmp(img, img_base, PX), "strength 0 is not bit-identical to no LoRA");
+  /* re-merging only what changed */
+  struct sd_lora two[2] = {{unet_only, 1.0}, {text_only, 1.5}};
+  CHECK_OK(sd_model_set_loras(m, two, 1, 1, &rep));
+  CHECK_MSG(rep.rewritten == 8, "U-Net LoRA: %d tensors rewritten (8)", rep.rewritten);
+  CHECK_OK(sd_model_set_loras(m, two, 2, 1, &rep));
+  CHECK_MSG(rep.rewritten == 2, "adding a text LoRA: %d tensors rewritten (2)", rep.rewritten);
+  CHECK_OK(sd_model_set_loras(m, two, 2, 1, &rep));
+  CHECK_MSG(rep.rewritten == 0, "the same set again: %d tensors rewritten (0)", rep.rewritten);
+  two[1].strength = 1.25;
+  CHECK_OK(sd_model_set_loras(m, two, 2, 1, &rep));
+  CHECK_MSG(rep.rewritten == 2, "another text strength: %d tensors rewritten (2)", rep.rewritten);
+  CHECK_OK(sd_model_set_loras(m, two + 1, 1, 1, &rep));
+  CHECK_MSG(rep.rewritten == 8, "dropping the U-Net LoRA: %d tensors rewritten (8)", rep.rewritten);
+  CHECK_OK(sd_model_set_loras(m, NULL, 0, 1, &rep));
+  CHECK_MSG(rep.rewritten == 2, "unloading: %d tensors rewritten (2)", rep.rewritten);
+  lora_run(m, noise, other, img);
+  CHECK_MSG(!memcmp(other, base, sizeof base) && !memcmp(img, img_base, PX), "unloading does not restore the exact weights");
+  /* unmatched keys: counted (the rest merged), or refused when strict; a file matching nothing refused */
+  CHECK_OK(set_one(m, bad, 0.8, 0, &rep));
+  CHECK_MSG(rep.applied == 10 && rep.unmatched == 2 && strstr(rep.first_unmatched, "is a 64 x 33 difference but the model's"),
+            "unmatched keys: %d applied, %d unmatched, first: %s", rep.applied, rep.unmatched, rep.first_unmatched);
+  lora_run(m, noise, other, img);
+  CHECK_MSG(!memcmp(other, got, sizeof got), "the matched part of a LoRA with unmatched keys differs");
+  CHECK(set_one(m, bad, 0.8, 1, &rep) == SD_FORMAT && strstr(sd_last_error(), "lora_te_text_model_encoder_layers_1_self_attn_k_proj") &&
+        strstr(sd_last_error(), "lora_bad.safetensors"));
+  CHECK(set_one(m, none, 1, 1, &rep) == SD_FORMAT && strstr(sd_last_error(), "'lora_unet_nowhere' matches no tensor"));
+  CHECK(set_one(m, none, 1, 0, &rep) == SD_FORMAT && strstr(sd_last_error(), "none of its 1 LoRA keys"));
+  CHECK(set_one(m, ckpt, 1, 0, &rep) == SD_FORMAT && strstr(sd_last_error(), "no LoRA tensors"));
+  CHECK_OK(sd_model_set_loras(m, NULL, 0, 0, &rep));
+  lora_run(m, noise, other, img);
+  CHECK_MSG(!memcmp(other, base, sizeof base), "unloading after refused files does not restore the exact weights");
+  sd_model_destroy(m), sd_model_destroy(mm);
+  const char *files[] = {kohya, ldm, peft, unet_only, text_only, merged, bad, none};
+  for (int i = 0; i < 8; i++) unlink(files[i]);
+}
+
 int main(void) {
   char gpath[1024], digest[1024], vocab[1024], dir[256], ckpt[512], cfg[512];
   test_shared_path(gpath, sizeof gpath, "ref/goldens/sample_tiny.safetensors");
@@ -625,6 +785,7 @@ int main(void) {
   img2img_checks(ckpt, cfg, vocab);
   taesd_checks(dir, digest, cfg, vocab);
   inpaint_checks(ckpt, cfg, vocab, dir, digest);
+  lora_checks(dir, ckpt, cfg, vocab);
   for (int fp16 = 0; fp16 < 2; fp16++) {
     xl_golden("sd2", "sample_sd21_tiny_v", "weights_digest_unet_sd21_tiny_seed1.json", digest, vocab, dir, fp16);
     xl_golden("sdxl", "sample_sdxl_tiny", "weights_digest_unet_sdxl_tiny_seed1.json", digest, vocab, dir, fp16);
