@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include "gpu.h"
+#include "lora.h"
 #include "safetensors.h"
 #include "vae.h"
 
@@ -57,8 +58,25 @@ int cli_report_gpu(struct gpu *g, int rc);
 
 /* Options of the networks-one-at-a-time commands (unet, decode): --model, --in, -o, --config,
  * --precision, --device, --vae-tiling. Returns -1 to go on, else the exit code (help: 0). */
+/* --lora FILE[:STRENGTH] (repeatable) and --lora-strict, on every model command */
+#define CLI_MAX_LORAS 64
+struct cli_loras {
+  struct lora_spec v[CLI_MAX_LORAS]; /* paths malloc'd */
+  int n;
+  bool strict;
+};
+/* Takes --lora's value (false after printing a usage error). */
+bool cli_lora_arg(const char *cmd, const char *val, struct cli_loras *l);
+void cli_loras_free(struct cli_loras *l);
+/* <lora:NAME> -> DIR/NAME.safetensors (DIR: lora_dir, else loras/ beside the model; NAME itself when
+ * it ends in .safetensors); false when that is not a file (out: where it looked). */
+bool cli_lora_find(const char *lora_dir, const char *model_path, const char *name, char *out, size_t n);
+/* One line on stderr about a merge: modules merged, tensors rewritten, and the keys skipped. */
+void cli_lora_note(const char *cmd, const struct lora_report *rep, bool quiet);
+
 struct part_opts {
   const char *model, *in, *out, *config;
+  struct cli_loras loras; /* unet */
   const char *taesd_decoder, *taesd_encoder; /* decode --vae-decoder, vae-encode --vae-encoder: TAESD, no --model */
   bool fp16;
   int device;

@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "fileio.h"
+#include "job_file.h"
 #include "safetensors.h"
 
 volatile int cli_interrupted;
@@ -148,7 +149,56 @@ const char *cli_default_model(const char *cmd) {
 
 /* --- the networks-one-at-a-time commands (unet, decode) --- */
 
-int cli_parse_part(int argc, char **argv, struct part_opts *o, const char *usage) {
+bool cli_lora_arg(const char *cmd, const char *val, struct cli_loras *l) {
+  char *path;
+  double s;
+  if (l->n == CLI_MAX_LORAS) {
+    fprintf(stderr, "vkdiffusion %s: more than %d --lora\n", cmd, CLI_MAX_LORAS);
+    return false;
+  }
+  if (!job_lora_parse(val, &path, &s)) {
+    fprintf(stderr, "vkdiffusion %s: --lora %s: expected FILE or FILE:STRENGTH (a number from -100 to 100)\n", cmd, val);
+    return false;
+  }
+  l->v[l->n++] = (struct lora_spec){.path = path, .strength = s};
+  return true;
+}
+
+bool cli_lora_find(const char *lora_dir, const char *model_path, const char *name, char *out, size_t n) {
+  char dir[4096];
+  if (lora_dir) {
+    snprintf(dir, sizeof dir, "%s", lora_dir);
+  } else { /* loras/ beside the model file (or inside a diffusers folder's parent) */
+    const char *slash = model_path ? strrchr(model_path, '/') : NULL;
+    struct stat mb;
+    bool folder = model_path && stat(model_path, &mb) == 0 && S_ISDIR(mb.st_mode);
+    if (folder) snprintf(dir, sizeof dir, "%s/../loras", model_path);
+    else if (slash) snprintf(dir, sizeof dir, "%.*s/loras", (int)(slash - model_path), model_path);
+    else snprintf(dir, sizeof dir, "loras");
+  }
+  size_t len = strlen(name);
+  bool has_ext = len > 12 && !strcmp(name + len - 12, ".safetensors");
+  snprintf(out, n, "%s/%s%s", dir, name, has_ext ? "" : ".safetensors");
+  struct stat sb;
+  return stat(out, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+void cli_loras_free(struct cli_loras *l) {
+  for (int i = 0; i < l->n; i++) free((char *)l->v[i].path);
+  l->n = 0;
+}
+
+void cli_lora_note(const char *cmd, const struct lora_report *rep, bool quiet) {
+  if (rep->unmatched || rep->unsupported)
+    fprintf(stderr, "vkdiffusion %s: warning: %d LoRA key(s) match no tensor of the model and %d are of kinds not merged: "
+            "skipped (--lora-strict refuses them)%s%s\n", cmd, rep->unmatched, rep->unsupported,
+            rep->first_unmatched[0] ? "; first: " : "", rep->first_unmatched);
+  if (!quiet)
+    fprintf(stderr, "vkdiffusion %s: LoRA: %d of %d modules merged, %d device tensors rewritten%s\n", cmd, rep->applied,
+            rep->modules, rep->rewritten, rep->other ? " (modules for networks not loaded here ignored)" : "");
+}
+
+static int parse_part(int argc, char **argv, struct part_opts *o, const char *usage) {
   *o = (struct part_opts){.fp16 = true, .device = -1, .tiling = VAE_TILING_AUTO};
   long v;
   for (int i = 1; i < argc; i++) {
@@ -157,8 +207,14 @@ int cli_parse_part(int argc, char **argv, struct part_opts *o, const char *usage
       printf("%s", usage);
       return 0;
     }
+    if (!strcmp(a, "--lora-strict") && !strcmp(argv[0], "unet")) {
+      o->loras.strict = true;
+      continue;
+    }
     if (!(val = cli_value(argc, argv, &i))) return 2;
-    if (!strcmp(a, "--model")) o->model = val;
+    if (!strcmp(a, "--lora") && !strcmp(argv[0], "unet")) {
+      if (!cli_lora_arg(argv[0], val, &o->loras)) return 2;
+    } else if (!strcmp(a, "--model")) o->model = val;
     else if (!strcmp(a, "--in")) o->in = val;
     else if (!strcmp(a, "-o") || !strcmp(a, "--output")) o->out = val;
     else if (!strcmp(a, "--config")) o->config = val;
@@ -184,6 +240,12 @@ int cli_parse_part(int argc, char **argv, struct part_opts *o, const char *usage
     return 2;
   }
   return -1;
+}
+
+int cli_parse_part(int argc, char **argv, struct part_opts *o, const char *usage) {
+  int rc = parse_part(argc, argv, o, usage);
+  if (rc >= 0) cli_loras_free(&o->loras); /* help or a usage error: nothing runs */
+  return rc;
 }
 
 

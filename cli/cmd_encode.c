@@ -1,3 +1,4 @@
+#define _POSIX_C_SOURCE 200809L
 /* vkdiffusion encode: conditioning embeddings of prompts (or of token ids) into safetensors. */
 #include <cjson/cJSON.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@ static void usage(FILE *f) {
           "usage: vkdiffusion encode --model PATH [--family sd1|sd2|sdxl] [--tokenizer PATH] [--tokenizer-2 PATH]\n"
           "                          [--config FILE] [--clip-skip K] [--precision fp16|fp32]\n"
           "                          [--hidden-act gelu|quick_gelu] [--literal] [--device N] [--verbose]\n"
+          "                          [--lora FILE[:STRENGTH]]... [--lora-strict] [--lora-dir DIR]\n"
           "                          [--negative-prompt TEXT] [--empty-negative zeros|encode]\n"
           "                          [--width W --height H] [--original-size H,W] [--crop TOP,LEFT] [--target-size H,W]\n"
           "                          (--prompt TEXT ... | --prompt-file FILE | --ids JSON|@FILE) -o OUT.safetensors\n\n"
@@ -37,6 +39,11 @@ static void usage(FILE *f) {
           "Prompts use the AUTOMATIC1111 syntax ((emphasis), [less], (text:1.3), BREAK) unless --literal; long\n"
           "prompts become k chunks of 77 tokens. --prompt-file: one prompt per line, or a JSON array of strings.\n"
           "--ids: a JSON array of id arrays (each 77*k long) from another tokenizer, inline or @FILE (one tower only).\n"
+          "--lora: a LoRA merged into the text tower(s) first (kohya lora_te_* / lora_te1_* / lora_te2_*, or PEFT\n"
+          "text_encoder.* / text_encoder_2.*; U-Net keys ignored), W += STRENGTH (default 1) * alpha / rank * up . down;\n"
+          "repeatable. <lora:NAME:STRENGTH> in the prompts (the same in every prompt) adds DIR/NAME.safetensors\n"
+          "(--lora-dir, default loras/ beside the model). Keys matching no tensor are skipped with a warning\n"
+          "(--lora-strict: an error).\n"
           "To use the result in diffusers (SDXL):\n"
           "  from safetensors.torch import load_file; e = load_file('cond.safetensors')\n"
           "  pipe(prompt_embeds=e['prompt_embeds'], pooled_prompt_embeds=e['pooled_prompt_embeds'],\n"
@@ -182,6 +189,8 @@ struct encode_args {
   int empty_negative; /* -1: the family's default, 0: encode "", 1: zeros */
   int width, height;
   int orig[2], crop[2], target[2]; /* -1: unset */
+  struct cli_loras loras;           /* --lora, then the prompts' <lora:...> tags */
+  const char *lora_dir;
 };
 
 /* SD 1.x: one tower, today's names */
@@ -193,6 +202,14 @@ static int encode_one_tower(struct encode_args *a, int32_t *ids, int n, int chun
   if (textenc_create(&o, &te)) {
     cli_fail("encode", NULL);
     goto cleanup;
+  }
+  if (a->loras.n) {
+    struct lora_report rep;
+    if (textenc_apply_loras(te, a->loras.v, a->loras.n, a->loras.strict, &rep)) {
+      cli_fail("encode", NULL);
+      goto cleanup;
+    }
+    cli_lora_note("encode", &rep, !a->verbose);
   }
   struct textenc_info info;
   textenc_info(te, &info);
@@ -260,6 +277,14 @@ static int encode_conditioner(struct encode_args *a, int32_t *given_ids, int n, 
   if (textenc_cond_create(&a->o, &c)) {
     cli_fail("encode", NULL);
     goto cleanup;
+  }
+  if (a->loras.n) {
+    struct lora_report rep;
+    if (textenc_cond_apply_loras(c, a->loras.v, a->loras.n, a->loras.strict, &rep)) {
+      cli_fail("encode", NULL);
+      goto cleanup;
+    }
+    cli_lora_note("encode", &rep, !a->verbose);
   }
   struct textenc_cond_info ci;
   textenc_cond_info(c, &ci);
@@ -365,6 +390,49 @@ cleanup:
   return rc;
 }
 
+/* The prompts' <lora:NAME:S> tags: removed from the text; every prompt must name the same set (one
+ * encoder, one set of weights), which joins --lora's. */
+static bool take_prompt_loras(struct encode_args *a) {
+  struct prompt_lora *first = NULL;
+  int n_first = -1;
+  bool ok = true;
+  for (int i = 0; i < a->prompts.n && ok; i++) {
+    char *clean;
+    struct prompt_lora *tags;
+    int nt;
+    if (prompt_take_loras(a->prompts.s[i], &clean, &tags, &nt)) {
+      fprintf(stderr, "vkdiffusion encode: prompt %d: %s\n", i + 1, status_message());
+      return false;
+    }
+    free(a->prompts.s[i]);
+    a->prompts.s[i] = clean;
+    if (n_first < 0) {
+      first = tags, n_first = nt;
+      continue;
+    }
+    ok = nt == n_first;
+    for (int k = 0; ok && k < nt; k++) ok = !strcmp(tags[k].name, first[k].name) && tags[k].strength == first[k].strength;
+    if (!ok) fprintf(stderr, "vkdiffusion encode: prompt %d names other LoRAs than prompt 1: encode them separately\n", i + 1);
+    free(tags);
+  }
+  for (int k = 0; ok && k < n_first; k++) {
+    char path[4200];
+    if (a->loras.n == CLI_MAX_LORAS) {
+      fprintf(stderr, "vkdiffusion encode: more than %d LoRAs\n", CLI_MAX_LORAS);
+      ok = false;
+    } else if (!cli_lora_find(a->lora_dir, a->o.model_path, first[k].name, path, sizeof path)) {
+      fprintf(stderr, "vkdiffusion encode: <lora:%s>: %s is not there (--lora-dir names the folder)\n", first[k].name, path);
+      ok = false;
+    } else if (!(a->loras.v[a->loras.n].path = strdup(path))) {
+      ok = false;
+    } else {
+      a->loras.v[a->loras.n++].strength = first[k].strength;
+    }
+  }
+  free(first);
+  return ok;
+}
+
 int cmd_encode(int argc, char **argv) {
   struct encode_args a = {.o = textenc_default_options(), .empty_negative = -1,
                           .orig = {-1, -1}, .crop = {-1, -1}, .target = {-1, -1}};
@@ -391,6 +459,9 @@ int cmd_encode(int argc, char **argv) {
     else if (!strcmp(arg, "-o") || !strcmp(arg, "--output")) { VALUE(); a.out = val; }
     else if (!strcmp(arg, "--hidden-act")) { VALUE(); o->hidden_act = val; }
     else if (!strcmp(arg, "--literal")) o->literal = 1;
+    else if (!strcmp(arg, "--lora")) { VALUE(); if (!cli_lora_arg("encode", val, &a.loras)) goto done; }
+    else if (!strcmp(arg, "--lora-strict")) a.loras.strict = true;
+    else if (!strcmp(arg, "--lora-dir")) { VALUE(); a.lora_dir = val; }
     else if (!strcmp(arg, "--verbose")) a.verbose = true;
     else if (!strcmp(arg, "--clip-skip")) { VALUE(); if (!cli_int(arg, val, 1, 64, &v)) goto done; o->clip_skip = (int)v; }
     else if (!strcmp(arg, "--device")) { VALUE(); if (!cli_int(arg, val, 0, 64, &v)) goto done; o->device_index = (int)v; }
@@ -438,6 +509,7 @@ int cmd_encode(int argc, char **argv) {
     goto done;
   }
   if (a.prompt_file && !read_prompt_file(a.prompt_file, &a.prompts)) goto done;
+  if (!o->literal && !take_prompt_loras(&a)) goto done;
   int n = a.prompts.n, chunks = 1;
   int32_t *ids = NULL;
   if (a.ids_arg && !(ids = parse_ids(a.ids_arg, &n, &chunks))) goto done;
@@ -460,5 +532,6 @@ int cmd_encode(int argc, char **argv) {
   rc = cli_finish_gpu(g, rc);
 done:
   strings_free(&a.prompts);
+  cli_loras_free(&a.loras);
   return rc;
 }

@@ -50,6 +50,12 @@ static void usage(FILE *f) {
           "  taesd (--vae-decoder FILE): decode with madebyollin's tiny autoencoder instead of the KL VAE (one TAESD\n"
           "  file a run). --preview-every N [--preview-decoder FILE]: every N steps NAME.preview.png shows the\n"
           "  current latent through TAESD (replaced atomically; removed when the image is written).\n"
+          "  loras ([\"FILE:STRENGTH\", {\"path\": FILE, \"strength\": S}]; relative to the prompt file; --lora\n"
+          "  FILE[:STRENGTH], repeatable, adds to every job) and <lora:NAME:STRENGTH> in the prompt (AUTOMATIC1111:\n"
+          "  removed from the text; DIR/NAME.safetensors, DIR = --lora-dir, default loras/ beside the model): merged\n"
+          "  into the text encoder and U-Net, W += STRENGTH * alpha / rank * up . down (kohya, LoCon, PEFT); a job\n"
+          "  with another set re-merges only what changed. Keys matching no tensor are skipped with a warning\n"
+          "  (--lora-strict: the job fails). The parameters text lists them (Lora hashes).\n"
           );
   fprintf(f,
           "Model options: --family sd1|sd2|sdxl (else detected), --prediction eps|v (else the checkpoint's\n"
@@ -96,6 +102,8 @@ struct opts {
   enum sd_vae_encode vae_encode;
   int preview_every;
   int default_clip_skip; /* the model family's, for the parameters text */
+  bool lora_strict;
+  char lora_said[512];   /* the last LoRA set reported (a note when it changes) */
   struct zeroshot *scorer; /* --score-with: CLIP score = 100 * cos(image, prompt) of each image */
   struct shard shard;
   int manifest_fd;         /* -1: --no-manifest */
@@ -314,6 +322,27 @@ static int run_job(struct sd_model *m, const struct job *j, const struct job_pla
     free(noise), free(anoise), free(not_mine);
     return want;
   }
+  /* the job's LoRA set (re-merging only what changed since the last job) */
+  struct lora_spec specs[JOB_MAX_LORAS];
+  char said[512] = "";
+  size_t used = 0;
+  for (int i = 0; i < j->n_loras; i++) {
+    specs[i] = (struct lora_spec){.path = j->loras[i].path, .strength = j->loras[i].strength};
+    used += (size_t)snprintf(said + used, used < sizeof said ? sizeof said - used : 0, "%s%s:%g", i ? ", " : "",
+                             j->loras[i].name, j->loras[i].strength);
+    if (used >= sizeof said) used = sizeof said - 1;
+  }
+  struct lora_report rep;
+  if (sd_model_apply_loras(m, specs, j->n_loras, o->lora_strict, &rep)) {
+    fprintf(stderr, "vkdiffusion generate: %s: %s (job skipped)\n", j->where, status_message());
+    free(noise), free(anoise), free(saved), free(not_mine);
+    return want;
+  }
+  if (strcmp(said, o->lora_said) && j->n_loras) { /* a new set: what it did */
+    if (!o->quiet) fprintf(stderr, "vkdiffusion generate: %s: LoRA %s\n", j->where, said);
+    cli_lora_note("generate", &rep, o->quiet);
+  }
+  snprintf(o->lora_said, sizeof o->lora_said, "%s", said);
   struct job_run r = {.j = j, .plan = plan, .o = o, .prog = {.on = o->progress && !o->quiet, .images = j->batch_count},
                       .images_done = images_done, .images_skipped = images_skipped, .t_last = now_s()};
   struct txt2img_params p = txt2img_default_params();
@@ -337,7 +366,7 @@ static int run_job(struct sd_model *m, const struct job *j, const struct job_pla
   p.preview = o->preview_every > 0 ? on_preview : NULL;
   p.strength = j->strength;
   p.vae_encode = o->vae_encode;
-  p.prompt = j->prompt;
+  p.prompt = j->encode_prompt ? j->encode_prompt : j->prompt;
   p.negative_prompt = j->negative_prompt;
   p.seed = (int64_t)plan->seed;
   p.noise = noise;
@@ -431,13 +460,68 @@ static void decide_existing(struct job *jobs, int n_jobs, struct job_plan *plans
     }
 }
 
+/* Each job's LoRAs: its "loras", then --lora, then the prompt's <lora:NAME:S> tags (removed from the
+ * text that is encoded); every file must be there, and gets its short hash for the parameters text. */
+static void resolve_loras(struct job *jobs, int n_jobs, const struct cli_loras *global, const char *lora_dir,
+                          const char *model_path, bool literal) {
+  struct {
+    char *path;
+    char hash[13];
+  } seen[256];
+  int n_seen = 0;
+  for (int k = 0; k < n_jobs; k++) {
+    struct job *j = &jobs[k];
+    for (int i = 0; i < global->n && !j->error[0]; i++)
+      if (!job_add_lora(j, global->v[i].path, NULL, global->v[i].strength))
+        snprintf(j->error, sizeof j->error, "more than %d LoRAs", JOB_MAX_LORAS);
+    if (!j->error[0] && !literal) {
+      struct prompt_lora *tags = NULL;
+      int nt = 0;
+      if (prompt_take_loras(j->prompt, &j->encode_prompt, &tags, &nt))
+        snprintf(j->error, sizeof j->error, "\"prompt\": %s", status_message());
+      for (int t = 0; t < nt && !j->error[0]; t++) {
+        char path[4200];
+        if (!cli_lora_find(lora_dir, model_path, tags[t].name, path, sizeof path))
+          snprintf(j->error, sizeof j->error, "<lora:%s>: %s is not there (--lora-dir names the folder)", tags[t].name, path);
+        else if (!job_add_lora(j, path, tags[t].name, tags[t].strength))
+          snprintf(j->error, sizeof j->error, "more than %d LoRAs", JOB_MAX_LORAS);
+      }
+      free(tags);
+    }
+    for (int i = 0; i < j->n_loras && !j->error[0]; i++) { /* each file hashed once a run */
+      int s = 0;
+      while (s < n_seen && strcmp(seen[s].path, j->loras[i].path)) s++;
+      if (s == n_seen) {
+        struct stat sb;
+        if (stat(j->loras[i].path, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+          snprintf(j->error, sizeof j->error, "LoRA %s: %s", j->loras[i].path, stat(j->loras[i].path, &sb) ? strerror(errno) : "not a regular file");
+          break;
+        }
+        char hash[13];
+        if (lora_short_hash(j->loras[i].path, hash)) {
+          snprintf(j->error, sizeof j->error, "LoRA %s", status_message());
+          break;
+        }
+        if (n_seen == 256) {
+          memcpy(j->loras[i].hash, hash, sizeof hash);
+          continue;
+        }
+        seen[n_seen].path = j->loras[i].path;
+        memcpy(seen[n_seen++].hash, hash, sizeof hash);
+      }
+      memcpy(j->loras[i].hash, seen[s].hash, sizeof seen[s].hash);
+    }
+  }
+}
+
 int cmd_generate(int argc, char **argv) {
   struct sd_model_options mo = sd_model_default_options();
   struct job_overrides ov = {0};
   struct opts o = {.outdir = ".", .progress = isatty(2), .tiling = SD_VAE_TILING_AUTO, .shard = {0, 1}, .manifest_fd = -1};
   const char **files = calloc((size_t)argc, sizeof *files), *prompt = NULL, *shard_arg = NULL;
   bool no_manifest = false, run_seed_given = false, run_seed_random = false;
-  const char *preview_decoder = NULL;
+  const char *preview_decoder = NULL, *lora_dir = NULL;
+  struct cli_loras loras = {0};
   uint64_t run_seed = 0;
   int n_files = 0;
   long v;
@@ -577,6 +661,9 @@ int cmd_generate(int argc, char **argv) {
       run_seed_given = true;
     }
     else if (!strcmp(a, "--skip-existing")) o.skip_existing = true;
+    else if (!strcmp(a, "--lora")) { VALUE(); if (!cli_lora_arg("generate", val, &loras)) goto usage_error; }
+    else if (!strcmp(a, "--lora-strict")) o.lora_strict = true;
+    else if (!strcmp(a, "--lora-dir")) { VALUE(); lora_dir = val; }
     else if (!strcmp(a, "--init-image")) { VALUE(); ov.init_image = val; }
     else if (!strcmp(a, "--vae-decoder")) { VALUE(); ov.taesd = val; }
     else if (!strcmp(a, "--mask")) { VALUE(); ov.mask = val; }
@@ -700,9 +787,11 @@ int cmd_generate(int argc, char **argv) {
         snprintf(jobs[k].error, sizeof jobs[k].error, "\"%s\" %s: %s", f ? "mask" : "init_image", file,
                  stat(file, &ib) != 0 ? strerror(errno) : "not a regular file");
     }
+  resolve_loras(jobs, n_jobs, &loras, lora_dir, mo.model_path, mo.literal);
   /* the prompts' syntax (weights, nesting, length) is checked now, not after the model is loaded */
   for (int k = 0; k < n_jobs && !mo.literal; k++) {
-    const char *texts[2] = {jobs[k].prompt, jobs[k].negative_prompt}, *names[2] = {"prompt", "negative_prompt"};
+    const char *texts[2] = {jobs[k].encode_prompt ? jobs[k].encode_prompt : jobs[k].prompt, jobs[k].negative_prompt};
+    const char *names[2] = {"prompt", "negative_prompt"};
     for (int t = 0; t < 2 && !jobs[k].error[0]; t++) {
       struct prompt_segment *seg = NULL;
       int ns = 0;
@@ -846,11 +935,13 @@ int cmd_generate(int argc, char **argv) {
   for (int k = 0; k < n_jobs; k++) job_free(&jobs[k]);
   free(jobs);
   free(files);
+  cli_loras_free(&loras);
   zeroshot_destroy(o.scorer);
   if (m) rc = cli_report_gpu(sd_model_gpu(m), rc); /* the profile, and validation messages fail the run */
   sd_model_destroy(m);
   return rc;
 usage_error:
+  cli_loras_free(&loras);
   free(files);
   return 2;
 }

@@ -17,12 +17,15 @@ int cmd_unet(int argc, char **argv) {
   struct part_opts o;
   int rc = cli_parse_part(argc, argv, &o,
                  "usage: vkdiffusion unet --model CKPT --in IN.safetensors -o OUT.safetensors [--config FILE]\n"
-                 "                        [--precision fp16|fp32] [--device N]\n\n"
+                 "                        [--precision fp16|fp32] [--device N] [--lora FILE[:STRENGTH]]... [--lora-strict]\n\n"
                  "IN holds x [N,4,h,w], t [N] (timesteps, fractional allowed), context [N,T,width] and, for\n"
                  "SDXL checkpoints (label_emb), y [N,2816]; each checked against the model (channels, context\n"
                  "width, y width, sizes) before use;\n"
                  "OUT gets eps [N,4,h,w]. --config: a JSON object whose `unet` member holds diffusers keys\n"
-                 "(num_attention_heads or attention_head_dim, an int or one per level).\n");
+                 "(num_attention_heads or attention_head_dim, an int or one per level).\n"
+                 "--lora: a LoRA merged into the U-Net first (kohya lora_unet_* with diffusers' or ldm's names, LoCon,\n"
+                 "or PEFT unet.*), W += STRENGTH (default 1) * alpha / rank * up . down; repeatable. Keys that match no\n"
+                 "tensor are skipped with a warning (--lora-strict: an error).\n");
   if (rc >= 0) return rc;
   struct safetensors *in = NULL, *ck = NULL;
   struct gpu *g = NULL;
@@ -34,6 +37,19 @@ int cmd_unet(int argc, char **argv) {
       !(g = cli_gpu("unet", o.device)) || unet_load(g, ck, &uo, &u)) {
     if (g || !ck) cli_fail("unet", NULL);
     goto done;
+  }
+  if (o.loras.n) { /* merged into the U-Net alone (the text encoder's keys are for `encode`) */
+    struct lora_target lt = unet_lora_target(u);
+    struct lora_state *ls = NULL;
+    struct lora_report rep;
+    enum status ls_s = lora_state_create(g, &lt, 1, &ls);
+    if (!ls_s) ls_s = lora_state_apply(ls, o.loras.v, o.loras.n, o.loras.strict, &rep);
+    lora_state_destroy(ls);
+    if (ls_s) {
+      cli_fail("unet", NULL);
+      goto done;
+    }
+    cli_lora_note("unet", &rep, false);
   }
   /* every input checked against the model before anything reads it: dtype, rank, each dimension */
   struct unet_info info;
@@ -76,6 +92,7 @@ int cmd_unet(int argc, char **argv) {
 fail:
   cli_fail("unet", NULL);
 done:
+  cli_loras_free(&o.loras);
   free(x), free(t), free(ctx), free(y), free(eps);
   unet_destroy(u);
   safetensors_close(ck);

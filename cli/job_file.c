@@ -39,7 +39,40 @@ bool job_parse_pair(const char *s, int out[2]) {
   return true;
 }
 
+/* "FILE" or "FILE:STRENGTH" (the last colon followed by a number), for --lora and "loras" strings */
+bool job_lora_parse(const char *arg, char **path, double *strength) {
+  const char *colon = strrchr(arg, ':');
+  char *end = NULL;
+  double v = colon ? strtod(colon + 1, &end) : 1.0;
+  bool numeric = colon && end != colon + 1 && !*end;
+  size_t len = numeric ? (size_t)(colon - arg) : strlen(arg);
+  if (!len || (numeric && (!isfinite(v) || fabs(v) > 100))) return false;
+  *path = strndup(arg, len);
+  *strength = numeric ? v : 1.0;
+  return *path != NULL;
+}
+
+/* the name AUTOMATIC1111 lists a LoRA under: the file name without its extension */
+char *job_lora_name(const char *path) {
+  const char *slash = strrchr(path, '/');
+  char *name = strdup(slash ? slash + 1 : path), *dot = name ? strrchr(name, '.') : NULL;
+  if (dot && dot != name) *dot = 0;
+  return name;
+}
+
+bool job_add_lora(struct job *j, const char *path, const char *name, double strength) {
+  if (j->n_loras >= JOB_MAX_LORAS) return false;
+  struct job_lora *l = realloc(j->loras, (size_t)(j->n_loras + 1) * sizeof *l);
+  if (!l) return false;
+  j->loras = l;
+  l[j->n_loras] = (struct job_lora){.path = strdup(path), .name = name ? strdup(name) : job_lora_name(path), .strength = strength};
+  return l[j->n_loras].path && l[j->n_loras++].name;
+}
+
 void job_free(struct job *j) {
+  for (int i = 0; i < j->n_loras; i++) free(j->loras[i].path), free(j->loras[i].name);
+  free(j->loras), free(j->encode_prompt);
+  j->loras = NULL, j->encode_prompt = NULL, j->n_loras = 0;
   free(j->prompt), free(j->negative_prompt), free(j->output), free(j->init_image), free(j->taesd), free(j->mask);
   j->prompt = j->negative_prompt = j->output = j->init_image = j->taesd = j->mask = NULL;
 }
@@ -196,6 +229,25 @@ static void job_from_json(const cJSON *o, struct job *j) {
       get_pair(j, f, k, j->crop);
     } else if (!strcmp(k, "target_size")) {
       get_pair(j, f, k, j->target_size);
+    } else if (!strcmp(k, "loras")) { /* ["FILE:S", {"path": FILE, "strength": S}, ...] */
+      if (!cJSON_IsArray(f)) {
+        fail(j, "%s", "field \"loras\" must be an array of \"FILE:STRENGTH\" strings or {\"path\", \"strength\"} objects");
+        continue;
+      }
+      for (const cJSON *e = f->child; e && !j->error[0]; e = e->next) {
+        char *path = NULL;
+        double st = 1.0;
+        const cJSON *pp = cJSON_IsObject(e) ? cJSON_GetObjectItemCaseSensitive(e, "path") : NULL;
+        const cJSON *ss = cJSON_IsObject(e) ? cJSON_GetObjectItemCaseSensitive(e, "strength") : NULL;
+        bool ok = cJSON_IsString(e) ? job_lora_parse(e->valuestring, &path, &st)
+                  : cJSON_IsString(pp) && pp->valuestring[0] && (!ss || (cJSON_IsNumber(ss) && fabs(ss->valuedouble) <= 100)) &&
+                        (path = strdup(pp->valuestring)) != NULL;
+        if (ok && ss) st = ss->valuedouble;
+        if (!ok) fail(j, "%s", "field \"loras\": each entry is \"FILE\", \"FILE:STRENGTH\" or {\"path\": FILE, \"strength\": S} "
+                           "(strength -100..100)");
+        else if (!job_add_lora(j, path, NULL, st)) fail(j, "%s", "field \"loras\": more than 64 LoRAs");
+        free(path);
+      }
     } else if (!strcmp(k, "cfg_scale") || !strcmp(k, "strength") || !strcmp(k, "mask_blur")) {
       if (!cJSON_IsNumber(f)) fail(j, "field \"%s\" must be a number", k);
       else *(k[0] == 'c' ? &j->cfg_scale : k[0] == 's' ? &j->strength : &j->mask_blur) = f->valuedouble;
@@ -278,6 +330,18 @@ static enum status load_json_lines(const char *path, const char *text, size_t le
   return st;
 }
 
+/* a relative path in a prompt file -> relative to the file's folder (slash: its last '/') */
+static enum status beside(const char *file, const char *slash, char **field) {
+  if (!*field || (*field)[0] == '/') return STATUS_OK;
+  size_t flen = (size_t)(slash - file) + strlen(*field) + 2;
+  char *full = malloc(flen);
+  if (!full) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+  snprintf(full, flen, "%.*s/%s", (int)(slash - file), file, *field);
+  free(*field);
+  *field = full;
+  return STATUS_OK;
+}
+
 enum status job_file_load(const char *path, const struct job_overrides *ov, struct job **jobs, int *n) {
   *jobs = NULL;
   *n = 0;
@@ -351,19 +415,16 @@ enum status job_file_load(const char *path, const struct job_overrides *ov, stru
   }
   free(buf);
   if (!st && *n == 0) st = status_set(STATUS_FORMAT, "%s: no jobs in the file", path);
-  /* init_image paths in the file are relative to the file's folder (--init-image: to the current one) */
+  /* init_image, taesd, mask and "loras" paths in the file are relative to the file's folder (the
+   * command-line ones: to the current one) */
   const char *slash = strrchr(path, '/');
-  for (int k = 0; !st && slash && k < 3 * *n; k++) {
-    struct job *j = &(*jobs)[k / 3];
-    char **field = k % 3 == 0 ? &j->init_image : k % 3 == 1 ? &j->taesd : &j->mask;
-    const char *given = !ov ? NULL : k % 3 == 0 ? ov->init_image : k % 3 == 1 ? ov->taesd : ov->mask;
-    if (!*field || (*field)[0] == '/' || given) continue;
-    size_t flen = (size_t)(slash - path) + strlen(*field) + 2;
-    char *full = malloc(flen);
-    if (!full) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
-    snprintf(full, flen, "%.*s/%s", (int)(slash - path), path, *field);
-    free(*field);
-    *field = full;
+  for (int k = 0; !st && slash && k < *n; k++) {
+    struct job *j = &(*jobs)[k];
+    char **fields[3] = {&j->init_image, &j->taesd, &j->mask};
+    const char *given[3] = {ov ? ov->init_image : NULL, ov ? ov->taesd : NULL, ov ? ov->mask : NULL};
+    for (int f = 0; f < 3 && !st; f++)
+      if (!given[f]) st = beside(path, slash, fields[f]);
+    for (int l = 0; l < j->n_loras && !st; l++) st = beside(path, slash, &j->loras[l].path);
   }
   return st;
 }

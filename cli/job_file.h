@@ -11,8 +11,20 @@
 
 #define JOB_FILE_MAX_BYTES (64u << 20)
 
+/* A LoRA of a job: its file, the name the parameters text lists it under, its strength, and the
+ * file's short hash (filled by the generator). */
+struct job_lora {
+  char *path, *name;
+  double strength;
+  char hash[13];
+};
+#define JOB_MAX_LORAS 64
+
 struct job {
   char *prompt, *negative_prompt, *output;
+  char *encode_prompt; /* the prompt without its <lora:...> tags (what is encoded); NULL: prompt */
+  struct job_lora *loras; /* "loras" (relative like init_image), then --lora and the prompt's tags */
+  int n_loras;
   char *init_image; /* img2img: an image file (a prompt file's relative path is relative to its folder) */
   double strength;  /* img2img: 0..1 (0.75) */
   char *mask;       /* inpainting: white repaints (relative like init_image) */
@@ -46,6 +58,12 @@ enum status job_file_load(const char *path, const struct job_overrides *ov, stru
 bool job_parse_pair(const char *s, int out[2]);
 /* A job from --prompt TEXT. */
 enum status job_from_text(const char *text, const struct job_overrides *ov, struct job *out);
+/* "FILE" or "FILE:STRENGTH" -> *path (malloc'd), *strength (1 when absent; -100..100). */
+bool job_lora_parse(const char *arg, char **path, double *strength);
+/* The file name without its extension (malloc'd). */
+char *job_lora_name(const char *path);
+/* Appends a LoRA (name NULL: job_lora_name(path)); false when out of memory or past JOB_MAX_LORAS. */
+bool job_add_lora(struct job *j, const char *path, const char *name, double strength);
 /* Checks ranges after overrides; fills j->error. */
 void job_validate(struct job *j);
 

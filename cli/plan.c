@@ -243,8 +243,15 @@ void plan_free(struct job_plan *plans, const struct job *jobs, int n_jobs) {
   free(plans);
 }
 
+static size_t lora_names(const struct job *j) {
+  size_t n = 0;
+  for (int i = 0; i < j->n_loras; i++) n += strlen(j->loras[i].name);
+  return n;
+}
+
 char *plan_parameters_text(const struct job *j, uint64_t seed, const char *model, int default_clip_skip) {
   size_t n = strlen(j->prompt) + (j->negative_prompt ? strlen(j->negative_prompt) : 0) + strlen(model) + 512 +
+             (size_t)j->n_loras * 16 + lora_names(j) +
              (j->init_image ? strlen(j->init_image) : 0) + (j->taesd ? strlen(j->taesd) : 0) + (j->mask ? strlen(j->mask) : 0);
   char *t = malloc(n);
   if (!t) return NULL;
@@ -271,9 +278,12 @@ char *plan_parameters_text(const struct job *j, uint64_t seed, const char *model
   int skip = j->clip_skip ? j->clip_skip : default_clip_skip;
   if (skip > 1) o += (size_t)snprintf(t + o, n - o, ", Clip skip: %d", skip);
   if (j->original_size[0] >= 0 || j->crop[0] >= 0 || j->target_size[0] >= 0)
-    snprintf(t + o, n - o, ", Original size: %dx%d, Crop: %d,%d, Target size: %dx%d",
+    o += (size_t)snprintf(t + o, n - o, ", Original size: %dx%d, Crop: %d,%d, Target size: %dx%d",
              j->original_size[0] >= 0 ? j->original_size[1] : j->width, j->original_size[0] >= 0 ? j->original_size[0] : j->height,
              j->crop[0] >= 0 ? j->crop[0] : 0, j->crop[0] >= 0 ? j->crop[1] : 0,
              j->target_size[0] >= 0 ? j->target_size[1] : j->width, j->target_size[0] >= 0 ? j->target_size[0] : j->height);
+  for (int i = 0; i < j->n_loras; i++) /* AUTOMATIC1111: Lora hashes: "name: hash, name: hash" */
+    o += (size_t)snprintf(t + o, n - o, "%s%s: %s%s", i ? ", " : ", Lora hashes: \"", j->loras[i].name, j->loras[i].hash,
+                          i == j->n_loras - 1 ? "\"" : "");
   return t;
 }

@@ -197,6 +197,10 @@ struct gpu *sd_model_gpu(struct sd_model *m) { return m->g; }
 
 enum status sd_model_apply_loras(struct sd_model *m, const struct lora_spec *specs, int n, bool strict,
                                  struct lora_report *rep) {
+  if (!m->lora && n == 0) { /* nothing merged, nothing to merge */
+    if (rep) *rep = (struct lora_report){0};
+    return STATUS_OK;
+  }
   if (!m->lora) {
     struct lora_target t[3];
     int nt = textenc_cond_lora_targets(m->cond, t);

@@ -15,6 +15,7 @@
 #include "fileio.h"
 #include "clip_image.h"
 #include "png.h"
+#include "sha256.h"
 #include "test.h"
 #include "vae.h"
 
@@ -625,6 +626,162 @@ static void test_sharding(const char *bin) {
   CHECK(access(pb, F_OK) != 0);
 }
 
+/* The last step's latents of a --save-latents file (n values), or NULL. */
+static float *last_latent(const char *path, int64_t *n) {
+  int64_t d[5];
+  float *v = read_latents(path, d);
+  if (!v) return NULL;
+  *n = d[1] * d[2] * d[3] * d[4];
+  memmove(v, v + (d[0] - 1) * *n, (size_t)*n * sizeof *v);
+  return v;
+}
+
+/* LoRA on the command line (#29): generate --lora against a checkpoint merged offline by
+ * make_checkpoint --merge-lora (the final latent within the golden tolerance, atol 2e-3 rtol 1e-4);
+ * <lora:NAME:S> (--lora-dir and the default loras/ beside the model) and the "loras" field give the
+ * same latents bit for bit; Lora hashes in the parameters (SHA-256 after the header, computed here);
+ * encode --lora and unet --lora against the merged checkpoint (fp32 atol 1e-5 rtol 1e-4); refused:
+ * a missing file or tag, a bad --lora value, an unmatched key under --lora-strict, a file with no LoRA. */
+static void test_lora_cli(const char *bin, const char *ckpt, const char *cfg, const char *vocab) {
+  char d[600], lora[700], merged[700], cmd[4096];
+  snprintf(d, sizeof d, "%s/lora", dir);
+  snprintf(cmd, sizeof cmd, "mkdir -p %s/loras %s/jobs", d, d);
+  CHECK(system(cmd) == 0);
+  snprintf(lora, sizeof lora, "%s/loras/style.safetensors", d);
+  snprintf(merged, sizeof merged, "%s/merged.safetensors", d);
+  CHECK(write_test_lora(lora, ckpt, TEST_LORA_KOHYA, 4, 2, 9, TEST_LORA_UNET | TEST_LORA_TEXT) == 0);
+  CHECK(merge_test_lora(ckpt, lora, 0.7, merged) == 0);
+  const char *job = "--width 32 --height 32 --steps 3 --seed 5 --sampler euler --no-manifest";
+  int rc = run("%s --prompt 'a red cube' %s --lora %s:0.7 --output a.png --save-latents %s/a.st -o %s/out", base, job, lora, d, d);
+  CHECK_MSG(rc == 0, "generate --lora: %s", out);
+  char mbase[2048];
+  snprintf(mbase, sizeof mbase, "%s generate --model %s --config %s --tokenizer %s --quiet", bin, merged, cfg, vocab);
+  rc = run("%s --prompt 'a red cube' %s --output m.png --save-latents %s/m.st -o %s/out", mbase, job, d, d);
+  CHECK_MSG(rc == 0, "generate on the merged checkpoint: %s", out);
+  rc = run("%s --prompt 'a red cube' %s --output n.png --save-latents %s/n.st -o %s/out", base, job, d, d);
+  CHECK(rc == 0);
+  /* the tag, from --lora-dir and from loras/ beside a model there; the "loras" field relative to its file */
+  rc = run("%s --prompt 'a red cube <lora:style:0.7>' %s --lora-dir %s/loras --output t.png --save-latents %s/t.st -o %s/out",
+           base, job, d, d, d);
+  CHECK_MSG(rc == 0, "<lora:style:0.7>: %s", out);
+  snprintf(cmd, sizeof cmd, "cp %s %s/model.safetensors", ckpt, d);
+  CHECK(system(cmd) == 0);
+  char lbase[2048];
+  snprintf(lbase, sizeof lbase, "%s generate --model %s/model.safetensors --config %s --tokenizer %s --quiet", bin, d, cfg, vocab);
+  rc = run("%s --prompt '<lora:style:0.7>a red cube' %s --output u.png --save-latents %s/u.st -o %s/out", lbase, job, d, d);
+  CHECK_MSG(rc == 0, "<lora:style:0.7> beside the model: %s", out);
+  write_text("lora/jobs/j.json", "{\"prompt\": \"a red cube\", \"loras\": [\"../loras/style.safetensors:0.7\"], "
+                                 "\"width\": 32, \"height\": 32, \"steps\": 3, \"seed\": 5, \"sampler\": \"euler\", \"output\": \"f.png\"}");
+  rc = run("%s %s/jobs/j.json --no-manifest --save-latents %s/f.st -o %s/out", base, d, d, d);
+  CHECK_MSG(rc == 0, "\"loras\" field: %s", out);
+  char p1[800], p2[800];
+  int64_t n1 = 0, n2 = 0;
+  snprintf(p1, sizeof p1, "%s/a.st", d);
+  snprintf(p2, sizeof p2, "%s/m.st", d);
+  float *la = last_latent(p1, &n1), *lm = last_latent(p2, &n2);
+  CHECK_MSG(la && lm && n1 == n2 && n1 == 4 * 16 * 16, "latents: %lld / %lld values", (long long)n1, (long long)n2);
+  if (la && lm && n1 == n2) CHECK_CLOSE("generate --lora vs the offline merge (final latent)", la, lm, (size_t)n1, 2e-3, 1e-4);
+  snprintf(p2, sizeof p2, "%s/n.st", d);
+  float *ln = last_latent(p2, &n2);
+  double moved = 0;
+  for (int64_t i = 0; la && ln && i < n1 && i < n2; i++) moved = fmax(moved, fabs(la[i] - ln[i]));
+  CHECK_MSG(moved > 0.1, "the LoRA moves the latent by only %g", moved);
+  const char *same[] = {"t", "u", "f"};
+  for (int k = 0; k < 3; k++) {
+    snprintf(p2, sizeof p2, "%s/%s.st", d, same[k]);
+    float *l2 = last_latent(p2, &n2);
+    CHECK_MSG(la && l2 && n2 == n1 && !memcmp(la, l2, (size_t)n1 * sizeof *la), "%s differs from --lora", same[k]);
+    free(l2);
+  }
+  free(la), free(lm), free(ln);
+  /* the parameters text: the prompt as written, Lora hashes with the addnet hash */
+  size_t len;
+  unsigned char *bytes = (unsigned char *)test_read_file(lora, &len);
+  char hex[65] = "", want[200];
+  if (bytes && len > 8) {
+    uint64_t hn = 0;
+    for (int i = 7; i >= 0; i--) hn = hn << 8 | bytes[i];
+    struct sha256 h;
+    sha256_init(&h);
+    sha256_update(&h, bytes + 8 + hn, len - 8 - hn);
+    sha256_hex(&h, hex);
+  }
+  free(bytes);
+  snprintf(want, sizeof want, "Lora hashes: \"style: %.12s\"", hex);
+  snprintf(p2, sizeof p2, "%s/out/t.png", d);
+  CHECK_MSG(run("%s info %s", bin, p2) == 0 && strstr(out, "a red cube <lora:style:0.7>\n") && strstr(out, want),
+            "parameters (want %s): %s", want, out);
+  /* encode and unet alone against the merged checkpoint */
+  snprintf(p1, sizeof p1, "%s/e1.st", d);
+  snprintf(p2, sizeof p2, "%s/e2.st", d);
+  CHECK(run("%s encode --model %s --config %s --tokenizer %s --precision fp32 --prompt 'a red cube' --lora %s:0.7 -o %s", bin,
+            ckpt, cfg, vocab, lora, p1) == 0);
+  CHECK(run("%s encode --model %s --config %s --tokenizer %s --precision fp32 --prompt 'a red cube' -o %s", bin, merged, cfg,
+            vocab, p2) == 0);
+  struct safetensors *e2 = NULL;
+  if (!safetensors_open(p2, &e2)) {
+    check_file_tensor("encode --lora vs the offline merge", p1, "cond", e2, "cond", 77 * 64, 1e-5, 1e-4);
+    safetensors_close(e2);
+  } else {
+    CHECK_MSG(false, "encode on the merged checkpoint wrote nothing");
+  }
+  snprintf(cmd, sizeof cmd, "%s/uin.st", d);
+  {
+    float x[4 * 8 * 8], t = 700, ctx[77 * 64];
+    test_random(x, 4 * 8 * 8, 12), test_random(ctx, 77 * 64, 13);
+    const char *names[] = {"x", "t", "context"};
+    const float *data[] = {x, &t, ctx};
+    int64_t shapes[][4] = {{1, 4, 8, 8}, {1}, {1, 77, 64}};
+    int ndims[] = {4, 1, 3};
+    struct st_writer *w = NULL;
+    CHECK_OK(st_writer_create(&w));
+    for (int i = 0; i < 3; i++) st_writer_add(w, names[i], ST_F32, ndims[i], shapes[i], data[i]);
+    CHECK_OK(st_writer_finish(w, cmd));
+    st_writer_destroy(w);
+  }
+  snprintf(p1, sizeof p1, "%s/u1.st", d);
+  snprintf(p2, sizeof p2, "%s/u2.st", d);
+  CHECK(run("%s unet --model %s --config %s --precision fp32 --in %s --lora %s:0.7 --lora-strict -o %s", bin, ckpt, cfg, cmd,
+            lora, p1) == 0 && strstr(out, "8 of 10 modules merged"));
+  CHECK(run("%s unet --model %s --config %s --precision fp32 --in %s -o %s", bin, merged, cfg, cmd, p2) == 0);
+  if (!safetensors_open(p2, &e2)) {
+    check_file_tensor("unet --lora vs the offline merge", p1, "eps", e2, "eps", 4 * 8 * 8, 1e-5, 1e-4);
+    safetensors_close(e2);
+  }
+  /* refused, nothing written */
+  rc = run("%s --prompt x %s --lora %s/none.safetensors --output r1.png -o %s/out", base, job, d, d);
+  CHECK_MSG(rc == 1 && strstr(out, "none.safetensors") && !exists("%s/out/%s", d, "r1.png"), "missing --lora: %s", out);
+  rc = run("%s --prompt 'x <lora:nope>' %s --lora-dir %s/loras --output r2.png -o %s/out", base, job, d, d);
+  CHECK_MSG(rc == 1 && strstr(out, "<lora:nope>") && strstr(out, "loras/nope.safetensors is not there"), "missing tag: %s", out);
+  rc = run("%s --prompt 'x <lora:style:a:b>' %s --lora-dir %s/loras --output r3.png -o %s/out", base, job, d, d);
+  CHECK_MSG(rc == 1 && strstr(out, "strength must be a number"), "bad tag: %s", out);
+  CHECK(run("%s --prompt x --lora %s:1e9 -o %s/out", base, lora, d) == 2 && strstr(out, "--lora"));
+  rc = run("%s --prompt x %s --lora %s --output r4.png -o %s/out", base, job, ckpt, d);
+  CHECK_MSG(rc == 1 && strstr(out, "no LoRA tensors") && !exists("%s/out/%s", d, "r4.png"), "a checkpoint as LoRA: %s", out);
+  { /* one key the model lacks: skipped with a warning, or the job refused under --lora-strict */
+    float dn[4 * 32], up[32 * 4];
+    test_random(dn, 4 * 32, 1), test_random(up, 32 * 4, 2);
+    struct st_writer *w = NULL;
+    CHECK_OK(st_writer_create(&w));
+    st_writer_add(w, "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight", ST_F32, 2,
+                  (int64_t[]){4, 32}, dn);
+    st_writer_add(w, "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_up.weight", ST_F32, 2,
+                  (int64_t[]){32, 4}, up);
+    st_writer_add(w, "lora_unet_mid_block_attentions_9_proj_out.lora_down.weight", ST_F32, 2, (int64_t[]){4, 32}, dn);
+    st_writer_add(w, "lora_unet_mid_block_attentions_9_proj_out.lora_up.weight", ST_F32, 2, (int64_t[]){32, 4}, up);
+    snprintf(p1, sizeof p1, "%s/odd.safetensors", d);
+    CHECK_OK(st_writer_finish(w, p1));
+    st_writer_destroy(w);
+  }
+  rc = run("%s --prompt x %s --lora %s --output r5.png -o %s/out", base, job, p1, d);
+  CHECK_MSG(rc == 0 && strstr(out, "warning: 1 LoRA key(s) match no tensor") && strstr(out, "mid_block_attentions_9"),
+            "unmatched key: %s", out);
+  rc = run("%s --prompt x %s --lora %s --lora-strict --output r6.png -o %s/out", base, job, p1, d);
+  CHECK_MSG(rc == 1 && strstr(out, "lora_unet_mid_block_attentions_9_proj_out' matches no tensor") &&
+                !exists("%s/out/%s", d, "r6.png"), "--lora-strict: %s", out);
+  printf("  LoRA CLI: --lora, <lora:...>, \"loras\" agree; encode/unet --lora match the offline merge; bad input refused\n");
+}
+
 int main(void) {
   const char *bin = VKD_BINARY;
   char digest[1024], vocab[1024], ckpt[512], cfg[512];
@@ -796,6 +953,7 @@ int main(void) {
   test_vae_encode_cli(bin, ckpt);
   test_img2img_cli(bin, ckpt);
   test_taesd_cli(bin, cfg, vocab, digest);
+  test_lora_cli(bin, ckpt, cfg, vocab);
   snprintf(c3, sizeof c3, "rm -rf %s", dir);
   CHECK(system(c3) == 0);
   return test_result("test_generate");

@@ -302,3 +302,76 @@ enum status prompt_tokens_extend(struct prompt_tokens *p, int n, int32_t sot, in
   }
   return STATUS_OK;
 }
+
+enum status prompt_take_loras(const char *text, char **clean, struct prompt_lora **tags, int *n) {
+  *clean = NULL;
+  *tags = NULL;
+  *n = 0;
+  size_t len = strlen(text);
+  char *out = malloc(len + 1);
+  struct prompt_lora *t = NULL;
+  if (!out) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+  size_t o = 0;
+  enum status s = STATUS_OK;
+  for (const char *p = text; *p && !s;) {
+    if (strncmp(p, "<lora:", 6)) {
+      out[o++] = *p++;
+      continue;
+    }
+    const char *body = p + 6, *end = strchr(body, '>');
+    if (!end) {
+      s = status_set(STATUS_INVALID_ARGUMENT, "<lora:%.40s: no closing '>'", body);
+      break;
+    }
+    const char *colon = memchr(body, ':', (size_t)(end - body));
+    size_t name_len = (size_t)((colon ? colon : end) - body);
+    /* the name: no leading or trailing blanks, not empty, no path separators */
+    while (name_len && (body[0] == ' ')) body++, name_len--;
+    while (name_len && body[name_len - 1] == ' ') name_len--;
+    if (!name_len || name_len >= sizeof t->name || memchr(body, '/', name_len)) {
+      s = status_set(STATUS_INVALID_ARGUMENT, "<lora:%.*s>: a LoRA needs a file name (no '/', at most 255 bytes)",
+                     (int)(end - (p + 6)), p + 6);
+      break;
+    }
+    double strength = 1.0;
+    if (colon) {
+      char num[64];
+      size_t nl = (size_t)(end - colon - 1);
+      char *e;
+      if (nl >= sizeof num) nl = sizeof num - 1;
+      memcpy(num, colon + 1, nl);
+      num[nl] = 0;
+      strength = strtod(num, &e);
+      while (*e == ' ') e++;
+      if (e == num || *e || !isfinite(strength) || fabs(strength) > 100) {
+        s = status_set(STATUS_INVALID_ARGUMENT, "<lora:%.*s>: the strength must be a number from -100 to 100 "
+                       "(one strength: separate text-encoder and U-Net strengths are not supported)",
+                       (int)(end - (p + 6)), p + 6);
+        break;
+      }
+    }
+    if (*n == PROMPT_MAX_LORAS) {
+      s = status_set(STATUS_INVALID_ARGUMENT, "more than %d <lora:...> tags in one prompt", PROMPT_MAX_LORAS);
+      break;
+    }
+    struct prompt_lora *g = realloc(t, (size_t)(*n + 1) * sizeof *g);
+    if (!g) {
+      s = status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+      break;
+    }
+    t = g;
+    memcpy(t[*n].name, body, name_len);
+    t[*n].name[name_len] = 0;
+    t[(*n)++].strength = strength;
+    p = end + 1;
+  }
+  if (s) {
+    free(out), free(t);
+    *n = 0;
+    return s;
+  }
+  out[o] = 0;
+  *clean = out;
+  *tags = t;
+  return STATUS_OK;
+}

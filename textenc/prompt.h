@@ -48,6 +48,17 @@ struct prompt_segment {
 enum status prompt_parse(const char *text, struct prompt_segment **out, int *n);
 void prompt_segments_free(struct prompt_segment *s, int n);
 
+/* AUTOMATIC1111's LoRA tags, <lora:NAME> and <lora:NAME:STRENGTH> (1 when absent): removed from the
+ * text (*clean: a malloc'd copy without them) and listed in order (*tags, malloc'd; NULL when none).
+ * Errors: a tag without '>', an empty name or one with '/', a strength that is not a number in
+ * -100..100 (NAME:TE:UNET included), more than PROMPT_MAX_LORAS tags. */
+#define PROMPT_MAX_LORAS 64
+struct prompt_lora {
+  char name[256];
+  double strength;
+};
+enum status prompt_take_loras(const char *text, char **clean, struct prompt_lora **tags, int *n);
+
 /* pad: the id after EOT (EOT for SD 1.x / OpenAI, 0 for OpenCLIP / SD 2.x / SDXL). */
 enum status prompt_tokenize(struct tokenizer *t, const char *text, enum prompt_mode mode, int32_t pad,
                             struct prompt_tokens *out);
