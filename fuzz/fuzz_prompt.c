@@ -1,5 +1,5 @@
 /* The tokenizer and the AUTOMATIC1111 prompt syntax on arbitrary text, with the real CLIP vocabulary
- * (../shared/clip): every mode, the syntax parser alone, and the chunk padding. */
+ * (../shared/clip): every mode, the syntax parser alone, the chunk padding, and the <lora:...> tags. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +32,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   struct prompt_segment *seg = NULL;
   int n = 0;
   if (!prompt_parse(text, &seg, &n)) prompt_segments_free(seg, n);
+  char *clean = NULL; /* AUTOMATIC1111's <lora:NAME:S> tags */
+  struct prompt_lora *tags = NULL;
+  if (!prompt_take_loras(text, &clean, &tags, &n)) {
+    if (strlen(clean) > strlen(text)) abort(); /* taking tags out never lengthens the text */
+    free(clean), free(tags);
+  }
   free(text);
   return 0;
 }

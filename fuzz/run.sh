@@ -12,7 +12,7 @@ shift 2
 here=$(cd "$(dirname "$0")" && pwd)
 build=$(cd "$build" && pwd)
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(fuzz_safetensors fuzz_prompt fuzz_job_file fuzz_image fuzz_config fuzz_resume)
+[ ${#targets[@]} -gt 0 ] || targets=(fuzz_safetensors fuzz_prompt fuzz_job_file fuzz_image fuzz_config fuzz_resume fuzz_lora)
 work=${FUZZ_WORK:-$(mktemp -d)}
 jobs=${FUZZ_JOBS:-1}
 failed=0

@@ -754,6 +754,81 @@ static void lora_checks(const char *dir, const char *ckpt, const char *cfg, cons
   for (int i = 0; i < 8; i++) unlink(files[i]);
 }
 
+/* SDXL's towers: kohya lora_te1_* to CLIP-L, lora_te2_* (Hugging Face names) to bigG's OpenCLIP
+ * names, k_proj as rows [D, 2D) of the packed in_proj_weight; against the same differences added to
+ * those rows by hand (the conditioning and the pooled vector, fp32 atol 1e-5 rtol 1e-4). */
+static void lora_sdxl_check(const char *dir, const char *digest, const char *vocab) {
+  char ud[1024], ckpt[512], merged[512], lora[512], cfg[512];
+  test_shared_path(ud, sizeof ud, "ref/goldens/weights_digest_unet_sdxl_tiny_seed1.json");
+  snprintf(ckpt, sizeof ckpt, "%s/xl_lora_base.safetensors", dir);
+  snprintf(merged, sizeof merged, "%s/xl_lora_merged.safetensors", dir);
+  snprintf(lora, sizeof lora, "%s/xl_lora.safetensors", dir);
+  CHECK(write_family_checkpoint(ckpt, "sdxl", ud, digest, ST_F32, 1, NULL, NULL) == 0);
+  test_write_text(dir, "xl_lora.json", "{\"text_encoder\": {\"num_attention_heads\": 4}, \"text_encoder_2\": "
+                                       "{\"num_attention_heads\": 4}, \"unet\": {\"num_attention_heads\": [2, 4, 4]}}");
+  snprintf(cfg, sizeof cfg, "%s/xl_lora.json", dir);
+  enum { D = 64, M = 256, R = 2 };
+  static float d1[R * M], u1[D * R], d2[R * D], u2[D * R];
+  test_random(d1, R * M, 21), test_random(u1, D * R, 22), test_random(d2, R * D, 23), test_random(u2, D * R, 24);
+  struct st_writer *w = NULL;
+  CHECK_OK(st_writer_create(&w));
+  st_writer_add(w, "lora_te1_text_model_encoder_layers_1_mlp_fc2.lora_down.weight", ST_F32, 2, (int64_t[]){R, M}, d1);
+  st_writer_add(w, "lora_te1_text_model_encoder_layers_1_mlp_fc2.lora_up.weight", ST_F32, 2, (int64_t[]){D, R}, u1);
+  st_writer_add(w, "lora_te2_text_model_encoder_layers_0_self_attn_k_proj.lora_down.weight", ST_F32, 2, (int64_t[]){R, D}, d2);
+  st_writer_add(w, "lora_te2_text_model_encoder_layers_0_self_attn_k_proj.lora_up.weight", ST_F32, 2, (int64_t[]){D, R}, u2);
+  CHECK_OK(st_writer_finish(w, lora));
+  st_writer_destroy(w);
+  /* by hand: fc2 [D, M] += u1 d1; in_proj_weight [3D, D] rows D..2D += u2 d2 (alpha absent: scale 1) */
+  struct safetensors *st = NULL;
+  CHECK_OK(safetensors_open(ckpt, &st));
+  int n = st ? safetensors_count(st) : 0;
+  float **v = calloc((size_t)n + 1, sizeof *v);
+  CHECK_OK(st_writer_create(&w));
+  for (int i = 0; i < n; i++) {
+    const struct st_tensor *t = safetensors_at(st, i);
+    v[i] = malloc((size_t)t->numel * 4 + 4);
+    safetensors_read_f32(st, t, v[i]);
+    const float *up = NULL, *down = NULL;
+    int64_t in = 0, row0 = 0;
+    if (!strcmp(t->name, "conditioner.embedders.0.transformer.text_model.encoder.layers.1.mlp.fc2.weight")) up = u1, down = d1, in = M;
+    if (!strcmp(t->name, "conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight")) up = u2, down = d2, in = D, row0 = D;
+    for (int64_t o = 0; up && o < D; o++)
+      for (int64_t k = 0; k < in; k++) {
+        double acc = 0;
+        for (int r = 0; r < R; r++) acc += (double)up[o * R + r] * down[r * in + k];
+        v[i][(row0 + o) * in + k] = (float)(v[i][(row0 + o) * in + k] + acc);
+      }
+    st_writer_add(w, t->name, ST_F32, t->ndim, t->shape, v[i]);
+  }
+  CHECK_OK(st_writer_finish(w, merged));
+  st_writer_destroy(w);
+  for (int i = 0; i < n; i++) free(v[i]);
+  free(v);
+  safetensors_close(st);
+  struct sd_model *m = NULL, *mm = NULL;
+  CHECK_OK(make_model(ckpt, cfg, vocab, false, NULL, &m));
+  CHECK_OK(make_model(merged, cfg, vocab, false, NULL, &mm));
+  struct sd_lora_report rep = {0};
+  if (m) CHECK_OK(set_one(m, lora, 1.0, 1, &rep));
+  CHECK_MSG(rep.applied == 2 && rep.rewritten == 2, "SDXL text LoRA: %d applied, %d rewritten (2, 2)", rep.applied, rep.rewritten);
+  struct sd_conditioning c1 = {0}, c2 = {0};
+  if (m && mm) {
+    CHECK_OK(sd_model_encode(m, PROMPT, "", 0, SD_EMPTY_NEGATIVE_AUTO, NULL, &c1));
+    CHECK_OK(sd_model_encode(mm, PROMPT, "", 0, SD_EMPTY_NEGATIVE_AUTO, NULL, &c2));
+  }
+  if (c1.cond && c2.cond && c1.tokens == c2.tokens && c1.y_cond && c2.y_cond) {
+    CHECK_CLOSE("SDXL LoRA (te1 fc2, te2 in_proj k rows) vs by hand: context", c1.cond, c2.cond, (size_t)c1.tokens * 2 * D, 1e-5, 1e-4);
+    struct textenc_cond_info ci;
+    textenc_cond_info(m->cond, &ci);
+    CHECK_CLOSE("SDXL LoRA vs by hand: y (pooled ++ sizes)", c1.y_cond, c2.y_cond, (size_t)ci.y_dim, 1e-5, 1e-4);
+  } else {
+    CHECK_MSG(false, "SDXL LoRA: no conditioning to compare");
+  }
+  sd_conditioning_free(&c1), sd_conditioning_free(&c2);
+  sd_model_destroy(m), sd_model_destroy(mm);
+  unlink(ckpt), unlink(merged), unlink(lora);
+}
+
 int main(void) {
   char gpath[1024], digest[1024], vocab[1024], dir[256], ckpt[512], cfg[512];
   test_shared_path(gpath, sizeof gpath, "ref/goldens/sample_tiny.safetensors");
@@ -786,6 +861,7 @@ int main(void) {
   taesd_checks(dir, digest, cfg, vocab);
   inpaint_checks(ckpt, cfg, vocab, dir, digest);
   lora_checks(dir, ckpt, cfg, vocab);
+  lora_sdxl_check(dir, digest, vocab);
   for (int fp16 = 0; fp16 < 2; fp16++) {
     xl_golden("sd2", "sample_sd21_tiny_v", "weights_digest_unet_sd21_tiny_seed1.json", digest, vocab, dir, fp16);
     xl_golden("sdxl", "sample_sdxl_tiny", "weights_digest_unet_sdxl_tiny_seed1.json", digest, vocab, dir, fp16);
