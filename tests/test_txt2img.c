@@ -651,12 +651,12 @@ static void lora_checks(const char *dir, const char *ckpt, const char *cfg, cons
       safetensors_read_f32(k, t, keepv[i]);
       st_writer_add(w, t->name, ST_F32, t->ndim, t->shape, keepv[i]);
     }
-    static float d[4 * 32], u[32 * 4], d2[4 * 33];
-    test_random(d, 4 * 32, 3), test_random(u, 32 * 4, 4), test_random(d2, 4 * 33, 5);
+    static float d[4 * 32], u[32 * 4], d2[4 * 33], u2[64 * 4];
+    test_random(d, 4 * 32, 3), test_random(u, 32 * 4, 4), test_random(d2, 4 * 33, 5), test_random(u2, 64 * 4, 6);
     st_writer_add(w, "lora_unet_down_blocks_7_attentions_0_to_q.lora_down.weight", ST_F32, 2, (int64_t[]){4, 32}, d);
     st_writer_add(w, "lora_unet_down_blocks_7_attentions_0_to_q.lora_up.weight", ST_F32, 2, (int64_t[]){32, 4}, u);
     st_writer_add(w, "lora_te_text_model_encoder_layers_1_self_attn_k_proj.lora_down.weight", ST_F32, 2, (int64_t[]){4, 33}, d2);
-    st_writer_add(w, "lora_te_text_model_encoder_layers_1_self_attn_k_proj.lora_up.weight", ST_F32, 2, (int64_t[]){64, 4}, u);
+    st_writer_add(w, "lora_te_text_model_encoder_layers_1_self_attn_k_proj.lora_up.weight", ST_F32, 2, (int64_t[]){64, 4}, u2);
     CHECK_OK(st_writer_finish(w, bad));
     st_writer_destroy(w);
     CHECK_OK(st_writer_create(&w));
