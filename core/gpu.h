@@ -53,6 +53,11 @@ struct gpu_device_info {
   uint32_t api_version;
 };
 
+/* Pipelines this process created, the seconds that took (the driver's compiler), and the bytes of
+ * the on-disk pipeline cache it started from (core/gpu_cache.c; 0: none yet for this device). */
+struct gpu;
+void gpu_pipeline_stats(const struct gpu *g, int *created, double *seconds, size_t *cache_loaded);
+
 /* Lists the Vulkan devices (no device is created). *n receives the count; infos may be NULL. */
 enum status gpu_list_devices(struct gpu_device_info *infos, int max, int *n);
 

@@ -305,6 +305,7 @@ static enum status device_create(struct gpu *g) {
                                      .pushConstantRangeCount = 1,
                                      .pPushConstantRanges = &pr};
   VK_TRY(vkCreatePipelineLayout(g->device, &plci, NULL, &g->kern.layout));
+  if ((st = gpu_cache_open(g))) return st;
 
   if (g->prof.enabled) {
     if (!timestamps || g->props.limits.timestampPeriod == 0)
@@ -361,6 +362,7 @@ void gpu_destroy(struct gpu *g) {
   gpu_buffer_destroy(g->cmds.staging);
   for (int i = 0; i < g->kern.n_views; i++) vkDestroyBufferView(g->device, g->kern.views[i].view, NULL);
   free(g->kern.views);
+  if (g->device) gpu_cache_close(g); /* written back to disk when pipelines were made */
   for (int i = 0; i < g->kern.n_pipes; i++) vkDestroyPipeline(g->device, g->kern.pipes[i].pipe, NULL);
   free(g->kern.pipes);
   for (int i = 0; i < KERNEL_COUNT; i++)

@@ -1,9 +1,11 @@
 /* Kernels on the device: shader modules, pipelines per specialization, texel views, the one
  * dispatch function that checks every call's contract, and the per-kernel profile. */
+#define _POSIX_C_SOURCE 200809L
 #include "gpu_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static enum status module_get(struct gpu *g, enum kernel_id k, VkShaderModule *out) {
   enum status st = STATUS_OK;
@@ -55,7 +57,12 @@ static enum status pipeline_get(struct gpu *g, enum kernel_id k, const uint32_t 
   }
   struct pipeline *p = &g->kern.pipes[g->kern.n_pipes];
   memset(p, 0, sizeof *p);
-  VK_TRY(vkCreateComputePipelines(g->device, VK_NULL_HANDLE, 1, &ci, NULL, &p->pipe));
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  VK_TRY(vkCreateComputePipelines(g->device, g->kern.cache, 1, &ci, NULL, &p->pipe));
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  g->kern.created++;
+  g->kern.create_seconds += (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
   p->kernel = k;
   p->n_spec = n_spec;
   memcpy(p->spec, spec, n_spec * sizeof *spec);
@@ -196,3 +203,9 @@ void gpu_profile_print(const struct gpu *g, FILE *f) {
 }
 
 
+
+void gpu_pipeline_stats(const struct gpu *g, int *created, double *seconds, size_t *cache_loaded) {
+  if (created) *created = g->kern.created;
+  if (seconds) *seconds = g->kern.create_seconds;
+  if (cache_loaded) *cache_loaded = g->kern.cache_loaded;
+}

@@ -79,7 +79,14 @@ struct gpu_kernels {
   int n_pipes, cap_pipes;
   struct view *views;     /* texel-buffer views, destroyed with their buffer */
   int n_views, cap_views;
+  VkPipelineCache cache;  /* gpu_cache.c: read from disk at creation, written back at destroy */
+  bool cache_on;          /* a cache folder is in use */
+  size_t cache_loaded;    /* bytes read from it (0: none or not this device's) */
+  int created;            /* pipelines created by this process */
+  double create_seconds;  /* and the time vkCreateComputePipelines took */
 };
+enum status gpu_cache_open(struct gpu *g);
+void gpu_cache_close(struct gpu *g);
 
 struct gpu_validation {
   bool enabled;

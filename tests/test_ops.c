@@ -5,6 +5,8 @@
  * fp16 weights are compared against a reference on the same fp16-rounded weights (fp32
  * accumulation), so the same bound holds. Also the weight loader's registry and reload. */
 #define _POSIX_C_SOURCE 200809L
+#include <dirent.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "half.h"
@@ -520,12 +522,75 @@ static void test_weight_reload(void) {
   free(a), free(b), free(c), free(da), free(db), free(dc);
 }
 
+/* The on-disk pipeline cache (core/gpu_cache.c): a device that creates pipelines writes its file,
+ * named by the device, starting with a Vulkan cache header for it; a damaged file is ignored and
+ * replaced; VKDIFFUSION_PIPELINE_CACHE=0 writes nothing. */
+static int cache_files(const char *dir, char *name, size_t n) {
+  DIR *d = opendir(dir);
+  int k = 0;
+  for (struct dirent *e; d && (e = readdir(d));)
+    if (!strncmp(e->d_name, "pipelines-", 10)) k++, snprintf(name, n, "%s/%s", dir, e->d_name);
+  if (d) closedir(d);
+  return k;
+}
+
+static void cache_round(const char *dir) {
+  struct gpu *c = NULL;
+  CHECK_OK(gpu_create(&(struct gpu_options){.device_index = -1, .validation = 1, .profile = 0}, &c));
+  if (!c) return;
+  struct gpu_arena *a = NULL;
+  CHECK_OK(gpu_arena_create(c, 1 << 16, "cache test", &a));
+  struct gpu_tensor x, y;
+  CHECK_OK(gpu_arena_alloc(a, DT_F32, 1, (int64_t[]){64}, &x));
+  CHECK_OK(gpu_arena_alloc(a, DT_F32, 1, (int64_t[]){64}, &y));
+  float v[64];
+  test_random(v, 64, 5);
+  CHECK_OK(gpu_upload(c, &x, v, sizeof v));
+  CHECK_OK(gpu_begin(c));
+  CHECK_OK(op_add(c, &x, &x, &y));
+  CHECK_OK(gpu_submit(c));
+  int made = 0;
+  gpu_pipeline_stats(c, &made, NULL, NULL);
+  CHECK_MSG(made >= 1, "no pipeline created (%d)", made);
+  gpu_arena_destroy(a);
+  const char *last;
+  CHECK_MSG(gpu_validation_count(c, &last) == 0, "validation: %s", last ? last : "");
+  gpu_destroy(c);
+  (void)dir;
+}
+
+static void test_pipeline_cache(void) {
+  char dir[] = "/tmp/vkd-cache-XXXXXX", file[600];
+  CHECK(mkdtemp(dir) != NULL);
+  setenv("VKDIFFUSION_CACHE_DIR", dir, 1);
+  cache_round(dir);
+  CHECK_MSG(cache_files(dir, file, sizeof file) == 1, "no pipeline cache file in %s", dir);
+  size_t len = 0;
+  unsigned char *b = (unsigned char *)test_read_file(file, &len);
+  CHECK_MSG(b && len >= 32 && b[4] == 1 && b[5] == 0 && b[0] >= 32, "%s: not a Vulkan pipeline cache (%zu bytes)", file, len);
+  free(b);
+  test_write_text(dir, strrchr(file, '/') + 1, "damaged: not a pipeline cache at all, and too short for one........");
+  cache_round(dir); /* ignored, then replaced */
+  b = (unsigned char *)test_read_file(file, &len);
+  CHECK_MSG(b && len >= 32 && b[4] == 1 && b[0] >= 32, "the damaged cache was not replaced (%zu bytes)", len);
+  free(b);
+  unlink(file);
+  setenv("VKDIFFUSION_PIPELINE_CACHE", "0", 1);
+  cache_round(dir);
+  CHECK_MSG(cache_files(dir, file, sizeof file) == 0, "VKDIFFUSION_PIPELINE_CACHE=0 wrote %s", file);
+  unsetenv("VKDIFFUSION_PIPELINE_CACHE");
+  unsetenv("VKDIFFUSION_CACHE_DIR");
+  rmdir(dir);
+  printf("  pipeline cache: written, damaged one replaced, off with VKDIFFUSION_PIPELINE_CACHE=0\n");
+}
+
 int main(void) {
   int rc = 0;
   g = test_gpu(&rc);
   if (!g) return rc;
   CHECK_OK(gpu_arena_create(g, 256u << 20, "test", &arena));
   test_weight_reload();
+  test_pipeline_cache();
   const enum linear_variant variants[] = {LINEAR_GENERIC, LINEAR_TILED};
   for (int v = 0; v < 2; v++) {
     test_linear(77, 768, 768, DT_F16, true, ACT_NONE, variants[v]);
