@@ -49,7 +49,8 @@ static void usage(FILE *f) {
           "  keep the black part of the latent at the init image's, noised to each step's sigma.\n"
           "  taesd (--vae-decoder FILE): decode with madebyollin's tiny autoencoder instead of the KL VAE (one TAESD\n"
           "  file a run). --preview-every N [--preview-decoder FILE]: every N steps NAME.preview.png shows the\n"
-          "  current latent through TAESD (replaced atomically; removed when the image is written).\n"
+          "  current latent through TAESD (replaced atomically; removed when the image is written); without a\n"
+          "  decoder, taesd.safetensors beside the model (the demo model has one).\n"
           "  loras ([\"FILE:STRENGTH\", {\"path\": FILE, \"strength\": S}]; relative to the prompt file; --lora\n"
           "  FILE[:STRENGTH], repeatable, adds to every job) and <lora:NAME:STRENGTH> in the prompt (AUTOMATIC1111:\n"
           "  removed from the text; DIR/NAME.safetensors, DIR = --lora-dir, default loras/ beside the model): merged\n"
@@ -772,8 +773,21 @@ int cmd_generate(int argc, char **argv) {
     else if (strcmp(taesd, jobs[k].taesd))
       snprintf(jobs[k].error, sizeof jobs[k].error, "\"taesd\" %s: one TAESD file a run (%s is in use)", jobs[k].taesd, taesd);
   }
+  char beside_model[4200];
+  if (o.preview_every > 0 && !taesd) { /* a taesd.safetensors beside the model (the demo model ships one) */
+    const char *sep = strrchr(mo.model_path, '/');
+    struct stat tb;
+    if (stat(mo.model_path, &tb) == 0 && S_ISDIR(tb.st_mode))
+      snprintf(beside_model, sizeof beside_model, "%s/taesd.safetensors", mo.model_path);
+    else if (sep)
+      snprintf(beside_model, sizeof beside_model, "%.*s/taesd.safetensors", (int)(sep - mo.model_path), mo.model_path);
+    else
+      snprintf(beside_model, sizeof beside_model, "taesd.safetensors");
+    if (stat(beside_model, &tb) == 0 && S_ISREG(tb.st_mode)) taesd = beside_model;
+  }
   if (o.preview_every > 0 && !taesd) {
-    fprintf(stderr, "vkdiffusion generate: --preview-every needs a TAESD: --preview-decoder FILE (or --vae-decoder FILE)\n");
+    fprintf(stderr, "vkdiffusion generate: --preview-every needs a TAESD: --preview-decoder FILE (or --vae-decoder FILE, "
+            "or a taesd.safetensors beside the model)\n");
     for (int k = 0; k < n_jobs; k++) job_free(&jobs[k]);
     free(jobs);
     goto usage_error;
@@ -869,10 +883,13 @@ int cmd_generate(int argc, char **argv) {
     o.digest_started = !pthread_create(&o.digest_thread, NULL, digest_main, &o);
   struct sd_model *m = NULL;
   int failed_images = 0, done_images = 0;
+  double t_load = now_s();
   if (!rc && (to_render > 0 || (o.latents_file && invalid < n_jobs)) && sd_model_create(&mo, &m)) {
     fprintf(stderr, "vkdiffusion generate: %s\n", status_message());
     rc = 1;
   }
+  if (m && o.progress && !o.quiet) /* where the time goes: the load here, each phase on its line, pipelines at the end */
+    fprintf(stderr, "vkdiffusion generate: model loaded in %.2f s\n", now_s() - t_load);
   if (m) { /* jobs without a size or clip skip take the model's; say what was detected */
     struct sd_model_info mi;
     sd_model_get_info(m, &mi);
@@ -928,6 +945,14 @@ int cmd_generate(int argc, char **argv) {
     rc = 1;
   } else if (!o.quiet) {
     fprintf(stderr, "vkdiffusion generate: %d images written to %s%s\n", done_images, o.outdir, skip_note);
+  }
+  if (m && o.progress && !o.quiet) {
+    int made;
+    double secs;
+    size_t cached;
+    gpu_pipeline_stats(sd_model_gpu(m), &made, &secs, &cached);
+    fprintf(stderr, "vkdiffusion generate: %d pipelines created in %.2f s (pipeline cache: %zu bytes read)\n", made, secs,
+            cached);
   }
   plan_free(plans, jobs, n_jobs);
   if (o.digest_started) pthread_join(o.digest_thread, NULL);

@@ -18,6 +18,6 @@ void progress_draw(struct progress *p, int step, int steps) {
   bar[width] = 0;
   fprintf(stderr, "\r[image %d/%d] %-7s [%s] %d/%d %5.2f it/s ETA %4.0fs  ", p->image, p->images, p->phase, bar, step,
           steps, rate, rate > 0 ? (steps - step) / rate : 0.0);
-  if (step == steps) fputc('\n', stderr);
+  if (step == steps) fprintf(stderr, "%6.2f s\n", el); /* the phase's time */
   fflush(stderr);
 }

@@ -13,7 +13,7 @@ struct progress {
 
 /* Starts a phase (resets its clock). */
 void progress_phase(struct progress *p, const char *phase);
-/* Redraws the line: step of steps done (a newline when the phase is complete). */
+/* Redraws the line: step of steps done (the phase's seconds and a newline when it is complete). */
 void progress_draw(struct progress *p, int step, int steps);
 
 #endif
