@@ -1,4 +1,5 @@
 #define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE /* madvise */
 #include "safetensors.h"
 
 #include <cjson/cJSON.h>
@@ -209,6 +210,15 @@ enum status safetensors_open(const char *path, struct safetensors **out) {
 fail:
   safetensors_close(st);
   return s;
+}
+
+void safetensors_release(const struct safetensors *st, const struct st_tensor *t) {
+  uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), lo, hi;
+  if (t) lo = (uintptr_t)(st->data + t->begin), hi = (uintptr_t)(st->data + t->end);
+  else lo = (uintptr_t)st->map, hi = (uintptr_t)(st->map + st->map_size);
+  lo = (lo + page - 1) / page * page; /* whole pages inside the range: a neighbour's bytes stay */
+  hi = hi / page * page;
+  if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED); /* advice: a failure changes nothing */
 }
 
 void safetensors_close(struct safetensors *st) {

@@ -42,6 +42,10 @@ const struct st_tensor *safetensors_find(const struct safetensors *st, const cha
 /* __metadata__ value for key, or NULL. */
 const char *safetensors_metadata(const struct safetensors *st, const char *key);
 const void *safetensors_data(const struct safetensors *st, const struct st_tensor *t);
+/* Drops the pages of t's data (t NULL: of the whole file) from this process's memory: they are read
+ * from the file again if touched. Loaders call it after converting a tensor, so a checkpoint's
+ * mapping does not stay resident after its upload. */
+void safetensors_release(const struct safetensors *st, const struct st_tensor *t);
 
 const char *st_dtype_name(enum st_dtype dt);
 size_t st_dtype_size(enum st_dtype dt);

@@ -119,6 +119,7 @@ static enum status read_checked(struct weight_loader *l, const char *name, int n
     if (!(l->host = malloc(need * sizeof *l->host))) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
   }
   safetensors_read_f32(l->st, t, l->host);
+  safetensors_release(l->st, t); /* the file's pages go back once converted (read again if needed) */
   for (int64_t i = 0; i < t->numel; i++)
     if (!isfinite(l->host[i]))
       return status_set(STATUS_NUMERIC, "%s: tensor '%s%s' holds a NaN or infinite value (element %lld): the "
