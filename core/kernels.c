@@ -19,6 +19,7 @@
   X(gather_rows, 3, gather_push)             \
   X(geglu, 2, geglu_push)                    \
   X(group_norm, 4, groupnorm_push)           \
+  X(group_norm_small, 4, groupnorm_push)     \
   X(im2col, 2, im2col_push)                  \
   X(layernorm, 4, layernorm_push)            \
   X(linear, 4, linear_push)                  \

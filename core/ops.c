@@ -206,6 +206,12 @@ enum status op_matmul_nchw(struct gpu *g, const struct gpu_tensor *w, const stru
 
 enum status op_group_norm(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *gamma,
                           const struct gpu_tensor *beta, const struct gpu_tensor *y, int groups, float eps, bool silu) {
+  return op_group_norm_variant(g, x, gamma, beta, y, groups, eps, silu, GN_AUTO);
+}
+
+enum status op_group_norm_variant(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *gamma,
+                                  const struct gpu_tensor *beta, const struct gpu_tensor *y, int groups, float eps, bool silu,
+                                  enum group_norm_variant variant) {
   if (!is_f32(x) || x->ndim < 2) return shape_error("group_norm", "x", x, "[N, C, ...] f32");
   int64_t N = x->shape[0], C = x->shape[1], NC = N * C, P = gpu_tensor_numel(x) / (NC > 0 ? NC : 1);
   if (groups <= 0 || C % groups) return status_set(STATUS_INVALID_ARGUMENT, "group_norm: %lld channels in %d groups",
@@ -214,8 +220,13 @@ enum status op_group_norm(struct gpu *g, const struct gpu_tensor *x, const struc
   if (!is_f32(beta) || gpu_tensor_numel(beta) != C) return shape_error("group_norm", "bias", beta, "[C] f32");
   if (!is_f32(y) || gpu_tensor_numel(y) != gpu_tensor_numel(x)) return shape_error("group_norm", "y", y, "x's shape");
   struct groupnorm_push p = {.channels = (u32)C, .groups = (u32)groups, .pixels = (u32)P, .eps = eps, .silu = silu};
-  uint32_t spec[] = {256};
   struct gpu_arg args[] = {{x, 0}, {gamma, 0}, {beta, 0}, {y, 0}};
+  bool small = variant == GN_SMALL || (variant == GN_AUTO && C / groups * P <= GN_SMALL_MAX);
+  if (small) {
+    uint32_t spec[] = {8};
+    return gpu_dispatch(g, KERNEL_group_norm_small, spec, 1, args, 4, &p, sizeof p, div_up(groups, 8), (uint32_t)N, 1);
+  }
+  uint32_t spec[] = {256};
   return gpu_dispatch(g, KERNEL_group_norm, spec, 1, args, 4, &p, sizeof p, (uint32_t)groups, (uint32_t)N, 1);
 }
 

@@ -235,7 +235,7 @@ static void test_conv(int64_t N, int64_t C, int64_t H, int64_t W, int64_t Co, in
   free(x), free(w), free(wd), free(b), free(ref), free(y0), free(got);
 }
 
-static void test_group_norm(int64_t N, int64_t C, int64_t P, int groups, bool silu) {
+static void test_group_norm_v(int64_t N, int64_t C, int64_t P, int groups, bool silu, enum group_norm_variant v) {
   gpu_arena_reset(arena, 0);
   float *x = random_array(N * C * P, 19, 2.0f), *gm = random_array(C, 20, 1.0f), *bt = random_array(C, 21, 1.0f);
   for (int64_t i = 0; i < N * C * P; i++) x[i] += 0.3f;
@@ -244,15 +244,21 @@ static void test_group_norm(int64_t N, int64_t C, int64_t P, int groups, bool si
   struct gpu_tensor tb = upload(DT_F32, 1, (int64_t[]){C}, bt), ty = output(3, (int64_t[]){N, C, P});
   CHECK_OK(gpu_begin(g));
   CHECK_OK(gpu_fill(g, &ty, NAN_BITS));
-  CHECK_OK(op_group_norm(g, &tx, &tg, &tb, &ty, groups, 1e-6f, silu));
+  CHECK_OK(op_group_norm_variant(g, &tx, &tg, &tb, &ty, groups, 1e-6f, silu, v));
   CHECK_OK(gpu_submit(g));
   float *got = download(&ty);
   ref_group_norm(x, gm, bt, ref, N, C, P, groups, 1e-6f, silu);
   char what[96];
-  snprintf(what, sizeof what, "group_norm %lldx%lldx%lld g%d%s", (long long)N, (long long)C, (long long)P, groups,
-           silu ? " +silu" : "");
+  snprintf(what, sizeof what, "group_norm%s %lldx%lldx%lld g%d%s", v == GN_SMALL ? " small" : v == GN_COOPERATIVE ? " coop" : "",
+           (long long)N, (long long)C, (long long)P, groups, silu ? " +silu" : "");
   CHECK_CLOSE(what, got, ref, N * C * P, 1e-4, 1e-4);
   free(x), free(gm), free(bt), free(ref), free(got);
+}
+
+/* every variant on each shape (forced, whatever op_group_norm would pick) */
+static void test_group_norm(int64_t N, int64_t C, int64_t P, int groups, bool silu) {
+  test_group_norm_v(N, C, P, groups, silu, GN_COOPERATIVE);
+  test_group_norm_v(N, C, P, groups, silu, GN_SMALL);
 }
 
 static void test_small_ops(void) {
@@ -645,6 +651,7 @@ int main(void) {
   test_group_norm(1, 320, 64, 32, false);
   test_group_norm(1, 96, 7, 32, true);
   test_group_norm(2, 7, 1, 7, false);
+  test_group_norm(3, 96, 9 * 11, 32, true); /* 297 values a group, 3 images: an odd shape */
   test_small_ops();
   test_residual_and_nchw();
   test_gather(8, 616, 768);
