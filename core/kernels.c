@@ -22,6 +22,7 @@
   X(group_norm_small, 4, groupnorm_push)     \
   X(im2col, 2, im2col_push)                  \
   X(layernorm, 4, layernorm_push)            \
+  X(layernorm_rows, 4, layernorm_push)       \
   X(linear, 4, linear_push)                  \
   X(linear_tiled, 4, linear_push)            \
   X(peak, 1, peak_push)                      \

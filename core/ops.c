@@ -282,6 +282,12 @@ enum status op_geglu(struct gpu *g, const struct gpu_tensor *x, const struct gpu
 
 enum status op_layernorm(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *gamma,
                          const struct gpu_tensor *beta, const struct gpu_tensor *y, float eps) {
+  return op_layernorm_variant(g, x, gamma, beta, y, eps, LN_AUTO);
+}
+
+enum status op_layernorm_variant(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *gamma,
+                                 const struct gpu_tensor *beta, const struct gpu_tensor *y, float eps,
+                                 enum layernorm_variant variant) {
   int64_t D = last_dim(x);
   if (!is_f32(x)) return shape_error("layernorm", "x", x, "f32");
   if (!is_f32(gamma) || gpu_tensor_numel(gamma) != D) return shape_error("layernorm", "weight", gamma, "[D] f32");
@@ -289,9 +295,14 @@ enum status op_layernorm(struct gpu *g, const struct gpu_tensor *x, const struct
   if (!is_f32(y) || gpu_tensor_numel(y) != gpu_tensor_numel(x)) return shape_error("layernorm", "y", y, "x's shape");
   int64_t rows = gpu_tensor_numel(x) / (D ? D : 1);
   struct layernorm_push p = {.rows = (u32)rows, .cols = (u32)D, .eps = eps};
-  uint32_t spec[] = {WG};
   struct gpu_arg args[] = {{x, 0}, {gamma, 0}, {beta, 0}, {y, 0}};
   uint32_t gx, gy;
+  if (variant == LN_ROWS || (variant == LN_AUTO && is_cpu(g))) { /* CPU devices: a row an invocation */
+    uint32_t spec[] = {8};
+    split_groups(g, div_up((uint64_t)rows, 8), &gx, &gy);
+    return gpu_dispatch(g, KERNEL_layernorm_rows, spec, 1, args, 4, &p, sizeof p, gx, gy, 1);
+  }
+  uint32_t spec[] = {WG};
   split_groups(g, (uint64_t)rows, &gx, &gy);
   return gpu_dispatch(g, KERNEL_layernorm, spec, 1, args, 4, &p, sizeof p, gx, gy, 1);
 }

@@ -65,6 +65,12 @@ enum status op_geglu(struct gpu *g, const struct gpu_tensor *x, const struct gpu
 /* Layer norm over the last dimension (biased variance). */
 enum status op_layernorm(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *gamma,
                          const struct gpu_tensor *beta, const struct gpu_tensor *y, float eps);
+/* The same with a chosen kernel: a work group a row with cooperative reductions (GPUs) or a row an
+ * invocation without barriers (CPU devices); LN_AUTO picks by the device's type. */
+enum layernorm_variant { LN_AUTO, LN_COOPERATIVE, LN_ROWS };
+enum status op_layernorm_variant(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *gamma,
+                                 const struct gpu_tensor *beta, const struct gpu_tensor *y, float eps,
+                                 enum layernorm_variant variant);
 /* y[i] = tok[ids[i]] + pos[i mod ctx]; ids i32 [N, T] (values checked by the caller), y [N, T, D]. */
 enum status op_embedding(struct gpu *g, const struct gpu_tensor *ids, const struct gpu_tensor *tok,
                          const struct gpu_tensor *pos, const struct gpu_tensor *y);

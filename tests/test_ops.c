@@ -81,7 +81,14 @@ static void test_linear(int64_t M, int64_t N, int64_t K, enum dtype wdt, bool bi
   free(x), free(w), free(b), free(ref), free(got);
 }
 
+static void test_layernorm_v(int64_t rows, int64_t cols, enum layernorm_variant v);
+/* both kernels on each shape, whichever the device would pick */
 static void test_layernorm(int64_t rows, int64_t cols) {
+  test_layernorm_v(rows, cols, LN_COOPERATIVE);
+  test_layernorm_v(rows, cols, LN_ROWS);
+}
+
+static void test_layernorm_v(int64_t rows, int64_t cols, enum layernorm_variant v) {
   gpu_arena_reset(arena, 0);
   float *x = random_array(rows * cols, 4, 3.0f), *gm = random_array(cols, 5, 1.0f), *bt = random_array(cols, 6, 1.0f);
   for (int64_t i = 0; i < rows * cols; i++) x[i] += 0.5f; /* non-zero mean */
@@ -91,12 +98,12 @@ static void test_layernorm(int64_t rows, int64_t cols) {
   struct gpu_tensor ty = output(2, (int64_t[]){rows, cols});
   CHECK_OK(gpu_begin(g));
   CHECK_OK(gpu_fill(g, &ty, NAN_BITS));
-  CHECK_OK(op_layernorm(g, &tx, &tg, &tb, &ty, 1e-5f));
+  CHECK_OK(op_layernorm_variant(g, &tx, &tg, &tb, &ty, 1e-5f, v));
   CHECK_OK(gpu_submit(g));
   float *got = download(&ty);
   ref_layernorm(x, gm, bt, ref, rows, cols, 1e-5f);
   char what[64];
-  snprintf(what, sizeof what, "layernorm %lldx%lld", (long long)rows, (long long)cols);
+  snprintf(what, sizeof what, "layernorm %s %lldx%lld", v == LN_ROWS ? "rows" : "coop", (long long)rows, (long long)cols);
   CHECK_CLOSE(what, got, ref, rows * cols, 1e-4, 1e-4);
   free(x), free(gm), free(bt), free(ref), free(got);
 }
