@@ -77,6 +77,9 @@ bool weight_shape(const struct weight_loader *l, const char *name, int *ndim, in
 }
 
 void weight_loader_free(struct weight_loader *l) {
+  free(l->raw);
+  l->raw = NULL;
+  l->cap16 = 0;
   free(l->host);
   free(l->host2);
   free(l->half);
@@ -91,7 +94,14 @@ static void shape_text(char *buf, size_t n, int ndim, const int64_t *shape) {
   for (int i = 0; i < ndim && o < n; i++) o += (size_t)snprintf(buf + o, n - o, "%s%lld", i ? ", " : "", (long long)shape[i]);
 }
 
-/* Reads and checks prefix+name into l->host (all of it, as f32). */
+/* An F16 tensor bound for F16 device memory without a difference to add is uploaded as its bits
+ * are: converting to f32 and back is exact for every finite half, so only the time differs. The
+ * caller sets l->want16 to say the device tensor is F16. */
+static bool raw16(const struct weight_loader *l, const struct st_tensor *t, int ndim) {
+  return l->want16 && !l->delta && t->dtype == ST_F16 && ndim >= 1;
+}
+
+/* Reads and checks prefix+name into l->host (all of it, as f32), or leaves it for load_raw16. */
 static enum status read_checked(struct weight_loader *l, const char *name, int ndim, const int64_t *shape,
                                 const struct st_tensor **out) {
   const struct st_tensor *t = find(l, name);
@@ -111,7 +121,7 @@ static enum status read_checked(struct weight_loader *l, const char *name, int n
     return status_set(STATUS_FORMAT, "%s: tensor '%s%s' is %s, expected F32, F16 or BF16", path, pre, name,
                       st_dtype_name(t->dtype));
   *out = t;
-  if (measuring(l)) return STATUS_OK;
+  if (measuring(l) || raw16(l, t, ndim)) return STATUS_OK; /* nothing to read yet, or read as it is stored */
   size_t need = (size_t)t->numel + 4;
   if (need > l->cap) {
     free(l->host);
@@ -162,14 +172,88 @@ static enum status upload(struct weight_loader *l, const float *v, int ndim, con
   return gpu_upload(l->g, out, v, (size_t)n * 4);
 }
 
+/* the device tensor of a load: a new one in the arena, or (a reload) the one the first load made */
+static enum status device_tensor(struct weight_loader *l, enum dtype dt, int ndim, const int64_t *shape,
+                                 struct gpu_tensor *out, struct gpu_tensor **dst) {
+  int64_t n = 1;
+  for (int i = 0; i < ndim; i++) n *= shape[i];
+  if (l->target) {
+    if (l->target->dtype != dt || gpu_tensor_numel(l->target) != n)
+      return status_set(STATUS_INVALID_ARGUMENT, "weight reload: the device tensor changed shape");
+    *dst = l->target;
+    return STATUS_OK;
+  }
+  *dst = out;
+  return gpu_arena_alloc(l->arena, dt, ndim, shape, out);
+}
+
+/* F16 in the file, F16 on the device: rows [row0, row0 + rows) checked finite on their bits and put
+ * in the device layout as 16-bit values (no conversion) */
+static enum status load_raw16(struct weight_loader *l, const struct st_tensor *t, const char *name, const int64_t *shape,
+                              int64_t row0, int64_t rows, int64_t inner, enum weight_layout layout, struct gpu_tensor *out) {
+  int64_t kp = layout == WL_CONV ? (inner + 3) / 4 * 4 : inner, n = rows * kp;
+  size_t need = (size_t)t->numel + 4;
+  if (need > l->cap16) {
+    free(l->raw);
+    l->cap16 = need;
+    if (!(l->raw = malloc(need * sizeof *l->raw))) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
+  }
+  enum status s = reserve(l, n);
+  if (s) return s;
+  safetensors_read_f16(l->st, t, l->raw);
+  safetensors_release(l->st, t);
+  const uint16_t *src = l->raw + row0 * inner;
+  for (int64_t i = 0; i < rows * inner; i++)
+    if ((src[i] & 0x7c00) == 0x7c00) {
+      char key[512];
+      key_of(l, name, key, sizeof key);
+      return status_set(STATUS_NUMERIC, "%s: tensor '%s' holds a NaN or infinite value (element %lld): the checkpoint is "
+                        "damaged", safetensors_path(l->st), key, (long long)(row0 * inner + i));
+    }
+  const uint16_t *v = src;
+  int64_t dshape[2] = {rows, kp};
+  if (layout == WL_CONV) { /* [Co, C, k, k] -> [Co, Kp], zero padded */
+    for (int64_t r = 0; r < rows; r++) {
+      memcpy(l->half + r * kp, src + r * inner, (size_t)inner * sizeof *src);
+      memset(l->half + r * kp + inner, 0, (size_t)(kp - inner) * sizeof *src);
+    }
+    v = l->half;
+  } else if (layout == WL_TRANSPOSE) {
+    for (int64_t r = 0; r < shape[0]; r++)
+      for (int64_t c = 0; c < shape[1]; c++) l->half[c * shape[0] + r] = src[r * shape[1] + c];
+    v = l->half;
+    dshape[0] = shape[1], dshape[1] = shape[0];
+  }
+  struct gpu_tensor *dst = NULL;
+  int64_t plain[8];
+  for (int i = 0; i < t->ndim; i++) plain[i] = shape[i];
+  plain[0] = rows;
+  if ((s = layout == WL_PLAIN ? device_tensor(l, DT_F16, t->ndim, plain, out, &dst)
+                              : device_tensor(l, DT_F16, 2, dshape, out, &dst)))
+    return s;
+  return gpu_upload(l->g, dst, v, (size_t)n * 2);
+}
+
 enum status weight_load(struct weight_loader *l, const char *name, int ndim, const int64_t *shape, int64_t row0,
                         int64_t rows, enum weight_layout layout, enum dtype dt, struct gpu_tensor *out) {
   const struct st_tensor *t;
+  l->want16 = dt == DT_F16;
   enum status s = read_checked(l, name, ndim, shape, &t);
+  bool fast = !s && !measuring(l) && raw16(l, t, ndim); /* read_checked left it for load_raw16 */
+  l->want16 = false;
   if (s) return s;
   int64_t inner = 1;
   for (int i = 1; i < ndim; i++) inner *= shape[i];
   if (rows <= 0) row0 = 0, rows = ndim ? shape[0] : 1;
+  if (fast) {
+    if ((s = load_raw16(l, t, name, shape, row0, rows, inner, layout, out))) return s;
+    if (l->arena && capture && !l->target) {
+      char key[512];
+      key_of(l, name, key, sizeof key);
+      return record(l, name, key, ndim, shape, row0, rows, layout, dt, out);
+    }
+    return STATUS_OK;
+  }
   const float *src = l->host ? l->host + row0 * inner : NULL;
   if (l->delta && !measuring(l)) /* a reload with a merged difference (LoRA), checked like the file's values */
     for (int64_t i = 0; i < rows * inner; i++)

@@ -25,8 +25,9 @@ struct weight_loader {
   struct gpu_tensor *target; /* weight_reload: write into this tensor instead of the arena */
   const float *delta;        /* weight_reload: added to the checkpoint's values (rows x inner) first */
   float *host, *host2;
-  uint16_t *half;
-  size_t cap, cap2;
+  uint16_t *half, *raw; /* raw: an F16 tensor as stored (the F16 -> F16 path) */
+  size_t cap, cap2, cap16;
+  bool want16;          /* inside weight_load: the device tensor is F16 */
 };
 
 enum weight_layout {

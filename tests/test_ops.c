@@ -597,12 +597,70 @@ static void test_pipeline_cache(void) {
   printf("  pipeline cache: written, damaged one replaced, off with VKDIFFUSION_PIPELINE_CACHE=0\n");
 }
 
+/* F16 file -> F16 device: the bits as stored (no round trip through f32), in each layout; the same as
+ * converting would give; a NaN in the rows used is an error naming the tensor. */
+static enum status raw_load(struct weight_loader *l, void *model) {
+  struct reload_model *m = model;
+  enum status s = weight_load(l, "a.weight", 4, (int64_t[]){6, 3, 3, 3}, 0, 0, WL_CONV, DT_F16, &m->conv);
+  if (!s) s = weight_load(l, "b.weight", 2, (int64_t[]){5, 7}, 0, 0, WL_TRANSPOSE, DT_F16, &m->lin);
+  if (!s) s = weight_load(l, "c.in_proj_weight", 2, (int64_t[]){9, 4}, 3, 3, WL_PLAIN, DT_F16, &m->rows);
+  return s;
+}
+
+static void test_raw16(void) {
+  char path[128];
+  snprintf(path, sizeof path, "/tmp/vkd_test_raw16_%ld.safetensors", (long)getpid());
+  float *f[3] = {random_array(6 * 27, 41, 1.0f), random_array(35, 42, 1.0f), random_array(36, 43, 1.0f)};
+  uint16_t h[3][162];
+  int ns[3] = {162, 35, 36};
+  for (int k = 0; k < 3; k++)
+    for (int i = 0; i < ns[k]; i++) h[k][i] = half_from_float(f[k][i]);
+  for (int pass = 0; pass < 2; pass++) {
+    if (pass) h[2][3 * 4 + 5] = 0x7e00; /* a NaN in row 4, which the model reads */
+    struct st_writer *w = NULL;
+    CHECK_OK(st_writer_create(&w));
+    st_writer_add(w, "a.weight", ST_F16, 4, (int64_t[]){6, 3, 3, 3}, h[0]);
+    st_writer_add(w, "b.weight", ST_F16, 2, (int64_t[]){5, 7}, h[1]);
+    st_writer_add(w, "c.in_proj_weight", ST_F16, 2, (int64_t[]){9, 4}, h[2]);
+    CHECK_OK(st_writer_finish(w, path));
+    st_writer_destroy(w);
+    struct safetensors *st = NULL;
+    CHECK_OK(safetensors_open(path, &st));
+    struct reload_model m = {0};
+    struct gpu_arena *wa = NULL;
+    enum status ls = weight_load_model(g, st, "", "raw16 test", raw_load, NULL, &m, &wa);
+    if (pass) {
+      CHECK_MSG(ls == STATUS_NUMERIC && strstr(status_message(), "c.in_proj_weight") && strstr(status_message(), "element 17"),
+                "a NaN in an F16 tensor: %s", status_message());
+    } else {
+      CHECK_OK(ls);
+      uint16_t got[3][168], want[3][168];
+      for (int o = 0; o < 6; o++)
+        for (int k = 0; k < 28; k++) want[0][o * 28 + k] = k < 27 ? h[0][o * 27 + k] : 0;
+      for (int r = 0; r < 5; r++)
+        for (int c = 0; c < 7; c++) want[1][c * 5 + r] = h[1][r * 7 + c];
+      for (int i = 0; i < 12; i++) want[2][i] = h[2][12 + i];
+      const struct gpu_tensor *t[3] = {&m.conv, &m.lin, &m.rows};
+      size_t n[3] = {168, 35, 12};
+      for (int k = 0; k < 3; k++) {
+        CHECK_OK(gpu_download(g, t[k], got[k], n[k] * 2));
+        CHECK_MSG(t[k]->dtype == DT_F16 && !memcmp(got[k], want[k], n[k] * 2), "F16 -> F16 load of tensor %d: other bits", k);
+      }
+    }
+    gpu_arena_destroy(wa);
+    safetensors_close(st);
+  }
+  unlink(path);
+  for (int k = 0; k < 3; k++) free(f[k]);
+}
+
 int main(void) {
   int rc = 0;
   g = test_gpu(&rc);
   if (!g) return rc;
   CHECK_OK(gpu_arena_create(g, 256u << 20, "test", &arena));
   test_weight_reload();
+  test_raw16();
   test_pipeline_cache();
   const enum linear_variant variants[] = {LINEAR_GENERIC, LINEAR_TILED};
   for (int v = 0; v < 2; v++) {
