@@ -221,7 +221,8 @@ enum status op_group_norm_variant(struct gpu *g, const struct gpu_tensor *x, con
   if (!is_f32(y) || gpu_tensor_numel(y) != gpu_tensor_numel(x)) return shape_error("group_norm", "y", y, "x's shape");
   struct groupnorm_push p = {.channels = (u32)C, .groups = (u32)groups, .pixels = (u32)P, .eps = eps, .silu = silu};
   struct gpu_arg args[] = {{x, 0}, {gamma, 0}, {beta, 0}, {y, 0}};
-  bool small = variant == GN_SMALL || (variant == GN_AUTO && C / groups * P <= GN_SMALL_MAX);
+  /* CPU devices, small groups: an invocation a group (a work group's barriers cost more there) */
+  bool small = variant == GN_SMALL || (variant == GN_AUTO && is_cpu(g) && C / groups * P <= GN_SMALL_MAX);
   if (small) {
     uint32_t spec[] = {8};
     return gpu_dispatch(g, KERNEL_group_norm_small, spec, 1, args, 4, &p, sizeof p, div_up(groups, 8), (uint32_t)N, 1);

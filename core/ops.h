@@ -45,8 +45,8 @@ enum status op_matmul_nchw(struct gpu *g, const struct gpu_tensor *w, const stru
 enum status op_group_norm(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *gamma,
                           const struct gpu_tensor *beta, const struct gpu_tensor *y, int groups, float eps, bool silu);
 /* The same with a chosen kernel: the work group's cooperative reductions (GN_COOPERATIVE), one
- * invocation a group without barriers (GN_SMALL), or by the group's size (GN_AUTO: small up to
- * GN_SMALL_MAX values a group, what op_group_norm does). */
+ * invocation a group without barriers (GN_SMALL), or by device and size (GN_AUTO, what
+ * op_group_norm does: small on CPU devices for groups of up to GN_SMALL_MAX values). */
 #define GN_SMALL_MAX 4096
 enum group_norm_variant { GN_AUTO, GN_COOPERATIVE, GN_SMALL };
 enum status op_group_norm_variant(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *gamma,
