@@ -1,5 +1,6 @@
 #include "ops.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 
@@ -44,7 +45,14 @@ static VkFormat vec4_format(enum dtype dt) {
   return dt == DT_F16 ? VK_FORMAT_R16G16B16A16_SFLOAT : VK_FORMAT_R32G32B32A32_SFLOAT;
 }
 
-static bool is_cpu(const struct gpu *g) { return strcmp(gpu_info(g)->type, "cpu") == 0; }
+/* The kernel variants' device class: the device's type, unless VKDIFFUSION_KERNELS=gpu|cpu forces
+ * one (the GPU variants are tested on lavapipe that way). */
+static bool is_cpu(const struct gpu *g) {
+  const char *k = getenv("VKDIFFUSION_KERNELS");
+  if (k && !strcmp(k, "gpu")) return false;
+  if (k && !strcmp(k, "cpu")) return true;
+  return strcmp(gpu_info(g)->type, "cpu") == 0;
+}
 
 /* The matrix product behind linear layers and convolutions (see linear_tiled.comp). */
 struct matmul {
