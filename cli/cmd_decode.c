@@ -58,7 +58,7 @@ int cmd_decode(int argc, char **argv) {
             (long long)ls[0], (long long)ls[1], (long long)ls[2], (long long)ls[3], want);
     goto done;
   }
-  int N = (int)ls[0], h = (int)ls[2], w = (int)ls[3], f = tiny ? 8 : vae_factor(v), H = f * h, W = f * w;
+  int N = (int)ls[0], h = (int)ls[2], w = (int)ls[3], f = tiny ? taesd_factor(t) : vae_factor(v), H = f * h, W = f * w;
   img = malloc((size_t)N * 3 * H * W * sizeof *img);
   if (!img || (tiny ? taesd_decode(t, lat, N, h, w, img) : vae_decode(v, lat, N, h, w, o.tiling, img))) {
     cli_fail("decode", NULL);

@@ -123,7 +123,7 @@ int cmd_vae_encode(int argc, char **argv) {
     cli_fail("vae-encode", NULL);
     goto done;
   }
-  int N = (int)is[0], H = (int)is[2], W = (int)is[3], f = tiny ? 8 : vae_factor(v),
+  int N = (int)is[0], H = (int)is[2], W = (int)is[3], f = tiny ? taesd_factor(t) : vae_factor(v),
       C = tiny ? taesd_latent_channels(t) : vae_latent_channels(v);
   if (H % f || W % f) {
     fprintf(stderr, "vkdiffusion vae-encode: %s: a %dx%d image; the VAE needs multiples of %d (crop or resize it)\n", o.in,

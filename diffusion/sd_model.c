@@ -145,8 +145,9 @@ int sd_model_create(const struct sd_model_options *o, struct sd_model **out) {
   if (!s) s = choose_prediction(m, o->prediction);
   if (!s && o->taesd_path && !(s = taesd_load(m->g, o->taesd_path, fp16, &m->taesd)) && !taesd_has_decoder(m->taesd))
     s = status_set(STATUS_FORMAT, "%s: holds no TAESD decoder", o->taesd_path);
-  if (!s && m->taesd && vae_factor(m->vae) != 8)
-    s = status_set(STATUS_UNSUPPORTED, "%s: TAESD decodes 8x; this checkpoint's VAE is %dx", o->taesd_path, vae_factor(m->vae));
+  if (!s && m->taesd && vae_factor(m->vae) != taesd_factor(m->taesd))
+    s = status_set(STATUS_UNSUPPORTED, "%s: this TAESD decodes %dx; the checkpoint's VAE is %dx", o->taesd_path,
+                   taesd_factor(m->taesd), vae_factor(m->vae));
   if (!s && m->taesd && taesd_latent_channels(m->taesd) != ui.out_channels)
     s = status_set(STATUS_FORMAT, "%s: a TAESD for %d latent channels; the U-Net makes %d", o->taesd_path,
                    taesd_latent_channels(m->taesd), ui.out_channels);

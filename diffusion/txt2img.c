@@ -78,7 +78,7 @@ struct step_hook {
   const struct txt2img_params *p;
   struct sd_model *m;
   int h, w;           /* the latent's size (previews) */
-  float *preview;     /* [3, 8h, 8w] */
+  float *preview;     /* [3, f h, f w] (f: the TAESD's factor, the VAE's) */
   unsigned char *rgb; /* [8h, 8w, 3] */
   int image;
   float *latents; /* this image's slot at step 0, or NULL */
@@ -95,8 +95,9 @@ static enum status on_step(int step, int steps, const float *x, void *user) {
   if (p->preview && p->preview_every > 0 && (step + 1) % p->preview_every == 0 && step + 1 < steps && h->m->taesd) {
     enum status s = taesd_decode(h->m->taesd, x, 1, h->h, h->w, h->preview);
     if (s) return s;
-    taesd_image_to_u8(h->preview, 8 * h->h, 8 * h->w, h->rgb);
-    if (p->preview(h->image, step + 1, steps, h->rgb, 8 * h->w, 8 * h->h, p->user))
+    int f = taesd_factor(h->m->taesd);
+    taesd_image_to_u8(h->preview, f * h->h, f * h->w, h->rgb);
+    if (p->preview(h->image, step + 1, steps, h->rgb, f * h->w, f * h->h, p->user))
       return status_set(STATUS_CANCELLED, "cancelled at step %d of %d", step + 1, steps);
   }
   return STATUS_OK;

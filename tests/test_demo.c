@@ -12,8 +12,11 @@
  *    rounding moves them (by 2.3/255 on average at 4.9), and 33/40 at cfg 4.5 and 5.5. 40 images
  *    are a coarse measure (one is 2.5%).
  * The colour-shape pairs held out of training are generated and reported too. A contact sheet of
- * every image is written to demo_closed_loop.png in the test's folder. */
+ * every image is written to demo_closed_loop.png in the test's folder. Then the demo's TAESD
+ * decoder (taesd_loop). */
 #define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -100,6 +103,51 @@ static void loop_prompts(int colour[], int shape[], bool large[]) {
         for (int k = 0; k < 2; k++, n++) colour[n] = i, shape[n] = s, large[n] = k == 0;
 }
 
+/* The demo's TAESD (models/demo/taesd.safetensors, tools/train --stage taesd): the first N_TAESD
+ * closed-loop jobs again, decoded by it (--vae-decoder) with previews every 10 steps (the TAESD
+ * beside the model, found without being named); each image's mean colour must agree with the KL
+ * decoder's within 10 levels a channel, and no preview may be left. */
+enum { N_TAESD = 10 };
+static void taesd_loop(const char *dir, const unsigned char *kl) {
+  char path[512], sub[600];
+  snprintf(sub, sizeof sub, "%s/taesd", dir);
+  int rc = test_run(out, sizeof out, "env -u VKDIFFUSION_MODEL %s generate --quiet %s/prompts.json --vae-decoder %s/taesd.safetensors "
+                    "--shard 0/%d -o %s", VKD_BINARY, dir, DEMO, N_LOOP / N_TAESD, sub);
+  CHECK_MSG(rc == 0, "generate with the demo's TAESD failed:\n%s", out);
+  double worst = 0;
+  int n = 0;
+  for (int i = 0; i < N_LOOP && rc == 0; i += N_LOOP / N_TAESD, n++) {
+    unsigned char *img;
+    int w, h;
+    snprintf(path, sizeof path, "%s/img%02d.png", sub, i);
+    CHECK_OK(image_load(path, &img, &w, &h));
+    for (int c = 0; img && w == SCENE_SIZE && h == SCENE_SIZE && c < 3; c++) {
+      double a = 0, b = 0;
+      for (int p = 0; p < SCENE_SIZE * SCENE_SIZE; p++)
+        a += img[p * 3 + c], b += kl[((size_t)i * SCENE_SIZE * SCENE_SIZE + p) * 3 + c];
+      double d = fabs(a - b) / (SCENE_SIZE * SCENE_SIZE);
+      worst = d > worst ? d : worst;
+    }
+    free(img);
+    unlink(path);
+  }
+  CHECK_MSG(n == N_TAESD && worst <= 10, "TAESD vs KL decoder: %d images, mean colours up to %.2f levels apart (bar 10)", n, worst);
+  printf("demo TAESD: %d closed-loop images, mean colour within %.2f levels of the KL decoder's (bar 10)\n", n, worst);
+  /* previews with the default model: its taesd.safetensors, found beside it */
+  rc = test_run(out, sizeof out, "env -u VKDIFFUSION_MODEL %s generate --quiet --prompt 'a large red circle' --steps 4 "
+                "--preview-every 2 --no-manifest --output p.png -o %s", VKD_BINARY, sub);
+  snprintf(path, sizeof path, "%s/p.png", sub);
+  CHECK_MSG(rc == 0 && access(path, R_OK) == 0, "--preview-every with the demo model:\n%s", out);
+  unlink(path);
+  snprintf(path, sizeof path, "%s/p.preview.png", sub);
+  CHECK_MSG(access(path, F_OK) != 0, "%s was left behind", path);
+  DIR *d = opendir(sub); /* the TAESD run's other images and its manifest */
+  for (struct dirent *e; d && (e = readdir(d));)
+    if (e->d_name[0] != '.' && snprintf(path, sizeof path, "%s/%s", sub, e->d_name) > 0) unlink(path);
+  if (d) closedir(d);
+  rmdir(sub);
+}
+
 static void closed_loop(struct zeroshot *c) {
   enum { N = N_LOOP + N_HELD };
   int colour[N], shape[N], label[N];
@@ -132,6 +180,8 @@ static void closed_loop(struct zeroshot *c) {
     free(img);
     unlink(path);
   }
+  snprintf(path, sizeof path, "%s/manifest.jsonl", dir);
+  unlink(path);
   if (rc == 0) {
     CHECK_OK(classify(c, rgb, N, label));
     int both = 0, sh = 0, co = 0, held = 0;
@@ -161,6 +211,7 @@ static void closed_loop(struct zeroshot *c) {
     CHECK(stbi_write_png("demo_closed_loop.png", CELL * COLS, CELL * ROWS, 3, sheet, CELL * COLS * 3));
     printf("contact sheet: demo_closed_loop.png (rows of 10 in prompt order; the last row: held-out pairs)\n");
     free(sheet);
+    taesd_loop(dir, rgb);
   }
   free(rgb);
   snprintf(path, sizeof path, "%s/prompts.json", dir);

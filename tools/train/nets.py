@@ -422,3 +422,34 @@ class UNet(nn.Module):
 def scaled_linear_alphas_cumprod(n=1000, start=0.00085, end=0.012):
     betas = torch.linspace(start ** 0.5, end ** 0.5, n, dtype=torch.float64) ** 2
     return torch.cumprod(1 - betas, 0)
+
+
+# ---------------------------------------------------------------- TAESD's decoder (madebyollin), any width and scale
+class TinyBlock(nn.Module):
+    """madebyollin's Block (diffusers' AutoencoderTinyBlock): ReLU(conv(ReLU(conv(ReLU(conv(x))))) + x)."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.ReLU(), nn.Conv2d(c, c, 3, padding=1), nn.ReLU(),
+                                  nn.Conv2d(c, c, 3, padding=1))
+
+    def forward(self, x):
+        return F.relu(self.conv(x) + x)
+
+
+class TinyDecoder(nn.Module):
+    """TAESD's decoder with `stages` 2x upsamplings (3: TAESD's 8x) and `width` channels (TAESD: 64):
+    tanh(z / 3) 3, conv, ReLU, stages x [3 Blocks, nearest 2x, conv without bias], Block, conv -> RGB
+    in [0, 1]. Its state_dict under "decoder." is diffusers' AutoencoderTiny layout."""
+
+    def __init__(self, z=4, width=64, stages=3):
+        super().__init__()
+        layers = [nn.Conv2d(z, width, 3, padding=1), nn.ReLU()]
+        for _ in range(stages):
+            layers += [TinyBlock(width) for _ in range(3)]
+            layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(width, width, 3, padding=1, bias=False)]
+        layers += [TinyBlock(width), nn.Conv2d(width, 3, 3, padding=1)]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, z):
+        return self.layers(torch.tanh(z / 3) * 3)

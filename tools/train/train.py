@@ -51,11 +51,11 @@ import nets  # noqa: E402
 from plot import plot, png_bytes  # noqa: E402
 import scenes  # noqa: E402
 
-STAGES = ("tokenizer", "clip", "clip_blur", "vae", "vae_shapes", "unet", "export")  # in order
+STAGES = ("tokenizer", "clip", "clip_blur", "vae", "vae_shapes", "unet", "export", "taesd")  # in order
 # not part of "all": the tokenizer, CLIP and VAE read back from an exported model (--from), so
 # that the U-Net can be retrained against them without an hour of CLIP and VAE training
 EXTRA_STAGES = ("import",)
-STEPS = {"clip": 1000, "clip_blur": 600, "vae": 800, "vae_shapes": 1900, "unet": 6000}
+STEPS = {"clip": 1000, "clip_blur": 600, "vae": 800, "vae_shapes": 1900, "unet": 6000, "taesd": 3000}
 LATENT_POOL = 12000
 UNET_BATCH, UNET_LR = 48, 1e-3
 UNET_PAIR_PROB = 0.1  # two-shape scenes in the U-Net's latent pool (0.25 in the other stages)
@@ -68,6 +68,9 @@ UNET = dict(mc=64, mult=(1, 2, 2), blocks=1, attn_levels=(2,), ctx=128, heads=8)
 # ResBlocks (blocks=0; the decoder has one a level) to pay for them.
 VAE = dict(ch=32, mult=(4, 1, 1), blocks=0, z=4)  # 64x64x3 <-> 16x16x4
 SD_SCALE = 0.18215  # the C pipeline decodes latent / 0.18215, as for SD 1.x
+# TAESD's decoder layout distilled from the VAE's decoder, for previews: 2 stages (the VAE's 4x),
+# 32 channels (a quarter of TAESD's FLOPs: minutes of training on 2 cores)
+TAESD = dict(width=32, stages=2)
 
 
 def log(*a):
@@ -459,8 +462,9 @@ def zero_shot(clip, tok, n, seed):
 
 
 @torch.no_grad()
-def sample(unet, vae, ctx, uncond, z_std, seed, steps=20, cfg=5.0):
-    """k-diffusion Euler ancestral on the scaled-linear schedule (for the report only)."""
+def sample(unet, vae, ctx, uncond, z_std, seed, steps=20, cfg=5.0, latents=False):
+    """k-diffusion Euler ancestral on the scaled-linear schedule (for the report, and the TAESD
+    stage's latents: latents=True returns them, as the U-Net makes them, instead of images)."""
     g = torch.Generator().manual_seed(seed)
     ac = nets.scaled_linear_alphas_cumprod()
     sig_all = ((1 - ac) / ac).sqrt()
@@ -481,6 +485,8 @@ def sample(unet, vae, ctx, uncond, z_std, seed, steps=20, cfg=5.0):
         x = x + e * (s_down - s)
         if sig[i + 1] > 0:
             x = x + torch.randn(x.shape, generator=g, dtype=torch.float64) * s_up
+    if latents:
+        return x.float()
     img = vae.decode((x * z_std).float())
     return ((img.clamp(-1, 1) + 1) * 127.5 + 0.5).floor().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
 
@@ -644,6 +650,85 @@ def stage_export(args):
     log("export:", json.dumps(report))
 
 
+def z_std_of(args):
+    """The latent scale the U-Net was trained with: unet.pt's, else (after --stage import) the report's."""
+    if os.path.exists(f"{args.work}/unet.pt"):
+        return float(torch.load(f"{args.work}/unet.pt")["z_std"])
+    with open(f"{args.src}/training_report.json") as f:
+        return float(json.load(f)["z_std"])
+
+
+def load_unet_for_taesd(args):
+    """The U-Net: unet.pt's, else (after --stage import) the exported model's (F16 there)."""
+    unet = nets.UNet(**UNET)
+    if os.path.exists(f"{args.work}/unet.pt"):
+        unet.load_state_dict(torch.load(f"{args.work}/unet.pt")["model"])
+    else:
+        sd, _ = read_safetensors(f"{args.src}/demo.safetensors")
+        pre = "model.diffusion_model."
+        unet.load_state_dict({n[len(pre):]: t for n, t in sd.items() if n.startswith(pre)})
+    return unet.eval()
+
+
+def taesd_pool(args, vae, z_std, n):
+    """n latents as the sampler ends with them (20 Euler a steps, cfg 5, training captions): the
+    distribution previews and fast decodes see, which VAE means of drawn scenes only approximate
+    (the generated latents reach further into the tails)."""
+    tok, clip, _ = load_clip(args)
+    unet = load_unet_for_taesd(args)
+    rng = np.random.default_rng(23)
+    uncond = text_context(clip, tok, [""])
+    out, t0 = [], time.time()
+    for k in range(0, n, 32):
+        caps = batch(rng, 32)[1]
+        out.append(sample(unet, vae, text_context(clip, tok, caps), uncond, z_std, seed=1000 + k, latents=True))
+        log(f"taesd: sampled {k + 32}/{n} latents ({time.time() - t0:.0f} s)")
+    return torch.cat(out)[:n]
+
+
+def stage_taesd(args):
+    """A TAESD-layout decoder distilled from the VAE's: inputs are latents as the U-Net makes them,
+    8 of each batch of 16 the VAE means of drawn scenes (z / z_std) and 8 from a pool of 512
+    latents sampled with the U-Net; a quarter get Gaussian noise of std up to 0.5 (as mid-sampling
+    latents are); the target is the KL decoder's image of that same latent in [0, 1]. L1 + MSE per
+    pixel + 3 x the L1 of each image's mean colour, AdamW 1e-3. Written to --out as taesd.safetensors (diffusers'
+    AutoencoderTiny names, F16); the demo model's previews (--preview-every) use it, test_demo
+    checks it against the KL decoder."""
+    vae, _ = load_vae(args)
+    z_std = z_std_of(args)
+    torch.manual_seed(17)
+    pool = taesd_pool(args, vae, z_std, 512)
+    rng = np.random.default_rng(17)
+    dec = nets.TinyDecoder(z=VAE["z"], **TAESD)
+    opt = torch.optim.AdamW(dec.parameters(), lr=1e-3, weight_decay=0.0)
+    total, hist, t0 = steps_of(args, "taesd"), [], time.time()
+    for step in range(total):
+        exit_if_orphaned(MAIN_PID)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, total, 1e-3, 50)
+        x = torch.as_tensor(batch(rng, 8)[0]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        with torch.no_grad():
+            z = torch.cat([vae.encode(x)[0] / z_std, pool[torch.as_tensor(rng.integers(0, len(pool), 8))]])
+            sig = torch.rand(z.shape[0], 1, 1, 1) * 0.5 * (torch.rand(z.shape[0], 1, 1, 1) < 0.25).float()
+            z = z + sig * torch.randn_like(z)
+            target = (vae.decode(z * z_std).clamp(-1, 1) + 1) / 2
+        err = dec(z) - target
+        # per pixel, and each image's mean colour (what a preview must get right) weighted 3x
+        loss = err.abs().mean() + err.pow(2).mean() + 3 * err.mean((2, 3)).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        hist.append(err.abs().mean().item())
+        if step % 50 == 0 or step == total - 1:
+            log(f"taesd {step}/{total} l1 {hist[-1]:.4f} ({time.time() - t0:.0f} s)")
+    os.makedirs(args.out, exist_ok=True)
+    sd = {"decoder." + n: p.detach().half() for n, p in dec.state_dict().items()}
+    meta = {"format": "pt", "model": "vkdiffusion demo TAESD decoder (tools/train --stage taesd)", "taesd": json.dumps(TAESD),
+            "l1_last_50": f"{float(np.mean(hist[-50:])):.4f}", "seconds": f"{time.time() - t0:.0f}"}
+    write_safetensors(f"{args.out}/taesd.safetensors", sd, meta)
+    log(f"taesd: {args.out}/taesd.safetensors, L1 of the last 50 steps {np.mean(hist[-50:]):.4f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "models", "demo"))
@@ -687,7 +772,7 @@ def main():
             raise
         if blur.wait():
             sys.exit("train.py: stage clip_blur failed (its messages are above)")
-        wanted = ["export"]
+        wanted = ["export", "taesd"]
     run_stages(args, wanted)
     if args.stage == "all":
         log(f"all stages done in {time.time() - t_all:.0f} s")
