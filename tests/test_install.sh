@@ -36,7 +36,7 @@ cc -std=c11 -Wall -Werror $extra_flags -o "$tmp/txt2img" "$example2" $(pkg-confi
 lib=$(find "$tmp/prefix" -name 'libvkdiffusion.so' | head -n 1)
 [ -n "$lib" ] || { echo "FAIL: no libvkdiffusion.so installed"; exit 1; }
 exported=$(nm -D --defined-only "$lib" | awk '{print $3}' | sed 's/@.*//' | grep -v '^VKDIFFUSION_0$' | sort | tr '\n' ' ')
-[ "$exported" = "sd_last_error sd_model_create sd_model_default_options sd_model_destroy sd_model_get_info txt2img txt2img_default_params " ] ||
+[ "$exported" = "sd_last_error sd_model_create sd_model_default_options sd_model_destroy sd_model_get_info sd_model_set_loras txt2img txt2img_default_params " ] ||
   { echo "FAIL: libvkdiffusion exports: $exported"; exit 1; }
 demo=$(find "$tmp/prefix" -path '*models/demo/demo.safetensors' | head -n 1)
 LD_LIBRARY_PATH=$(dirname "$lib") "$tmp/txt2img" "$demo" "$tmp/one.ppm" | tee "$tmp/out2.txt"
