@@ -199,7 +199,7 @@ enum status lora_short_hash(const char *path, char out[13]) {
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--) n = n << 8 | head[i];
     if (n > (UINT64_C(1) << 40) || lseek(fd, (off_t)(8 + n), SEEK_SET) < 0) s = status_set(STATUS_FORMAT, "%s: bad header size", path);
-    static unsigned char buf[1 << 16];
+    unsigned char buf[1 << 14];
     ssize_t r;
     while (!s && (r = read(fd, buf, sizeof buf)) > 0) sha256_update(&h, buf, (size_t)r);
   }
@@ -291,7 +291,7 @@ static int64_t entry_inner(const struct weight_entry *e) {
 
 static enum status match_file(struct lora_state *s, const struct lora_file *f, int fi, const char *path, bool strict,
                               bool contribute, struct lora_report *rep, struct contribution **c, int *nc, int *cap) {
-  int applied = 0, unmatched = 0, loaded = 0;
+  int applied = 0, loaded = 0;
   rep->unsupported += f->unsupported;
   if (strict && f->unsupported)
     return status_set(STATUS_FORMAT, "%s: LoRA key '%s' is not a kind this program merges (kohya/LoCon or PEFT lora_A/lora_B)",
@@ -325,7 +325,6 @@ static enum status match_file(struct lora_state *s, const struct lora_file *f, i
     if (why[0]) {
       if (strict) return status_set(STATUS_FORMAT, "%s: %s (--lora-strict)", path, why);
       if (!rep->unmatched++) snprintf(rep->first_unmatched, sizeof rep->first_unmatched, "%s", why);
-      unmatched++;
       continue;
     }
     applied++;
@@ -342,7 +341,6 @@ static enum status match_file(struct lora_state *s, const struct lora_file *f, i
   if (!applied && loaded)
     return status_set(STATUS_FORMAT, "%s: none of its %d LoRA keys matches the model (first: %s)", path, loaded,
                       rep->first_unmatched[0] ? rep->first_unmatched : f->m[0].key);
-  (void)unmatched;
   return STATUS_OK;
 }
 

@@ -148,30 +148,6 @@ static enum status reserve(struct weight_loader *l, int64_t n) {
   return l->host2 && l->half ? STATUS_OK : status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
 }
 
-static enum status upload(struct weight_loader *l, const float *v, int ndim, const int64_t *shape, enum dtype dt,
-                          struct gpu_tensor *out) {
-  int64_t n = 1;
-  for (int i = 0; i < ndim; i++) n *= shape[i];
-  enum status s = reserve(l, n);
-  if (s) return s;
-  if (measuring(l)) {
-    l->bytes += gpu_aligned_size(l->g, (VkDeviceSize)n * dtype_size(dt));
-    return STATUS_OK;
-  }
-  if (l->target) { /* a reload: into the tensor the first load made */
-    if (l->target->dtype != dt || gpu_tensor_numel(l->target) != n)
-      return status_set(STATUS_INVALID_ARGUMENT, "weight reload: the device tensor changed shape");
-    out = l->target;
-  } else if ((s = gpu_arena_alloc(l->arena, dt, ndim, shape, out))) {
-    return s;
-  }
-  if (dt == DT_F16) {
-    for (int64_t i = 0; i < n; i++) l->half[i] = half_from_float(v[i]);
-    return gpu_upload(l->g, out, l->half, (size_t)n * 2);
-  }
-  return gpu_upload(l->g, out, v, (size_t)n * 4);
-}
-
 /* the device tensor of a load: a new one in the arena, or (a reload) the one the first load made */
 static enum status device_tensor(struct weight_loader *l, enum dtype dt, int ndim, const int64_t *shape,
                                  struct gpu_tensor *out, struct gpu_tensor **dst) {
@@ -185,6 +161,24 @@ static enum status device_tensor(struct weight_loader *l, enum dtype dt, int ndi
   }
   *dst = out;
   return gpu_arena_alloc(l->arena, dt, ndim, shape, out);
+}
+
+static enum status upload(struct weight_loader *l, const float *v, int ndim, const int64_t *shape, enum dtype dt,
+                          struct gpu_tensor *out) {
+  int64_t n = 1;
+  for (int i = 0; i < ndim; i++) n *= shape[i];
+  enum status s = reserve(l, n);
+  if (s) return s;
+  if (measuring(l)) {
+    l->bytes += gpu_aligned_size(l->g, (VkDeviceSize)n * dtype_size(dt));
+    return STATUS_OK;
+  }
+  if ((s = device_tensor(l, dt, ndim, shape, out, &out))) return s;
+  if (dt == DT_F16) {
+    for (int64_t i = 0; i < n; i++) l->half[i] = half_from_float(v[i]);
+    return gpu_upload(l->g, out, l->half, (size_t)n * 2);
+  }
+  return gpu_upload(l->g, out, v, (size_t)n * 4);
 }
 
 /* F16 in the file, F16 on the device: rows [row0, row0 + rows) checked finite on their bits and put
