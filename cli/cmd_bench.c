@@ -72,21 +72,74 @@ static enum status time_op(struct gpu *g, bench_fn fn, void *ctx, int reps, doub
 
 struct linear_ctx {
   struct gpu_tensor x, w, b, y;
+  enum linear_variant variant;
 };
 static enum status run_linear(struct gpu *g, void *c) {
   struct linear_ctx *l = c;
-  return op_linear(g, &l->x, &l->w, &l->b, &l->y, ACT_NONE);
+  return op_linear_variant(g, &l->x, &l->w, &l->b, &l->y, ACT_NONE, l->variant);
 }
 
 struct attn_ctx {
   struct gpu_tensor q, k, v, o;
   int heads;
   bool causal;
+  enum attention_variant variant;
 };
 static enum status run_attention(struct gpu *g, void *c) {
   struct attn_ctx *a = c;
   int64_t d = a->q.shape[2] / a->heads;
-  return op_attention(g, &a->q, &a->k, &a->v, &a->o, a->heads, a->causal, 1.0f / sqrtf((float)d));
+  return op_attention_variant(g, &a->q, &a->k, &a->v, &a->o, a->heads, a->causal, 1.0f / sqrtf((float)d), a->variant);
+}
+
+struct conv_ctx {
+  struct gpu_tensor x, w, b, y, scratch;
+  enum conv_variant variant;
+};
+static enum status run_conv(struct gpu *g, void *c) {
+  struct conv_ctx *v = c;
+  return op_conv2d_variant(g, &v->x, &v->w, &v->b, &v->y, 3, 1, 1, false, &v->scratch, v->variant);
+}
+
+/* 3x3 convolutions at the U-Net's and the VAE's shapes, each algorithm: GFLOP/s counts the direct
+ * convolution's 2 * 9 * C multiply-adds per output, so the rows compare wall time. */
+static int bench_convs(struct gpu *g, double peak) {
+  struct {
+    int64_t n, c, h, w;
+    const char *what;
+  } cv[] = {{2, 64, 16, 16, "demo U-Net, CFG"},      {2, 320, 64, 64, "SD U-Net 512^2, CFG"},
+            {2, 640, 32, 32, "SD U-Net 512^2, CFG"}, {2, 1280, 16, 16, "SD U-Net 512^2, CFG"},
+            {2, 1280, 8, 8, "SD U-Net 512^2, CFG"},  {2, 320, 32, 32, "SD U-Net 256^2, CFG"},
+            {2, 640, 16, 16, "SD U-Net 256^2, CFG"}, {1, 512, 64, 64, "SD VAE 512^2"},
+            {1, 256, 256, 256, "SD VAE 512^2"},      {1, 128, 512, 512, "SD VAE 512^2"}};
+  const int64_t scratch = 8 << 20; /* the U-Net's */
+  const char *names[] = {"im2col", "winograd"};
+  for (size_t i = 0; i < sizeof cv / sizeof *cv; i++)
+    for (int v = 0; v < 2; v++) {
+      struct gpu_arena *a = NULL;
+      struct conv_ctx c = {.variant = v ? CONV_WINOGRAD : CONV_IM2COL};
+      int64_t n = cv[i].n, ch = cv[i].c, h = cv[i].h, w = cv[i].w, kp = conv_weight_cols(ch, 3);
+      VkDeviceSize bytes = 2 * gpu_aligned_size(g, n * ch * h * w * 4) + gpu_aligned_size(g, ch * kp * 2) +
+                           gpu_aligned_size(g, ch * 4) + gpu_aligned_size(g, scratch * 4);
+      enum status st = gpu_arena_create(g, bytes, "bench", &a);
+      if (!st) st = gpu_arena_alloc(a, DT_F32, 4, (int64_t[]){n, ch, h, w}, &c.x);
+      if (!st) st = gpu_arena_alloc(a, DT_F16, 2, (int64_t[]){ch, kp}, &c.w);
+      if (!st) st = gpu_arena_alloc(a, DT_F32, 1, (int64_t[]){ch}, &c.b);
+      if (!st) st = gpu_arena_alloc(a, DT_F32, 4, (int64_t[]){n, ch, h, w}, &c.y);
+      if (!st) st = gpu_arena_alloc(a, DT_F32, 1, (int64_t[]){scratch}, &c.scratch);
+      if (!st) st = upload_random(g, &c.x, 7);
+      if (!st) st = upload_random(g, &c.w, 8);
+      if (!st) st = upload_random(g, &c.b, 9);
+      double s = 0, flops = 2.0 * 9 * ch * ch * h * w * n;
+      if (!st) st = time_op(g, run_conv, &c, flops > 2e10 ? 1 : 3, &s);
+      gpu_arena_destroy(a);
+      if (st) return cli_fail("bench", "conv2d");
+      double gf = flops / s * 1e-9;
+      char label[80];
+      snprintf(label, sizeof label, "conv3x3 %s %lldx%lldx%lldx%lld (%s)", names[v], (long long)n, (long long)ch,
+               (long long)h, (long long)w, cv[i].what);
+      printf("%-54s %10.3f %10.2f %7.1f%%\n", label, s * 1e3, gf, 100 * gf / peak);
+    }
+  return 0;
 }
 
 static int bench_ops(struct gpu *g, double peak) {
@@ -99,17 +152,22 @@ static int bench_ops(struct gpu *g, double peak) {
       {77, 768, 3072, DT_F16, "CLIP fc2"},      {1024, 1024, 1024, DT_F16, "1024^3"},
       {77, 768, 768, DT_F32, "CLIP q/k/v/out"}, {1024, 1024, 1024, DT_F32, "1024^3"},
   };
-  printf("device: %s (%s); measured FMA peak %.1f GFLOP/s\n\n", gpu_info(g)->name, gpu_info(g)->type, peak);
-  printf("%-34s %10s %10s %8s\n", "op", "ms", "GFLOP/s", "% peak");
-  for (size_t i = 0; i < sizeof lin / sizeof *lin; i++) {
+  printf("device: %s (%s); measured fp32 FMA peak %.1f GFLOP/s (all kernels compute in fp32; f16 is storage)\n",
+         gpu_info(g)->name, gpu_info(g)->type, peak);
+  printf("each kernel variant, whichever this device would pick (VKDIFFUSION_KERNELS picks for the model runs)\n\n");
+  printf("%-54s %10s %10s %8s\n", "op", "ms", "GFLOP/s", "% peak");
+  const enum linear_variant lvs[] = {LINEAR_TILED, LINEAR_SHARED};
+  const char *lv_names[] = {"tiled", "shared"};
+  for (size_t i = 0; i < 2 * sizeof lin / sizeof *lin; i++) {
     struct gpu_arena *a = NULL;
-    struct linear_ctx c;
-    int64_t m = lin[i].m, n = lin[i].n, k = lin[i].k;
+    int vi = (int)(i % 2);
+    struct linear_ctx c = {.variant = lvs[vi]};
+    int64_t m = lin[i / 2].m, n = lin[i / 2].n, k = lin[i / 2].k;
     VkDeviceSize bytes = gpu_aligned_size(g, m * k * 4) + gpu_aligned_size(g, n * k * 4) +
                          gpu_aligned_size(g, n * 4) + gpu_aligned_size(g, m * n * 4);
     enum status st = gpu_arena_create(g, bytes, "bench", &a);
     if (!st) st = gpu_arena_alloc(a, DT_F32, 2, (int64_t[]){m, k}, &c.x);
-    if (!st) st = gpu_arena_alloc(a, lin[i].wdt, 2, (int64_t[]){n, k}, &c.w);
+    if (!st) st = gpu_arena_alloc(a, lin[i / 2].wdt, 2, (int64_t[]){n, k}, &c.w);
     if (!st) st = gpu_arena_alloc(a, DT_F32, 1, (int64_t[]){n}, &c.b);
     if (!st) st = gpu_arena_alloc(a, DT_F32, 2, (int64_t[]){m, n}, &c.y);
     if (!st) st = upload_random(g, &c.x, 1);
@@ -120,10 +178,10 @@ static int bench_ops(struct gpu *g, double peak) {
     gpu_arena_destroy(a);
     if (st) return cli_fail("bench", "linear");
     double gf = 2.0 * m * n * k / s * 1e-9;
-    char label[64];
-    snprintf(label, sizeof label, "linear %lldx%lldx%lld %s (%s)", (long long)m, (long long)n, (long long)k,
-             dtype_name(lin[i].wdt), lin[i].what);
-    printf("%-34s %10.3f %10.2f %7.1f%%\n", label, s * 1e3, gf, 100 * gf / peak);
+    char label[96];
+    snprintf(label, sizeof label, "linear %s %lldx%lldx%lld %s (%s)", lv_names[vi], (long long)m, (long long)n,
+             (long long)k, dtype_name(lin[i / 2].wdt), lin[i / 2].what);
+    printf("%-54s %10.3f %10.2f %7.1f%%\n", label, s * 1e3, gf, 100 * gf / peak);
   }
   struct {
     int64_t t, tk, width;
@@ -132,9 +190,12 @@ static int bench_ops(struct gpu *g, double peak) {
     const char *what;
   } att[] = {{77, 77, 768, 12, true, "CLIP"}, {4096, 4096, 320, 8, false, "U-Net 512^2 self"},
              {4096, 77, 320, 8, false, "U-Net 512^2 cross"}};
-  for (size_t i = 0; i < sizeof att / sizeof *att; i++) {
+  const enum attention_variant avs[] = {ATTN_VEC4, ATTN_FLASH};
+  const char *av_names[] = {"vec4", "flash"};
+  for (size_t j = 0; j < 2 * sizeof att / sizeof *att; j++) {
+    size_t i = j / 2;
     struct gpu_arena *a = NULL;
-    struct attn_ctx c = {.heads = att[i].heads, .causal = att[i].causal};
+    struct attn_ctx c = {.heads = att[i].heads, .causal = att[i].causal, .variant = avs[j % 2]};
     int64_t t = att[i].t, tk = att[i].tk, w = att[i].width;
     VkDeviceSize bytes = 2 * gpu_aligned_size(g, t * w * 4) + 2 * gpu_aligned_size(g, tk * w * 4);
     enum status st = gpu_arena_create(g, bytes, "bench", &a);
@@ -151,11 +212,12 @@ static int bench_ops(struct gpu *g, double peak) {
     if (st) return cli_fail("bench", "attention");
     double flops = 4.0 * t * tk * w * (att[i].causal ? 0.5 : 1.0);
     double gf = flops / s * 1e-9;
-    char label[64];
-    snprintf(label, sizeof label, "attention T=%lld Tk=%lld (%s)", (long long)t, (long long)tk, att[i].what);
-    printf("%-34s %10.3f %10.2f %7.1f%%\n", label, s * 1e3, gf, 100 * gf / peak);
+    char label[96];
+    snprintf(label, sizeof label, "attention %s T=%lld Tk=%lld (%s)", av_names[j % 2], (long long)t, (long long)tk,
+             att[i].what);
+    printf("%-54s %10.3f %10.2f %7.1f%%\n", label, s * 1e3, gf, 100 * gf / peak);
   }
-  return 0;
+  return bench_convs(g, peak);
 }
 
 static int bench_tokenize(const char *tok_path) {
@@ -501,8 +563,10 @@ int cmd_bench(int argc, char **argv) {
              "       vkdiffusion bench vae --model CKPT [--size 256|512] [--runs N]\n"
              "       vkdiffusion bench generate --model CKPT [--size 512] [--steps 20] [--config FILE]\n"
              "       vkdiffusion bench classify --model CLIP [--config FILE] [--precision fp16|fp32]\n\n"
-             "ops: linear at the CLIP shapes and 1024^3, attention at T=77 and T=4096: time, GFLOP/s and\n"
-             "the ratio to the device's FMA peak measured by a peak-FLOPs shader.\n");
+             "ops: every kernel variant of linear (tiled, shared) at the CLIP shapes and 1024^3, attention\n"
+             "(vec4, flash) at T=77 and T=4096, and 3x3 convolutions (im2col, winograd) at the U-Net's and\n"
+             "the VAE's shapes: time, GFLOP/s and the ratio to the device's fp32 FMA peak measured by a\n"
+             "peak-FLOPs shader (convolutions count the direct convolution's FLOPs).\n");
       return 0;
     }
     if (!what && argv[i][0] != '-') {

@@ -48,6 +48,7 @@ struct gpu_device_info {
   uint64_t memory_bytes; /* the largest device-local heap */
   bool fp16;             /* 16-bit storage buffers (fp16 weights) */
   uint32_t subgroup_size;
+  bool subgroup_arithmetic; /* subgroupAdd & co. in compute shaders (the _subgroup kernels) */
   uint64_t max_storage_buffer_range;
   uint64_t max_allocation;
   uint32_t api_version;

@@ -106,6 +106,9 @@ static void describe(VkPhysicalDevice pd, struct gpu_device_info *info) {
       info->memory_bytes = mp.memoryHeaps[i].size;
   info->fp16 = s16.storageBuffer16BitAccess;
   info->subgroup_size = sub.subgroupSize;
+  info->subgroup_arithmetic = (sub.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
+                              (sub.supportedOperations & VK_SUBGROUP_FEATURE_BASIC_BIT) &&
+                              (sub.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
   info->max_storage_buffer_range = p2.properties.limits.maxStorageBufferRange;
   info->max_allocation = m3.maxMemoryAllocationSize;
   info->api_version = p2.properties.apiVersion;

@@ -14,20 +14,27 @@
   X(add, 3, eltwise_push)                    \
   X(attention, 4, attention_push)            \
   X(attention_vec4, 4, attention_push)       \
+  X(attention_flash, 4, attention_push)      \
   X(concat, 3, concat_push)                  \
   X(embedding, 4, embedding_push)            \
   X(gather_rows, 3, gather_push)             \
   X(geglu, 2, geglu_push)                    \
   X(group_norm, 4, groupnorm_push)           \
   X(group_norm_small, 4, groupnorm_push)     \
+  X(group_norm_subgroup, 4, groupnorm_push)  \
   X(im2col, 2, im2col_push)                  \
   X(layernorm, 4, layernorm_push)            \
   X(layernorm_rows, 4, layernorm_push)       \
+  X(layernorm_subgroup, 4, layernorm_push)   \
   X(linear, 4, linear_push)                  \
   X(linear_tiled, 4, linear_push)            \
+  X(linear_shared, 4, linear_push)           \
   X(peak, 1, peak_push)                      \
   X(timestep_embedding, 2, timestep_push)    \
-  X(upsample, 2, upsample_push)
+  X(upsample, 2, upsample_push)              \
+  X(wino_filter, 2, wino_push)               \
+  X(wino_input, 2, wino_push)                \
+  X(wino_output, 3, wino_push)
 
 #define COUNT(name, bindings, push) +1
 _Static_assert(0 KERNEL_SIGNATURES(COUNT) == KERNEL_COUNT,

@@ -59,32 +59,44 @@ struct matmul {
   const struct gpu_tensor *a, *b, *bias, *y; /* a [M, K], b [N, K] */
   int64_t M, N, K;
   uint32_t bias_mode, bias_offset, ldy, y_offset, act, accumulate;
+  uint32_t batch, a_batch, b_batch, y_batch; /* batch 0 or 1: one product; strides as in linear_push */
 };
 
 static bool tiled_ok(struct gpu *g, const struct matmul *mm) {
   const VkPhysicalDeviceLimits *l = gpu_limits(g);
+  uint64_t batch = mm->batch ? mm->batch : 1;
   return mm->K % 4 == 0 && gpu_texel_format_ok(g, vec4_format(mm->a->dtype)) &&
-         gpu_texel_format_ok(g, vec4_format(mm->b->dtype)) && (uint64_t)mm->M * mm->K / 4 <= l->maxTexelBufferElements &&
-         (uint64_t)mm->N * mm->K / 4 <= l->maxTexelBufferElements;
+         gpu_texel_format_ok(g, vec4_format(mm->b->dtype)) &&
+         batch * mm->M * mm->K / 4 <= l->maxTexelBufferElements && batch * mm->N * mm->K / 4 <= l->maxTexelBufferElements;
 }
 
 static enum status matmul(struct gpu *g, const struct matmul *mm, enum linear_variant variant) {
   if (mm->M == 0 || mm->N == 0) return STATUS_OK;
   struct linear_push p = {.rows = (u32)mm->M, .cols = (u32)mm->N, .inner = (u32)mm->K, .bias_mode = mm->bias_mode,
                           .act = mm->act, .ldy = mm->ldy, .accumulate = mm->accumulate, .y_offset = mm->y_offset,
-                          .bias_offset = mm->bias_offset};
+                          .bias_offset = mm->bias_offset, .a_batch = mm->a_batch, .b_batch = mm->b_batch,
+                          .y_batch = mm->y_batch};
   const struct gpu_tensor *bias = mm->bias ? mm->bias : mm->y;
+  uint32_t batch = mm->batch ? mm->batch : 1;
   bool ok = tiled_ok(g, mm);
-  if (variant == LINEAR_AUTO) variant = ok ? LINEAR_TILED : LINEAR_GENERIC;
+  if (variant == LINEAR_AUTO) variant = !ok ? LINEAR_GENERIC : is_cpu(g) ? LINEAR_TILED : LINEAR_SHARED;
+  if (variant == LINEAR_SHARED) {
+    if (!ok) return status_set(STATUS_UNSUPPORTED, "linear: shared variant needs K %% 4 == 0 (K = %lld)", (long long)mm->K);
+    struct gpu_arg args[] = {{bias, 0}, {mm->y, 0}, {mm->a, vec4_format(mm->a->dtype)}, {mm->b, vec4_format(mm->b->dtype)}};
+    uint32_t none[] = {0};
+    return gpu_dispatch(g, KERNEL_linear_shared, none, 0, args, 4, &p, sizeof p, div_up(mm->N, 64), div_up(mm->M, 64), batch);
+  }
+  if (batch > 1 && variant == LINEAR_GENERIC)
+    return status_set(STATUS_UNSUPPORTED, "linear: a batch of products needs the tiled kernel (K = %lld)", (long long)mm->K);
   if (variant == LINEAR_TILED) {
     if (!ok) return status_set(STATUS_UNSUPPORTED, "linear: tiled variant needs K %% 4 == 0 (K = %lld)", (long long)mm->K);
     /* lavapipe: large register blocks amortise its per-fetch cost (16x16 measured best of 8x8 .. 32x16
-     * with `bench ops`); GPUs: smaller blocks, more threads in flight */
-    uint32_t bm = is_cpu(g) ? 16 : 4, bn = is_cpu(g) ? 16 : 4, wg = is_cpu(g) ? 32 : 64;
+     * with `bench ops`) */
+    uint32_t bm = 16, bn = 16, wg = 32;
     uint32_t spec[] = {wg, bm, bn};
     struct gpu_arg args[] = {{bias, 0}, {mm->y, 0}, {mm->a, vec4_format(mm->a->dtype)}, {mm->b, vec4_format(mm->b->dtype)}};
     return gpu_dispatch(g, KERNEL_linear_tiled, spec, 3, args, 4, &p, sizeof p, div_up(div_up(mm->N, bn), wg),
-                        div_up(mm->M, bm), 1);
+                        div_up(mm->M, bm), batch);
   }
   if (!is_f32(mm->a))
     return status_set(STATUS_UNSUPPORTED, "linear: the generic kernel needs an f32 left operand (K = %lld)", (long long)mm->K);
@@ -131,23 +143,12 @@ int64_t conv_out_size(int64_t in, int kernel, int stride, int pad) {
   return (in + (pad == CONV_PAD_BOTTOM_RIGHT ? 1 : 2 * pad) - kernel) / stride + 1;
 }
 
-enum status op_conv2d(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w, const struct gpu_tensor *b,
-                      const struct gpu_tensor *y, int kernel, int stride, int pad, bool accumulate,
-                      const struct gpu_tensor *scratch) {
-  if (!is_f32(x) || x->ndim != 4) return shape_error("conv2d", "x", x, "[N, C, H, W] f32");
-  int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], Kp = conv_weight_cols(C, kernel);
-  if (w->ndim != 2 || w->shape[1] != Kp || w->dtype == DT_I32)
-    return shape_error("conv2d", "W", w, "[Cout, C*k*k rounded up to 4] (the device layout of a convolution)");
-  int64_t Co = w->shape[0], Ho = conv_out_size(H, kernel, stride, pad), Wo = conv_out_size(W, kernel, stride, pad);
-  if (!is_f32(y) || y->ndim != 4 || y->shape[0] != N || y->shape[1] != Co || y->shape[2] != Ho || y->shape[3] != Wo)
-    return shape_error("conv2d", "y", y, "[N, Cout, Ho, Wo] f32");
-  /* bias: [Cout] shared, or [N, Cout] per image (a ResBlock's conv bias plus its time embedding) */
-  bool per_image = b && gpu_tensor_numel(b) == N * Co && N > 1;
-  if (b && (!is_f32(b) || (gpu_tensor_numel(b) != Co && gpu_tensor_numel(b) != N * Co)))
-    return shape_error("conv2d", "bias", b, "[Cout] or [N, Cout] f32");
-  if (!is_f32(scratch)) return shape_error("conv2d", "scratch", scratch, "f32");
+static enum status conv_im2col(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w,
+                               const struct gpu_tensor *b, const struct gpu_tensor *y, int kernel, int stride, int pad,
+                               bool accumulate, const struct gpu_tensor *scratch, bool per_image) {
   const VkPhysicalDeviceLimits *l = gpu_limits(g);
-  int64_t HW = Ho * Wo, room = gpu_tensor_numel(scratch);
+  int64_t N = x->shape[0], C = x->shape[1], Kp = conv_weight_cols(C, kernel), Co = w->shape[0];
+  int64_t HW = y->shape[2] * y->shape[3], room = gpu_tensor_numel(scratch);
   if ((uint64_t)room * 4 > l->maxStorageBufferRange) room = l->maxStorageBufferRange / 4;
   if ((uint64_t)room > (uint64_t)l->maxTexelBufferElements * 4) room = (int64_t)l->maxTexelBufferElements * 4;
   int64_t chunk = room / Kp;
@@ -168,6 +169,166 @@ enum status op_conv2d(struct gpu *g, const struct gpu_tensor *x, const struct gp
       if ((s = matmul(g, &mm, LINEAR_AUTO))) return s;
     }
   return STATUS_OK;
+}
+
+/* Winograd F(4x4, 3x3): tiles of 4x4 output pixels; per image, a chunk of nt tiles and a block of
+ * cb output channels at a time, with the transformed filters U [36, cb, C], inputs V [36, nt, C]
+ * and products M [36, cb, nt] side by side in the scratch buffer. */
+#define WINO_TILES 4u  /* tiles an invocation of wino_input: TILES there */
+#define WINO_ALIGN 64  /* elements: each region starts on 256 bytes, the largest offset alignment Vulkan allows */
+#define WINO_MIN_TILES 256 /* CONV_AUTO: `bench ops` on lavapipe: 2x faster at 256 tiles an image, 22% slower at 64 */
+
+static int64_t align_up(int64_t v, int64_t a) { return (v + a - 1) / a * a; }
+
+/* The largest chunk of tiles (halving from all of them) for which a block of at least 32 output
+ * channels (or all) fits the scratch and the device's buffer limits; then chunks and blocks of
+ * even sizes. False when none fits. */
+static bool wino_plan(struct gpu *g, int64_t C, int64_t Co, int64_t T, int64_t room, int64_t *nt_out, int64_t *cb_out) {
+  const VkPhysicalDeviceLimits *l = gpu_limits(g);
+  int64_t region = l->maxStorageBufferRange / 4; /* elements of one bound region */
+  if ((int64_t)l->maxTexelBufferElements * 4 < region) region = (int64_t)l->maxTexelBufferElements * 4;
+  int64_t avail = room - 3 * WINO_ALIGN, want = Co < 32 ? Co : 32;
+  int64_t nt = T < 65535 * (int64_t)WINO_TILES ? T : 65535 * (int64_t)WINO_TILES;
+  for (;;) {
+    int64_t cb = avail / 36 - nt * C > 0 ? (avail / 36 - nt * C) / (C + nt) : 0;
+    if (cb > Co) cb = Co;
+    while (cb > 0 && (36 * cb * C > region || 36 * cb * nt > region)) cb /= 2;
+    if (cb >= want && 36 * nt * C <= region) {
+      int64_t chunks = (T + nt - 1) / nt, blocks = (Co + cb - 1) / cb;
+      *nt_out = (T + chunks - 1) / chunks;
+      *cb_out = (Co + blocks - 1) / blocks;
+      return true;
+    }
+    if (nt == 1) return false;
+    nt = (nt + 1) / 2;
+  }
+}
+
+static bool wino_eligible(struct gpu *g, const struct gpu_tensor *w, int64_t C, int kernel, int stride, int pad) {
+  return kernel == 3 && stride == 1 && pad == 1 && C % 4 == 0 && gpu_texel_format_ok(g, vec4_format(w->dtype)) &&
+         gpu_texel_format_ok(g, vec4_format(DT_F32));
+}
+
+struct wino {
+  struct gpu *g;
+  const struct gpu_tensor *x, *w, *bias, *y;
+  struct gpu_tensor flat;
+  int64_t C, H, W, Co, nt, cb, u_at, v_at, m_at;
+  bool per_image, has_bias, accumulate;
+};
+
+/* V = the input transform of tiles [t0, t0 + nts) of image n */
+static enum status wino_in(const struct wino *k, int64_t n, int64_t t0, int64_t nts) {
+  struct gpu_tensor v = gpu_tensor_rows(&k->flat, k->v_at, 36 * nts * k->C);
+  struct wino_push wp = {.channels = (u32)k->C, .height = (u32)k->H, .width = (u32)k->W, .tiles_w = (u32)((k->W + 3) / 4),
+                         .tile0 = (u32)t0, .ntiles = (u32)nts, .x_offset = (u32)(n * k->C * k->H * k->W)};
+  uint32_t spec[] = {WG};
+  struct gpu_arg args[] = {{k->x, 0}, {&v, 0}};
+  return gpu_dispatch(k->g, KERNEL_wino_input, spec, 1, args, 2, &wp, sizeof wp, div_up(k->C, WG), div_up(nts, WINO_TILES), 1);
+}
+
+/* U = the filter transform of output channels [c0, c0 + cbs) */
+static enum status wino_filter(const struct wino *k, int64_t c0, int64_t cbs) {
+  struct gpu_tensor u = gpu_tensor_rows(&k->flat, k->u_at, 36 * cbs * k->C);
+  struct wino_push wp = {.channels = (u32)k->C, .c0 = (u32)c0, .cb = (u32)cbs, .kp = (u32)k->w->shape[1]};
+  uint32_t spec[] = {WG};
+  struct gpu_arg args[] = {{&u, 0}, {k->w, vec4_format(k->w->dtype)}};
+  return gpu_dispatch(k->g, KERNEL_wino_filter, spec, 1, args, 2, &wp, sizeof wp, div_up(k->C, WG), (uint32_t)cbs, 1);
+}
+
+/* the element-wise stage, M[xi] [cbs, nts] = U[xi] [cbs, C] V[xi] [nts, C]^T for the 36 xi, then
+ * the output transform into y */
+static enum status wino_out(const struct wino *k, int64_t n, int64_t t0, int64_t nts, int64_t c0, int64_t cbs) {
+  struct gpu_tensor u = gpu_tensor_rows(&k->flat, k->u_at, 36 * cbs * k->C);
+  struct gpu_tensor v = gpu_tensor_rows(&k->flat, k->v_at, 36 * nts * k->C);
+  struct gpu_tensor m = gpu_tensor_rows(&k->flat, k->m_at, 36 * cbs * nts);
+  struct matmul mm = {.a = &u, .b = &v, .y = &m, .M = cbs, .N = nts, .K = k->C, .bias_mode = BIAS_NONE,
+                      .ldy = (uint32_t)nts, .batch = 36, .a_batch = (uint32_t)(cbs * k->C / 4),
+                      .b_batch = (uint32_t)(nts * k->C / 4), .y_batch = (uint32_t)(cbs * nts)};
+  enum status s = matmul(k->g, &mm, LINEAR_AUTO);
+  if (s) return s;
+  struct wino_push wp = {.channels = (u32)k->C, .height = (u32)k->H, .width = (u32)k->W, .tiles_w = (u32)((k->W + 3) / 4),
+                         .tile0 = (u32)t0, .ntiles = (u32)nts, .c0 = (u32)c0, .cb = (u32)cbs,
+                         .y_offset = (u32)(n * k->Co * k->H * k->W), .bias_mode = k->has_bias ? BIAS_ROW : BIAS_NONE,
+                         .bias_offset = k->per_image ? (u32)(n * k->Co) : 0, .accumulate = k->accumulate};
+  uint32_t spec[] = {WG};
+  struct gpu_arg args[] = {{k->bias, 0}, {k->y, 0}, {&m, 0}};
+  return gpu_dispatch(k->g, KERNEL_wino_output, spec, 1, args, 3, &wp, sizeof wp, div_up(nts, WG), (uint32_t)cbs, 1);
+}
+
+static enum status conv_winograd(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w,
+                                 const struct gpu_tensor *b, const struct gpu_tensor *y, bool accumulate,
+                                 const struct gpu_tensor *scratch, bool per_image, int64_t nt, int64_t cb) {
+  struct wino k = {.g = g, .x = x, .w = w, .bias = b ? b : y, .y = y, .C = x->shape[1], .H = x->shape[2],
+                   .W = x->shape[3], .Co = w->shape[0], .nt = nt, .cb = cb, .per_image = per_image, .has_bias = b != NULL,
+                   .accumulate = accumulate};
+  k.flat = gpu_tensor_reshape(scratch, 1, (int64_t[]){gpu_tensor_numel(scratch)});
+  k.v_at = align_up(36 * cb * k.C, WINO_ALIGN), k.m_at = k.v_at + align_up(36 * nt * k.C, WINO_ALIGN);
+  int64_t N = x->shape[0], T = ((k.W + 3) / 4) * ((k.H + 3) / 4), chunks = (T + nt - 1) / nt, blocks = (k.Co + cb - 1) / cb;
+  enum status s;
+  /* Blocks of output channels outermost transform each filter once but every input once a block;
+   * images and chunks of tiles outermost, the reverse: the loop order that writes less. */
+  bool blocks_outer = blocks > 1 && N * chunks > 1 &&
+                      k.Co * k.C + blocks * N * T * k.C < N * chunks * k.Co * k.C + N * T * k.C;
+  if (blocks_outer) {
+    for (int64_t c0 = 0; c0 < k.Co; c0 += cb) {
+      int64_t cbs = k.Co - c0 < cb ? k.Co - c0 : cb;
+      if ((s = wino_filter(&k, c0, cbs))) return s;
+      for (int64_t n = 0; n < N; n++)
+        for (int64_t t0 = 0; t0 < T; t0 += nt) {
+          int64_t nts = T - t0 < nt ? T - t0 : nt;
+          if ((s = wino_in(&k, n, t0, nts)) || (s = wino_out(&k, n, t0, nts, c0, cbs))) return s;
+        }
+    }
+    return STATUS_OK;
+  }
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t t0 = 0; t0 < T; t0 += nt) {
+      int64_t nts = T - t0 < nt ? T - t0 : nt;
+      if ((s = wino_in(&k, n, t0, nts))) return s;
+      for (int64_t c0 = 0; c0 < k.Co; c0 += cb) {
+        int64_t cbs = k.Co - c0 < cb ? k.Co - c0 : cb;
+        /* one block of every output channel: its filters are transformed once */
+        if ((blocks > 1 || (n == 0 && t0 == 0)) && (s = wino_filter(&k, c0, cbs))) return s;
+        if ((s = wino_out(&k, n, t0, nts, c0, cbs))) return s;
+      }
+    }
+  return STATUS_OK;
+}
+
+enum status op_conv2d(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w, const struct gpu_tensor *b,
+                      const struct gpu_tensor *y, int kernel, int stride, int pad, bool accumulate,
+                      const struct gpu_tensor *scratch) {
+  return op_conv2d_variant(g, x, w, b, y, kernel, stride, pad, accumulate, scratch, CONV_AUTO);
+}
+
+enum status op_conv2d_variant(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w,
+                              const struct gpu_tensor *b, const struct gpu_tensor *y, int kernel, int stride, int pad,
+                              bool accumulate, const struct gpu_tensor *scratch, enum conv_variant variant) {
+  if (!is_f32(x) || x->ndim != 4) return shape_error("conv2d", "x", x, "[N, C, H, W] f32");
+  int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], Kp = conv_weight_cols(C, kernel);
+  if (w->ndim != 2 || w->shape[1] != Kp || w->dtype == DT_I32)
+    return shape_error("conv2d", "W", w, "[Cout, C*k*k rounded up to 4] (the device layout of a convolution)");
+  int64_t Co = w->shape[0], Ho = conv_out_size(H, kernel, stride, pad), Wo = conv_out_size(W, kernel, stride, pad);
+  if (!is_f32(y) || y->ndim != 4 || y->shape[0] != N || y->shape[1] != Co || y->shape[2] != Ho || y->shape[3] != Wo)
+    return shape_error("conv2d", "y", y, "[N, Cout, Ho, Wo] f32");
+  /* bias: [Cout] shared, or [N, Cout] per image (a ResBlock's conv bias plus its time embedding) */
+  bool per_image = b && gpu_tensor_numel(b) == N * Co && N > 1;
+  if (b && (!is_f32(b) || (gpu_tensor_numel(b) != Co && gpu_tensor_numel(b) != N * Co)))
+    return shape_error("conv2d", "bias", b, "[Cout] or [N, Cout] f32");
+  if (!is_f32(scratch)) return shape_error("conv2d", "scratch", scratch, "f32");
+  int64_t T = ((H + 3) / 4) * ((W + 3) / 4), nt = 0, cb = 0;
+  bool wino = wino_eligible(g, w, C, kernel, stride, pad) && wino_plan(g, C, Co, T, gpu_tensor_numel(scratch), &nt, &cb);
+  if (variant == CONV_WINOGRAD && !wino)
+    return status_set(STATUS_UNSUPPORTED, "conv2d: Winograd needs a 3x3 stride-1 padding-1 convolution over a multiple "
+                      "of 4 channels and scratch for 32 output channels (k%d s%d C %lld)", kernel, stride, (long long)C);
+  /* VKDIFFUSION_CONV=winograd|im2col makes CONV_AUTO pick that algorithm wherever it applies
+   * (the golden-model tests run both ways) */
+  const char *force = variant == CONV_AUTO ? getenv("VKDIFFUSION_CONV") : NULL;
+  int64_t min_tiles = force && !strcmp(force, "winograd") ? 0 : force && !strcmp(force, "im2col") ? INT64_MAX : WINO_MIN_TILES;
+  if (variant == CONV_IM2COL || (variant == CONV_AUTO && (!wino || T < min_tiles)))
+    return conv_im2col(g, x, w, b, y, kernel, stride, pad, accumulate, scratch, per_image);
+  return conv_winograd(g, x, w, b, y, accumulate, scratch, per_image, nt, cb);
 }
 
 #define IM2COL_PIXELS 16u /* pixels per work group: PIXELS in im2col.comp */
@@ -235,8 +396,13 @@ enum status op_group_norm_variant(struct gpu *g, const struct gpu_tensor *x, con
     uint32_t spec[] = {8};
     return gpu_dispatch(g, KERNEL_group_norm_small, spec, 1, args, 4, &p, sizeof p, div_up(groups, 8), (uint32_t)N, 1);
   }
+  bool sub = gpu_info(g)->subgroup_arithmetic;
+  if (variant == GN_SUBGROUP && !sub)
+    return status_set(STATUS_UNSUPPORTED, "group_norm: the device has no subgroup arithmetic in compute shaders");
   uint32_t spec[] = {256};
-  return gpu_dispatch(g, KERNEL_group_norm, spec, 1, args, 4, &p, sizeof p, (uint32_t)groups, (uint32_t)N, 1);
+  bool use_sub = variant == GN_SUBGROUP || (variant == GN_AUTO && sub);
+  return gpu_dispatch(g, use_sub ? KERNEL_group_norm_subgroup : KERNEL_group_norm, spec, 1, args, 4, &p, sizeof p,
+                      (uint32_t)groups, (uint32_t)N, 1);
 }
 
 enum status op_upsample2x(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *y) {
@@ -311,9 +477,13 @@ enum status op_layernorm_variant(struct gpu *g, const struct gpu_tensor *x, cons
     split_groups(g, div_up((uint64_t)rows, 8), &gx, &gy);
     return gpu_dispatch(g, KERNEL_layernorm_rows, spec, 1, args, 4, &p, sizeof p, gx, gy, 1);
   }
+  bool sub = gpu_info(g)->subgroup_arithmetic;
+  if (variant == LN_SUBGROUP && !sub)
+    return status_set(STATUS_UNSUPPORTED, "layernorm: the device has no subgroup arithmetic in compute shaders");
   uint32_t spec[] = {WG};
   split_groups(g, (uint64_t)rows, &gx, &gy);
-  return gpu_dispatch(g, KERNEL_layernorm, spec, 1, args, 4, &p, sizeof p, gx, gy, 1);
+  bool use_sub = variant == LN_SUBGROUP || (variant == LN_AUTO && sub);
+  return gpu_dispatch(g, use_sub ? KERNEL_layernorm_subgroup : KERNEL_layernorm, spec, 1, args, 4, &p, sizeof p, gx, gy, 1);
 }
 
 enum status op_embedding(struct gpu *g, const struct gpu_tensor *ids, const struct gpu_tensor *tok,
@@ -333,6 +503,12 @@ enum status op_embedding(struct gpu *g, const struct gpu_tensor *ids, const stru
 enum status op_attention(struct gpu *g, const struct gpu_tensor *q, const struct gpu_tensor *k,
                          const struct gpu_tensor *v, const struct gpu_tensor *o, int n_head, bool causal,
                          float scale) {
+  return op_attention_variant(g, q, k, v, o, n_head, causal, scale, ATTN_AUTO);
+}
+
+enum status op_attention_variant(struct gpu *g, const struct gpu_tensor *q, const struct gpu_tensor *k,
+                                 const struct gpu_tensor *v, const struct gpu_tensor *o, int n_head, bool causal,
+                                 float scale, enum attention_variant variant) {
   if (!is_f32(q) || q->ndim != 3) return shape_error("attention", "q", q, "[N, Tq, NH*D] f32");
   int64_t N = q->shape[0], Tq = q->shape[1], W = q->shape[2];
   if (n_head <= 0 || W % n_head) return status_set(STATUS_INVALID_ARGUMENT, "attention: width %lld is not a multiple of %d heads",
@@ -352,14 +528,27 @@ enum status op_attention(struct gpu *g, const struct gpu_tensor *q, const struct
    * loop is the only runtime loop of this kernel */
   if (Tk > 65000)
     return status_set(STATUS_UNSUPPORTED, "attention over %lld keys: at most 65000 in one pass", (long long)Tk);
-  if (D % 4 == 0 && gpu_texel_format_ok(g, VK_FORMAT_R32G32B32A32_SFLOAT) &&
-      (uint64_t)N * (Tq > Tk ? Tq : Tk) * W / 4 <= gpu_limits(g)->maxTexelBufferElements) {
+  bool vec4_ok = D % 4 == 0 && gpu_texel_format_ok(g, VK_FORMAT_R32G32B32A32_SFLOAT) &&
+                 (uint64_t)N * (Tq > Tk ? Tq : Tk) * W / 4 <= gpu_limits(g)->maxTexelBufferElements;
+  struct gpu_arg targs[] = {{o, 0}, {q, VK_FORMAT_R32G32B32A32_SFLOAT}, {k, VK_FORMAT_R32G32B32A32_SFLOAT},
+                            {v, VK_FORMAT_R32G32B32A32_SFLOAT}};
+  if (variant == ATTN_AUTO) variant = !vec4_ok ? ATTN_GENERIC : !is_cpu(g) && D <= 128 ? ATTN_FLASH : ATTN_VEC4;
+  if (variant != ATTN_GENERIC && !vec4_ok)
+    return status_set(STATUS_UNSUPPORTED, "attention: head width %lld is not a multiple of 4 (or too many texels)", (long long)D);
+  if (variant == ATTN_FLASH) {
+    if (D > 128) return status_set(STATUS_UNSUPPORTED, "attention: the flash kernel takes heads of up to 128, not %lld", (long long)D);
+    /* key tiles: 2 x BK x D floats of shared memory, within 8 KiB of the 16 KiB every device has */
+    uint32_t hd4 = (uint32_t)(D / 4), bk = 8192 / (32 * hd4), wg = 64;
+    if (bk > 64) bk = 64;
+    uint32_t spec[] = {wg, hd4, bk};
+    return gpu_dispatch(g, KERNEL_attention_flash, spec, 3, targs, 4, &p, sizeof p, div_up(Tq, wg), (uint32_t)n_head,
+                        (uint32_t)N);
+  }
+  if (variant == ATTN_VEC4) {
     /* lavapipe: several queries per invocation share each fetched key row; GPUs: one query per thread */
     uint32_t hd4 = (uint32_t)(D / 4), slice4 = hd4 <= 32 ? hd4 : 32, bq = is_cpu(g) && D <= 128 ? 4 : 1, wg = 32;
     uint32_t spec[] = {wg, hd4, slice4, bq};
-    struct gpu_arg args[] = {{o, 0}, {q, VK_FORMAT_R32G32B32A32_SFLOAT}, {k, VK_FORMAT_R32G32B32A32_SFLOAT},
-                             {v, VK_FORMAT_R32G32B32A32_SFLOAT}};
-    return gpu_dispatch(g, KERNEL_attention_vec4, spec, 4, args, 4, &p, sizeof p, div_up(div_up(Tq, bq), wg),
+    return gpu_dispatch(g, KERNEL_attention_vec4, spec, 4, targs, 4, &p, sizeof p, div_up(div_up(Tq, bq), wg),
                         (uint32_t)n_head * div_up(hd4, slice4), (uint32_t)N);
   }
   uint32_t wg = 32, slice = D <= 128 ? (uint32_t)D : 128;

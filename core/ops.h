@@ -9,7 +9,11 @@
 #include "gpu.h"
 #include "push.h"
 
-enum linear_variant { LINEAR_AUTO, LINEAR_GENERIC, LINEAR_TILED };
+/* The matrix product's kernels: any K, one output an invocation (GENERIC); a register block an
+ * invocation through texel fetches (TILED: CPU devices); shared-memory tiles of 64x64 with a 4x4
+ * register tile an invocation (SHARED: GPUs). AUTO: SHARED on GPUs, TILED on CPU devices, when
+ * K % 4 == 0; GENERIC otherwise. */
+enum linear_variant { LINEAR_AUTO, LINEAR_GENERIC, LINEAR_TILED, LINEAR_SHARED };
 
 /* y[M, N] = act(x[M, K] W[N, K]^T + b[N]); x and y may have any leading dims (M = numel / K). */
 enum status op_linear(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w,
@@ -21,7 +25,8 @@ enum status op_linear_variant(struct gpu *g, const struct gpu_tensor *x, const s
 enum status op_linear_residual(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w,
                                const struct gpu_tensor *b, const struct gpu_tensor *y);
 
-/* Convolutions are im2col + the matrix product, with the weights on the device as [Cout, Kp]:
+/* Convolutions are matrix products (im2col, or Winograd's element-wise stage), with the weights
+ * on the device as [Cout, Kp]:
  * Kp = C * k * k rounded up to 4, zero padded (conv_weight_cols). */
 int64_t conv_weight_cols(int64_t channels, int kernel);
 /* pad CONV_PAD_BOTTOM_RIGHT: one zero row below and one zero column right, none above or left (the
@@ -35,6 +40,15 @@ int64_t conv_out_size(int64_t in, int kernel, int stride, int pad);
 enum status op_conv2d(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w, const struct gpu_tensor *b,
                       const struct gpu_tensor *y, int kernel, int stride, int pad, bool accumulate,
                       const struct gpu_tensor *scratch);
+/* The same with a chosen algorithm: im2col + the matrix product (any convolution), or Winograd
+ * F(4x4, 3x3) (3x3, stride 1, padding 1, channels a multiple of 4: the filters, inputs and
+ * products in the scratch, 36 products of a quarter the multiplications; STATUS_UNSUPPORTED
+ * otherwise). CONV_AUTO, what op_conv2d does: Winograd where it applies and the image has at
+ * least 256 tiles of 4x4 pixels (64x64), im2col elsewhere. */
+enum conv_variant { CONV_AUTO, CONV_IM2COL, CONV_WINOGRAD };
+enum status op_conv2d_variant(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w,
+                              const struct gpu_tensor *b, const struct gpu_tensor *y, int kernel, int stride, int pad,
+                              bool accumulate, const struct gpu_tensor *scratch, enum conv_variant variant);
 /* col [pixels, Kp] = the patches of output pixels [pixel0, pixel0 + pixels) of x[image]. */
 enum status op_im2col(struct gpu *g, const struct gpu_tensor *x, int64_t image, int kernel, int stride, int pad,
                       int64_t pixel0, const struct gpu_tensor *col);
@@ -48,7 +62,7 @@ enum status op_group_norm(struct gpu *g, const struct gpu_tensor *x, const struc
  * invocation a group without barriers (GN_SMALL), or by device and size (GN_AUTO, what
  * op_group_norm does: small on CPU devices for groups of up to GN_SMALL_MAX values). */
 #define GN_SMALL_MAX 4096
-enum group_norm_variant { GN_AUTO, GN_COOPERATIVE, GN_SMALL };
+enum group_norm_variant { GN_AUTO, GN_COOPERATIVE, GN_SMALL, GN_SUBGROUP };
 enum status op_group_norm_variant(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *gamma,
                                   const struct gpu_tensor *beta, const struct gpu_tensor *y, int groups, float eps, bool silu,
                                   enum group_norm_variant variant);
@@ -67,7 +81,7 @@ enum status op_layernorm(struct gpu *g, const struct gpu_tensor *x, const struct
                          const struct gpu_tensor *beta, const struct gpu_tensor *y, float eps);
 /* The same with a chosen kernel: a work group a row with cooperative reductions (GPUs) or a row an
  * invocation without barriers (CPU devices); LN_AUTO picks by the device's type. */
-enum layernorm_variant { LN_AUTO, LN_COOPERATIVE, LN_ROWS };
+enum layernorm_variant { LN_AUTO, LN_COOPERATIVE, LN_ROWS, LN_SUBGROUP };
 enum status op_layernorm_variant(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *gamma,
                                  const struct gpu_tensor *beta, const struct gpu_tensor *y, float eps,
                                  enum layernorm_variant variant);
@@ -78,6 +92,14 @@ enum status op_embedding(struct gpu *g, const struct gpu_tensor *ids, const stru
 enum status op_attention(struct gpu *g, const struct gpu_tensor *q, const struct gpu_tensor *k,
                          const struct gpu_tensor *v, const struct gpu_tensor *o, int n_head, bool causal,
                          float scale);
+/* The same with a chosen kernel: scalar loads, any width (GENERIC); 4 values a fetch, several
+ * queries an invocation on CPU devices (VEC4); key/value tiles in shared memory, one query an
+ * invocation (FLASH: heads of up to 128). ATTN_AUTO: FLASH on GPUs where it applies, else VEC4
+ * for widths divisible by 4, else GENERIC. */
+enum attention_variant { ATTN_AUTO, ATTN_GENERIC, ATTN_VEC4, ATTN_FLASH };
+enum status op_attention_variant(struct gpu *g, const struct gpu_tensor *q, const struct gpu_tensor *k,
+                                 const struct gpu_tensor *v, const struct gpu_tensor *o, int n_head, bool causal,
+                                 float scale, enum attention_variant variant);
 enum status op_add(struct gpu *g, const struct gpu_tensor *a, const struct gpu_tensor *b,
                    const struct gpu_tensor *y);
 enum status op_activation(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *y, int act);

@@ -7,7 +7,8 @@
 // cached on GPUs). Requires K % 4 == 0. Rows/cols past the end are clamped on load, not stored.
 // Bindings: 0 bias f32 [M or N] (any buffer when absent), 1 y f32;
 //           8 a RGBA32F or RGBA16F texels [M, K/4], 9 b RGBA32F or RGBA16F texels [N, K/4].
-// Dispatch: (ceil(ceil(N / BN) / WG), ceil(M / BM), 1).
+// Dispatch: (ceil(ceil(N / BN) / WG), ceil(M / BM), batch): a batch of products, element z's
+// a, b and y at z * a_batch, z * b_batch texels and z * y_batch elements.
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
@@ -27,9 +28,11 @@ void main() {
   int n0 = int(gl_GlobalInvocationID.x) * BN, m0 = int(gl_GlobalInvocationID.y) * BM;
   int M = int(p.rows), N = int(p.cols), K4 = int(p.inner) / 4;
   if (n0 >= N || m0 >= M) return;
+  uint z = gl_WorkGroupID.z;
+  int ab = int(z * p.a_batch), bb = int(z * p.b_batch);
   int ar[BM], br[BN];
-  [[unroll]] for (int i = 0; i < BM; i++) ar[i] = min(m0 + i, M - 1) * K4;
-  [[unroll]] for (int j = 0; j < BN; j++) br[j] = min(n0 + j, N - 1) * K4;
+  [[unroll]] for (int i = 0; i < BM; i++) ar[i] = ab + min(m0 + i, M - 1) * K4;
+  [[unroll]] for (int j = 0; j < BN; j++) br[j] = bb + min(n0 + j, N - 1) * K4;
   float acc[BM][BN];
   [[unroll]] for (int i = 0; i < BM; i++)
     [[unroll]] for (int j = 0; j < BN; j++) acc[i][j] = 0.0;
@@ -51,7 +54,7 @@ void main() {
       if (p.bias_mode == BIAS_COL) v += bias[p.bias_offset + n];
       if (p.bias_mode == BIAS_ROW) v += bias[p.bias_offset + m];
       v = vkd_act(v, p.act);
-      uint o = p.y_offset + uint(m) * p.ldy + uint(n);
+      uint o = p.y_offset + z * p.y_batch + uint(m) * p.ldy + uint(n);
       y[o] = p.accumulate != 0 ? y[o] + v : v;
     }
   }

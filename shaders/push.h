@@ -34,6 +34,9 @@ struct linear_push {
   u32 accumulate; /* 1: add the result to y (residual connections) */
   u32 y_offset;   /* elements: y starts here in its binding (a batch element of a convolution) */
   u32 bias_offset;
+  /* batched products (the Winograd element-wise stage): work group z is batch element z, whose
+   * a, b and y start a_batch and b_batch texels and y_batch elements after element 0's */
+  u32 a_batch, b_batch, y_batch;
 };
 
 struct layernorm_push {
@@ -63,6 +66,20 @@ struct im2col_push {
   u32 pixel0, pixels;             /* output pixels [pixel0, pixel0 + pixels) */
   u32 cols;                       /* row length of col: channels * kernel^2 rounded up to 4 */
   u32 x_offset;                   /* elements: the image's start in x */
+};
+
+/* Winograd F(4x4, 3x3) convolution, stride 1, padding 1 (wino_filter, wino_input, wino_output):
+ * output tiles of 4x4 pixels, row-major, tiles_w = ceil(width / 4) a row; a chunk of ntiles tiles
+ * from tile0 and a block of cb output channels from c0. The transformed filters U [36, cb, channels],
+ * inputs V [36, ntiles, channels] and products M [36, cb, ntiles] each start their binding. */
+struct wino_push {
+  u32 channels, height, width; /* one input image (the output has the same size) */
+  u32 tiles_w, tile0, ntiles;
+  u32 c0, cb;                  /* output channels [c0, c0 + cb) */
+  u32 kp;                      /* row length of the convolution's device weights */
+  u32 x_offset, y_offset;      /* elements: the image's start in x, and in y */
+  u32 bias_mode, bias_offset;  /* BIAS_NONE or BIAS_ROW (b[bias_offset + channel]) */
+  u32 accumulate;              /* 1: add to y */
 };
 
 struct groupnorm_push {

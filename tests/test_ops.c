@@ -75,7 +75,7 @@ static void test_linear(int64_t M, int64_t N, int64_t K, enum dtype wdt, bool bi
   float *got = download(&ty);
   ref_linear(x, w, bias ? b : NULL, ref, M, N, K, act);
   char what[128];
-  snprintf(what, sizeof what, "linear %s %lldx%lldx%lld %s%s act%d", variant == LINEAR_TILED ? "tiled" : "generic",
+  snprintf(what, sizeof what, "linear %s %lldx%lldx%lld %s%s act%d", variant == LINEAR_TILED ? "tiled" : variant == LINEAR_SHARED ? "shared" : "generic",
            (long long)M, (long long)N, (long long)K, dtype_name(wdt), bias ? " +b" : "", act);
   CHECK_CLOSE(what, got, ref, M * N, 1e-4, 1e-4);
   free(x), free(w), free(b), free(ref), free(got);
@@ -86,6 +86,7 @@ static void test_layernorm_v(int64_t rows, int64_t cols, enum layernorm_variant 
 static void test_layernorm(int64_t rows, int64_t cols) {
   test_layernorm_v(rows, cols, LN_COOPERATIVE);
   test_layernorm_v(rows, cols, LN_ROWS);
+  if (gpu_info(g)->subgroup_arithmetic) test_layernorm_v(rows, cols, LN_SUBGROUP);
 }
 
 static void test_layernorm_v(int64_t rows, int64_t cols, enum layernorm_variant v) {
@@ -103,7 +104,7 @@ static void test_layernorm_v(int64_t rows, int64_t cols, enum layernorm_variant 
   float *got = download(&ty);
   ref_layernorm(x, gm, bt, ref, rows, cols, 1e-5f);
   char what[64];
-  snprintf(what, sizeof what, "layernorm %s %lldx%lld", v == LN_ROWS ? "rows" : "coop", (long long)rows, (long long)cols);
+  snprintf(what, sizeof what, "layernorm %s %lldx%lld", v == LN_ROWS ? "rows" : v == LN_SUBGROUP ? "subgroup" : "coop", (long long)rows, (long long)cols);
   CHECK_CLOSE(what, got, ref, rows * cols, 1e-4, 1e-4);
   free(x), free(gm), free(bt), free(ref), free(got);
 }
@@ -133,7 +134,7 @@ static void test_embedding(int64_t N, int64_t T, int64_t D, int64_t vocab, enum 
   free(tok), free(pos), free(ids), free(ref), free(got);
 }
 
-static void test_attention(int64_t N, int64_t Tq, int64_t Tk, int heads, int64_t D, bool causal) {
+static void test_attention_v(int64_t N, int64_t Tq, int64_t Tk, int heads, int64_t D, bool causal, enum attention_variant av) {
   gpu_arena_reset(arena, 0);
   int64_t W = heads * D;
   float *q = random_array(N * Tq * W, 9, 2.0f), *k = random_array(N * Tk * W, 10, 2.0f);
@@ -143,15 +144,20 @@ static void test_attention(int64_t N, int64_t Tq, int64_t Tk, int heads, int64_t
   float scale = 1.0f / sqrtf((float)D);
   CHECK_OK(gpu_begin(g));
   CHECK_OK(gpu_fill(g, &to, NAN_BITS));
-  CHECK_OK(op_attention(g, &tq, &tk, &tv, &to, heads, causal, scale));
+  CHECK_OK(op_attention_variant(g, &tq, &tk, &tv, &to, heads, causal, scale, av));
   CHECK_OK(gpu_submit(g));
   float *got = download(&to);
   ref_attention(q, k, v, ref, N, Tq, Tk, heads, D, causal, scale);
   char what[96];
-  snprintf(what, sizeof what, "attention N%lld Tq%lld Tk%lld %dx%lld%s", (long long)N, (long long)Tq, (long long)Tk,
-           heads, (long long)D, causal ? " causal" : "");
+  snprintf(what, sizeof what, "attention%s N%lld Tq%lld Tk%lld %dx%lld%s",
+           av == ATTN_FLASH ? " flash" : av == ATTN_VEC4 ? " vec4" : av == ATTN_GENERIC ? " generic" : "", (long long)N,
+           (long long)Tq, (long long)Tk, heads, (long long)D, causal ? " causal" : "");
   CHECK_CLOSE(what, got, ref, N * Tq * W, 1e-4, 1e-4);
   free(q), free(k), free(v), free(ref), free(got);
+}
+
+static void test_attention(int64_t N, int64_t Tq, int64_t Tk, int heads, int64_t D, bool causal) {
+  test_attention_v(N, Tq, Tk, heads, D, causal, ATTN_AUTO);
 }
 
 static void test_eltwise(int64_t n) {
@@ -214,8 +220,8 @@ static float *conv_layout(const float *w, int64_t Co, int64_t C, int k) {
   return d;
 }
 
-static void test_conv(int64_t N, int64_t C, int64_t H, int64_t W, int64_t Co, int k, int stride, int pad, enum dtype wdt,
-                      int64_t scratch_elems, bool per_image_bias, bool accumulate) {
+static void test_conv_v(int64_t N, int64_t C, int64_t H, int64_t W, int64_t Co, int k, int stride, int pad, enum dtype wdt,
+                        int64_t scratch_elems, bool per_image_bias, bool accumulate, enum conv_variant v) {
   gpu_arena_reset(arena, 0);
   int64_t Ho = conv_out_size(H, k, stride, pad), Wo = conv_out_size(W, k, stride, pad), out = N * Co * Ho * Wo;
   float *x = random_array(N * C * H * W, 15, 1.0f), *w = random_array(Co * C * k * k, 16, 1.0f / sqrtf((float)(C * k * k)));
@@ -228,7 +234,7 @@ static void test_conv(int64_t N, int64_t C, int64_t H, int64_t W, int64_t Co, in
   struct gpu_tensor ty = upload(DT_F32, 4, (int64_t[]){N, Co, Ho, Wo}, y0), scratch = output(1, (int64_t[]){scratch_elems});
   CHECK_OK(gpu_begin(g));
   if (!accumulate) CHECK_OK(gpu_fill(g, &ty, NAN_BITS));
-  CHECK_OK(op_conv2d(g, &tx, &tw, &tb, &ty, k, stride, pad, accumulate, &scratch));
+  CHECK_OK(op_conv2d_variant(g, &tx, &tw, &tb, &ty, k, stride, pad, accumulate, &scratch, v));
   CHECK_OK(gpu_submit(g));
   float *got = download(&ty);
   for (int64_t n = 0; n < N; n++)
@@ -236,10 +242,52 @@ static void test_conv(int64_t N, int64_t C, int64_t H, int64_t W, int64_t Co, in
   if (accumulate)
     for (int64_t i = 0; i < out; i++) ref[i] += y0[i];
   char what[128];
-  snprintf(what, sizeof what, "conv2d %lldx%lldx%lldx%lld->%lld k%d s%d%s %s%s%s", (long long)N, (long long)C, (long long)H,
-           (long long)W, (long long)Co, k, stride, pad == CONV_PAD_BOTTOM_RIGHT ? " pad(0,1)" : "", dtype_name(wdt), per_image_bias ? " bias/img" : "", accumulate ? " +=" : "");
+  snprintf(what, sizeof what, "conv2d%s %lldx%lldx%lldx%lld->%lld k%d s%d%s %s%s%s",
+           v == CONV_WINOGRAD ? " winograd" : v == CONV_IM2COL ? " im2col" : "", (long long)N, (long long)C, (long long)H,
+           (long long)W, (long long)Co, k, stride, pad == CONV_PAD_BOTTOM_RIGHT ? " pad(0,1)" : "", dtype_name(wdt),
+           per_image_bias ? " bias/img" : "", accumulate ? " +=" : "");
+  /* Winograd F(4x4, 3x3) adds fp32 rounding in its transforms (entries up to 8 and 1/24): the
+   * same 1e-4 bound still holds on these O(1) values; the measured worst is printed */
   CHECK_CLOSE(what, got, ref, out, 1e-4, 1e-4);
   free(x), free(w), free(wd), free(b), free(ref), free(y0), free(got);
+}
+
+static void test_conv(int64_t N, int64_t C, int64_t H, int64_t W, int64_t Co, int k, int stride, int pad, enum dtype wdt,
+                      int64_t scratch_elems, bool per_image_bias, bool accumulate) {
+  test_conv_v(N, C, H, W, Co, k, stride, pad, wdt, scratch_elems, per_image_bias, accumulate, CONV_AUTO);
+}
+
+/* Winograd forced on shapes that exercise its edges, and refused where it does not apply. */
+static void test_winograd(void) {
+  test_conv_v(2, 32, 16, 24, 64, 3, 1, 1, DT_F16, 1 << 20, true, false, CONV_WINOGRAD);  /* bias per image */
+  test_conv_v(1, 320, 8, 8, 320, 3, 1, 1, DT_F16, 4 << 20, false, true, CONV_WINOGRAD);  /* SD widths, += */
+  test_conv_v(2, 4, 16, 16, 320, 3, 1, 1, DT_F32, 1 << 20, false, false, CONV_WINOGRAD); /* conv_in */
+  test_conv_v(1, 8, 15, 9, 37, 3, 1, 1, DT_F32, 1 << 20, false, false, CONV_WINOGRAD);   /* partial tiles, odd Cout */
+  test_conv_v(1, 12, 1, 1, 5, 3, 1, 1, DT_F32, 1 << 20, false, false, CONV_WINOGRAD);    /* one pixel */
+  test_conv_v(1, 16, 7, 5, 3, 3, 1, 1, DT_F16, 1 << 20, false, true, CONV_WINOGRAD);     /* Cout < 4 */
+  /* scratch for 36 x (12 tiles x 32 + 32 x 32 + 32 x 12): chunks of tiles and blocks of channels */
+  test_conv_v(2, 32, 30, 17, 96, 3, 1, 1, DT_F16, 36 * (12 * 32 + 32 * 32 + 32 * 12) + 3 * 64, true, true, CONV_WINOGRAD);
+  test_conv_v(1, 512, 16, 16, 512, 3, 1, 1, DT_F16, 8 << 20, false, false, CONV_WINOGRAD); /* the VAE mid block */
+  test_conv_v(1, 128, 64, 64, 128, 3, 1, 1, DT_F16, 8 << 20, false, false, CONV_AUTO);     /* the VAE at 256², auto */
+  test_conv_v(1, 32, 16, 16, 32, 3, 1, 1, DT_F32, 1 << 20, false, false, CONV_IM2COL);
+  gpu_arena_reset(arena, 0);
+  struct gpu_tensor x, w, y, sc;
+  CHECK_OK(gpu_arena_alloc(arena, DT_F32, 4, (int64_t[]){1, 6, 8, 8}, &x));
+  CHECK_OK(gpu_arena_alloc(arena, DT_F32, 2, (int64_t[]){8, conv_weight_cols(6, 3)}, &w));
+  CHECK_OK(gpu_arena_alloc(arena, DT_F32, 4, (int64_t[]){1, 8, 8, 8}, &y));
+  CHECK_OK(gpu_arena_alloc(arena, DT_F32, 1, (int64_t[]){1 << 16}, &sc));
+  CHECK_OK(gpu_begin(g));
+  CHECK_MSG(op_conv2d_variant(g, &x, &w, NULL, &y, 3, 1, 1, false, &sc, CONV_WINOGRAD) == STATUS_UNSUPPORTED, "Winograd refuses 6 channels");
+  struct gpu_tensor y2, x2;
+  CHECK_OK(gpu_arena_alloc(arena, DT_F32, 4, (int64_t[]){1, 8, 4, 4}, &y2));
+  CHECK_OK(gpu_arena_alloc(arena, DT_F32, 4, (int64_t[]){1, 8, 8, 8}, &x2));
+  struct gpu_tensor w2;
+  CHECK_OK(gpu_arena_alloc(arena, DT_F32, 2, (int64_t[]){8, conv_weight_cols(8, 3)}, &w2));
+  CHECK_MSG(op_conv2d_variant(g, &x2, &w2, NULL, &y2, 3, 2, 1, false, &sc, CONV_WINOGRAD) == STATUS_UNSUPPORTED, "Winograd refuses stride 2");
+  struct gpu_tensor tiny = gpu_tensor_rows(&sc, 0, 1000);
+  CHECK_MSG(op_conv2d_variant(g, &x2, &w2, NULL, &x2, 3, 1, 1, false, &tiny, CONV_WINOGRAD) == STATUS_UNSUPPORTED,
+        "Winograd refuses a scratch too small for one block");
+  CHECK_OK(gpu_submit(g));
 }
 
 static void test_group_norm_v(int64_t N, int64_t C, int64_t P, int groups, bool silu, enum group_norm_variant v) {
@@ -256,7 +304,7 @@ static void test_group_norm_v(int64_t N, int64_t C, int64_t P, int groups, bool 
   float *got = download(&ty);
   ref_group_norm(x, gm, bt, ref, N, C, P, groups, 1e-6f, silu);
   char what[96];
-  snprintf(what, sizeof what, "group_norm%s %lldx%lldx%lld g%d%s", v == GN_SMALL ? " small" : v == GN_COOPERATIVE ? " coop" : "",
+  snprintf(what, sizeof what, "group_norm%s %lldx%lldx%lld g%d%s", v == GN_SMALL ? " small" : v == GN_COOPERATIVE ? " coop" : v == GN_SUBGROUP ? " subgroup" : "",
            (long long)N, (long long)C, (long long)P, groups, silu ? " +silu" : "");
   CHECK_CLOSE(what, got, ref, N * C * P, 1e-4, 1e-4);
   free(x), free(gm), free(bt), free(ref), free(got);
@@ -266,6 +314,7 @@ static void test_group_norm_v(int64_t N, int64_t C, int64_t P, int groups, bool 
 static void test_group_norm(int64_t N, int64_t C, int64_t P, int groups, bool silu) {
   test_group_norm_v(N, C, P, groups, silu, GN_COOPERATIVE);
   test_group_norm_v(N, C, P, groups, silu, GN_SMALL);
+  if (gpu_info(g)->subgroup_arithmetic) test_group_norm_v(N, C, P, groups, silu, GN_SUBGROUP);
 }
 
 static void test_small_ops(void) {
@@ -662,8 +711,8 @@ int main(void) {
   test_weight_reload();
   test_raw16();
   test_pipeline_cache();
-  const enum linear_variant variants[] = {LINEAR_GENERIC, LINEAR_TILED};
-  for (int v = 0; v < 2; v++) {
+  const enum linear_variant variants[] = {LINEAR_GENERIC, LINEAR_TILED, LINEAR_SHARED};
+  for (int v = 0; v < 3; v++) {
     test_linear(77, 768, 768, DT_F16, true, ACT_NONE, variants[v]);
     test_linear(77, 3072, 768, DT_F16, true, ACT_QUICK_GELU, variants[v]);
     test_linear(77, 768, 3072, DT_F32, true, ACT_NONE, variants[v]);
@@ -675,6 +724,8 @@ int main(void) {
   test_linear(7, 77, 769, DT_F32, true, ACT_NONE, LINEAR_GENERIC);
   test_linear(1, 7, 1, DT_F16, true, ACT_GELU, LINEAR_GENERIC);
   test_linear(77, 769, 7, DT_F32, true, ACT_NONE, LINEAR_AUTO);
+  test_linear(130, 67, 36, DT_F16, true, ACT_NONE, LINEAR_SHARED); /* K not a multiple of the 16 a step */
+  test_linear(1024, 1024, 1024, DT_F16, false, ACT_NONE, LINEAR_SHARED);
   test_layernorm(77, 768);
   test_layernorm(7, 769);
   test_layernorm(1, 7);
@@ -696,6 +747,16 @@ int main(void) {
   test_attention(1, 256, 256, 1, 256, false);
   test_attention(1, 65, 65, 1, 512, false);
   test_attention(2, 250, 77, 8, 40, false); /* SD 1.x cross-attention shapes */
+  /* every kernel forced, on odd shapes: partial key tiles and query groups, causal masks */
+  const enum attention_variant avs[] = {ATTN_GENERIC, ATTN_VEC4, ATTN_FLASH};
+  for (int v = 0; v < 3; v++) {
+    test_attention_v(2, 77, 77, 12, 64, true, avs[v]);
+    test_attention_v(1, 769, 7, 2, 16, false, avs[v]);
+    test_attention_v(2, 250, 77, 8, 40, false, avs[v]);
+    test_attention_v(1, 65, 65, 1, 128, false, avs[v]);
+    test_attention_v(1, 1, 1, 1, 4, true, avs[v]);
+    test_attention_v(1, 130, 200, 3, 12, true, avs[v]);
+  }
   test_eltwise(77 * 768);
   test_eltwise(1);
   test_eltwise(7);
@@ -712,6 +773,9 @@ int main(void) {
   test_conv(2, 32, 16, 16, 32, 3, 1, 1, DT_F16, 288 * 37, true, false); /* scratch for 37 pixels: chunked */
   test_conv(1, 512, 16, 16, 512, 3, 1, 1, DT_F16, 4 << 20, false, false); /* the VAE mid block */
   test_conv(1, 4, 260, 260, 4, 1, 1, 0, DT_F32, 1 << 20, false, false); /* 67600 pixels > 65535 work group rows: chunked */
+  test_winograd();
+  if (!gpu_info(g)->subgroup_arithmetic)
+    fprintf(stderr, "  the device has no subgroup arithmetic: the _subgroup kernels are not run (nor picked)\n");
   test_group_norm(2, 64, 16 * 24, 32, true);
   test_group_norm(1, 320, 64, 32, false);
   test_group_norm(1, 96, 7, 32, true);

@@ -1,0 +1,72 @@
+// linear_shared: the matrix product of linear_tiled (same bindings, push constants and batches)
+// for GPUs: a work group of 16x16 invocations computes a 64x64 block of y, staging 64x16 tiles of
+// a and b in shared memory (each invocation loads one vec4 texel of each, 16-bit weights converted
+// by the texel fetch) and accumulating a 4x4 register tile in fp32 from them, so every value
+// fetched from memory is used 64 times. Requires K % 4 == 0; rows past the end are clamped on
+// load and not stored; k past the end loads zeros.
+// Bindings: 0 bias f32 [M or N] (any buffer when absent), 1 y f32;
+//           8 a RGBA32F or RGBA16F texels [M, K/4], 9 b RGBA32F or RGBA16F texels [N, K/4].
+// Dispatch: (ceil(N / 64), ceil(M / 64), batch).
+#version 450
+#extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
+#include "push.h"
+#include "common.glsl"
+
+layout(local_size_x = 16, local_size_y = 16) in;
+const int TILE = 64, BK = 16, PAD = 4; // BK values of k a step; PAD keeps the columns on distinct banks
+layout(push_constant) uniform Push { linear_push p; };
+layout(set = 0, binding = 0) readonly buffer Bias { float bias[]; };
+layout(set = 0, binding = 1) buffer Y { float y[]; };
+layout(set = 0, binding = 8) uniform samplerBuffer A;
+layout(set = 0, binding = 9) uniform samplerBuffer B;
+
+shared float as[BK][TILE + PAD];
+shared float bs[BK][TILE + PAD];
+
+void main() {
+  int tx = int(gl_LocalInvocationID.x), ty = int(gl_LocalInvocationID.y), tid = ty * 16 + tx;
+  int n0 = int(gl_WorkGroupID.x) * TILE, m0 = int(gl_WorkGroupID.y) * TILE;
+  int M = int(p.rows), N = int(p.cols), K4 = int(p.inner) / 4;
+  uint z = gl_WorkGroupID.z;
+  // the texel this invocation stages: row lr of the tile, texel lk of the step's 4
+  int lr = tid >> 2, lk = tid & 3;
+  int arow = int(z * p.a_batch) + min(m0 + lr, M - 1) * K4;
+  int brow = int(z * p.b_batch) + min(n0 + lr, N - 1) * K4;
+  float acc[4][4];
+  [[unroll]] for (int i = 0; i < 4; i++)
+    [[unroll]] for (int j = 0; j < 4; j++) acc[i][j] = 0.0;
+  for (int k0 = 0; k0 < K4; k0 += BK / 4) {
+    int k = k0 + lk;
+    vec4 av = k < K4 ? texelFetch(A, arow + k) : vec4(0.0);
+    vec4 bv = k < K4 ? texelFetch(B, brow + k) : vec4(0.0);
+    [[unroll]] for (int c = 0; c < 4; c++) {
+      as[lk * 4 + c][lr] = av[c];
+      bs[lk * 4 + c][lr] = bv[c];
+    }
+    barrier();
+    [[unroll]] for (int kk = 0; kk < BK; kk++) {
+      float a[4], b[4];
+      // rows ty + 16 i and columns tx + 16 j: neighbours read neighbouring words
+      [[unroll]] for (int i = 0; i < 4; i++) a[i] = as[kk][ty + 16 * i];
+      [[unroll]] for (int j = 0; j < 4; j++) b[j] = bs[kk][tx + 16 * j];
+      [[unroll]] for (int i = 0; i < 4; i++)
+        [[unroll]] for (int j = 0; j < 4; j++) acc[i][j] += a[i] * b[j];
+    }
+    barrier();
+  }
+  [[unroll]] for (int i = 0; i < 4; i++) {
+    int m = m0 + ty + 16 * i;
+    if (m >= M) continue;
+    [[unroll]] for (int j = 0; j < 4; j++) {
+      int n = n0 + tx + 16 * j;
+      if (n >= N) continue;
+      float v = acc[i][j];
+      if (p.bias_mode == BIAS_COL) v += bias[p.bias_offset + n];
+      if (p.bias_mode == BIAS_ROW) v += bias[p.bias_offset + m];
+      v = vkd_act(v, p.act);
+      uint o = p.y_offset + z * p.y_batch + uint(m) * p.ldy + uint(n);
+      y[o] = p.accumulate != 0 ? y[o] + v : v;
+    }
+  }
+}
