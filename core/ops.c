@@ -205,7 +205,7 @@ static bool wino_plan(struct gpu *g, int64_t C, int64_t Co, int64_t T, int64_t r
 }
 
 static bool wino_eligible(struct gpu *g, const struct gpu_tensor *w, int64_t C, int kernel, int stride, int pad) {
-  return kernel == 3 && stride == 1 && pad == 1 && C % 4 == 0 && gpu_texel_format_ok(g, vec4_format(w->dtype)) &&
+  return kernel == 3 && stride == 1 && (pad == 0 || pad == 1) && C % 4 == 0 && gpu_texel_format_ok(g, vec4_format(w->dtype)) &&
          gpu_texel_format_ok(g, vec4_format(DT_F32));
 }
 
@@ -213,14 +213,16 @@ struct wino {
   struct gpu *g;
   const struct gpu_tensor *x, *w, *bias, *y;
   struct gpu_tensor flat;
-  int64_t C, H, W, Co, nt, cb, u_at, v_at, m_at;
+  int64_t C, H, W, Ho, Wo, Co, nt, cb, u_at, v_at, m_at;
+  int pad;
   bool per_image, has_bias, accumulate;
 };
 
 /* V = the input transform of tiles [t0, t0 + nts) of image n */
 static enum status wino_in(const struct wino *k, int64_t n, int64_t t0, int64_t nts) {
   struct gpu_tensor v = gpu_tensor_rows(&k->flat, k->v_at, 36 * nts * k->C);
-  struct wino_push wp = {.channels = (u32)k->C, .height = (u32)k->H, .width = (u32)k->W, .tiles_w = (u32)((k->W + 3) / 4),
+  struct wino_push wp = {.channels = (u32)k->C, .height = (u32)k->H, .width = (u32)k->W, .out_height = (u32)k->Ho,
+                         .out_width = (u32)k->Wo, .pad = (u32)k->pad, .tiles_w = (u32)((k->Wo + 3) / 4),
                          .tile0 = (u32)t0, .ntiles = (u32)nts, .x_offset = (u32)(n * k->C * k->H * k->W)};
   uint32_t spec[] = {WG};
   struct gpu_arg args[] = {{k->x, 0}, {&v, 0}};
@@ -247,9 +249,10 @@ static enum status wino_out(const struct wino *k, int64_t n, int64_t t0, int64_t
                       .b_batch = (uint32_t)(nts * k->C / 4), .y_batch = (uint32_t)(cbs * nts)};
   enum status s = matmul(k->g, &mm, LINEAR_AUTO);
   if (s) return s;
-  struct wino_push wp = {.channels = (u32)k->C, .height = (u32)k->H, .width = (u32)k->W, .tiles_w = (u32)((k->W + 3) / 4),
+  struct wino_push wp = {.channels = (u32)k->C, .height = (u32)k->H, .width = (u32)k->W, .out_height = (u32)k->Ho,
+                         .out_width = (u32)k->Wo, .pad = (u32)k->pad, .tiles_w = (u32)((k->Wo + 3) / 4),
                          .tile0 = (u32)t0, .ntiles = (u32)nts, .c0 = (u32)c0, .cb = (u32)cbs,
-                         .y_offset = (u32)(n * k->Co * k->H * k->W), .bias_mode = k->has_bias ? BIAS_ROW : BIAS_NONE,
+                         .y_offset = (u32)(n * k->Co * k->Ho * k->Wo), .bias_mode = k->has_bias ? BIAS_ROW : BIAS_NONE,
                          .bias_offset = k->per_image ? (u32)(n * k->Co) : 0, .accumulate = k->accumulate};
   uint32_t spec[] = {WG};
   struct gpu_arg args[] = {{k->bias, 0}, {k->y, 0}, {&m, 0}};
@@ -258,13 +261,13 @@ static enum status wino_out(const struct wino *k, int64_t n, int64_t t0, int64_t
 
 static enum status conv_winograd(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w,
                                  const struct gpu_tensor *b, const struct gpu_tensor *y, bool accumulate,
-                                 const struct gpu_tensor *scratch, bool per_image, int64_t nt, int64_t cb) {
+                                 const struct gpu_tensor *scratch, bool per_image, int pad, int64_t nt, int64_t cb) {
   struct wino k = {.g = g, .x = x, .w = w, .bias = b ? b : y, .y = y, .C = x->shape[1], .H = x->shape[2],
-                   .W = x->shape[3], .Co = w->shape[0], .nt = nt, .cb = cb, .per_image = per_image, .has_bias = b != NULL,
-                   .accumulate = accumulate};
+                   .W = x->shape[3], .Ho = y->shape[2], .Wo = y->shape[3], .Co = w->shape[0], .nt = nt, .cb = cb,
+                   .pad = pad, .per_image = per_image, .has_bias = b != NULL, .accumulate = accumulate};
   k.flat = gpu_tensor_reshape(scratch, 1, (int64_t[]){gpu_tensor_numel(scratch)});
   k.v_at = align_up(36 * cb * k.C, WINO_ALIGN), k.m_at = k.v_at + align_up(36 * nt * k.C, WINO_ALIGN);
-  int64_t N = x->shape[0], T = ((k.W + 3) / 4) * ((k.H + 3) / 4), chunks = (T + nt - 1) / nt, blocks = (k.Co + cb - 1) / cb;
+  int64_t N = x->shape[0], T = ((k.Wo + 3) / 4) * ((k.Ho + 3) / 4), chunks = (T + nt - 1) / nt, blocks = (k.Co + cb - 1) / cb;
   enum status s;
   /* Blocks of output channels outermost transform each filter once but every input once a block;
    * images and chunks of tiles outermost, the reverse: the loop order that writes less. */
@@ -317,10 +320,10 @@ enum status op_conv2d_variant(struct gpu *g, const struct gpu_tensor *x, const s
   if (b && (!is_f32(b) || (gpu_tensor_numel(b) != Co && gpu_tensor_numel(b) != N * Co)))
     return shape_error("conv2d", "bias", b, "[Cout] or [N, Cout] f32");
   if (!is_f32(scratch)) return shape_error("conv2d", "scratch", scratch, "f32");
-  int64_t T = ((H + 3) / 4) * ((W + 3) / 4), nt = 0, cb = 0;
+  int64_t T = ((Ho + 3) / 4) * ((Wo + 3) / 4), nt = 0, cb = 0;
   bool wino = wino_eligible(g, w, C, kernel, stride, pad) && wino_plan(g, C, Co, T, gpu_tensor_numel(scratch), &nt, &cb);
   if (variant == CONV_WINOGRAD && !wino)
-    return status_set(STATUS_UNSUPPORTED, "conv2d: Winograd needs a 3x3 stride-1 padding-1 convolution over a multiple "
+    return status_set(STATUS_UNSUPPORTED, "conv2d: Winograd needs a 3x3 stride-1 convolution, padding 0 or 1, over a multiple "
                       "of 4 channels and scratch for 32 output channels (k%d s%d C %lld)", kernel, stride, (long long)C);
   /* VKDIFFUSION_CONV=winograd|im2col makes CONV_AUTO pick that algorithm wherever it applies
    * (the golden-model tests run both ways) */
@@ -328,7 +331,7 @@ enum status op_conv2d_variant(struct gpu *g, const struct gpu_tensor *x, const s
   int64_t min_tiles = force && !strcmp(force, "winograd") ? 0 : force && !strcmp(force, "im2col") ? INT64_MAX : WINO_MIN_TILES;
   if (variant == CONV_IM2COL || (variant == CONV_AUTO && (!wino || T < min_tiles)))
     return conv_im2col(g, x, w, b, y, kernel, stride, pad, accumulate, scratch, per_image);
-  return conv_winograd(g, x, w, b, y, accumulate, scratch, per_image, nt, cb);
+  return conv_winograd(g, x, w, b, y, accumulate, scratch, per_image, pad, nt, cb);
 }
 
 #define IM2COL_PIXELS 16u /* pixels per work group: PIXELS in im2col.comp */
@@ -400,7 +403,7 @@ enum status op_group_norm_variant(struct gpu *g, const struct gpu_tensor *x, con
   if (variant == GN_SUBGROUP && !sub)
     return status_set(STATUS_UNSUPPORTED, "group_norm: the device has no subgroup arithmetic in compute shaders");
   uint32_t spec[] = {256};
-  bool use_sub = variant == GN_SUBGROUP || (variant == GN_AUTO && sub);
+  bool use_sub = variant == GN_SUBGROUP || (variant == GN_AUTO && sub && !is_cpu(g)); /* GPUs only: lavapipe unmeasured */
   return gpu_dispatch(g, use_sub ? KERNEL_group_norm_subgroup : KERNEL_group_norm, spec, 1, args, 4, &p, sizeof p,
                       (uint32_t)groups, (uint32_t)N, 1);
 }
@@ -482,7 +485,7 @@ enum status op_layernorm_variant(struct gpu *g, const struct gpu_tensor *x, cons
     return status_set(STATUS_UNSUPPORTED, "layernorm: the device has no subgroup arithmetic in compute shaders");
   uint32_t spec[] = {WG};
   split_groups(g, (uint64_t)rows, &gx, &gy);
-  bool use_sub = variant == LN_SUBGROUP || (variant == LN_AUTO && sub);
+  bool use_sub = variant == LN_SUBGROUP || (variant == LN_AUTO && sub && !is_cpu(g));
   return gpu_dispatch(g, use_sub ? KERNEL_layernorm_subgroup : KERNEL_layernorm, spec, 1, args, 4, &p, sizeof p, gx, gy, 1);
 }
 

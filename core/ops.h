@@ -41,7 +41,7 @@ enum status op_conv2d(struct gpu *g, const struct gpu_tensor *x, const struct gp
                       const struct gpu_tensor *y, int kernel, int stride, int pad, bool accumulate,
                       const struct gpu_tensor *scratch);
 /* The same with a chosen algorithm: im2col + the matrix product (any convolution), or Winograd
- * F(4x4, 3x3) (3x3, stride 1, padding 1, channels a multiple of 4: the filters, inputs and
+ * F(4x4, 3x3) (3x3, stride 1, padding 0 or 1, channels a multiple of 4: the filters, inputs and
  * products in the scratch, 36 products of a quarter the multiplications; STATUS_UNSUPPORTED
  * otherwise). CONV_AUTO, what op_conv2d does: Winograd where it applies and the image has at
  * least 256 tiles of 4x4 pixels (64x64), im2col elsewhere. */

@@ -68,12 +68,14 @@ struct im2col_push {
   u32 x_offset;                   /* elements: the image's start in x */
 };
 
-/* Winograd F(4x4, 3x3) convolution, stride 1, padding 1 (wino_filter, wino_input, wino_output):
- * output tiles of 4x4 pixels, row-major, tiles_w = ceil(width / 4) a row; a chunk of ntiles tiles
+/* Winograd F(4x4, 3x3) convolution, stride 1, padding 0 or 1 (wino_filter, wino_input, wino_output):
+ * output tiles of 4x4 pixels, row-major, tiles_w = ceil(out_width / 4) a row; a chunk of ntiles tiles
  * from tile0 and a block of cb output channels from c0. The transformed filters U [36, cb, channels],
  * inputs V [36, ntiles, channels] and products M [36, cb, ntiles] each start their binding. */
 struct wino_push {
-  u32 channels, height, width; /* one input image (the output has the same size) */
+  u32 channels, height, width; /* one input image */
+  u32 out_height, out_width;   /* its output: the same size (pad 1) or 2 less (pad 0) */
+  u32 pad;
   u32 tiles_w, tile0, ntiles;
   u32 c0, cb;                  /* output channels [c0, c0 + cb) */
   u32 kp;                      /* row length of the convolution's device weights */

@@ -1,6 +1,6 @@
-// wino_input: the input transform of a Winograd F(4x4, 3x3) convolution with padding 1:
+// wino_input: the input transform of a Winograd F(4x4, 3x3) convolution with padding 0 or 1:
 //   v[(xi * ntiles + t) * channels + c] = (B^T d B)[xi], xi = 6 * i + j,
-// d the 6x6 patch of channel c under tile tile0 + t (rows 4 ty - 1 .. 4 ty + 4, zero outside).
+// d the 6x6 patch of channel c under tile tile0 + t (rows 4 ty - pad .. 4 ty - pad + 5, zero outside).
 //   B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1]
 // Bindings: 0 x f32 [.., channels, height, width] (the image at x_offset), 1 v f32 [36, ntiles, channels].
 // Dispatch: (ceil(channels / WG), ceil(ntiles / TILES), 1): TILES tiles an invocation, as llvmpipe
@@ -34,7 +34,7 @@ void main() {
     uint t = gl_WorkGroupID.y * TILES + k;
     if (t >= p.ntiles) break;
     uint tile = p.tile0 + t, ty = tile / p.tiles_w, tx = tile - ty * p.tiles_w;
-    int y0 = int(ty * 4u) - 1, x0 = int(tx * 4u) - 1;
+    int y0 = int(ty * 4u) - int(p.pad), x0 = int(tx * 4u) - int(p.pad);
     float s[6][6]; // s[col][i] = (B^T d)[i][col]
     [[unroll]] for (int col = 0; col < 6; col++) {
       float d[6];

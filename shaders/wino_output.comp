@@ -2,7 +2,7 @@
 // tile tile0 + t, output channel c0 + o, are A^T m A (+ bias) with m[xi] = M[(xi * cb + o) * ntiles + t],
 // the element-wise stage's products; added to y when accumulate. Pixels past the edge are not stored.
 //   A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]
-// Bindings: 0 bias f32 (any buffer when absent), 1 y f32 [.., Cout, height, width] (the image at
+// Bindings: 0 bias f32 (any buffer when absent), 1 y f32 [.., Cout, out_height, out_width] (the image at
 //           y_offset), 2 m f32 [36, cb, ntiles].
 // Dispatch: (ceil(ntiles / WG), cb, 1).
 #version 450
@@ -37,17 +37,17 @@ void main() {
   }
   uint ch = p.c0 + o, tile = p.tile0 + t, ty = tile / p.tiles_w, tx = tile - ty * p.tiles_w;
   float b = p.bias_mode == BIAS_ROW ? bias[p.bias_offset + ch] : 0.0;
-  uint plane = p.y_offset + ch * p.height * p.width;
+  uint plane = p.y_offset + ch * p.out_height * p.out_width;
   [[unroll]] for (int a = 0; a < 4; a++) {
     uint oy = ty * 4u + uint(a);
-    if (oy >= p.height) break;
+    if (oy >= p.out_height) break;
     float row[6], r[4];
     [[unroll]] for (int j = 0; j < 6; j++) row[j] = s[j][a];
     amul(row, r);
     [[unroll]] for (int q = 0; q < 4; q++) {
       uint ox = tx * 4u + uint(q);
-      if (ox < p.width) {
-        uint at_y = plane + oy * p.width + ox;
+      if (ox < p.out_width) {
+        uint at_y = plane + oy * p.out_width + ox;
         float val = r[q] + b;
         y[at_y] = p.accumulate != 0u ? y[at_y] + val : val;
       }

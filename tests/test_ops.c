@@ -264,6 +264,8 @@ static void test_winograd(void) {
   test_conv_v(2, 4, 16, 16, 320, 3, 1, 1, DT_F32, 1 << 20, false, false, CONV_WINOGRAD); /* conv_in */
   test_conv_v(1, 8, 15, 9, 37, 3, 1, 1, DT_F32, 1 << 20, false, false, CONV_WINOGRAD);   /* partial tiles, odd Cout */
   test_conv_v(1, 12, 1, 1, 5, 3, 1, 1, DT_F32, 1 << 20, false, false, CONV_WINOGRAD);    /* one pixel */
+  test_conv_v(2, 16, 13, 10, 24, 3, 1, 0, DT_F16, 1 << 20, true, true, CONV_WINOGRAD);   /* padding 0 (VAE bands) */
+  test_conv_v(1, 8, 3, 3, 8, 3, 1, 0, DT_F32, 1 << 20, false, false, CONV_WINOGRAD);     /* padding 0, one pixel */
   test_conv_v(1, 16, 7, 5, 3, 3, 1, 1, DT_F16, 1 << 20, false, true, CONV_WINOGRAD);     /* Cout < 4 */
   /* scratch for 36 x (12 tiles x 32 + 32 x 32 + 32 x 12): chunks of tiles and blocks of channels */
   test_conv_v(2, 32, 30, 17, 96, 3, 1, 1, DT_F16, 36 * (12 * 32 + 32 * 32 + 32 * 12) + 3 * 64, true, true, CONV_WINOGRAD);
