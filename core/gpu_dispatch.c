@@ -62,7 +62,13 @@ static enum status pipeline_get(struct gpu *g, enum kernel_id k, const uint32_t 
   VK_TRY(vkCreateComputePipelines(g->device, g->kern.cache, 1, &ci, NULL, &p->pipe));
   clock_gettime(CLOCK_MONOTONIC, &t1);
   g->kern.created++;
-  g->kern.create_seconds += (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+  double took = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+  g->kern.create_seconds += took;
+  if (g->prof.enabled) { /* where a first run's compile time goes */
+    fprintf(stderr, "pipeline %s", kernel_code(k)->name);
+    for (int i = 0; i < n_spec; i++) fprintf(stderr, "%s%u", i ? "," : " [", spec[i]);
+    fprintf(stderr, "%s: %.2f s\n", n_spec ? "]" : "", took);
+  }
   p->kernel = k;
   p->n_spec = n_spec;
   memcpy(p->spec, spec, n_spec * sizeof *spec);
