@@ -79,11 +79,26 @@ fail:
   return status_wrap(st, "creating the pipeline of kernel '%s'", kernel_code(k)->name);
 }
 
-static enum status view_get(struct gpu *g, const struct gpu_tensor *t, VkFormat f, VkBufferView *out) {
+/* The range of a texel view over t: t's bytes, made longer by whole texels where the buffer allows
+ * so that bits 8-15 of the range are never all zero. llvmpipe (lavapipe) keys its compiled shader
+ * variants on a "level zero only" flag that it reads from a union member which, for buffer views,
+ * overlays those bits of the range; ranges differing there compiled each texel-fetch kernel again
+ * (9 variants of the GEMM in a demo run, 15-20 s of LLVM each). Kernels never fetch past t. */
+static VkDeviceSize view_range(const struct gpu *g, const struct gpu_tensor *t, uint32_t texel) {
+  VkDeviceSize r = t->bytes;
+  if (((r >> 8) & 0xff) == 0) {
+    VkDeviceSize more = (256 + texel - 1) / texel * texel; /* whole texels, >= 256 bytes */
+    if (t->offset + r + more <= t->buf->size && (r + more) / texel <= g->props.limits.maxTexelBufferElements) r += more;
+  }
+  return r;
+}
+
+static enum status view_get(struct gpu *g, const struct gpu_tensor *t, VkFormat f, uint32_t texel, VkBufferView *out) {
   enum status st = STATUS_OK;
+  VkDeviceSize range = view_range(g, t, texel);
   for (int i = 0; i < g->kern.n_views; i++) {
     struct view *v = &g->kern.views[i];
-    if (v->buf == t->buf->buf && v->offset == t->offset && v->range == t->bytes && v->format == f) {
+    if (v->buf == t->buf->buf && v->offset == t->offset && v->range == range && v->format == f) {
       *out = v->view;
       return STATUS_OK;
     }
@@ -100,11 +115,11 @@ static enum status view_get(struct gpu *g, const struct gpu_tensor *t, VkFormat 
                                .buffer = t->buf->buf,
                                .format = f,
                                .offset = t->offset,
-                               .range = t->bytes};
+                               .range = range};
   VK_TRY(vkCreateBufferView(g->device, &ci, NULL, &v->view));
   v->buf = t->buf->buf;
   v->offset = t->offset;
-  v->range = t->bytes;
+  v->range = range;
   v->format = f;
   g->kern.n_views++;
   *out = v->view;
@@ -171,7 +186,7 @@ enum status gpu_dispatch(struct gpu *g, enum kernel_id k, const uint32_t *spec, 
       if (t->bytes / tb > l->maxTexelBufferElements)
         return status_set(STATUS_UNSUPPORTED, "%s: argument %d has %llu texels, beyond maxTexelBufferElements (%u)",
                           name, i, (unsigned long long)(t->bytes / tb), l->maxTexelBufferElements);
-      if ((st = view_get(g, t, args[i].texel_format, &views[n_texel]))) return st;
+      if ((st = view_get(g, t, args[i].texel_format, tb, &views[n_texel]))) return st;
       w[n_w++] = (VkWriteDescriptorSet){.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
                                         .dstBinding = (uint32_t)(GPU_TEXEL_BINDING0 + n_texel),
                                         .descriptorCount = 1,
