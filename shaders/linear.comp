@@ -25,6 +25,6 @@ void main() {
   if (p.bias_mode == BIAS_COL) acc += bias[p.bias_offset + n];
   if (p.bias_mode == BIAS_ROW) acc += bias[p.bias_offset + m];
   acc = vkd_act(acc, p.act);
-  uint o = p.y_offset + m * p.ldy + n;
+  uint o = p.y_offset + (p.transpose_y != 0 ? n * p.ldy + m : m * p.ldy + n);
   y[o] = p.accumulate != 0 ? y[o] + acc : acc;
 }

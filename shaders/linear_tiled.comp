@@ -54,7 +54,7 @@ void main() {
       if (p.bias_mode == BIAS_COL) v += bias[p.bias_offset + n];
       if (p.bias_mode == BIAS_ROW) v += bias[p.bias_offset + m];
       v = vkd_act(v, p.act);
-      uint o = p.y_offset + z * p.y_batch + uint(m) * p.ldy + uint(n);
+      uint o = p.y_offset + z * p.y_batch + (p.transpose_y != 0 ? uint(n) * p.ldy + uint(m) : uint(m) * p.ldy + uint(n));
       y[o] = p.accumulate != 0 ? y[o] + v : v;
     }
   }

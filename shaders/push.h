@@ -37,6 +37,8 @@ struct linear_push {
   /* batched products (the Winograd element-wise stage): work group z is batch element z, whose
    * a, b and y start a_batch and b_batch texels and y_batch elements after element 0's */
   u32 a_batch, b_batch, y_batch;
+  u32 transpose_y; /* 1: the result goes to y[y_offset + n * ldy + m] (a convolution: pixel rows of a,
+                    * output channels of b, stored NCHW) */
 };
 
 struct layernorm_push {
