@@ -113,32 +113,35 @@ static int bench_convs(struct gpu *g, double peak) {
             {1, 256, 256, 256, "SD VAE 512^2"},      {1, 128, 512, 512, "SD VAE 512^2"}};
   const int64_t scratch = 8 << 20; /* the U-Net's */
   const char *names[] = {"im2col", "winograd"};
-  for (size_t i = 0; i < sizeof cv / sizeof *cv; i++)
-    for (int v = 0; v < 2; v++) {
-      struct gpu_arena *a = NULL;
-      struct conv_ctx c = {.variant = v ? CONV_WINOGRAD : CONV_IM2COL};
-      int64_t n = cv[i].n, ch = cv[i].c, h = cv[i].h, w = cv[i].w, kp = conv_weight_cols(ch, 3);
-      VkDeviceSize bytes = 2 * gpu_aligned_size(g, n * ch * h * w * 4) + gpu_aligned_size(g, ch * kp * 2) +
-                           gpu_aligned_size(g, ch * 4) + gpu_aligned_size(g, scratch * 4);
-      enum status st = gpu_arena_create(g, bytes, "bench", &a);
-      if (!st) st = gpu_arena_alloc(a, DT_F32, 4, (int64_t[]){n, ch, h, w}, &c.x);
-      if (!st) st = gpu_arena_alloc(a, DT_F16, 2, (int64_t[]){ch, kp}, &c.w);
-      if (!st) st = gpu_arena_alloc(a, DT_F32, 1, (int64_t[]){ch}, &c.b);
-      if (!st) st = gpu_arena_alloc(a, DT_F32, 4, (int64_t[]){n, ch, h, w}, &c.y);
-      if (!st) st = gpu_arena_alloc(a, DT_F32, 1, (int64_t[]){scratch}, &c.scratch);
-      if (!st) st = upload_random(g, &c.x, 7);
-      if (!st) st = upload_random(g, &c.w, 8);
-      if (!st) st = upload_random(g, &c.b, 9);
-      double s = 0, flops = 2.0 * 9 * ch * ch * h * w * n;
-      if (!st) st = time_op(g, run_conv, &c, flops > 2e10 ? 1 : 3, &s);
-      gpu_arena_destroy(a);
-      if (st) return cli_fail("bench", "conv2d");
+  for (size_t i = 0; i < sizeof cv / sizeof *cv; i++) { /* one set of operands, each algorithm on it */
+    struct gpu_arena *a = NULL;
+    struct conv_ctx c = {0};
+    int64_t n = cv[i].n, ch = cv[i].c, h = cv[i].h, w = cv[i].w, kp = conv_weight_cols(ch, 3);
+    VkDeviceSize bytes = 2 * gpu_aligned_size(g, n * ch * h * w * 4) + gpu_aligned_size(g, ch * kp * 2) +
+                         gpu_aligned_size(g, ch * 4) + gpu_aligned_size(g, scratch * 4);
+    enum status st = gpu_arena_create(g, bytes, "bench", &a);
+    if (!st) st = gpu_arena_alloc(a, DT_F32, 4, (int64_t[]){n, ch, h, w}, &c.x);
+    if (!st) st = gpu_arena_alloc(a, DT_F16, 2, (int64_t[]){ch, kp}, &c.w);
+    if (!st) st = gpu_arena_alloc(a, DT_F32, 1, (int64_t[]){ch}, &c.b);
+    if (!st) st = gpu_arena_alloc(a, DT_F32, 4, (int64_t[]){n, ch, h, w}, &c.y);
+    if (!st) st = gpu_arena_alloc(a, DT_F32, 1, (int64_t[]){scratch}, &c.scratch);
+    if (!st) st = upload_random(g, &c.x, 7);
+    if (!st) st = upload_random(g, &c.w, 8);
+    if (!st) st = upload_random(g, &c.b, 9);
+    double flops = 2.0 * 9 * ch * ch * h * w * n;
+    for (int v = 0; v < 2 && !st; v++) {
+      c.variant = v ? CONV_WINOGRAD : CONV_IM2COL;
+      double s = 0;
+      if ((st = time_op(g, run_conv, &c, flops > 2e10 ? 1 : 3, &s))) break;
       double gf = flops / s * 1e-9;
       char label[80];
       snprintf(label, sizeof label, "conv3x3 %s %lldx%lldx%lldx%lld (%s)", names[v], (long long)n, (long long)ch,
                (long long)h, (long long)w, cv[i].what);
       printf("%-54s %10.3f %10.2f %7.1f%%\n", label, s * 1e3, gf, 100 * gf / peak);
     }
+    gpu_arena_destroy(a);
+    if (st) return cli_fail("bench", "conv2d");
+  }
   return 0;
 }
 
@@ -158,30 +161,32 @@ static int bench_ops(struct gpu *g, double peak) {
   printf("%-54s %10s %10s %8s\n", "op", "ms", "GFLOP/s", "% peak");
   const enum linear_variant lvs[] = {LINEAR_TILED, LINEAR_SHARED};
   const char *lv_names[] = {"tiled", "shared"};
-  for (size_t i = 0; i < 2 * sizeof lin / sizeof *lin; i++) {
+  for (size_t i = 0; i < sizeof lin / sizeof *lin; i++) { /* one set of operands, each kernel on it */
     struct gpu_arena *a = NULL;
-    int vi = (int)(i % 2);
-    struct linear_ctx c = {.variant = lvs[vi]};
-    int64_t m = lin[i / 2].m, n = lin[i / 2].n, k = lin[i / 2].k;
+    struct linear_ctx c = {0};
+    int64_t m = lin[i].m, n = lin[i].n, k = lin[i].k;
     VkDeviceSize bytes = gpu_aligned_size(g, m * k * 4) + gpu_aligned_size(g, n * k * 4) +
                          gpu_aligned_size(g, n * 4) + gpu_aligned_size(g, m * n * 4);
     enum status st = gpu_arena_create(g, bytes, "bench", &a);
     if (!st) st = gpu_arena_alloc(a, DT_F32, 2, (int64_t[]){m, k}, &c.x);
-    if (!st) st = gpu_arena_alloc(a, lin[i / 2].wdt, 2, (int64_t[]){n, k}, &c.w);
+    if (!st) st = gpu_arena_alloc(a, lin[i].wdt, 2, (int64_t[]){n, k}, &c.w);
     if (!st) st = gpu_arena_alloc(a, DT_F32, 1, (int64_t[]){n}, &c.b);
     if (!st) st = gpu_arena_alloc(a, DT_F32, 2, (int64_t[]){m, n}, &c.y);
     if (!st) st = upload_random(g, &c.x, 1);
     if (!st) st = upload_random(g, &c.w, 2);
     if (!st) st = upload_random(g, &c.b, 3);
-    double s = 0;
-    if (!st) st = time_op(g, run_linear, &c, m * n * k > 100000000 ? 3 : 10, &s);
+    for (int v = 0; v < 2 && !st; v++) {
+      c.variant = lvs[v];
+      double s = 0;
+      if ((st = time_op(g, run_linear, &c, m * n * k > 100000000 ? 3 : 10, &s))) break;
+      double gf = 2.0 * m * n * k / s * 1e-9;
+      char label[96];
+      snprintf(label, sizeof label, "linear %s %lldx%lldx%lld %s (%s)", lv_names[v], (long long)m, (long long)n,
+               (long long)k, dtype_name(lin[i].wdt), lin[i].what);
+      printf("%-54s %10.3f %10.2f %7.1f%%\n", label, s * 1e3, gf, 100 * gf / peak);
+    }
     gpu_arena_destroy(a);
     if (st) return cli_fail("bench", "linear");
-    double gf = 2.0 * m * n * k / s * 1e-9;
-    char label[96];
-    snprintf(label, sizeof label, "linear %s %lldx%lldx%lld %s (%s)", lv_names[vi], (long long)m, (long long)n,
-             (long long)k, dtype_name(lin[i / 2].wdt), lin[i / 2].what);
-    printf("%-54s %10.3f %10.2f %7.1f%%\n", label, s * 1e3, gf, 100 * gf / peak);
   }
   struct {
     int64_t t, tk, width;
@@ -192,10 +197,9 @@ static int bench_ops(struct gpu *g, double peak) {
              {4096, 77, 320, 8, false, "U-Net 512^2 cross"}};
   const enum attention_variant avs[] = {ATTN_VEC4, ATTN_FLASH};
   const char *av_names[] = {"vec4", "flash"};
-  for (size_t j = 0; j < 2 * sizeof att / sizeof *att; j++) {
-    size_t i = j / 2;
+  for (size_t i = 0; i < sizeof att / sizeof *att; i++) {
     struct gpu_arena *a = NULL;
-    struct attn_ctx c = {.heads = att[i].heads, .causal = att[i].causal, .variant = avs[j % 2]};
+    struct attn_ctx c = {.heads = att[i].heads, .causal = att[i].causal};
     int64_t t = att[i].t, tk = att[i].tk, w = att[i].width;
     VkDeviceSize bytes = 2 * gpu_aligned_size(g, t * w * 4) + 2 * gpu_aligned_size(g, tk * w * 4);
     enum status st = gpu_arena_create(g, bytes, "bench", &a);
@@ -206,16 +210,18 @@ static int bench_ops(struct gpu *g, double peak) {
     if (!st) st = upload_random(g, &c.q, 4);
     if (!st) st = upload_random(g, &c.k, 5);
     if (!st) st = upload_random(g, &c.v, 6);
-    double s = 0;
-    if (!st) st = time_op(g, run_attention, &c, t > 1000 ? 1 : 10, &s);
+    for (int v = 0; v < 2 && !st; v++) {
+      c.variant = avs[v];
+      double s = 0;
+      if ((st = time_op(g, run_attention, &c, t > 1000 ? 1 : 10, &s))) break;
+      double gf = 4.0 * t * tk * w * (att[i].causal ? 0.5 : 1.0) / s * 1e-9;
+      char label[96];
+      snprintf(label, sizeof label, "attention %s T=%lld Tk=%lld (%s)", av_names[v], (long long)t, (long long)tk,
+               att[i].what);
+      printf("%-54s %10.3f %10.2f %7.1f%%\n", label, s * 1e3, gf, 100 * gf / peak);
+    }
     gpu_arena_destroy(a);
     if (st) return cli_fail("bench", "attention");
-    double flops = 4.0 * t * tk * w * (att[i].causal ? 0.5 : 1.0);
-    double gf = flops / s * 1e-9;
-    char label[96];
-    snprintf(label, sizeof label, "attention %s T=%lld Tk=%lld (%s)", av_names[j % 2], (long long)t, (long long)tk,
-             att[i].what);
-    printf("%-54s %10.3f %10.2f %7.1f%%\n", label, s * 1e3, gf, 100 * gf / peak);
   }
   return bench_convs(g, peak);
 }

@@ -219,7 +219,7 @@ struct wino {
   struct gpu *g;
   const struct gpu_tensor *x, *w, *bias, *y;
   struct gpu_tensor flat;
-  int64_t C, H, W, Ho, Wo, Co, nt, cb, u_at, v_at, m_at;
+  int64_t C, H, W, Ho, Wo, Co, nt, cb, v_at, m_at; /* U starts the scratch, V and M follow */
   int pad;
   bool per_image, has_bias, accumulate;
 };
@@ -237,7 +237,7 @@ static enum status wino_in(const struct wino *k, int64_t n, int64_t t0, int64_t 
 
 /* U = the filter transform of output channels [c0, c0 + cbs) */
 static enum status wino_filter(const struct wino *k, int64_t c0, int64_t cbs) {
-  struct gpu_tensor u = gpu_tensor_rows(&k->flat, k->u_at, 36 * cbs * k->C);
+  struct gpu_tensor u = gpu_tensor_rows(&k->flat, 0, 36 * cbs * k->C);
   struct wino_push wp = {.channels = (u32)k->C, .c0 = (u32)c0, .cb = (u32)cbs, .kp = (u32)k->w->shape[1]};
   uint32_t spec[] = {WG};
   struct gpu_arg args[] = {{&u, 0}, {k->w, vec4_format(k->w->dtype)}};
@@ -247,7 +247,7 @@ static enum status wino_filter(const struct wino *k, int64_t c0, int64_t cbs) {
 /* the element-wise stage, M[xi] [cbs, nts] = U[xi] [cbs, C] V[xi] [nts, C]^T for the 36 xi, then
  * the output transform into y */
 static enum status wino_out(const struct wino *k, int64_t n, int64_t t0, int64_t nts, int64_t c0, int64_t cbs) {
-  struct gpu_tensor u = gpu_tensor_rows(&k->flat, k->u_at, 36 * cbs * k->C);
+  struct gpu_tensor u = gpu_tensor_rows(&k->flat, 0, 36 * cbs * k->C);
   struct gpu_tensor v = gpu_tensor_rows(&k->flat, k->v_at, 36 * nts * k->C);
   struct gpu_tensor m = gpu_tensor_rows(&k->flat, k->m_at, 36 * cbs * nts);
   struct matmul mm = {.a = &u, .b = &v, .y = &m, .M = cbs, .N = nts, .K = k->C, .bias_mode = BIAS_NONE,
@@ -409,7 +409,8 @@ enum status op_group_norm_variant(struct gpu *g, const struct gpu_tensor *x, con
   if (variant == GN_SUBGROUP && !sub)
     return status_set(STATUS_UNSUPPORTED, "group_norm: the device has no subgroup arithmetic in compute shaders");
   uint32_t spec[] = {256};
-  bool use_sub = variant == GN_SUBGROUP || (variant == GN_AUTO && sub && !is_cpu(g)); /* GPUs only: lavapipe unmeasured */
+  /* GPUs only: CPU devices keep the kernels measured there */
+  bool use_sub = variant == GN_SUBGROUP || (variant == GN_AUTO && sub && !is_cpu(g));
   return gpu_dispatch(g, use_sub ? KERNEL_group_norm_subgroup : KERNEL_group_norm, spec, 1, args, 4, &p, sizeof p,
                       (uint32_t)groups, (uint32_t)N, 1);
 }

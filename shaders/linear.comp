@@ -1,6 +1,7 @@
 // linear: the generic matrix product for any K (linear_tiled needs K % 4 == 0):
-//   y[y_offset + m * ldy + n] = act(sum_k a[m, k] * b[n, k] + bias) (+ y when accumulate)
-// Bindings: 0 a f32 [M, K], 1 bias f32 [M or N] (any buffer when absent), 2 y f32;
+//   y[y_offset + m * ldy + n] = act(sum_k a[m, k] * b[n, k] + bias[n]) (+ y when accumulate),
+//   or at y[y_offset + n * ldy + m] with transpose_y
+// Bindings: 0 a f32 [M, K], 1 bias f32 [N] (any buffer when absent), 2 y f32;
 //           8 b uniform texel buffer R32F or R16F [N, K] (fp32 accumulation).
 // Dispatch: (ceil(N / WG), M, 1); one output per invocation.
 #version 450
@@ -23,7 +24,6 @@ void main() {
   float acc = 0.0;
   for (uint k = 0; k < p.inner; k++) acc += x[xo + k] * texelFetch(W, wo + int(k)).x;
   if (p.bias_mode == BIAS_COL) acc += bias[p.bias_offset + n];
-  if (p.bias_mode == BIAS_ROW) acc += bias[p.bias_offset + m];
   acc = vkd_act(acc, p.act);
   uint o = p.y_offset + (p.transpose_y != 0 ? n * p.ldy + m : m * p.ldy + n);
   y[o] = p.accumulate != 0 ? y[o] + acc : acc;

@@ -4,7 +4,7 @@
 // by the texel fetch) and accumulating a 4x4 register tile in fp32 from them, so every value
 // fetched from memory is used 64 times. Requires K % 4 == 0; rows past the end are clamped on
 // load and not stored; k past the end loads zeros.
-// Bindings: 0 bias f32 [M or N] (any buffer when absent), 1 y f32;
+// Bindings: 0 bias f32 [N] (any buffer when absent), 1 y f32;
 //           8 a RGBA32F or RGBA16F texels [M, K/4], 9 b RGBA32F or RGBA16F texels [N, K/4].
 // Dispatch: (ceil(N / 64), ceil(M / 64), batch).
 #version 450
@@ -63,7 +63,6 @@ void main() {
       if (n >= N) continue;
       float v = acc[i][j];
       if (p.bias_mode == BIAS_COL) v += bias[p.bias_offset + n];
-      if (p.bias_mode == BIAS_ROW) v += bias[p.bias_offset + m];
       v = vkd_act(v, p.act);
       uint o = p.y_offset + z * p.y_batch + (p.transpose_y != 0 ? uint(n) * p.ldy + uint(m) : uint(m) * p.ldy + uint(n));
       y[o] = p.accumulate != 0 ? y[o] + v : v;

@@ -1,11 +1,13 @@
 // linear_tiled: the matrix product behind linear layers and convolutions:
-//   y[y_offset + m * ldy + n] = act(sum_k a[m, k] * b[n, k] + bias) (+ y[m * ldy + n] when accumulate)
-// linear: a = x [M, K], b = W [N, K], bias per column (torch: act(F.linear(x, W, bias)));
-// convolution: a = W [Cout, K], b = im2col patches [pixels, K], bias per row, y = NCHW rows.
+//   y[y_offset + m * ldy + n] = act(sum_k a[m, k] * b[n, k] + bias[n]) (+ y when accumulate),
+//   or at y[y_offset + n * ldy + m] with transpose_y
+// linear: a = x [M, K], b = W [N, K] (torch: act(F.linear(x, W, bias)));
+// convolution: a = im2col patches [pixels, K], b = W [Cout, K], transpose_y: y = NCHW rows;
+// Winograd: a = U [cb, C], b = V [tiles, C], a batch of 36.
 // Register-blocked: each invocation computes a BM x BN block of y, reading 4 values of K at a
 // time through texel buffers (fast on lavapipe, where storage-buffer loads are scalar loops, and
 // cached on GPUs). Requires K % 4 == 0. Rows/cols past the end are clamped on load, not stored.
-// Bindings: 0 bias f32 [M or N] (any buffer when absent), 1 y f32;
+// Bindings: 0 bias f32 [N] (any buffer when absent), 1 y f32;
 //           8 a RGBA32F or RGBA16F texels [M, K/4], 9 b RGBA32F or RGBA16F texels [N, K/4].
 // Dispatch: (ceil(ceil(N / BN) / WG), ceil(M / BM), batch): a batch of products, element z's
 // a, b and y at z * a_batch, z * b_batch texels and z * y_batch elements.
@@ -52,7 +54,6 @@ void main() {
       if (n >= N) break;
       float v = acc[i][j];
       if (p.bias_mode == BIAS_COL) v += bias[p.bias_offset + n];
-      if (p.bias_mode == BIAS_ROW) v += bias[p.bias_offset + m];
       v = vkd_act(v, p.act);
       uint o = p.y_offset + z * p.y_batch + (p.transpose_y != 0 ? uint(n) * p.ldy + uint(m) : uint(m) * p.ldy + uint(n));
       y[o] = p.accumulate != 0 ? y[o] + v : v;

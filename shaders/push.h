@@ -24,7 +24,7 @@ typedef float f32;
 /* bias modes of the matrix product */
 #define BIAS_NONE 0
 #define BIAS_COL 1 /* b[n]: a linear layer */
-#define BIAS_ROW 2 /* b[m]: a convolution, whose rows are output channels */
+#define BIAS_ROW 2 /* b[output channel]: wino_output (the matrix products take NONE or COL) */
 
 /* y[m * ldy + n] = act(sum_k a[m, k] b[n, k] + bias) (+ y when accumulate) */
 struct linear_push {

@@ -131,10 +131,9 @@ static void encoder_golden(const char *label, const char *ckpt, const char *gold
       float *mt = malloc(nz * 4), *lt = malloc(nz * 4);
       if (vt) CHECK_OK(vae_encode(vt, image, 1, H, W, VAE_TILING_ON, mt, lt));
       /* with every convolution through Winograd (VKDIFFUSION_CONV=winograd, test_vae_winograd) the
-       * bands and the whole image round differently in the transforms: measured 1.07e-5, so the
-       * fp32 bound is Winograd's own error against a direct convolution, 1e-4 */
+       * bands and the whole image round differently in the transforms: measured 1.07e-5, bound 5e-5 */
       const char *conv = getenv("VKDIFFUSION_CONV");
-      double tol = fp16 ? 1e-3 : conv && !strcmp(conv, "winograd") ? 1e-4 : 1e-5;
+      double tol = fp16 ? 1e-3 : conv && !strcmp(conv, "winograd") ? 5e-5 : 1e-5;
       snprintf(what, sizeof what, "VAE encoder %s: tiled mean vs whole", label);
       CHECK_CLOSE(what, mt, mean, nz, tol, 1e-5);
       snprintf(what, sizeof what, "VAE encoder %s: tiled logvar vs whole", label);
