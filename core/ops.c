@@ -146,12 +146,20 @@ int64_t conv_out_size(int64_t in, int kernel, int stride, int pad) {
   return (in + (pad == CONV_PAD_BOTTOM_RIGHT ? 1 : 2 * pad) - kernel) / stride + 1;
 }
 
+/* The output of a convolution: y [N, Cout, Ho, Wo], or tokens [N, Ho * Wo, Cout] */
+struct conv_out {
+  const struct gpu_tensor *y;
+  int64_t Ho, Wo;
+  bool tokens;
+};
+
 static enum status conv_im2col(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w,
-                               const struct gpu_tensor *b, const struct gpu_tensor *y, int kernel, int stride, int pad,
+                               const struct gpu_tensor *b, const struct conv_out *o, int kernel, int stride, int pad,
                                bool accumulate, const struct gpu_tensor *scratch, bool per_image) {
   const VkPhysicalDeviceLimits *l = gpu_limits(g);
+  const struct gpu_tensor *y = o->y;
   int64_t N = x->shape[0], C = x->shape[1], Kp = conv_weight_cols(C, kernel), Co = w->shape[0];
-  int64_t HW = y->shape[2] * y->shape[3], room = gpu_tensor_numel(scratch);
+  int64_t HW = o->Ho * o->Wo, room = gpu_tensor_numel(scratch);
   if ((uint64_t)room * 4 > l->maxStorageBufferRange) room = l->maxStorageBufferRange / 4;
   if ((uint64_t)room > (uint64_t)l->maxTexelBufferElements * 4) room = (int64_t)l->maxTexelBufferElements * 4;
   int64_t chunk = room / Kp;
@@ -170,8 +178,9 @@ static enum status conv_im2col(struct gpu *g, const struct gpu_tensor *x, const 
        * operand formats of a linear layer, so llvmpipe compiles one GEMM variant for both */
       struct matmul mm = {.a = &col, .b = w, .bias = b, .y = y, .M = np, .N = Co, .K = Kp,
                           .bias_mode = b ? BIAS_COL : BIAS_NONE, .bias_offset = per_image ? (uint32_t)(n * Co) : 0,
-                          .ldy = (uint32_t)HW, .y_offset = (uint32_t)(n * Co * HW + p0), .accumulate = accumulate,
-                          .transpose_y = 1};
+                          .ldy = (uint32_t)(o->tokens ? Co : HW),
+                          .y_offset = (uint32_t)(o->tokens ? (n * HW + p0) * Co : n * Co * HW + p0),
+                          .accumulate = accumulate, .transpose_y = !o->tokens};
       if ((s = matmul(g, &mm, LINEAR_AUTO))) return s;
     }
   return STATUS_OK;
@@ -305,39 +314,111 @@ static enum status conv_winograd(struct gpu *g, const struct gpu_tensor *x, cons
   return STATUS_OK;
 }
 
+/* Implicit-GEMM convolutions: the matrix product reads x in place, no patches in the scratch.
+ * CPU devices: 1x1 stride-1 convolutions through linear_tiled's channel-major mode (as many texel
+ * fetches as with im2col's rows, and no im2col pass); other kernels keep im2col there, whose vec4
+ * rows cost the register-blocked product a quarter of the fetches of gathering single values.
+ * GPUs: any convolution through linear_shared's patch gather, where the gather is part of staging
+ * a tile in shared memory. */
+static bool implicit_ok(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w, int64_t M, int kernel,
+                        int stride, int pad) {
+  const VkPhysicalDeviceLimits *l = gpu_limits(g);
+  int64_t N = x->shape[0], C = x->shape[1], HW = x->shape[2] * x->shape[3], Co = w->shape[0];
+  if (!gpu_texel_format_ok(g, vec4_format(w->dtype)) || N > l->maxComputeWorkGroupCount[2] ||
+      Co * w->shape[1] / 4 > l->maxTexelBufferElements)
+    return false;
+  if (is_cpu(g))
+    return kernel == 1 && stride == 1 && pad == 0 && C % 4 == 0 && HW % 4 == 0 && gpu_texel_format_ok(g, vec4_format(DT_F32)) &&
+           N * C * HW / 4 <= l->maxTexelBufferElements && div_up(M, 16) <= l->maxComputeWorkGroupCount[1];
+  return gpu_texel_format_ok(g, VK_FORMAT_R32_SFLOAT) && N * C * HW <= l->maxTexelBufferElements &&
+         div_up(M, 64) <= l->maxComputeWorkGroupCount[1];
+}
+
+static enum status conv_implicit(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w,
+                                 const struct gpu_tensor *b, const struct conv_out *o, int kernel, int stride, int pad,
+                                 bool accumulate, bool per_image) {
+  int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], Co = w->shape[0], M = o->Ho * o->Wo;
+  struct linear_push p = {.rows = (u32)M, .cols = (u32)Co, .inner = (u32)w->shape[1], .bias_mode = b ? BIAS_COL : BIAS_NONE,
+                          .ldy = (u32)(o->tokens ? Co : M), .accumulate = accumulate, .y_batch = (u32)(M * Co),
+                          .bias_batch = per_image ? (u32)Co : 0, .transpose_y = !o->tokens,
+                          .conv_channels = (u32)C, .conv_height = (u32)H, .conv_width = (u32)W,
+                          .conv_out_width = (u32)o->Wo, .conv_stride = (u32)stride,
+                          .conv_pad = (u32)(pad == CONV_PAD_BOTTOM_RIGHT ? 0 : pad)}; /* bottom/right: out of bounds */
+  const struct gpu_tensor *bias = b ? b : o->y;
+  if (is_cpu(g)) {
+    p.a_batch = (u32)(C * H * W / 4); /* texels */
+    uint32_t bm = 16, bn = 8, wg = 32; /* as in matmul */
+    uint32_t spec[] = {wg, bm, bn, 1};
+    struct gpu_arg args[] = {{bias, 0}, {o->y, 0}, {x, vec4_format(DT_F32)}, {w, vec4_format(w->dtype)}};
+    return gpu_dispatch(g, KERNEL_linear_tiled, spec, 4, args, 4, &p, sizeof p, div_up(div_up(Co, bn), wg),
+                        div_up(M, bm), (uint32_t)N);
+  }
+  p.a_batch = (u32)(C * H * W);
+  uint32_t spec[] = {1, (uint32_t)kernel};
+  struct gpu_arg args[] = {{bias, 0}, {o->y, 0}, {x, VK_FORMAT_R32_SFLOAT}, {w, vec4_format(w->dtype)}};
+  return gpu_dispatch(g, KERNEL_linear_shared, spec, 2, args, 4, &p, sizeof p, div_up(Co, 64), div_up(M, 64), (uint32_t)N);
+}
+
+/* The checks and the choice of algorithm behind op_conv2d_variant and op_conv2d_tokens. */
+static enum status conv_run(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w, const struct gpu_tensor *b,
+                            const struct gpu_tensor *y, int kernel, int stride, int pad, bool accumulate,
+                            const struct gpu_tensor *scratch, enum conv_variant variant, bool tokens) {
+  const char *op = tokens ? "conv2d_tokens" : "conv2d";
+  if (!is_f32(x) || x->ndim != 4) return shape_error(op, "x", x, "[N, C, H, W] f32");
+  int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], Kp = conv_weight_cols(C, kernel);
+  if (w->ndim != 2 || w->shape[1] != Kp || w->dtype == DT_I32)
+    return shape_error(op, "W", w, "[Cout, C*k*k rounded up to 4] (the device layout of a convolution)");
+  if (pad < CONV_PAD_BOTTOM_RIGHT || kernel < 1 || stride < 1)
+    return status_set(STATUS_INVALID_ARGUMENT, "%s: kernel %d, stride %d, padding %d", op, kernel, stride, pad);
+  int64_t Co = w->shape[0], Ho = conv_out_size(H, kernel, stride, pad), Wo = conv_out_size(W, kernel, stride, pad);
+  if (tokens ? !is_f32(y) || y->ndim != 3 || y->shape[0] != N || y->shape[1] != Ho * Wo || y->shape[2] != Co
+             : !is_f32(y) || y->ndim != 4 || y->shape[0] != N || y->shape[1] != Co || y->shape[2] != Ho || y->shape[3] != Wo)
+    return shape_error(op, "y", y, tokens ? "[N, Ho * Wo, Cout] f32" : "[N, Cout, Ho, Wo] f32");
+  /* bias: [Cout] shared, or [N, Cout] per image (a ResBlock's conv bias plus its time embedding) */
+  bool per_image = b && gpu_tensor_numel(b) == N * Co && N > 1;
+  if (b && (!is_f32(b) || (gpu_tensor_numel(b) != Co && gpu_tensor_numel(b) != N * Co)))
+    return shape_error(op, "bias", b, "[Cout] or [N, Cout] f32");
+  if (!is_f32(scratch)) return shape_error(op, "scratch", scratch, "f32");
+  struct conv_out o = {.y = y, .Ho = Ho, .Wo = Wo, .tokens = tokens};
+  int64_t T = ((Ho + 3) / 4) * ((Wo + 3) / 4), nt = 0, cb = 0;
+  bool wino = !tokens && wino_eligible(g, w, C, kernel, stride, pad) &&
+              wino_plan(g, C, Co, T, gpu_tensor_numel(scratch), &nt, &cb);
+  bool implicit = implicit_ok(g, x, w, Ho * Wo, kernel, stride, pad);
+  if (variant == CONV_WINOGRAD && !wino)
+    return status_set(STATUS_UNSUPPORTED, "%s: Winograd needs a 3x3 stride-1 convolution, padding 0 or 1, over a multiple "
+                      "of 4 channels and scratch for 32 output channels (k%d s%d C %lld)", op, kernel, stride, (long long)C);
+  if (variant == CONV_IMPLICIT && !implicit)
+    return status_set(STATUS_UNSUPPORTED, "%s: no implicit-GEMM kernel for k%d s%d over %lld channels of %lldx%lld on this "
+                      "device class (CPU devices: 1x1 stride 1, channels and pixels multiples of 4)", op, kernel, stride,
+                      (long long)C, (long long)H, (long long)W);
+  /* VKDIFFUSION_CONV=winograd|implicit|im2col makes CONV_AUTO pick that algorithm wherever it
+   * applies (the golden-model tests run each way) */
+  const char *force = variant == CONV_AUTO ? getenv("VKDIFFUSION_CONV") : NULL;
+  if (force && !strcmp(force, "im2col")) wino = implicit = false;
+  if (force && !strcmp(force, "implicit")) wino = false;
+  int64_t min_tiles = force && !strcmp(force, "winograd") ? 0 : WINO_MIN_TILES;
+  if (variant == CONV_AUTO) variant = wino && T >= min_tiles ? CONV_WINOGRAD : implicit ? CONV_IMPLICIT : CONV_IM2COL;
+  if (variant == CONV_IMPLICIT) return conv_implicit(g, x, w, b, &o, kernel, stride, pad, accumulate, per_image);
+  if (variant == CONV_IM2COL) return conv_im2col(g, x, w, b, &o, kernel, stride, pad, accumulate, scratch, per_image);
+  return conv_winograd(g, x, w, b, y, accumulate, scratch, per_image, pad, nt, cb);
+}
+
 enum status op_conv2d(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w, const struct gpu_tensor *b,
                       const struct gpu_tensor *y, int kernel, int stride, int pad, bool accumulate,
                       const struct gpu_tensor *scratch) {
-  return op_conv2d_variant(g, x, w, b, y, kernel, stride, pad, accumulate, scratch, CONV_AUTO);
+  return conv_run(g, x, w, b, y, kernel, stride, pad, accumulate, scratch, CONV_AUTO, false);
 }
 
 enum status op_conv2d_variant(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w,
                               const struct gpu_tensor *b, const struct gpu_tensor *y, int kernel, int stride, int pad,
                               bool accumulate, const struct gpu_tensor *scratch, enum conv_variant variant) {
-  if (!is_f32(x) || x->ndim != 4) return shape_error("conv2d", "x", x, "[N, C, H, W] f32");
-  int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], Kp = conv_weight_cols(C, kernel);
-  if (w->ndim != 2 || w->shape[1] != Kp || w->dtype == DT_I32)
-    return shape_error("conv2d", "W", w, "[Cout, C*k*k rounded up to 4] (the device layout of a convolution)");
-  int64_t Co = w->shape[0], Ho = conv_out_size(H, kernel, stride, pad), Wo = conv_out_size(W, kernel, stride, pad);
-  if (!is_f32(y) || y->ndim != 4 || y->shape[0] != N || y->shape[1] != Co || y->shape[2] != Ho || y->shape[3] != Wo)
-    return shape_error("conv2d", "y", y, "[N, Cout, Ho, Wo] f32");
-  /* bias: [Cout] shared, or [N, Cout] per image (a ResBlock's conv bias plus its time embedding) */
-  bool per_image = b && gpu_tensor_numel(b) == N * Co && N > 1;
-  if (b && (!is_f32(b) || (gpu_tensor_numel(b) != Co && gpu_tensor_numel(b) != N * Co)))
-    return shape_error("conv2d", "bias", b, "[Cout] or [N, Cout] f32");
-  if (!is_f32(scratch)) return shape_error("conv2d", "scratch", scratch, "f32");
-  int64_t T = ((Ho + 3) / 4) * ((Wo + 3) / 4), nt = 0, cb = 0;
-  bool wino = wino_eligible(g, w, C, kernel, stride, pad) && wino_plan(g, C, Co, T, gpu_tensor_numel(scratch), &nt, &cb);
-  if (variant == CONV_WINOGRAD && !wino)
-    return status_set(STATUS_UNSUPPORTED, "conv2d: Winograd needs a 3x3 stride-1 convolution, padding 0 or 1, over a multiple "
-                      "of 4 channels and scratch for 32 output channels (k%d s%d C %lld)", kernel, stride, (long long)C);
-  /* VKDIFFUSION_CONV=winograd|im2col makes CONV_AUTO pick that algorithm wherever it applies
-   * (the golden-model tests run both ways) */
-  const char *force = variant == CONV_AUTO ? getenv("VKDIFFUSION_CONV") : NULL;
-  int64_t min_tiles = force && !strcmp(force, "winograd") ? 0 : force && !strcmp(force, "im2col") ? INT64_MAX : WINO_MIN_TILES;
-  if (variant == CONV_IM2COL || (variant == CONV_AUTO && (!wino || T < min_tiles)))
-    return conv_im2col(g, x, w, b, y, kernel, stride, pad, accumulate, scratch, per_image);
-  return conv_winograd(g, x, w, b, y, accumulate, scratch, per_image, pad, nt, cb);
+  return conv_run(g, x, w, b, y, kernel, stride, pad, accumulate, scratch, variant, false);
+}
+
+enum status op_conv2d_tokens(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w,
+                             const struct gpu_tensor *b, const struct gpu_tensor *y, const struct gpu_tensor *scratch,
+                             enum conv_variant variant) {
+  return conv_run(g, x, w, b, y, 1, 1, 0, false, scratch, variant, true);
 }
 
 #define IM2COL_PIXELS 16u /* pixels per work group: PIXELS in im2col.comp */

@@ -25,7 +25,7 @@ enum status op_linear_variant(struct gpu *g, const struct gpu_tensor *x, const s
 enum status op_linear_residual(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w,
                                const struct gpu_tensor *b, const struct gpu_tensor *y);
 
-/* Convolutions are matrix products (im2col, or Winograd's element-wise stage), with the weights
+/* Convolutions are matrix products (implicit GEMM, im2col, or Winograd's element-wise stage), with the weights
  * on the device as [Cout, Kp]:
  * Kp = C * k * k rounded up to 4, zero padded (conv_weight_cols). */
 int64_t conv_weight_cols(int64_t channels, int kernel);
@@ -40,15 +40,24 @@ int64_t conv_out_size(int64_t in, int kernel, int stride, int pad);
 enum status op_conv2d(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w, const struct gpu_tensor *b,
                       const struct gpu_tensor *y, int kernel, int stride, int pad, bool accumulate,
                       const struct gpu_tensor *scratch);
-/* The same with a chosen algorithm: im2col + the matrix product (any convolution), or Winograd
- * F(4x4, 3x3) (3x3, stride 1, padding 0 or 1, channels a multiple of 4: the filters, inputs and
- * products in the scratch, 36 products of a quarter the multiplications; STATUS_UNSUPPORTED
- * otherwise). CONV_AUTO, what op_conv2d does: Winograd where it applies and the image has at
- * least 256 tiles of 4x4 pixels (64x64), im2col elsewhere. */
-enum conv_variant { CONV_AUTO, CONV_IM2COL, CONV_WINOGRAD };
+/* The same with a chosen algorithm:
+ * - CONV_IM2COL: im2col into the scratch + the matrix product (any convolution);
+ * - CONV_WINOGRAD: F(4x4, 3x3) (3x3, stride 1, padding 0 or 1, channels a multiple of 4: the
+ *   filters, inputs and products in the scratch, 36 products of a quarter the multiplications);
+ * - CONV_IMPLICIT: the matrix product reads x in place (no scratch): on GPUs any convolution, on
+ *   CPU devices 1x1 stride-1 ones over channels and pixels that are multiples of 4.
+ * STATUS_UNSUPPORTED where the chosen one does not apply. CONV_AUTO, what op_conv2d does: Winograd
+ * where it applies and the image has at least 256 tiles of 4x4 pixels (64x64), else implicit GEMM
+ * where it applies, else im2col. VKDIFFUSION_CONV=winograd|implicit|im2col prefers one. */
+enum conv_variant { CONV_AUTO, CONV_IM2COL, CONV_WINOGRAD, CONV_IMPLICIT };
 enum status op_conv2d_variant(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w,
                               const struct gpu_tensor *b, const struct gpu_tensor *y, int kernel, int stride, int pad,
                               bool accumulate, const struct gpu_tensor *scratch, enum conv_variant variant);
+/* y [N, H * W, Cout] = a 1x1 convolution of x [N, C, H, W] + b, written as tokens (a transformer's
+ * proj_in): CONV_AUTO, CONV_IMPLICIT or CONV_IM2COL (through the scratch) as above. */
+enum status op_conv2d_tokens(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w,
+                             const struct gpu_tensor *b, const struct gpu_tensor *y, const struct gpu_tensor *scratch,
+                             enum conv_variant variant);
 /* col [pixels, Kp] = the patches of output pixels [pixel0, pixel0 + pixels) of x[image]. */
 enum status op_im2col(struct gpu *g, const struct gpu_tensor *x, int64_t image, int kernel, int stride, int pad,
                       int64_t pixel0, const struct gpu_tensor *col);

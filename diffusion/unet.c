@@ -504,23 +504,17 @@ static enum status st_forward(struct run *r, const struct layer *L, struct gpu_t
   struct gpu *g = r->u->g;
   const struct spatial_transformer *st = L->st;
   int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], P = H * W;
-  int64_t Cp = conv_weight_cols(C, 1);
   enum status s;
   VkDeviceSize mark = workspace_mark(&r->T);
-  struct gpu_tensor hn, t, h, f, gg, col;
+  struct gpu_tensor hn, t, h, f, gg;
   if ((s = workspace_alloc(&r->T, DT_F32, 4, (int64_t[]){N, C, H, W}, &hn)) ||
       (s = workspace_alloc(&r->T, DT_F32, 3, (int64_t[]){N, P, C}, &t)) || (s = workspace_alloc(&r->T, DT_F32, 3, (int64_t[]){N, P, C}, &h)) ||
       (s = workspace_alloc(&r->T, DT_F32, 3, (int64_t[]){N, P, 2 * st->ff_inner}, &f)) ||
-      (s = workspace_alloc(&r->T, DT_F32, 3, (int64_t[]){N, P, st->ff_inner}, &gg)) ||
-      (s = workspace_alloc(&r->T, DT_F32, 2, (int64_t[]){P, Cp}, &col)))
+      (s = workspace_alloc(&r->T, DT_F32, 3, (int64_t[]){N, P, st->ff_inner}, &gg)))
     return s;
   RUN(op_group_norm(g, x, &st->norm_w, &st->norm_b, &hn, GN_GROUPS, 1e-6f, false)); /* norm */
-  for (int64_t n = 0; n < N; n++) { /* proj_in: the 1x1 convolution, written as tokens [P, C] */
-    struct gpu_tensor tn = gpu_tensor_rows(&t, n, 1);
-    tn = gpu_tensor_reshape(&tn, 2, (int64_t[]){P, C});
-    RUN(op_im2col(g, &hn, n, 1, 1, 0, 0, &col)); /* [C, P] -> [P, Cp] */
-    RUN(op_linear(g, &col, &st->proj_in_w, &st->proj_in_b, &tn, ACT_NONE));
-  }
+  /* proj_in: the 1x1 convolution (a linear layer in SD 2.x: the same product), written as tokens */
+  RUN(op_conv2d_tokens(g, &hn, &st->proj_in_w, &st->proj_in_b, &t, &r->scratch, CONV_AUTO));
   for (int d = 0; d < st->depth; d++) {
     const struct transformer_block *b = &st->blocks[d];
     RUN(op_layernorm(g, &t, &b->norm1_w, &b->norm1_b, &h, 1e-5f));

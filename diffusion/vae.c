@@ -195,25 +195,18 @@ static enum status res(struct run *r, const struct resnet *b, struct gpu_tensor 
 static enum status attention(struct run *r, const struct vae_attn *at, struct gpu_tensor *x) {
   struct vae *v = r->v;
   struct gpu *g = v->g;
-  int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], P = H * W, Cp = conv_weight_cols(C, 1);
-  struct gpu_tensor hn, col, q, k, vv, a;
+  int64_t N = x->shape[0], C = x->shape[1], P = x->shape[2] * x->shape[3];
+  struct gpu_tensor hn, q, k, vv, a;
   enum status s;
   VkDeviceSize mark = workspace_mark(&r->T);
-  if ((s = alloc(&r->T, 4, x->shape, &hn)) || (s = alloc(&r->T, 2, (int64_t[]){P, Cp}, &col)) ||
-      (s = alloc(&r->T, 3, (int64_t[]){N, P, C}, &q)) || (s = alloc(&r->T, 3, (int64_t[]){N, P, C}, &k)) ||
+  if ((s = alloc(&r->T, 4, x->shape, &hn)) || (s = alloc(&r->T, 3, (int64_t[]){N, P, C}, &q)) || (s = alloc(&r->T, 3, (int64_t[]){N, P, C}, &k)) ||
       (s = alloc(&r->T, 3, (int64_t[]){N, P, C}, &vv)) || (s = alloc(&r->T, 3, (int64_t[]){N, P, C}, &a)))
     return s;
   RUN(op_group_norm(g, x, &at->n_w, &at->n_b, &hn, GN_GROUPS, GN_EPS, false));
-  for (int64_t n = 0; n < N; n++) { /* q, k, v: 1x1 convolutions, written as tokens [P, C] */
-    struct gpu_tensor qn = gpu_tensor_rows(&q, n, 1), kn = gpu_tensor_rows(&k, n, 1), vn = gpu_tensor_rows(&vv, n, 1);
-    qn = gpu_tensor_reshape(&qn, 2, (int64_t[]){P, C});
-    kn = gpu_tensor_reshape(&kn, 2, (int64_t[]){P, C});
-    vn = gpu_tensor_reshape(&vn, 2, (int64_t[]){P, C});
-    RUN(op_im2col(g, &hn, n, 1, 1, 0, 0, &col));
-    RUN(op_linear(g, &col, &at->q_w, &at->q_b, &qn, ACT_NONE));
-    RUN(op_linear(g, &col, &at->k_w, &at->k_b, &kn, ACT_NONE));
-    RUN(op_linear(g, &col, &at->v_w, &at->v_b, &vn, ACT_NONE));
-  }
+  /* q, k, v: 1x1 convolutions, written as tokens [N, P, C] */
+  RUN(op_conv2d_tokens(g, &hn, &at->q_w, &at->q_b, &q, &r->scratch, CONV_AUTO));
+  RUN(op_conv2d_tokens(g, &hn, &at->k_w, &at->k_b, &k, &r->scratch, CONV_AUTO));
+  RUN(op_conv2d_tokens(g, &hn, &at->v_w, &at->v_b, &vv, &r->scratch, CONV_AUTO));
   RUN(op_attention(g, &q, &k, &vv, &a, 1, false, 1.0f / sqrtf((float)C))); /* one head over all pixels */
   RUN(op_matmul_nchw(g, &at->o_w, &a, &at->o_b, x, true));                  /* x += proj_out(a) */
   workspace_reset(&r->T, mark);

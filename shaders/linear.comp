@@ -23,7 +23,7 @@ void main() {
   int wo = int(n * p.inner);
   float acc = 0.0;
   for (uint k = 0; k < p.inner; k++) acc += x[xo + k] * texelFetch(W, wo + int(k)).x;
-  if (p.bias_mode == BIAS_COL) acc += bias[p.bias_offset + n];
+  if (p.bias_mode == BIAS_COL) acc += bias[p.bias_offset + n]; // batches: the tiled kernels only
   acc = vkd_act(acc, p.act);
   uint o = p.y_offset + (p.transpose_y != 0 ? n * p.ldy + m : m * p.ldy + n);
   y[o] = p.accumulate != 0 ? y[o] + acc : acc;

@@ -39,6 +39,10 @@ struct linear_push {
   u32 a_batch, b_batch, y_batch;
   u32 transpose_y; /* 1: the result goes to y[y_offset + n * ldy + m] (a convolution: pixel rows of a,
                     * output channels of b, stored NCHW) */
+  u32 bias_batch;  /* bias elements between batch elements (a bias per image) */
+  /* implicit-GEMM convolutions (A_MODE 1 of linear_tiled and linear_shared): a is batch element z's
+   * NCHW image, read in place: its channels and size, the output's width, the stride and padding */
+  u32 conv_channels, conv_height, conv_width, conv_out_width, conv_stride, conv_pad;
 };
 
 struct layernorm_push {

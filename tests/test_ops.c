@@ -220,8 +220,9 @@ static float *conv_layout(const float *w, int64_t Co, int64_t C, int k) {
   return d;
 }
 
-static void test_conv_v(int64_t N, int64_t C, int64_t H, int64_t W, int64_t Co, int k, int stride, int pad, enum dtype wdt,
-                        int64_t scratch_elems, bool per_image_bias, bool accumulate, enum conv_variant v) {
+/* tokens: y [N, Ho * Wo, Co] through op_conv2d_tokens (1x1, no accumulation) */
+static void test_conv_vt(int64_t N, int64_t C, int64_t H, int64_t W, int64_t Co, int k, int stride, int pad, enum dtype wdt,
+                         int64_t scratch_elems, bool per_image_bias, bool accumulate, enum conv_variant v, bool tokens) {
   gpu_arena_reset(arena, 0);
   int64_t Ho = conv_out_size(H, k, stride, pad), Wo = conv_out_size(W, k, stride, pad), out = N * Co * Ho * Wo;
   float *x = random_array(N * C * H * W, 15, 1.0f), *w = random_array(Co * C * k * k, 16, 1.0f / sqrtf((float)(C * k * k)));
@@ -231,25 +232,43 @@ static void test_conv_v(int64_t N, int64_t C, int64_t H, int64_t W, int64_t Co, 
   struct gpu_tensor tx = upload(DT_F32, 4, (int64_t[]){N, C, H, W}, x);
   struct gpu_tensor tw = upload(wdt, 2, (int64_t[]){Co, conv_weight_cols(C, k)}, wd);
   struct gpu_tensor tb = upload(DT_F32, 1, (int64_t[]){per_image_bias ? N * Co : Co}, b);
-  struct gpu_tensor ty = upload(DT_F32, 4, (int64_t[]){N, Co, Ho, Wo}, y0), scratch = output(1, (int64_t[]){scratch_elems});
+  struct gpu_tensor ty = tokens ? upload(DT_F32, 3, (int64_t[]){N, Ho * Wo, Co}, y0) : upload(DT_F32, 4, (int64_t[]){N, Co, Ho, Wo}, y0);
+  struct gpu_tensor scratch = output(1, (int64_t[]){scratch_elems});
   CHECK_OK(gpu_begin(g));
   if (!accumulate) CHECK_OK(gpu_fill(g, &ty, NAN_BITS));
-  CHECK_OK(op_conv2d_variant(g, &tx, &tw, &tb, &ty, k, stride, pad, accumulate, &scratch, v));
+  if (tokens)
+    CHECK_OK(op_conv2d_tokens(g, &tx, &tw, &tb, &ty, &scratch, v));
+  else
+    CHECK_OK(op_conv2d_variant(g, &tx, &tw, &tb, &ty, k, stride, pad, accumulate, &scratch, v));
   CHECK_OK(gpu_submit(g));
   float *got = download(&ty);
   for (int64_t n = 0; n < N; n++)
     ref_conv2d(x + n * C * H * W, w, b + (per_image_bias ? n * Co : 0), ref + n * Co * Ho * Wo, 1, C, H, W, Co, k, stride, pad);
   if (accumulate)
     for (int64_t i = 0; i < out; i++) ref[i] += y0[i];
+  if (tokens) { /* [N, Co, P] -> [N, P, Co] */
+    int64_t P = Ho * Wo;
+    float *t = malloc(out * 4 + 4);
+    for (int64_t n = 0; n < N; n++)
+      for (int64_t c = 0; c < Co; c++)
+        for (int64_t q = 0; q < P; q++) t[(n * P + q) * Co + c] = ref[(n * Co + c) * P + q];
+    free(ref), ref = t;
+  }
   char what[128];
-  snprintf(what, sizeof what, "conv2d%s %lldx%lldx%lldx%lld->%lld k%d s%d%s %s%s%s",
-           v == CONV_WINOGRAD ? " winograd" : v == CONV_IM2COL ? " im2col" : "", (long long)N, (long long)C, (long long)H,
+  snprintf(what, sizeof what, "conv2d%s%s %lldx%lldx%lldx%lld->%lld k%d s%d%s %s%s%s", tokens ? "_tokens" : "",
+           v == CONV_WINOGRAD ? " winograd" : v == CONV_IM2COL ? " im2col" : v == CONV_IMPLICIT ? " implicit" : "",
+           (long long)N, (long long)C, (long long)H,
            (long long)W, (long long)Co, k, stride, pad == CONV_PAD_BOTTOM_RIGHT ? " pad(0,1)" : "", dtype_name(wdt),
            per_image_bias ? " bias/img" : "", accumulate ? " +=" : "");
   /* Winograd F(4x4, 3x3) adds fp32 rounding in its transforms (entries up to 8 and 1/24): the
    * same 1e-4 bound still holds on these O(1) values; the measured worst is printed */
   CHECK_CLOSE(what, got, ref, out, 1e-4, 1e-4);
   free(x), free(w), free(wd), free(b), free(ref), free(y0), free(got);
+}
+
+static void test_conv_v(int64_t N, int64_t C, int64_t H, int64_t W, int64_t Co, int k, int stride, int pad, enum dtype wdt,
+                        int64_t scratch_elems, bool per_image_bias, bool accumulate, enum conv_variant v) {
+  test_conv_vt(N, C, H, W, Co, k, stride, pad, wdt, scratch_elems, per_image_bias, accumulate, v, false);
 }
 
 static void test_conv(int64_t N, int64_t C, int64_t H, int64_t W, int64_t Co, int k, int stride, int pad, enum dtype wdt,
@@ -290,6 +309,42 @@ static void test_winograd(void) {
   CHECK_MSG(op_conv2d_variant(g, &x2, &w2, NULL, &x2, 3, 1, 1, false, &tiny, CONV_WINOGRAD) == STATUS_UNSUPPORTED,
         "Winograd refuses a scratch too small for one block");
   CHECK_OK(gpu_submit(g));
+}
+
+/* Implicit GEMM forced: 1x1 (both device classes), every other kernel on GPU kernels (on CPU
+ * kernels refused); the token output of a 1x1 convolution every way. */
+static void test_implicit(void) {
+  bool cpu = strcmp(gpu_info(g)->type, "cpu") == 0 && !(getenv("VKDIFFUSION_KERNELS") && !strcmp(getenv("VKDIFFUSION_KERNELS"), "gpu"));
+  test_conv_v(2, 96, 8, 12, 64, 1, 1, 0, DT_F16, 1 << 20, true, true, CONV_IMPLICIT); /* skip: bias per image, += */
+  test_conv_v(1, 8, 5, 4, 13, 1, 1, 0, DT_F32, 1 << 20, false, false, CONV_IMPLICIT); /* odd Cout, 20 pixels */
+  test_conv_v(3, 36, 20, 20, 20, 1, 1, 0, DT_F16, 1 << 20, false, false, CONV_IMPLICIT); /* 400 pixels: partial blocks */
+  if (!cpu) {
+    test_conv_v(2, 32, 16, 24, 64, 3, 1, 1, DT_F16, 1 << 20, true, false, CONV_IMPLICIT);
+    test_conv_v(1, 320, 8, 8, 320, 3, 1, 1, DT_F16, 1 << 20, false, true, CONV_IMPLICIT);
+    test_conv_v(2, 4, 16, 16, 320, 3, 1, 1, DT_F32, 1 << 20, false, false, CONV_IMPLICIT);   /* conv_in: K = 36 */
+    test_conv_v(1, 3, 7, 7, 7, 3, 1, 1, DT_F32, 1 << 20, false, false, CONV_IMPLICIT);       /* K = 27: padded to 28 */
+    test_conv_v(1, 64, 15, 9, 64, 3, 2, 1, DT_F32, 1 << 20, false, false, CONV_IMPLICIT);    /* downsample, odd sizes */
+    test_conv_v(1, 8, 15, 9, 16, 3, 2, CONV_PAD_BOTTOM_RIGHT, DT_F32, 1 << 20, false, false, CONV_IMPLICIT);
+    test_conv_v(2, 16, 13, 10, 24, 3, 1, 0, DT_F16, 1 << 20, true, true, CONV_IMPLICIT);     /* padding 0 */
+    test_conv_v(1, 6, 9, 11, 5, 5, 2, 2, DT_F32, 1 << 20, false, false, CONV_IMPLICIT);      /* 5x5, C % 4 != 0 */
+  } else {
+    gpu_arena_reset(arena, 0);
+    struct gpu_tensor x, w, y, sc;
+    CHECK_OK(gpu_arena_alloc(arena, DT_F32, 4, (int64_t[]){1, 8, 8, 8}, &x));
+    CHECK_OK(gpu_arena_alloc(arena, DT_F32, 2, (int64_t[]){8, conv_weight_cols(8, 3)}, &w));
+    CHECK_OK(gpu_arena_alloc(arena, DT_F32, 4, (int64_t[]){1, 8, 8, 8}, &y));
+    CHECK_OK(gpu_arena_alloc(arena, DT_F32, 1, (int64_t[]){1 << 16}, &sc));
+    CHECK_OK(gpu_begin(g));
+    CHECK_MSG(op_conv2d_variant(g, &x, &w, NULL, &y, 3, 1, 1, false, &sc, CONV_IMPLICIT) == STATUS_UNSUPPORTED,
+              "CPU kernels: implicit GEMM refuses a 3x3 convolution");
+    CHECK_OK(gpu_submit(g));
+  }
+  const enum conv_variant vs[] = {CONV_AUTO, CONV_IMPLICIT, CONV_IM2COL};
+  for (int i = 0; i < 3; i++) {
+    test_conv_vt(2, 32, 8, 6, 48, 1, 1, 0, DT_F16, 1 << 20, false, false, vs[i], true);    /* proj_in */
+    test_conv_vt(1, 12, 3, 4, 7, 1, 1, 0, DT_F32, 1 << 20, false, false, vs[i], true);
+  }
+  test_conv_vt(2, 16, 9, 7, 16, 1, 1, 0, DT_F32, 16 * 10, true, false, CONV_IM2COL, true); /* chunked, bias per image */
 }
 
 static void test_group_norm_v(int64_t N, int64_t C, int64_t P, int groups, bool silu, enum group_norm_variant v) {
@@ -776,6 +831,7 @@ int main(void) {
   test_conv(1, 512, 16, 16, 512, 3, 1, 1, DT_F16, 4 << 20, false, false); /* the VAE mid block */
   test_conv(1, 4, 260, 260, 4, 1, 1, 0, DT_F32, 1 << 20, false, false); /* 67600 pixels > 65535 work group rows: chunked */
   test_winograd();
+  test_implicit();
   if (!gpu_info(g)->subgroup_arithmetic)
     fprintf(stderr, "  the device has no subgroup arithmetic: the _subgroup kernels are not run (nor picked)\n");
   test_group_norm(2, 64, 16 * 24, 32, true);
