@@ -191,7 +191,11 @@ static enum status conv_im2col(struct gpu *g, const struct gpu_tensor *x, const 
  * and products M [36, cb, nt] side by side in the scratch buffer. */
 #define WINO_TILES 4u  /* tiles an invocation of wino_input: TILES there */
 #define WINO_ALIGN 64  /* elements: each region starts on 256 bytes, the largest offset alignment Vulkan allows */
-#define WINO_MIN_TILES 256 /* CONV_AUTO: `bench ops` on lavapipe: 2x faster at 256 tiles an image, 22% slower at 64 */
+/* CONV_AUTO: Winograd from 64 tiles in the batch. The filters are transformed at each call, a cost
+ * that the tiles amortise: `bench ops` on lavapipe (2 cores, one session), im2col -> Winograd:
+ * 2x320x32x32 (128 tiles) 97 -> 53 ms, 2x640x32x32 428 -> 267 ms, 2x320x64x64 437 -> 172 ms;
+ * 2x640x16x16 (32 tiles) 100 -> 130 ms, 2x1280x16x16 408 -> 571 ms. */
+#define WINO_MIN_TILES 64
 
 static int64_t align_up(int64_t v, int64_t a) { return (v + a - 1) / a * a; }
 
@@ -397,7 +401,7 @@ static enum status conv_run(struct gpu *g, const struct gpu_tensor *x, const str
   if (force && !strcmp(force, "im2col")) wino = implicit = false;
   if (force && !strcmp(force, "implicit")) wino = false;
   int64_t min_tiles = force && !strcmp(force, "winograd") ? 0 : WINO_MIN_TILES;
-  if (variant == CONV_AUTO) variant = wino && T >= min_tiles ? CONV_WINOGRAD : implicit ? CONV_IMPLICIT : CONV_IM2COL;
+  if (variant == CONV_AUTO) variant = wino && N * T >= min_tiles ? CONV_WINOGRAD : implicit ? CONV_IMPLICIT : CONV_IM2COL;
   if (variant == CONV_IMPLICIT) return conv_implicit(g, x, w, b, &o, kernel, stride, pad, accumulate, per_image);
   if (variant == CONV_IM2COL) return conv_im2col(g, x, w, b, &o, kernel, stride, pad, accumulate, scratch, per_image);
   return conv_winograd(g, x, w, b, y, accumulate, scratch, per_image, pad, nt, cb);

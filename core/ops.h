@@ -47,8 +47,8 @@ enum status op_conv2d(struct gpu *g, const struct gpu_tensor *x, const struct gp
  * - CONV_IMPLICIT: the matrix product reads x in place (no scratch): on GPUs any convolution, on
  *   CPU devices 1x1 stride-1 ones over channels and pixels that are multiples of 4.
  * STATUS_UNSUPPORTED where the chosen one does not apply. CONV_AUTO, what op_conv2d does: Winograd
- * where it applies and the image has at least 256 tiles of 4x4 pixels (64x64), else implicit GEMM
- * where it applies, else im2col. VKDIFFUSION_CONV=winograd|implicit|im2col prefers one. */
+ * where it applies and the batch has at least 64 tiles of 4x4 pixels (one 32x32 map, four of
+ * 16x16), else implicit GEMM where it applies, else im2col. VKDIFFUSION_CONV=winograd|implicit|im2col prefers one. */
 enum conv_variant { CONV_AUTO, CONV_IM2COL, CONV_WINOGRAD, CONV_IMPLICIT };
 enum status op_conv2d_variant(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w,
                               const struct gpu_tensor *b, const struct gpu_tensor *y, int kernel, int stride, int pad,
