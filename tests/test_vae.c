@@ -130,10 +130,13 @@ static void encoder_golden(const char *label, const char *ckpt, const char *gold
       CHECK_OK(vae_load(gpu, st, &(struct vae_options){.fp16 = fp16, .encoder = true, .band_rows = 3}, &vt));
       float *mt = malloc(nz * 4), *lt = malloc(nz * 4);
       if (vt) CHECK_OK(vae_encode(vt, image, 1, H, W, VAE_TILING_ON, mt, lt));
-      /* with every convolution through Winograd (VKDIFFUSION_CONV=winograd, test_vae_winograd) the
-       * bands and the whole image round differently in the transforms: measured 1.07e-5, bound 5e-5 */
-      const char *conv = getenv("VKDIFFUSION_CONV");
-      double tol = fp16 ? 1e-3 : conv && !strcmp(conv, "winograd") ? 5e-5 : 1e-5;
+      /* where Winograd's transforms round the bands or the whole image and not the other the same
+       * way: every convolution through Winograd (VKDIFFUSION_CONV=winograd, test_vae_winograd:
+       * measured 1.07e-5) or the GPU kernels (test_vae_gpu_kernels: Winograd on the whole image,
+       * implicit GEMM on the narrower bands, measured 1.53e-5; 5.3e-6 with Winograd off) */
+      const char *conv = getenv("VKDIFFUSION_CONV"), *kern = getenv("VKDIFFUSION_KERNELS");
+      bool mixed = (conv && !strcmp(conv, "winograd")) || (kern && !strcmp(kern, "gpu"));
+      double tol = fp16 ? 1e-3 : mixed ? 5e-5 : 1e-5;
       snprintf(what, sizeof what, "VAE encoder %s: tiled mean vs whole", label);
       CHECK_CLOSE(what, mt, mean, nz, tol, 1e-5);
       snprintf(what, sizeof what, "VAE encoder %s: tiled logvar vs whole", label);
