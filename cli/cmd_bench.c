@@ -93,30 +93,36 @@ static enum status run_attention(struct gpu *g, void *c) {
 
 struct conv_ctx {
   struct gpu_tensor x, w, b, y, scratch;
+  int kernel;
   enum conv_variant variant;
 };
 static enum status run_conv(struct gpu *g, void *c) {
   struct conv_ctx *v = c;
-  return op_conv2d_variant(g, &v->x, &v->w, &v->b, &v->y, 3, 1, 1, false, &v->scratch, v->variant);
+  return op_conv2d_variant(g, &v->x, &v->w, &v->b, &v->y, v->kernel, 1, v->kernel / 2, false, &v->scratch, v->variant);
 }
 
-/* 3x3 convolutions at the U-Net's and the VAE's shapes, each algorithm: GFLOP/s counts the direct
- * convolution's 2 * 9 * C multiply-adds per output, so the rows compare wall time. */
+/* Convolutions at the U-Net's and the VAE's shapes (C in, C out), each algorithm that applies on
+ * this device class: GFLOP/s counts the direct convolution's 2 * k * k * C multiply-adds per
+ * output, so the rows compare wall time. */
 static int bench_convs(struct gpu *g, double peak) {
   struct {
     int64_t n, c, h, w;
+    int k;
     const char *what;
-  } cv[] = {{2, 64, 16, 16, "demo U-Net, CFG"},      {2, 320, 64, 64, "SD U-Net 512^2, CFG"},
-            {2, 640, 32, 32, "SD U-Net 512^2, CFG"}, {2, 1280, 16, 16, "SD U-Net 512^2, CFG"},
-            {2, 1280, 8, 8, "SD U-Net 512^2, CFG"},  {2, 320, 32, 32, "SD U-Net 256^2, CFG"},
-            {2, 640, 16, 16, "SD U-Net 256^2, CFG"}, {1, 512, 64, 64, "SD VAE 512^2"},
-            {1, 256, 256, 256, "SD VAE 512^2"},      {1, 128, 512, 512, "SD VAE 512^2"}};
+  } cv[] = {{2, 64, 16, 16, 3, "demo U-Net, CFG"},      {2, 320, 64, 64, 3, "SD U-Net 512^2, CFG"},
+            {2, 640, 32, 32, 3, "SD U-Net 512^2, CFG"}, {2, 1280, 16, 16, 3, "SD U-Net 512^2, CFG"},
+            {2, 1280, 8, 8, 3, "SD U-Net 512^2, CFG"},  {2, 320, 32, 32, 3, "SD U-Net 256^2, CFG"},
+            {2, 640, 16, 16, 3, "SD U-Net 256^2, CFG"}, {1, 512, 64, 64, 3, "SD VAE 512^2"},
+            {1, 256, 256, 256, 3, "SD VAE 512^2"},      {1, 128, 512, 512, 3, "SD VAE 512^2"},
+            {2, 320, 64, 64, 1, "SD U-Net 512^2 proj, CFG"}, {1, 512, 64, 64, 1, "SD VAE 512^2 q/k/v"}};
   const int64_t scratch = 8 << 20; /* the U-Net's */
-  const char *names[] = {"im2col", "winograd"};
+  const char *names[] = {"im2col", "winograd", "implicit"};
+  const enum conv_variant vs[] = {CONV_IM2COL, CONV_WINOGRAD, CONV_IMPLICIT};
   for (size_t i = 0; i < sizeof cv / sizeof *cv; i++) { /* one set of operands, each algorithm on it */
     struct gpu_arena *a = NULL;
     struct conv_ctx c = {0};
-    int64_t n = cv[i].n, ch = cv[i].c, h = cv[i].h, w = cv[i].w, kp = conv_weight_cols(ch, 3);
+    int64_t n = cv[i].n, ch = cv[i].c, h = cv[i].h, w = cv[i].w, k = cv[i].k, kp = conv_weight_cols(ch, cv[i].k);
+    c.kernel = cv[i].k;
     VkDeviceSize bytes = 2 * gpu_aligned_size(g, n * ch * h * w * 4) + gpu_aligned_size(g, ch * kp * 2) +
                          gpu_aligned_size(g, ch * 4) + gpu_aligned_size(g, scratch * 4);
     enum status st = gpu_arena_create(g, bytes, "bench", &a);
@@ -128,15 +134,20 @@ static int bench_convs(struct gpu *g, double peak) {
     if (!st) st = upload_random(g, &c.x, 7);
     if (!st) st = upload_random(g, &c.w, 8);
     if (!st) st = upload_random(g, &c.b, 9);
-    double flops = 2.0 * 9 * ch * ch * h * w * n;
-    for (int v = 0; v < 2 && !st; v++) {
-      c.variant = v ? CONV_WINOGRAD : CONV_IM2COL;
+    double flops = 2.0 * k * k * ch * ch * h * w * n;
+    for (int v = 0; v < 3 && !st; v++) {
+      if (k != 3 && vs[v] == CONV_WINOGRAD) continue;
+      c.variant = vs[v];
       double s = 0;
-      if ((st = time_op(g, run_conv, &c, flops > 2e10 ? 1 : 3, &s))) break;
+      if ((st = time_op(g, run_conv, &c, flops > 2e10 ? 1 : 3, &s)) == STATUS_UNSUPPORTED) { /* not on this class */
+        st = STATUS_OK;
+        continue;
+      }
+      if (st) break;
       double gf = flops / s * 1e-9;
       char label[80];
-      snprintf(label, sizeof label, "conv3x3 %s %lldx%lldx%lldx%lld (%s)", names[v], (long long)n, (long long)ch,
-               (long long)h, (long long)w, cv[i].what);
+      snprintf(label, sizeof label, "conv%lldx%lld %s %lldx%lldx%lldx%lld (%s)", (long long)k, (long long)k, names[v],
+               (long long)n, (long long)ch, (long long)h, (long long)w, cv[i].what);
       printf("%-54s %10.3f %10.2f %7.1f%%\n", label, s * 1e3, gf, 100 * gf / peak);
     }
     gpu_arena_destroy(a);
@@ -570,9 +581,10 @@ int cmd_bench(int argc, char **argv) {
              "       vkdiffusion bench generate --model CKPT [--size 512] [--steps 20] [--config FILE]\n"
              "       vkdiffusion bench classify --model CLIP [--config FILE] [--precision fp16|fp32]\n\n"
              "ops: every kernel variant of linear (tiled, shared) at the CLIP shapes and 1024^3, attention\n"
-             "(vec4, flash) at T=77 and T=4096, and 3x3 convolutions (im2col, winograd) at the U-Net's and\n"
-             "the VAE's shapes: time, GFLOP/s and the ratio to the device's fp32 FMA peak measured by a\n"
-             "peak-FLOPs shader (convolutions count the direct convolution's FLOPs).\n");
+             "(vec4, flash) at T=77 and T=4096, and 3x3 and 1x1 convolutions (im2col, winograd, implicit\n"
+             "GEMM, where each applies on this device class) at the U-Net's and the VAE's shapes: time,\n"
+             "GFLOP/s and the ratio to the device's fp32 FMA peak measured by a peak-FLOPs shader\n"
+             "(convolutions count the direct convolution's FLOPs).\n");
       return 0;
     }
     if (!what && argv[i][0] != '-') {
