@@ -276,6 +276,21 @@ static void test_conv(int64_t N, int64_t C, int64_t H, int64_t W, int64_t Co, in
   test_conv_v(N, C, H, W, Co, k, stride, pad, wdt, scratch_elems, per_image_bias, accumulate, CONV_AUTO);
 }
 
+/* The status of a 3x3 convolution, padding 1, of 8 channels out over 1 x C x 8 x 8 forced through v. */
+static enum status conv_forced(int64_t C, int stride, int64_t scratch_elems, enum conv_variant v) {
+  gpu_arena_reset(arena, 0);
+  struct gpu_tensor x, w, y, sc;
+  int64_t Ho = conv_out_size(8, 3, stride, 1);
+  CHECK_OK(gpu_arena_alloc(arena, DT_F32, 4, (int64_t[]){1, C, 8, 8}, &x));
+  CHECK_OK(gpu_arena_alloc(arena, DT_F32, 2, (int64_t[]){8, conv_weight_cols(C, 3)}, &w));
+  CHECK_OK(gpu_arena_alloc(arena, DT_F32, 4, (int64_t[]){1, 8, Ho, Ho}, &y));
+  CHECK_OK(gpu_arena_alloc(arena, DT_F32, 1, (int64_t[]){scratch_elems}, &sc));
+  CHECK_OK(gpu_begin(g));
+  enum status s = op_conv2d_variant(g, &x, &w, NULL, &y, 3, stride, 1, false, &sc, v);
+  CHECK_OK(gpu_submit(g));
+  return s;
+}
+
 /* Winograd forced on shapes that exercise its edges, and refused where it does not apply. */
 static void test_winograd(void) {
   test_conv_v(2, 32, 16, 24, 64, 3, 1, 1, DT_F16, 1 << 20, true, false, CONV_WINOGRAD);  /* bias per image */
@@ -291,24 +306,9 @@ static void test_winograd(void) {
   test_conv_v(1, 512, 16, 16, 512, 3, 1, 1, DT_F16, 8 << 20, false, false, CONV_WINOGRAD); /* the VAE mid block */
   test_conv_v(1, 128, 64, 64, 128, 3, 1, 1, DT_F16, 8 << 20, false, false, CONV_AUTO);     /* the VAE at 256², auto */
   test_conv_v(1, 32, 16, 16, 32, 3, 1, 1, DT_F32, 1 << 20, false, false, CONV_IM2COL);
-  gpu_arena_reset(arena, 0);
-  struct gpu_tensor x, w, y, sc;
-  CHECK_OK(gpu_arena_alloc(arena, DT_F32, 4, (int64_t[]){1, 6, 8, 8}, &x));
-  CHECK_OK(gpu_arena_alloc(arena, DT_F32, 2, (int64_t[]){8, conv_weight_cols(6, 3)}, &w));
-  CHECK_OK(gpu_arena_alloc(arena, DT_F32, 4, (int64_t[]){1, 8, 8, 8}, &y));
-  CHECK_OK(gpu_arena_alloc(arena, DT_F32, 1, (int64_t[]){1 << 16}, &sc));
-  CHECK_OK(gpu_begin(g));
-  CHECK_MSG(op_conv2d_variant(g, &x, &w, NULL, &y, 3, 1, 1, false, &sc, CONV_WINOGRAD) == STATUS_UNSUPPORTED, "Winograd refuses 6 channels");
-  struct gpu_tensor y2, x2;
-  CHECK_OK(gpu_arena_alloc(arena, DT_F32, 4, (int64_t[]){1, 8, 4, 4}, &y2));
-  CHECK_OK(gpu_arena_alloc(arena, DT_F32, 4, (int64_t[]){1, 8, 8, 8}, &x2));
-  struct gpu_tensor w2;
-  CHECK_OK(gpu_arena_alloc(arena, DT_F32, 2, (int64_t[]){8, conv_weight_cols(8, 3)}, &w2));
-  CHECK_MSG(op_conv2d_variant(g, &x2, &w2, NULL, &y2, 3, 2, 1, false, &sc, CONV_WINOGRAD) == STATUS_UNSUPPORTED, "Winograd refuses stride 2");
-  struct gpu_tensor tiny = gpu_tensor_rows(&sc, 0, 1000);
-  CHECK_MSG(op_conv2d_variant(g, &x2, &w2, NULL, &x2, 3, 1, 1, false, &tiny, CONV_WINOGRAD) == STATUS_UNSUPPORTED,
-        "Winograd refuses a scratch too small for one block");
-  CHECK_OK(gpu_submit(g));
+  CHECK_MSG(conv_forced(6, 1, 1 << 16, CONV_WINOGRAD) == STATUS_UNSUPPORTED, "Winograd refuses 6 channels");
+  CHECK_MSG(conv_forced(8, 2, 1 << 16, CONV_WINOGRAD) == STATUS_UNSUPPORTED, "Winograd refuses stride 2");
+  CHECK_MSG(conv_forced(8, 1, 1000, CONV_WINOGRAD) == STATUS_UNSUPPORTED, "Winograd refuses a scratch too small for one block");
 }
 
 /* Implicit GEMM forced: 1x1 (both device classes), every other kernel on GPU kernels (on CPU
@@ -328,16 +328,7 @@ static void test_implicit(void) {
     test_conv_v(2, 16, 13, 10, 24, 3, 1, 0, DT_F16, 1 << 20, true, true, CONV_IMPLICIT);     /* padding 0 */
     test_conv_v(1, 6, 9, 11, 5, 5, 2, 2, DT_F32, 1 << 20, false, false, CONV_IMPLICIT);      /* 5x5, C % 4 != 0 */
   } else {
-    gpu_arena_reset(arena, 0);
-    struct gpu_tensor x, w, y, sc;
-    CHECK_OK(gpu_arena_alloc(arena, DT_F32, 4, (int64_t[]){1, 8, 8, 8}, &x));
-    CHECK_OK(gpu_arena_alloc(arena, DT_F32, 2, (int64_t[]){8, conv_weight_cols(8, 3)}, &w));
-    CHECK_OK(gpu_arena_alloc(arena, DT_F32, 4, (int64_t[]){1, 8, 8, 8}, &y));
-    CHECK_OK(gpu_arena_alloc(arena, DT_F32, 1, (int64_t[]){1 << 16}, &sc));
-    CHECK_OK(gpu_begin(g));
-    CHECK_MSG(op_conv2d_variant(g, &x, &w, NULL, &y, 3, 1, 1, false, &sc, CONV_IMPLICIT) == STATUS_UNSUPPORTED,
-              "CPU kernels: implicit GEMM refuses a 3x3 convolution");
-    CHECK_OK(gpu_submit(g));
+    CHECK_MSG(conv_forced(8, 1, 1 << 16, CONV_IMPLICIT) == STATUS_UNSUPPORTED, "CPU kernels: implicit GEMM refuses a 3x3 convolution");
   }
   const enum conv_variant vs[] = {CONV_AUTO, CONV_IMPLICIT, CONV_IM2COL};
   for (int i = 0; i < 3; i++) {

@@ -3,7 +3,7 @@
 # repository root, with ../shared beside it; about 5-8 minutes on a discrete GPU):
 #   1. build (Release), and the kernel tests with the device's own variants and with the GPU ones;
 #   2. `vkdiffusion bench ops`: each kernel variant's GFLOP/s (tiled and shared GEMM, vec4 and flash
-#      attention, im2col and Winograd convolutions) against the device's measured fp32 peak; the
+#      attention, im2col, Winograd and implicit-GEMM convolutions) against the device's measured fp32 peak; the
 #      target is the GPU's own GEMM (linear_shared) at >= 50% of it;
 #   3. SD 1.5 (random weights of the real shapes, fp16) U-Net step at 512x512 with CFG (batch 2),
 #      as it/s, to set beside the same card's published stable-diffusion.cpp Vulkan figures;
@@ -21,13 +21,14 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=Release > /dev/null
 cmake --build build -j"$(nproc)" > /dev/null
 echo "== devices"; ./build/vkdiffusion devices
 echo "== kernel tests: the device's variants, then the GPU variants forced"
-(cd build && ctest -R 'test_ops' --output-on-failure)
+(cd build && ctest -R 'test_ops|gpu_kernels' --output-on-failure)
 echo "== bench ops"; ./build/vkdiffusion bench ops
 ckpt="$out/sd15_f16.safetensors"
 [ -f "$ckpt" ] || ./build/tests/make_checkpoint sd "$shared/ref/goldens/weights_digest_unet_vae_sd15_seed1.json" vitl14 \
   --dtype f16 -o "$ckpt"
-echo "== SD 1.5 U-Net step, 512x512, CFG batch 2 (Winograd where it applies, then im2col only)"
+echo "== SD 1.5 U-Net step, 512x512, CFG batch 2 (Winograd where it applies, then implicit GEMM only, then im2col only)"
 ./build/vkdiffusion bench unet --model "$ckpt" --size 512 --batch 2 --runs 3
+VKDIFFUSION_CONV=implicit ./build/vkdiffusion bench unet --model "$ckpt" --size 512 --batch 2 --runs 2
 VKDIFFUSION_CONV=im2col ./build/vkdiffusion bench unet --model "$ckpt" --size 512 --batch 2 --runs 2
 echo "== SD 1.5 VAE decode 512x512"
 ./build/vkdiffusion bench vae --model "$ckpt" --size 512 --runs 2
