@@ -329,7 +329,7 @@ static bool implicit_ok(struct gpu *g, const struct gpu_tensor *x, const struct 
   const VkPhysicalDeviceLimits *l = gpu_limits(g);
   int64_t N = x->shape[0], C = x->shape[1], HW = x->shape[2] * x->shape[3], Co = w->shape[0];
   if (!gpu_texel_format_ok(g, vec4_format(w->dtype)) || N > l->maxComputeWorkGroupCount[2] ||
-      Co * w->shape[1] / 4 > l->maxTexelBufferElements)
+      Co * w->shape[1] / 4 > l->maxTexelBufferElements || N * C * HW > INT32_MAX) /* the shaders' int texel index */
     return false;
   if (is_cpu(g))
     return kernel == 1 && stride == 1 && pad == 0 && C % 4 == 0 && HW % 4 == 0 && gpu_texel_format_ok(g, vec4_format(DT_F32)) &&
