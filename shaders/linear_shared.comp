@@ -60,7 +60,10 @@ void main() {
         int j = 4 * (k0 + ck) + c, ch = j / KK, r = j - ch * KK, ky = r / KERNEL, kx = r - ky * KERNEL;
         int iy = iy0 + ky, ix = ix0 + kx;
         bool inside = ch < int(p.conv_channels) && iy >= 0 && ix >= 0 && iy < int(p.conv_height) && ix < int(p.conv_width);
-        as[ck * 4 + c][cr] = inside ? texelFetch(A, int(z * p.a_batch) + ch * cplane + iy * int(p.conv_width) + ix).x : 0.0;
+        // the padding fetches the image's first value (always in bounds, without robust access) and drops it
+        int at = int(z * p.a_batch) + (inside ? ch * cplane + iy * int(p.conv_width) + ix : 0);
+        float v = texelFetch(A, at).x;
+        as[ck * 4 + c][cr] = inside ? v : 0.0;
       }
     } else {
       vec4 av = k < K4 ? texelFetch(A, arow + k) : vec4(0.0);
