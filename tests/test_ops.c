@@ -352,16 +352,27 @@ static void test_group_norm_v(int64_t N, int64_t C, int64_t P, int groups, bool 
   float *got = download(&ty);
   ref_group_norm(x, gm, bt, ref, N, C, P, groups, 1e-6f, silu);
   char what[96];
-  snprintf(what, sizeof what, "group_norm%s %lldx%lldx%lld g%d%s", v == GN_SMALL ? " small" : v == GN_COOPERATIVE ? " coop" : v == GN_SUBGROUP ? " subgroup" : "",
+  snprintf(what, sizeof what, "group_norm%s %lldx%lldx%lld g%d%s", v == GN_SMALL ? " small" : v == GN_COOPERATIVE ? " coop" : v == GN_SUBGROUP ? " subgroup" : " auto",
            (long long)N, (long long)C, (long long)P, groups, silu ? " +silu" : "");
   CHECK_CLOSE(what, got, ref, N * C * P, 1e-4, 1e-4);
   free(x), free(gm), free(bt), free(ref), free(got);
 }
 
-/* every variant on each shape (forced, whatever op_group_norm would pick) */
+/* every variant on each shape (forced, whatever op_group_norm would pick); the small kernel
+ * refuses groups beyond its loop limit (llvmpipe would end its loops early: NaN outputs) */
 static void test_group_norm(int64_t N, int64_t C, int64_t P, int groups, bool silu) {
+  test_group_norm_v(N, C, P, groups, silu, GN_AUTO);
   test_group_norm_v(N, C, P, groups, silu, GN_COOPERATIVE);
-  test_group_norm_v(N, C, P, groups, silu, GN_SMALL);
+  if (3 * (C / groups * P) + C / groups <= GN_LOOP_LIMIT) {
+    test_group_norm_v(N, C, P, groups, silu, GN_SMALL);
+  } else {
+    gpu_arena_reset(arena, 0);
+    struct gpu_tensor x = output(3, (int64_t[]){N, C, P}), gb = output(1, (int64_t[]){C});
+    CHECK_OK(gpu_begin(g));
+    CHECK_MSG(op_group_norm_variant(g, &x, &gb, &gb, &x, groups, 1e-6f, silu, GN_SMALL) == STATUS_UNSUPPORTED,
+              "group_norm: the small kernel refuses %lld values a group", (long long)(C / groups * P));
+    CHECK_OK(gpu_submit(g));
+  }
   if (gpu_info(g)->subgroup_arithmetic) test_group_norm_v(N, C, P, groups, silu, GN_SUBGROUP);
 }
 
@@ -788,6 +799,10 @@ int main(void) {
   test_attention(1, 1, 1, 1, 1, true);
   test_attention(1, 769, 7, 2, 16, false);
   test_attention(1, 64, 64, 1, 512, false); /* the VAE's single head over 512 channels */
+  /* long key lists (the VAE at 512² and 1024², the U-Net at 512²): within llvmpipe's loop limit */
+  test_attention(1, 8, 4096, 1, 512, false);
+  test_attention(1, 8, 16384, 1, 512, false);
+  test_attention(1, 8, 4096, 8, 40, false);
   test_attention(1, 96, 96, 1, 128, false);
   test_attention(1, 256, 256, 1, 512, false);
   test_attention(1, 128, 128, 1, 512, false);
@@ -830,6 +845,8 @@ int main(void) {
   test_group_norm(1, 96, 7, 32, true);
   test_group_norm(2, 7, 1, 7, false);
   test_group_norm(3, 96, 9 * 11, 32, true); /* 297 values a group, 3 images: an odd shape */
+  test_group_norm(1, 8, 4096, 2, false);     /* 16384 values a group: the small kernel's largest auto size */
+  test_group_norm(1, 8, 512 * 512, 2, false); /* 1 M values a group (the VAE at 512²): cooperative only */
   test_small_ops();
   test_residual_and_nchw();
   test_gather(8, 616, 768);
