@@ -70,11 +70,10 @@ enum status op_group_norm(struct gpu *g, const struct gpu_tensor *x, const struc
 /* The same with a chosen kernel: the work group's cooperative reductions (GN_COOPERATIVE), one
  * invocation a group without barriers (GN_SMALL: groups whose 3 * values + channels stay within
  * GN_LOOP_LIMIT, STATUS_UNSUPPORTED beyond), or by device and size (GN_AUTO, what op_group_norm
- * does: small on CPU devices for groups of up to GN_SMALL_MAX values).
+ * does: small on CPU devices wherever it applies, faster there at every size measured).
  * llvmpipe ends an invocation's run-time loops after 65535 iterations in all, silently: the
  * kernels keep within GN_LOOP_LIMIT, and on llvmpipe the cooperative kernel refuses groups whose
  * share an invocation would exceed it (about 5.5 M values a group). */
-#define GN_SMALL_MAX 16384
 #define GN_LOOP_LIMIT 65000
 enum group_norm_variant { GN_AUTO, GN_COOPERATIVE, GN_SMALL, GN_SUBGROUP };
 enum status op_group_norm_variant(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *gamma,
