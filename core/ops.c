@@ -45,9 +45,8 @@ static VkFormat vec4_format(enum dtype dt) {
   return dt == DT_F16 ? VK_FORMAT_R16G16B16A16_SFLOAT : VK_FORMAT_R32G32B32A32_SFLOAT;
 }
 
-/* The kernel variants' device class: the device's type, unless VKDIFFUSION_KERNELS=gpu|cpu forces
- * one (the GPU variants are tested on lavapipe that way). */
-static bool is_cpu(const struct gpu *g) {
+/* The kernel variants' device class (the GPU variants are tested on lavapipe by forcing them). */
+bool ops_cpu_kernels(const struct gpu *g) {
   const char *k = getenv("VKDIFFUSION_KERNELS");
   if (k && !strcmp(k, "gpu")) return false;
   if (k && !strcmp(k, "cpu")) return true;
@@ -62,6 +61,15 @@ struct matmul {
   uint32_t batch, a_batch, b_batch, y_batch; /* batch 0 or 1: one product; strides as in linear_push */
   uint32_t transpose_y;
 };
+
+/* linear_tiled's block on lavapipe: register blocks amortise its per-fetch cost. 16 rows x 8
+ * columns: as fast as 16x16 warm (SD U-Net 256² step 10.8 vs 10.5 s, CLIP-L 0.42-0.45 s both, demo
+ * sampling 2.0-2.2 vs 2.6 s; the VAE at 256² 10% slower) while LLVM compiles it in a quarter of
+ * the time (a first-ever demo run 13 s instead of 39 s). One block for every use, so llvmpipe
+ * compiles no variant per caller. */
+#define TILED_BM 16u
+#define TILED_BN 8u
+#define TILED_WG 32u
 
 static bool tiled_ok(struct gpu *g, const struct matmul *mm) {
   const VkPhysicalDeviceLimits *l = gpu_limits(g);
@@ -80,7 +88,7 @@ static enum status matmul(struct gpu *g, const struct matmul *mm, enum linear_va
   const struct gpu_tensor *bias = mm->bias ? mm->bias : mm->y;
   uint32_t batch = mm->batch ? mm->batch : 1;
   bool ok = tiled_ok(g, mm);
-  if (variant == LINEAR_AUTO) variant = !ok ? LINEAR_GENERIC : is_cpu(g) ? LINEAR_TILED : LINEAR_SHARED;
+  if (variant == LINEAR_AUTO) variant = !ok ? LINEAR_GENERIC : ops_cpu_kernels(g) ? LINEAR_TILED : LINEAR_SHARED;
   if (variant == LINEAR_SHARED) {
     if (!ok) return status_set(STATUS_UNSUPPORTED, "linear: shared variant needs K %% 4 == 0 (K = %lld)", (long long)mm->K);
     struct gpu_arg args[] = {{bias, 0}, {mm->y, 0}, {mm->a, vec4_format(mm->a->dtype)}, {mm->b, vec4_format(mm->b->dtype)}};
@@ -91,15 +99,10 @@ static enum status matmul(struct gpu *g, const struct matmul *mm, enum linear_va
     return status_set(STATUS_UNSUPPORTED, "linear: a batch of products needs the tiled kernel (K = %lld)", (long long)mm->K);
   if (variant == LINEAR_TILED) {
     if (!ok) return status_set(STATUS_UNSUPPORTED, "linear: tiled variant needs K %% 4 == 0 (K = %lld)", (long long)mm->K);
-    /* lavapipe: register blocks amortise its per-fetch cost. 16 rows x 8 columns: as fast as 16x16
-     * warm (SD U-Net 256² step 10.8 vs 10.5 s, CLIP-L 0.42-0.45 s both, demo sampling 2.0-2.2 vs
-     * 2.6 s; the VAE at 256² 10% slower) while LLVM compiles it in a quarter of the time (a first-ever
-     * demo run 13 s instead of 39 s) */
-    uint32_t bm = 16, bn = 8, wg = 32;
-    uint32_t spec[] = {wg, bm, bn};
+    uint32_t spec[] = {TILED_WG, TILED_BM, TILED_BN};
     struct gpu_arg args[] = {{bias, 0}, {mm->y, 0}, {mm->a, vec4_format(mm->a->dtype)}, {mm->b, vec4_format(mm->b->dtype)}};
-    return gpu_dispatch(g, KERNEL_linear_tiled, spec, 3, args, 4, &p, sizeof p, div_up(div_up(mm->N, bn), wg),
-                        div_up(mm->M, bm), batch);
+    return gpu_dispatch(g, KERNEL_linear_tiled, spec, 3, args, 4, &p, sizeof p, div_up(div_up(mm->N, TILED_BN), TILED_WG),
+                        div_up(mm->M, TILED_BM), batch);
   }
   if (!is_f32(mm->a))
     return status_set(STATUS_UNSUPPORTED, "linear: the generic kernel needs an f32 left operand (K = %lld)", (long long)mm->K);
@@ -331,9 +334,9 @@ static bool implicit_ok(struct gpu *g, const struct gpu_tensor *x, const struct 
   if (!gpu_texel_format_ok(g, vec4_format(w->dtype)) || N > l->maxComputeWorkGroupCount[2] ||
       Co * w->shape[1] / 4 > l->maxTexelBufferElements || N * C * HW > INT32_MAX) /* the shaders' int texel index */
     return false;
-  if (is_cpu(g))
+  if (ops_cpu_kernels(g))
     return kernel == 1 && stride == 1 && pad == 0 && C % 4 == 0 && HW % 4 == 0 && gpu_texel_format_ok(g, vec4_format(DT_F32)) &&
-           N * C * HW / 4 <= l->maxTexelBufferElements && div_up(M, 16) <= l->maxComputeWorkGroupCount[1];
+           N * C * HW / 4 <= l->maxTexelBufferElements && div_up(M, TILED_BM) <= l->maxComputeWorkGroupCount[1];
   return gpu_texel_format_ok(g, VK_FORMAT_R32_SFLOAT) && N * C * HW <= l->maxTexelBufferElements &&
          div_up(M, 64) <= l->maxComputeWorkGroupCount[1];
 }
@@ -349,13 +352,12 @@ static enum status conv_implicit(struct gpu *g, const struct gpu_tensor *x, cons
                           .conv_out_width = (u32)o->Wo, .conv_stride = (u32)stride,
                           .conv_pad = (u32)(pad == CONV_PAD_BOTTOM_RIGHT ? 0 : pad)}; /* bottom/right: out of bounds */
   const struct gpu_tensor *bias = b ? b : o->y;
-  if (is_cpu(g)) {
+  if (ops_cpu_kernels(g)) {
     p.a_batch = (u32)(C * H * W / 4); /* texels */
-    uint32_t bm = 16, bn = 8, wg = 32; /* as in matmul */
-    uint32_t spec[] = {wg, bm, bn, 1};
+    uint32_t spec[] = {TILED_WG, TILED_BM, TILED_BN, 1};
     struct gpu_arg args[] = {{bias, 0}, {o->y, 0}, {x, vec4_format(DT_F32)}, {w, vec4_format(w->dtype)}};
-    return gpu_dispatch(g, KERNEL_linear_tiled, spec, 4, args, 4, &p, sizeof p, div_up(div_up(Co, bn), wg),
-                        div_up(M, bm), (uint32_t)N);
+    return gpu_dispatch(g, KERNEL_linear_tiled, spec, 4, args, 4, &p, sizeof p, div_up(div_up(Co, TILED_BN), TILED_WG),
+                        div_up(M, TILED_BM), (uint32_t)N);
   }
   p.a_batch = (u32)(C * H * W);
   uint32_t spec[] = {1, (uint32_t)kernel};
@@ -472,6 +474,8 @@ enum status op_group_norm(struct gpu *g, const struct gpu_tensor *x, const struc
   return op_group_norm_variant(g, x, gamma, beta, y, groups, eps, silu, GN_AUTO);
 }
 
+#define GN_WG 256u /* the cooperative kernels' work group size */
+
 enum status op_group_norm_variant(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *gamma,
                                   const struct gpu_tensor *beta, const struct gpu_tensor *y, int groups, float eps, bool silu,
                                   enum group_norm_variant variant) {
@@ -490,11 +494,12 @@ enum status op_group_norm_variant(struct gpu *g, const struct gpu_tensor *x, con
    * this way, 190 against 1977 ms: a false figure, llvmpipe's loop limit below had cut the loops
    * short and the outputs were NaN. The cooperative kernel keeps them.) */
   int64_t count = C / groups * P, small_loops = 3 * count + C / groups;
-  bool small = variant == GN_SMALL || (variant == GN_AUTO && is_cpu(g) && small_loops <= GN_LOOP_LIMIT);
-  if (small && small_loops > GN_LOOP_LIMIT)
+  bool small = variant == GN_SMALL || (variant == GN_AUTO && ops_cpu_kernels(g) && small_loops <= KERNEL_LOOP_LIMIT);
+  if (small && small_loops > KERNEL_LOOP_LIMIT)
     return status_set(STATUS_UNSUPPORTED, "group_norm: the one-invocation kernel takes groups of up to about %d values, "
-                      "not %lld", GN_LOOP_LIMIT / 3, (long long)count);
-  if (!small && strstr(gpu_info(g)->name, "llvmpipe") && 3 * div_up(count, 256) + 80 > GN_LOOP_LIMIT)
+                      "not %lld", KERNEL_LOOP_LIMIT / 3, (long long)count);
+  /* the cooperative kernels: 3 passes of count / GN_WG values, and the reductions' loops */
+  if (!small && strstr(gpu_info(g)->name, "llvmpipe") && 3 * div_up(count, GN_WG) + 80 > KERNEL_LOOP_LIMIT)
     return status_set(STATUS_UNSUPPORTED, "group_norm: groups of %lld values exceed llvmpipe's loop limit (65535 iterations "
                       "an invocation; at most about 5.5 M values a group)", (long long)count);
   if (small) {
@@ -504,9 +509,9 @@ enum status op_group_norm_variant(struct gpu *g, const struct gpu_tensor *x, con
   bool sub = gpu_info(g)->subgroup_arithmetic;
   if (variant == GN_SUBGROUP && !sub)
     return status_set(STATUS_UNSUPPORTED, "group_norm: the device has no subgroup arithmetic in compute shaders");
-  uint32_t spec[] = {256};
+  uint32_t spec[] = {GN_WG};
   /* GPUs only: CPU devices keep the kernels measured there */
-  bool use_sub = variant == GN_SUBGROUP || (variant == GN_AUTO && sub && !is_cpu(g));
+  bool use_sub = variant == GN_SUBGROUP || (variant == GN_AUTO && sub && !ops_cpu_kernels(g));
   return gpu_dispatch(g, use_sub ? KERNEL_group_norm_subgroup : KERNEL_group_norm, spec, 1, args, 4, &p, sizeof p,
                       (uint32_t)groups, (uint32_t)N, 1);
 }
@@ -578,7 +583,7 @@ enum status op_layernorm_variant(struct gpu *g, const struct gpu_tensor *x, cons
   struct layernorm_push p = {.rows = (u32)rows, .cols = (u32)D, .eps = eps};
   struct gpu_arg args[] = {{x, 0}, {gamma, 0}, {beta, 0}, {y, 0}};
   uint32_t gx, gy;
-  if (variant == LN_ROWS || (variant == LN_AUTO && is_cpu(g))) { /* CPU devices: a row an invocation */
+  if (variant == LN_ROWS || (variant == LN_AUTO && ops_cpu_kernels(g))) { /* CPU devices: a row an invocation */
     uint32_t spec[] = {8};
     split_groups(g, div_up((uint64_t)rows, 8), &gx, &gy);
     return gpu_dispatch(g, KERNEL_layernorm_rows, spec, 1, args, 4, &p, sizeof p, gx, gy, 1);
@@ -588,7 +593,7 @@ enum status op_layernorm_variant(struct gpu *g, const struct gpu_tensor *x, cons
     return status_set(STATUS_UNSUPPORTED, "layernorm: the device has no subgroup arithmetic in compute shaders");
   uint32_t spec[] = {WG};
   split_groups(g, (uint64_t)rows, &gx, &gy);
-  bool use_sub = variant == LN_SUBGROUP || (variant == LN_AUTO && sub && !is_cpu(g));
+  bool use_sub = variant == LN_SUBGROUP || (variant == LN_AUTO && sub && !ops_cpu_kernels(g));
   return gpu_dispatch(g, use_sub ? KERNEL_layernorm_subgroup : KERNEL_layernorm, spec, 1, args, 4, &p, sizeof p, gx, gy, 1);
 }
 
@@ -630,15 +635,14 @@ enum status op_attention_variant(struct gpu *g, const struct gpu_tensor *q, cons
   if (Tk == 0) return status_set(STATUS_INVALID_ARGUMENT, "attention: no keys");
   struct attention_push p = {.batch = (u32)N, .q_len = (u32)Tq, .kv_len = (u32)Tk, .n_head = (u32)n_head,
                              .head_dim = (u32)D, .causal = causal, .scale = scale};
-  /* llvmpipe ends any invocation whose runtime loops run more than 65535 times in all; the key
-   * loop is the only runtime loop of this kernel */
-  if (Tk > 65000)
-    return status_set(STATUS_UNSUPPORTED, "attention over %lld keys: at most 65000 in one pass", (long long)Tk);
+  /* the key loop is the only run-time loop of these kernels */
+  if (Tk > KERNEL_LOOP_LIMIT)
+    return status_set(STATUS_UNSUPPORTED, "attention over %lld keys: at most %d in one pass", (long long)Tk, KERNEL_LOOP_LIMIT);
   bool vec4_ok = D % 4 == 0 && gpu_texel_format_ok(g, VK_FORMAT_R32G32B32A32_SFLOAT) &&
                  (uint64_t)N * (Tq > Tk ? Tq : Tk) * W / 4 <= gpu_limits(g)->maxTexelBufferElements;
   struct gpu_arg targs[] = {{o, 0}, {q, VK_FORMAT_R32G32B32A32_SFLOAT}, {k, VK_FORMAT_R32G32B32A32_SFLOAT},
                             {v, VK_FORMAT_R32G32B32A32_SFLOAT}};
-  if (variant == ATTN_AUTO) variant = !vec4_ok ? ATTN_GENERIC : !is_cpu(g) && D <= 128 ? ATTN_FLASH : ATTN_VEC4;
+  if (variant == ATTN_AUTO) variant = !vec4_ok ? ATTN_GENERIC : !ops_cpu_kernels(g) && D <= 128 ? ATTN_FLASH : ATTN_VEC4;
   if (variant != ATTN_GENERIC && !vec4_ok)
     return status_set(STATUS_UNSUPPORTED, "attention: head width %lld is not a multiple of 4 (or too many texels)", (long long)D);
   if (variant == ATTN_FLASH) {
@@ -652,7 +656,7 @@ enum status op_attention_variant(struct gpu *g, const struct gpu_tensor *q, cons
   }
   if (variant == ATTN_VEC4) {
     /* lavapipe: several queries per invocation share each fetched key row; GPUs: one query per thread */
-    uint32_t hd4 = (uint32_t)(D / 4), slice4 = hd4 <= 32 ? hd4 : 32, bq = is_cpu(g) && D <= 128 ? 4 : 1, wg = 32;
+    uint32_t hd4 = (uint32_t)(D / 4), slice4 = hd4 <= 32 ? hd4 : 32, bq = ops_cpu_kernels(g) && D <= 128 ? 4 : 1, wg = 32;
     uint32_t spec[] = {wg, hd4, slice4, bq};
     return gpu_dispatch(g, KERNEL_attention_vec4, spec, 4, targs, 4, &p, sizeof p, div_up(div_up(Tq, bq), wg),
                         (uint32_t)n_head * div_up(hd4, slice4), (uint32_t)N);

@@ -25,6 +25,14 @@ enum status op_linear_variant(struct gpu *g, const struct gpu_tensor *x, const s
 enum status op_linear_residual(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *w,
                                const struct gpu_tensor *b, const struct gpu_tensor *y);
 
+/* llvmpipe ends an invocation's run-time loops after 65535 iterations in all, silently (Mesa's
+ * LP_MAX_TGSI_LOOP_ITERATIONS): the kernels' loops stay within this or the op refuses the shape. */
+#define KERNEL_LOOP_LIMIT 65000
+
+/* The kernel class the ops pick for this device: CPU devices' kernels (lavapipe) or GPUs' (the
+ * device's type, unless VKDIFFUSION_KERNELS=gpu|cpu forces one). */
+bool ops_cpu_kernels(const struct gpu *g);
+
 /* Convolutions are matrix products (implicit GEMM, im2col, or Winograd's element-wise stage), with the weights
  * on the device as [Cout, Kp]:
  * Kp = C * k * k rounded up to 4, zero padded (conv_weight_cols). */
@@ -69,12 +77,10 @@ enum status op_group_norm(struct gpu *g, const struct gpu_tensor *x, const struc
                           const struct gpu_tensor *beta, const struct gpu_tensor *y, int groups, float eps, bool silu);
 /* The same with a chosen kernel: the work group's cooperative reductions (GN_COOPERATIVE), one
  * invocation a group without barriers (GN_SMALL: groups whose 3 * values + channels stay within
- * GN_LOOP_LIMIT, STATUS_UNSUPPORTED beyond), or by device and size (GN_AUTO, what op_group_norm
- * does: small on CPU devices wherever it applies, faster there at every size measured).
- * llvmpipe ends an invocation's run-time loops after 65535 iterations in all, silently: the
- * kernels keep within GN_LOOP_LIMIT, and on llvmpipe the cooperative kernel refuses groups whose
- * share an invocation would exceed it (about 5.5 M values a group). */
-#define GN_LOOP_LIMIT 65000
+ * KERNEL_LOOP_LIMIT, STATUS_UNSUPPORTED beyond), or by device and size (GN_AUTO, what
+ * op_group_norm does: small on CPU devices wherever it applies, faster there at every size
+ * measured). On llvmpipe the cooperative kernel refuses groups whose share an invocation would
+ * exceed KERNEL_LOOP_LIMIT (about 5.5 M values a group). */
 enum group_norm_variant { GN_AUTO, GN_COOPERATIVE, GN_SMALL, GN_SUBGROUP };
 enum status op_group_norm_variant(struct gpu *g, const struct gpu_tensor *x, const struct gpu_tensor *gamma,
                                   const struct gpu_tensor *beta, const struct gpu_tensor *y, int groups, float eps, bool silu,

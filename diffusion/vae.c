@@ -199,8 +199,9 @@ static enum status attention(struct run *r, const struct vae_attn *at, struct gp
   struct gpu_tensor hn, q, k, vv, a;
   enum status s;
   VkDeviceSize mark = workspace_mark(&r->T);
-  if ((s = alloc(&r->T, 4, x->shape, &hn)) || (s = alloc(&r->T, 3, (int64_t[]){N, P, C}, &q)) || (s = alloc(&r->T, 3, (int64_t[]){N, P, C}, &k)) ||
-      (s = alloc(&r->T, 3, (int64_t[]){N, P, C}, &vv)) || (s = alloc(&r->T, 3, (int64_t[]){N, P, C}, &a)))
+  if ((s = alloc(&r->T, 4, x->shape, &hn)) || (s = alloc(&r->T, 3, (int64_t[]){N, P, C}, &q)) ||
+      (s = alloc(&r->T, 3, (int64_t[]){N, P, C}, &k)) || (s = alloc(&r->T, 3, (int64_t[]){N, P, C}, &vv)) ||
+      (s = alloc(&r->T, 3, (int64_t[]){N, P, C}, &a)))
     return s;
   RUN(op_group_norm(g, x, &at->n_w, &at->n_b, &hn, GN_GROUPS, GN_EPS, false));
   /* q, k, v: 1x1 convolutions, written as tokens [N, P, C] */

@@ -314,7 +314,7 @@ static void test_winograd(void) {
 /* Implicit GEMM forced: 1x1 (both device classes), every other kernel on GPU kernels (on CPU
  * kernels refused); the token output of a 1x1 convolution every way. */
 static void test_implicit(void) {
-  bool cpu = strcmp(gpu_info(g)->type, "cpu") == 0 && !(getenv("VKDIFFUSION_KERNELS") && !strcmp(getenv("VKDIFFUSION_KERNELS"), "gpu"));
+  bool cpu = ops_cpu_kernels(g);
   test_conv_v(2, 96, 8, 12, 64, 1, 1, 0, DT_F16, 1 << 20, true, true, CONV_IMPLICIT); /* skip: bias per image, += */
   test_conv_v(1, 8, 5, 4, 13, 1, 1, 0, DT_F32, 1 << 20, false, false, CONV_IMPLICIT); /* odd Cout, 20 pixels */
   test_conv_v(3, 36, 20, 20, 20, 1, 1, 0, DT_F16, 1 << 20, false, false, CONV_IMPLICIT); /* 400 pixels: partial blocks */
@@ -363,7 +363,7 @@ static void test_group_norm_v(int64_t N, int64_t C, int64_t P, int groups, bool 
 static void test_group_norm(int64_t N, int64_t C, int64_t P, int groups, bool silu) {
   test_group_norm_v(N, C, P, groups, silu, GN_AUTO);
   test_group_norm_v(N, C, P, groups, silu, GN_COOPERATIVE);
-  if (3 * (C / groups * P) + C / groups <= GN_LOOP_LIMIT) {
+  if (3 * (C / groups * P) + C / groups <= KERNEL_LOOP_LIMIT) {
     test_group_norm_v(N, C, P, groups, silu, GN_SMALL);
   } else {
     gpu_arena_reset(arena, 0);

@@ -108,19 +108,19 @@ int main(void) {
   /* VKD_TEST_TINY: the tiny models only (the ctest run with the GPU kernels forced on lavapipe,
    * where they run at a few GFLOP/s) */
   bool tiny_only = getenv("VKD_TEST_TINY") != NULL;
-  /* SD 1.5 at 16x16 from its F16 checkpoint */
-  test_shared_path(gpath, sizeof gpath, "ref/goldens/unet_sd15_16x16.safetensors");
-  test_shared_path(dpath, sizeof dpath, "ref/goldens/weights_digest_unet_vae_sd15_seed1.json");
-  if (tiny_only) {
-  } else if (!safetensors_open(gpath, &gold)) {
-    snprintf(ckpt, sizeof ckpt, "%s/sd15.safetensors", dir);
-    CHECK(write_sd_checkpoint(ckpt, dpath, ST_F16, 1, NULL) == 0);
-    /* the golden was computed from these F16 weights: fp16 storage is exact here, so the fp32 bounds hold */
-    run_golden("sd15 16x16 fp16", ckpt, gold, true, 8, 0, 3e-4, 3e-4, 1e-3, 1e-4);
-    unlink(ckpt);
-    safetensors_close(gold);
-  } else {
-    CHECK_MSG(0, "cannot read %s", gpath);
+  if (!tiny_only) { /* SD 1.5 at 16x16 from its F16 checkpoint */
+    test_shared_path(gpath, sizeof gpath, "ref/goldens/unet_sd15_16x16.safetensors");
+    test_shared_path(dpath, sizeof dpath, "ref/goldens/weights_digest_unet_vae_sd15_seed1.json");
+    if (!safetensors_open(gpath, &gold)) {
+      snprintf(ckpt, sizeof ckpt, "%s/sd15.safetensors", dir);
+      CHECK(write_sd_checkpoint(ckpt, dpath, ST_F16, 1, NULL) == 0);
+      /* the golden was computed from these F16 weights: fp16 storage is exact here, so the fp32 bounds hold */
+      run_golden("sd15 16x16 fp16", ckpt, gold, true, 8, 0, 3e-4, 3e-4, 1e-3, 1e-4);
+      unlink(ckpt);
+      safetensors_close(gold);
+    } else {
+      CHECK_MSG(0, "cannot read %s", gpath);
+    }
   }
   /* SD 2.x and SDXL: linear projections, heads of 16 (tiny) / 64 (full: the default), SDXL's label_emb and
    * vector y; the full-size ones from F16 weights (exact on the fp16 path), streamed to disk */
