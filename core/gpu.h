@@ -119,9 +119,15 @@ struct gpu_tensor gpu_tensor_reshape(const struct gpu_tensor *t, int ndim, const
 /* Rows [first, first+count) of the outermost dimension. */
 struct gpu_tensor gpu_tensor_rows(const struct gpu_tensor *t, int64_t first, int64_t count);
 
-/* Synchronous transfers through the staging buffer (outside gpu_begin/gpu_submit). */
+/* Synchronous transfers (outside gpu_begin/gpu_submit): a memcpy where the device memory is mapped
+ * (host-visible and coherent: CPU devices, most integrated GPUs; downloads also need it host-cached),
+ * else through a staging buffer and a copy command. VKDIFFUSION_TRANSFER=staged stages always. */
 enum status gpu_upload(struct gpu *g, const struct gpu_tensor *t, const void *src, size_t bytes);
 enum status gpu_download(struct gpu *g, const struct gpu_tensor *t, void *dst, size_t bytes);
+/* The tensor's bytes in host address space when its memory is mapped (see above), outside
+ * gpu_begin/gpu_submit; NULL otherwise. Writing there is an upload (loaders lay weights out in
+ * place); it stays valid until the buffer is destroyed, but only between submissions. */
+void *gpu_tensor_host(struct gpu *g, const struct gpu_tensor *t);
 /* Fills a tensor with a 32-bit pattern (tests poison outputs with NaN); recorded, not immediate. */
 enum status gpu_fill(struct gpu *g, const struct gpu_tensor *t, uint32_t pattern);
 

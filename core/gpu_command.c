@@ -37,12 +37,26 @@ fail:
   return st;
 }
 
+void *gpu_tensor_host(struct gpu *g, const struct gpu_tensor *t) {
+  if (g->cmds.recording || !t->buf->mapped) return NULL;
+  return (char *)t->buf->mapped + t->offset;
+}
+
 static enum status transfer(struct gpu *g, const struct gpu_tensor *t, void *host, size_t bytes, bool up) {
   enum status st = STATUS_OK;
   if (g->cmds.recording) return status_set(STATUS_INVALID_ARGUMENT, "transfer while a command buffer is recording");
   if (bytes > t->bytes)
     return status_set(STATUS_INVALID_ARGUMENT, "transfer of %zu bytes into a tensor of %llu bytes", bytes,
                       (unsigned long long)t->bytes);
+  void *direct = gpu_tensor_host(g, t);
+  if (direct && (up || t->buf->host_cached)) { /* the device is idle: every submission was waited for */
+    if (up) memcpy(direct, host, bytes);
+    else memcpy(host, direct, bytes);
+    return STATUS_OK;
+  }
+  if (!g->cmds.staging &&
+      (st = gpu_buffer_create_in(g, STAGING_BYTES, true, "staging buffer", &g->cmds.staging)))
+    return st;
   for (size_t done = 0; done < bytes;) {
     size_t chunk = bytes - done < STAGING_BYTES ? bytes - done : STAGING_BYTES;
     if (up) memcpy(g->cmds.staging->mapped, (const char *)host + done, chunk);

@@ -350,8 +350,13 @@ enum status gpu_create(const struct gpu_options *opt, struct gpu **out) {
     VK_TRY(create(g->instance, &mci, NULL, &g->messenger));
   }
   if ((st = pick_device(g, o.device_index))) goto fail;
+  const char *xfer = getenv("VKDIFFUSION_TRANSFER"); /* staged: always through the staging buffer */
+  if (xfer && *xfer && strcmp(xfer, "staged") && strcmp(xfer, "auto")) {
+    st = status_set(STATUS_INVALID_ARGUMENT, "VKDIFFUSION_TRANSFER='%s': expected auto or staged", xfer);
+    goto fail;
+  }
+  g->cmds.direct = !(xfer && strcmp(xfer, "staged") == 0);
   if ((st = device_create(g))) goto fail;
-  if ((st = gpu_buffer_create_in(g, STAGING_BYTES, true, "staging buffer", &g->cmds.staging))) goto fail;
   *out = g;
   return STATUS_OK;
 fail:

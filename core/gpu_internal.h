@@ -33,7 +33,8 @@ struct gpu_buffer {
   VkBuffer buf;
   VkDeviceMemory mem;
   VkDeviceSize size;
-  void *mapped; /* host-visible staging only */
+  void *mapped;     /* the staging buffer, or device memory the host sees coherently (direct transfers) */
+  bool host_cached; /* mapped memory the host reads at full speed (direct downloads) */
 };
 
 struct gpu_arena {
@@ -67,7 +68,8 @@ struct gpu_commands {
   VkCommandBuffer current, transfer, main; /* current: where dispatches go (main or a recording) */
   VkFence fence;
   bool recording;
-  struct gpu_buffer *staging; /* host-visible, STAGING_BYTES */
+  struct gpu_buffer *staging; /* host-visible, STAGING_BYTES, made at the first staged transfer */
+  bool direct;                /* device memory the host can map is mapped: transfers are memcpy */
 };
 
 struct gpu_kernels {

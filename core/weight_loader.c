@@ -101,6 +101,38 @@ static bool raw16(const struct weight_loader *l, const struct st_tensor *t, int 
   return l->want16 && !l->delta && t->dtype == ST_F16 && ndim >= 1;
 }
 
+/* The index of the first value in p[0, n) that is NaN or infinite (exponent bits all set), or -1.
+ * Blocks are scanned without a branch inside (the compiler vectorises it), then the block that has
+ * one, value by value. */
+static int64_t first_nonfinite32(const float *p, int64_t n) {
+  for (int64_t b = 0; b < n; b += 4096) {
+    int64_t e = n - b < 4096 ? n : b + 4096;
+    uint32_t any = 0;
+    for (int64_t i = b; i < e; i++) {
+      uint32_t u;
+      memcpy(&u, p + i, 4);
+      any |= (uint32_t)((u & 0x7f800000u) == 0x7f800000u);
+    }
+    if (any)
+      for (int64_t i = b; i < e; i++)
+        if (!isfinite(p[i])) return i;
+  }
+  return -1;
+}
+
+/* the same for halves */
+static int64_t first_nonfinite16(const uint16_t *p, int64_t n) {
+  for (int64_t b = 0; b < n; b += 4096) {
+    int64_t e = n - b < 4096 ? n : b + 4096;
+    uint16_t any = 0;
+    for (int64_t i = b; i < e; i++) any |= (uint16_t)((p[i] & 0x7c00) == 0x7c00);
+    if (any)
+      for (int64_t i = b; i < e; i++)
+        if ((p[i] & 0x7c00) == 0x7c00) return i;
+  }
+  return -1;
+}
+
 /* Reads and checks prefix+name into l->host (all of it, as f32), or leaves it for load_raw16. */
 static enum status read_checked(struct weight_loader *l, const char *name, int ndim, const int64_t *shape,
                                 const struct st_tensor **out) {
@@ -130,10 +162,10 @@ static enum status read_checked(struct weight_loader *l, const char *name, int n
   }
   safetensors_read_f32(l->st, t, l->host);
   safetensors_release(l->st, t); /* the file's pages go back once converted (read again if needed) */
-  for (int64_t i = 0; i < t->numel; i++)
-    if (!isfinite(l->host[i]))
-      return status_set(STATUS_NUMERIC, "%s: tensor '%s%s' holds a NaN or infinite value (element %lld): the "
-                        "checkpoint is damaged", path, pre, name, (long long)i);
+  int64_t bad = first_nonfinite32(l->host, t->numel);
+  if (bad >= 0)
+    return status_set(STATUS_NUMERIC, "%s: tensor '%s%s' holds a NaN or infinite value (element %lld): the "
+                      "checkpoint is damaged", path, pre, name, (long long)bad);
   return STATUS_OK;
 }
 
@@ -175,57 +207,66 @@ static enum status upload(struct weight_loader *l, const float *v, int ndim, con
   }
   if ((s = device_tensor(l, dt, ndim, shape, out, &out))) return s;
   if (dt == DT_F16) {
-    for (int64_t i = 0; i < n; i++) l->half[i] = half_from_float(v[i]);
-    return gpu_upload(l->g, out, l->half, (size_t)n * 2);
+    uint16_t *h = gpu_tensor_host(l->g, out); /* converted in place, or in l->half and uploaded */
+    for (int64_t i = 0; i < n; i++) (h ? h : l->half)[i] = half_from_float(v[i]);
+    return h ? STATUS_OK : gpu_upload(l->g, out, l->half, (size_t)n * 2);
   }
   return gpu_upload(l->g, out, v, (size_t)n * 4);
 }
 
 /* F16 in the file, F16 on the device: rows [row0, row0 + rows) checked finite on their bits and put
- * in the device layout as 16-bit values (no conversion) */
+ * in the device layout as 16-bit values (no conversion), straight from the file's mapping (when it is
+ * 2-byte aligned) into the device memory (when the host can map it: gpu_tensor_host), else through
+ * host copies and gpu_upload. */
 static enum status load_raw16(struct weight_loader *l, const struct st_tensor *t, const char *name, const int64_t *shape,
                               int64_t row0, int64_t rows, int64_t inner, enum weight_layout layout, struct gpu_tensor *out) {
   int64_t kp = layout == WL_CONV ? (inner + 3) / 4 * 4 : inner, n = rows * kp;
-  size_t need = (size_t)t->numel + 4;
-  if (need > l->cap16) {
-    free(l->raw);
-    l->cap16 = need;
-    if (!(l->raw = malloc(need * sizeof *l->raw))) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
-  }
-  enum status s = reserve(l, n);
-  if (s) return s;
-  safetensors_read_f16(l->st, t, l->raw);
-  safetensors_release(l->st, t);
-  const uint16_t *src = l->raw + row0 * inner;
-  for (int64_t i = 0; i < rows * inner; i++)
-    if ((src[i] & 0x7c00) == 0x7c00) {
-      char key[512];
-      key_of(l, name, key, sizeof key);
-      return status_set(STATUS_NUMERIC, "%s: tensor '%s' holds a NaN or infinite value (element %lld): the checkpoint is "
-                        "damaged", safetensors_path(l->st), key, (long long)(row0 * inner + i));
+  const uint16_t *file = safetensors_data(l->st, t);
+  if ((uintptr_t)file % 2) { /* an odd header length: copy to read it as halves */
+    size_t need = (size_t)t->numel + 4;
+    if (need > l->cap16) {
+      free(l->raw);
+      l->cap16 = need;
+      if (!(l->raw = malloc(need * sizeof *l->raw))) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
     }
-  const uint16_t *v = src;
-  int64_t dshape[2] = {rows, kp};
-  if (layout == WL_CONV) { /* [Co, C, k, k] -> [Co, Kp], zero padded */
-    for (int64_t r = 0; r < rows; r++) {
-      memcpy(l->half + r * kp, src + r * inner, (size_t)inner * sizeof *src);
-      memset(l->half + r * kp + inner, 0, (size_t)(kp - inner) * sizeof *src);
-    }
-    v = l->half;
-  } else if (layout == WL_TRANSPOSE) {
-    for (int64_t r = 0; r < shape[0]; r++)
-      for (int64_t c = 0; c < shape[1]; c++) l->half[c * shape[0] + r] = src[r * shape[1] + c];
-    v = l->half;
-    dshape[0] = shape[1], dshape[1] = shape[0];
+    safetensors_read_f16(l->st, t, l->raw);
+    file = l->raw;
   }
-  struct gpu_tensor *dst = NULL;
-  int64_t plain[8];
+  const uint16_t *src = file + row0 * inner;
+  int64_t bad = first_nonfinite16(src, rows * inner);
+  if (bad >= 0) {
+    char key[512];
+    key_of(l, name, key, sizeof key);
+    return status_set(STATUS_NUMERIC, "%s: tensor '%s' holds a NaN or infinite value (element %lld): the checkpoint is "
+                      "damaged", safetensors_path(l->st), key, (long long)(row0 * inner + bad));
+  }
+  int64_t dshape[2] = {rows, kp}, plain[8];
   for (int i = 0; i < t->ndim; i++) plain[i] = shape[i];
   plain[0] = rows;
-  if ((s = layout == WL_PLAIN ? device_tensor(l, DT_F16, t->ndim, plain, out, &dst)
-                              : device_tensor(l, DT_F16, 2, dshape, out, &dst)))
-    return s;
-  return gpu_upload(l->g, dst, v, (size_t)n * 2);
+  if (layout == WL_TRANSPOSE) dshape[0] = shape[1], dshape[1] = shape[0];
+  struct gpu_tensor *dst = NULL;
+  enum status s = layout == WL_PLAIN ? device_tensor(l, DT_F16, t->ndim, plain, out, &dst)
+                                     : device_tensor(l, DT_F16, 2, dshape, out, &dst);
+  if (s) return s;
+  const uint16_t *v = src; /* the values in the device layout */
+  if (kp != inner || layout == WL_TRANSPOSE) {
+    uint16_t *lay = gpu_tensor_host(l->g, dst); /* laid out in place, or in l->half and uploaded */
+    if (!lay && (s = reserve(l, n))) return s;
+    if (!lay) lay = l->half;
+    if (layout == WL_CONV) { /* [Co, C, k, k] -> [Co, Kp], zero padded */
+      for (int64_t r = 0; r < rows; r++) {
+        memcpy(lay + r * kp, src + r * inner, (size_t)inner * sizeof *src);
+        memset(lay + r * kp + inner, 0, (size_t)(kp - inner) * sizeof *src);
+      }
+    } else {
+      for (int64_t r = 0; r < shape[0]; r++)
+        for (int64_t c = 0; c < shape[1]; c++) lay[c * shape[0] + r] = src[r * shape[1] + c];
+    }
+    v = lay == l->half ? lay : NULL;
+  }
+  if (v) s = gpu_upload(l->g, dst, v, (size_t)n * 2);
+  safetensors_release(l->st, t); /* the file's pages go back once uploaded (read again if needed) */
+  return s;
 }
 
 enum status weight_load(struct weight_loader *l, const char *name, int ndim, const int64_t *shape, int64_t row0,

@@ -705,61 +705,167 @@ static void test_pipeline_cache(void) {
   printf("  pipeline cache: written, damaged one replaced, off with VKDIFFUSION_PIPELINE_CACHE=0\n");
 }
 
-/* F16 file -> F16 device: the bits as stored (no round trip through f32), in each layout; the same as
- * converting would give; a NaN in the rows used is an error naming the tensor. */
+/* F16 file -> F16 device: the bits as stored (no round trip through f32), in each layout, read in
+ * place from the file's mapping or, when the data starts at an odd byte, through a copy; the same as
+ * converting would give; a NaN or an infinity in the rows used is an error naming the tensor and the
+ * element (one past the first 4096-value block of the finiteness scan too). */
+struct raw_model {
+  struct gpu_tensor conv, lin, rows, big;
+};
 static enum status raw_load(struct weight_loader *l, void *model) {
-  struct reload_model *m = model;
+  struct raw_model *m = model;
   enum status s = weight_load(l, "a.weight", 4, (int64_t[]){6, 3, 3, 3}, 0, 0, WL_CONV, DT_F16, &m->conv);
   if (!s) s = weight_load(l, "b.weight", 2, (int64_t[]){5, 7}, 0, 0, WL_TRANSPOSE, DT_F16, &m->lin);
   if (!s) s = weight_load(l, "c.in_proj_weight", 2, (int64_t[]){9, 4}, 3, 3, WL_PLAIN, DT_F16, &m->rows);
+  if (!s) s = weight_load(l, "d.weight", 4, (int64_t[]){20, 100, 3, 3}, 0, 0, WL_CONV, DT_F16, &m->big);
   return s;
 }
 
+/* the safetensors file at `from` written to `to` with one more byte of header (a space in the JSON),
+ * so that its data starts at an odd offset */
+static void shift_header(const char *from, const char *to) {
+  size_t len = 0;
+  unsigned char *b = (unsigned char *)test_read_file(from, &len);
+  CHECK(b && len > 8);
+  uint64_t n = 0;
+  for (int i = 0; i < 8; i++) n |= (uint64_t)b[i] << (8 * i);
+  FILE *f = fopen(to, "wb");
+  CHECK(f != NULL);
+  if (!b || !f) return;
+  unsigned char h[8];
+  for (int i = 0; i < 8; i++) h[i] = (unsigned char)((n + 1) >> (8 * i));
+  fwrite(h, 1, 8, f);
+  fwrite(b + 8, 1, (size_t)n, f);
+  fputc(' ', f);
+  fwrite(b + 8 + n, 1, len - 8 - (size_t)n, f);
+  fclose(f);
+  free(b);
+}
+
 static void test_raw16(void) {
-  char path[128];
+  char path[128], odd[140];
   snprintf(path, sizeof path, "/tmp/vkd_test_raw16_%ld.safetensors", (long)getpid());
-  float *f[3] = {random_array(6 * 27, 41, 1.0f), random_array(35, 42, 1.0f), random_array(36, 43, 1.0f)};
-  uint16_t h[3][162];
-  int ns[3] = {162, 35, 36};
-  for (int k = 0; k < 3; k++)
+  snprintf(odd, sizeof odd, "%s.odd", path);
+  enum { NBIG = 20 * 900 };
+  float *f[4] = {random_array(6 * 27, 41, 1.0f), random_array(35, 42, 1.0f), random_array(36, 43, 1.0f),
+                 random_array(NBIG, 44, 1.0f)};
+  uint16_t *h[4];
+  int ns[4] = {162, 35, 36, NBIG};
+  for (int k = 0; k < 4; k++) {
+    h[k] = malloc((size_t)ns[k] * 2);
     for (int i = 0; i < ns[k]; i++) h[k][i] = half_from_float(f[k][i]);
-  for (int pass = 0; pass < 2; pass++) {
-    if (pass) h[2][3 * 4 + 5] = 0x7e00; /* a NaN in row 4, which the model reads */
+  }
+  for (int pass = 0; pass < 3; pass++) {
+    if (pass == 1) h[2][3 * 4 + 5] = 0x7e00; /* a NaN in row 4, which the model reads */
+    if (pass == 2) h[2][3 * 4 + 5] = half_from_float(0.5f), h[3][9001] = 0xfc00; /* -inf in the third block */
     struct st_writer *w = NULL;
     CHECK_OK(st_writer_create(&w));
     st_writer_add(w, "a.weight", ST_F16, 4, (int64_t[]){6, 3, 3, 3}, h[0]);
     st_writer_add(w, "b.weight", ST_F16, 2, (int64_t[]){5, 7}, h[1]);
     st_writer_add(w, "c.in_proj_weight", ST_F16, 2, (int64_t[]){9, 4}, h[2]);
+    st_writer_add(w, "d.weight", ST_F16, 4, (int64_t[]){20, 100, 3, 3}, h[3]);
     CHECK_OK(st_writer_finish(w, path));
     st_writer_destroy(w);
-    struct safetensors *st = NULL;
-    CHECK_OK(safetensors_open(path, &st));
-    struct reload_model m = {0};
-    struct gpu_arena *wa = NULL;
-    enum status ls = weight_load_model(g, st, "", "raw16 test", raw_load, NULL, &m, &wa);
-    if (pass) {
-      CHECK_MSG(ls == STATUS_NUMERIC && strstr(status_message(), "c.in_proj_weight") && strstr(status_message(), "element 17"),
-                "a NaN in an F16 tensor: %s", status_message());
-    } else {
-      CHECK_OK(ls);
-      uint16_t got[3][168], want[3][168];
-      for (int o = 0; o < 6; o++)
-        for (int k = 0; k < 28; k++) want[0][o * 28 + k] = k < 27 ? h[0][o * 27 + k] : 0;
-      for (int r = 0; r < 5; r++)
-        for (int c = 0; c < 7; c++) want[1][c * 5 + r] = h[1][r * 7 + c];
-      for (int i = 0; i < 12; i++) want[2][i] = h[2][12 + i];
-      const struct gpu_tensor *t[3] = {&m.conv, &m.lin, &m.rows};
-      size_t n[3] = {168, 35, 12};
-      for (int k = 0; k < 3; k++) {
-        CHECK_OK(gpu_download(g, t[k], got[k], n[k] * 2));
-        CHECK_MSG(t[k]->dtype == DT_F16 && !memcmp(got[k], want[k], n[k] * 2), "F16 -> F16 load of tensor %d: other bits", k);
+    shift_header(path, odd);
+    for (int o = 0; o < 2; o++) {
+      struct safetensors *st = NULL;
+      CHECK_OK(safetensors_open(o ? odd : path, &st));
+      if (!st) continue;
+      const struct st_tensor *ta = safetensors_find(st, "a.weight");
+      CHECK_MSG(ta && (uintptr_t)safetensors_data(st, ta) % 2 == (uintptr_t)o, "file %d: data alignment", o);
+      struct raw_model m = {0};
+      struct gpu_arena *wa = NULL;
+      enum status ls = weight_load_model(g, st, "", "raw16 test", raw_load, NULL, &m, &wa);
+      if (pass == 1) {
+        CHECK_MSG(ls == STATUS_NUMERIC && strstr(status_message(), "c.in_proj_weight") && strstr(status_message(), "element 17"),
+                  "a NaN in an F16 tensor: %s", status_message());
+      } else if (pass == 2) {
+        CHECK_MSG(ls == STATUS_NUMERIC && strstr(status_message(), "d.weight") && strstr(status_message(), "element 9001"),
+                  "an infinity in an F16 tensor: %s", status_message());
+      } else {
+        CHECK_OK(ls);
+        static uint16_t got[NBIG], want[NBIG];
+        const struct gpu_tensor *t[4] = {&m.conv, &m.lin, &m.rows, &m.big};
+        size_t n[4] = {168, 35, 12, NBIG};
+        for (int k = 0; k < 4; k++) {
+          if (k == 0)
+            for (int r = 0; r < 6; r++)
+              for (int c = 0; c < 28; c++) want[r * 28 + c] = c < 27 ? h[0][r * 27 + c] : 0;
+          if (k == 1)
+            for (int r = 0; r < 5; r++)
+              for (int c = 0; c < 7; c++) want[c * 5 + r] = h[1][r * 7 + c];
+          if (k == 2) memcpy(want, h[2] + 12, 12 * 2);
+          if (k == 3) memcpy(want, h[3], NBIG * 2);
+          CHECK_OK(gpu_download(g, t[k], got, n[k] * 2));
+          CHECK_MSG(t[k]->dtype == DT_F16 && !memcmp(got, want, n[k] * 2), "F16 -> F16 load of tensor %d (file %d): other bits",
+                    k, o);
+        }
       }
+      gpu_arena_destroy(wa);
+      safetensors_close(st);
     }
-    gpu_arena_destroy(wa);
-    safetensors_close(st);
   }
-  unlink(path);
-  for (int k = 0; k < 3; k++) free(f[k]);
+  unlink(path), unlink(odd);
+  for (int k = 0; k < 4; k++) free(f[k]), free(h[k]);
+}
+
+/* Transfers: a memcpy where the device memory is mapped, the staging buffer otherwise (forced with
+ * VKDIFFUSION_TRANSFER=staged, as on a discrete GPU): the weight-loading tests on a device that
+ * stages, uploads and downloads beyond one staging buffer (32 MiB) at an offset, and a bad value of
+ * the variable refused. */
+static void test_transfers(void) {
+  struct gpu *direct = g, *staged = NULL;
+  setenv("VKDIFFUSION_TRANSFER", "sideways", 1);
+  CHECK_MSG(gpu_create(&(struct gpu_options){.device_index = -1, .validation = 1, .profile = 0}, &staged) ==
+                    STATUS_INVALID_ARGUMENT &&
+                strstr(status_message(), "VKDIFFUSION_TRANSFER"),
+            "VKDIFFUSION_TRANSFER=sideways: %s", status_message());
+  setenv("VKDIFFUSION_TRANSFER", "staged", 1);
+  CHECK_OK(gpu_create(&(struct gpu_options){.device_index = -1, .validation = 1, .profile = 0}, &staged));
+  unsetenv("VKDIFFUSION_TRANSFER");
+  if (!staged) return;
+  bool cpu = !strcmp(gpu_info(direct)->type, "cpu"), mapped = false;
+  for (int k = 0; k < 2; k++) {
+    g = k ? staged : direct;
+    struct gpu_arena *a = NULL;
+    size_t n = (40u << 20) / 4; /* 40 MiB of f32: two staging chunks */
+    CHECK_OK(gpu_arena_create(g, (n + 64) * 4 + 4096, "transfer test", &a));
+    struct gpu_tensor pad, x;
+    CHECK_OK(gpu_arena_alloc(a, DT_F32, 1, (int64_t[]){3}, &pad));
+    CHECK_OK(gpu_arena_alloc(a, DT_F32, 1, (int64_t[]){(int64_t)n}, &x));
+    float *v = random_array(n, 51 + (unsigned)k, 1.0f), *back = malloc(n * 4);
+    CHECK_OK(gpu_upload(g, &x, v, n * 4));
+    CHECK_OK(gpu_begin(g));
+    CHECK_OK(op_add(g, &x, &x, &x)); /* the device sees the upload, the host sees the device's result */
+    CHECK_OK(gpu_submit(g));
+    CHECK_OK(gpu_download(g, &x, back, n * 4));
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += back[i] != 2 * v[i];
+    CHECK_MSG(bad == 0, "transfer (%s): %zu of %zu values differ", k ? "staged" : "default", bad, n);
+    void *host = gpu_tensor_host(g, &x);
+    if (k) CHECK_MSG(host == NULL, "VKDIFFUSION_TRANSFER=staged still maps device memory");
+    else if (cpu) CHECK_MSG(host != NULL, "a CPU device's memory is not mapped");
+    if (!k) mapped = host != NULL;
+    if (host) { /* written in place, read by the device */
+      memcpy(host, v, n * 4);
+      CHECK_OK(gpu_begin(g));
+      CHECK_OK(op_add(g, &x, &x, &x));
+      CHECK_OK(gpu_submit(g));
+      CHECK_OK(gpu_download(g, &x, back, 16));
+      CHECK_MSG(back[0] == 2 * v[0] && back[3] == 2 * v[3], "a write through gpu_tensor_host is not seen by the device");
+    }
+    free(v), free(back);
+    gpu_arena_destroy(a);
+    if (k) {
+      test_raw16();
+      test_weight_reload();
+    }
+  }
+  g = direct;
+  const char *last;
+  CHECK_MSG(gpu_validation_count(staged, &last) == 0, "validation (staged device): %s", last ? last : "");
+  gpu_destroy(staged);
+  printf("  transfers: %s by default, staged on request; weight loads through both\n", mapped ? "mapped" : "staged");
 }
 
 int main(void) {
@@ -769,6 +875,7 @@ int main(void) {
   CHECK_OK(gpu_arena_create(g, 256u << 20, "test", &arena));
   test_weight_reload();
   test_raw16();
+  test_transfers();
   test_pipeline_cache();
   const enum linear_variant variants[] = {LINEAR_GENERIC, LINEAR_TILED, LINEAR_SHARED};
   for (int v = 0; v < 3; v++) {
