@@ -45,10 +45,11 @@ enum status gpu_buffer_create_in(struct gpu *g, VkDeviceSize bytes, bool host, c
    * command and no wait (every submission is waited for, so the device is idle between them). */
   VkMemoryPropertyFlags flags = g->mem_props.memoryTypes[type].propertyFlags;
   VkMemoryPropertyFlags coherent = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
-  if (host || (g->cmds.direct && (flags & coherent) == coherent)) {
-    VK_TRY(vkMapMemory(g->device, b->mem, 0, VK_WHOLE_SIZE, 0, &b->mapped));
-    b->host_cached = (flags & VK_MEMORY_PROPERTY_HOST_CACHED_BIT) != 0;
-  }
+  if (host) VK_TRY(vkMapMemory(g->device, b->mem, 0, VK_WHOLE_SIZE, 0, &b->mapped));
+  else if (g->cmds.direct && (flags & coherent) == coherent && /* a mapping refused: staged transfers */
+           vkMapMemory(g->device, b->mem, 0, VK_WHOLE_SIZE, 0, &b->mapped) != VK_SUCCESS)
+    b->mapped = NULL;
+  b->host_cached = b->mapped && (flags & VK_MEMORY_PROPERTY_HOST_CACHED_BIT);
   g->mem.in_use += req.size;
   if (g->mem.in_use > g->mem.peak) g->mem.peak = g->mem.in_use;
   *out = b;
