@@ -68,7 +68,7 @@ enum status resnet_forward(struct gpu *g, struct workspace *T, const struct resn
   WORKSPACE_RECORD(T, op_group_norm(g, &h2, &r->norm2_w, &r->norm2_b, &h2, GN_GROUPS, r->eps, true)); /* silu(norm2(h)) */
   if (r->has_skip)
     WORKSPACE_RECORD(T, op_conv2d(g, x, &r->skip_w, &r->skip_b, y, 1, 1, 0, false, scratch));        /* skip */
-  else
+  else if (x->buf != y->buf || x->offset != y->offset) /* y == x: in place */
     WORKSPACE_RECORD(T, gpu_copy(g, x, y));
   WORKSPACE_RECORD(T, op_conv2d(g, &h2, &r->conv2_w, &r->conv2_b, y, 3, 1, 1, true, scratch));       /* y += conv2(h) */
   workspace_reset(T, mark);

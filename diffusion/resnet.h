@@ -29,7 +29,8 @@ struct resnet {
 enum status resnet_load(struct weight_loader *l, const struct resnet_names *names, const char *base, int temb_dim,
                         enum dtype dt, float eps, struct resnet *r);
 /* y [N, cout, H, W] = block(x [N, cin, H, W], emb [N, temb_dim] or NULL); temporaries in T,
- * convolution patches in scratch. While T measures, only the allocations happen. */
+ * convolution patches in scratch. y may be x itself for a block without a skip convolution (in
+ * place: x is read before y is written). While T measures, only the allocations happen. */
 enum status resnet_forward(struct gpu *g, struct workspace *T, const struct resnet *r, const struct gpu_tensor *x,
                            const struct gpu_tensor *emb, const struct gpu_tensor *y, const struct gpu_tensor *scratch);
 /* GFLOP-counting helper: multiply-adds of one block per output pixel. */

@@ -118,7 +118,8 @@ int sd_model_create(const struct sd_model_options *o, struct sd_model **out) {
   if (!s) s = unet_config_heads(o->config_path, uo.heads, &uo.heads_all);
   if (!s) s = unet_load(m->g, m->st, &uo, &m->unet);
   if (!s) s = vae_load(m->g, m->st, &(struct vae_options){.fp16 = fp16, .scale_factor = m->info.scale_factor,
-                                                     .encoder = vae_encoder_present(m->st, NULL)}, &m->vae);
+                                                     .encoder = vae_encoder_present(m->st, NULL),
+                                                     .encoder_on_demand = true}, &m->vae);
   if (!s) {
     struct textenc_options to = textenc_default_options();
     to.model_path = o->model_path;

@@ -254,9 +254,11 @@ int txt2img(struct sd_model *m, const struct txt2img_params *given, unsigned cha
                               .keep = p->mask ? keep : NULL, /* NULL for an inpainting U-Net */
                               .ancestral_noise = anoise, .rng = &rng,
                               .denoise = guidance_denoise, .user = &g, .on_step = on_step, .step_user = &hook};
+    vae_release_activations(m->vae); /* the U-Net's and the VAE's activations are never held at once */
     if (!(s = report(p, SD_PHASE_SAMPLE, b, 0, runs))) s = sampler_run(&m->sched, &run, x);
     guidance_free(&g);
     if (s) goto done;
+    unet_release_activations(m->unet);
 
     /* the final latent -> VAE decode -> 8-bit pixels */
     if ((s = report(p, SD_PHASE_DECODE, b, 0, 1))) goto done;

@@ -387,6 +387,16 @@ static void free_all_layers(void *model) {
   free_layers(&u->middle);
 }
 
+void unet_release_activations(struct unet *u) {
+  if (!u) return;
+  gpu_recording_destroy(u->rec); /* it names the activation buffers */
+  u->rec = NULL;
+  u->rec_N = 0;
+  gpu_arena_destroy(u->temps);
+  gpu_arena_destroy(u->persist);
+  u->temps = u->persist = NULL;
+}
+
 void unet_destroy(struct unet *u) {
   if (!u) return;
   free_all_layers(&(struct loading){.u = u});

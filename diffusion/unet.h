@@ -50,6 +50,10 @@ struct unet;
 bool unet_present(const struct safetensors *st, const char *prefix);
 enum status unet_load(struct gpu *g, const struct safetensors *st, const struct unet_options *opt, struct unet **out);
 void unet_destroy(struct unet *u);
+/* Frees the activation memory the last forward kept (and its recorded command buffer); the next
+ * forward allocates and records again. Pipelines call it between phases, so that the U-Net's and
+ * the VAE's activations are never held at once. */
+void unet_release_activations(struct unet *u);
 void unet_get_info(const struct unet *u, struct unet_info *info);
 /* The U-Net as a LoRA target (core/lora.h): its weights and the names they answer to. */
 struct lora_target unet_lora_target(const struct unet *u);

@@ -122,13 +122,35 @@ static enum status load_all(struct weight_loader *l, void *model) {
   v->out_channels = (int)sh[0];
   if ((s = conv(l, dt, "decoder.conv_out", c0, v->out_channels, 3, &v->out_w, &v->out_b))) return s;
   if (!v->has_encoder) return STATUS_OK;
-  return load_encoder(l, dt, v->z_channels, v->levels, &v->enc);
+  return load_encoder(l, dt, v->z_channels, v->levels, &v->enc); /* checked only, when pending */
+}
+
+static enum status load_encoder_only(struct weight_loader *l, void *model) {
+  struct vae *v = model;
+  return load_encoder(l, v->fp16 ? DT_F16 : DT_F32, v->z_channels, v->levels, &v->enc);
+}
+
+/* An encoder on demand: loaded into its own arena at the first encode. */
+static enum status encoder_ready(struct vae *v) {
+  if (!v->enc_pending) return STATUS_OK;
+  enum status s = weight_load_model(v->g, v->st, v->prefix, "VAE encoder weights", load_encoder_only, NULL, v,
+                                    &v->enc_weights);
+  if (!s) v->enc_pending = false;
+  return s;
+}
+
+void vae_release_activations(struct vae *v) {
+  if (!v) return;
+  gpu_arena_destroy(v->temps);
+  gpu_arena_destroy(v->persist);
+  v->temps = v->persist = NULL;
 }
 
 void vae_destroy(struct vae *v) {
   if (!v) return;
   gpu_arena_destroy(v->temps);
   gpu_arena_destroy(v->persist);
+  gpu_arena_destroy(v->enc_weights);
   gpu_arena_destroy(v->weights);
   free(v);
 }
@@ -143,7 +165,21 @@ enum status vae_load(struct gpu *g, const struct safetensors *st, const struct v
   v->band_rows = opt->band_rows > 0 ? opt->band_rows : 0;
   v->has_encoder = opt->encoder;
   const char *prefix = opt->prefix ? opt->prefix : "first_stage_model.";
-  enum status s = weight_load_model(g, st, prefix, "VAE weights", load_all, NULL, v, &v->weights);
+  enum status s = STATUS_OK;
+  if (strlen(prefix) >= sizeof v->prefix) s = status_set(STATUS_INVALID_ARGUMENT, "VAE: prefix '%s' too long", prefix);
+  snprintf(v->prefix, sizeof v->prefix, "%s", prefix);
+  v->st = st;
+  v->enc_pending = opt->encoder && opt->encoder_on_demand;
+  if (!s && v->enc_pending) { /* the decoder loads now; the encoder's tensors are only checked */
+    v->has_encoder = false;
+    s = weight_load_model(g, st, prefix, "VAE weights", load_all, NULL, v, &v->weights);
+    v->has_encoder = true;
+    struct weight_loader check = {.g = g, .st = st, .prefix = prefix}; /* no arena: a measuring pass */
+    if (!s) s = load_encoder_only(&check, v);
+    weight_loader_free(&check);
+  } else if (!s) {
+    s = weight_load_model(g, st, prefix, "VAE weights", load_all, NULL, v, &v->weights);
+  }
   if (s) {
     vae_destroy(v);
     return s;
@@ -161,7 +197,9 @@ enum status vae_load(struct gpu *g, const struct safetensors *st, const struct v
 int vae_factor(const struct vae *v) { return 1 << (v->levels - 1); }
 int vae_latent_channels(const struct vae *v) { return v->z_channels; }
 int64_t vae_parameters(const struct vae *v) { return v->parameters; }
-uint64_t vae_weight_bytes(const struct vae *v) { return gpu_arena_used(v->weights); }
+uint64_t vae_weight_bytes(const struct vae *v) {
+  return gpu_arena_used(v->weights) + (v->enc_weights ? gpu_arena_used(v->enc_weights) : 0);
+}
 uint64_t vae_activation_bytes(const struct vae *v) { return v->act_bytes; }
 bool vae_last_tiled(const struct vae *v) { return v->tiled; }
 
@@ -183,8 +221,10 @@ static enum status alloc(struct workspace *a, int ndim, const int64_t *shape, st
   return workspace_alloc(a, DT_F32, ndim, shape, t);
 }
 
-/* *h = block(*h), a new persistent tensor */
+/* *h = block(*h): in place where the channels stay (y = x + conv2(...) needs x only before), else
+ * a new persistent tensor (the persistent stack then holds one tensor a level, not one a block) */
 static enum status res(struct run *r, const struct resnet *b, struct gpu_tensor *h) {
+  if (!b->has_skip) return resnet_forward(r->v->g, &r->T, b, h, NULL, h, &r->scratch);
   struct gpu_tensor y;
   enum status s = alloc(&r->P, 4, (int64_t[]){h->shape[0], b->cout, h->shape[2], h->shape[3]}, &y);
   if (!s) s = resnet_forward(r->v->g, &r->T, b, h, NULL, &y, &r->scratch);
@@ -379,6 +419,8 @@ enum status vae_encode(struct vae *v, const float *image, int N, int H, int W, e
                        float *logvar) {
   int f = vae_factor(v);
   if (!v->has_encoder) return status_set(STATUS_INVALID_ARGUMENT, "VAE encode: the encoder was not loaded");
+  enum status es = encoder_ready(v);
+  if (es) return es;
   if (N <= 0 || H < f || W < f || H % f || W % f)
     return status_set(STATUS_INVALID_ARGUMENT, "VAE encode: a %dx%d image is not a multiple of %d", W, H, f);
   size_t ni = (size_t)N * 3 * H * W, nz = (size_t)N * v->z_channels * (H / f) * (W / f), plane = nz / N;

@@ -28,6 +28,9 @@ struct vae_options {
   float scale_factor;   /* 0: 0.18215 */
   int band_rows;        /* tiled decode: image rows per GPU band (0: as many as fit 64 MiB) */
   bool encoder;         /* also load the encoder and quant_conv (img2img) */
+  bool encoder_on_demand; /* with encoder: its tensors are checked now (names, shapes, dtypes) and
+                           * loaded at the first encode, so a txt2img-only run never holds them;
+                           * the safetensors must then stay open until vae_destroy */
 };
 
 struct vae;
@@ -36,6 +39,9 @@ bool vae_present(const struct safetensors *st, const char *prefix);
 bool vae_encoder_present(const struct safetensors *st, const char *prefix); /* encoder.conv_in and quant_conv */
 enum status vae_load(struct gpu *g, const struct safetensors *st, const struct vae_options *opt, struct vae **out);
 void vae_destroy(struct vae *v);
+/* Frees the activation memory the last decode or encode kept; the next one allocates it again
+ * (see unet_release_activations). */
+void vae_release_activations(struct vae *v);
 int vae_factor(const struct vae *v); /* image pixels per latent pixel (8 for SD) */
 int vae_latent_channels(const struct vae *v); /* 4 for SD */
 int64_t vae_parameters(const struct vae *v);

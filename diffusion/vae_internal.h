@@ -43,6 +43,10 @@ struct vae {
   struct gpu_tensor ups_w[MAX_LEVELS], ups_b[MAX_LEVELS];
   struct gpu_tensor no_w, no_b, out_w, out_b;
   struct vae_encoder enc;
+  const struct safetensors *st; /* the checkpoint, for an encoder loaded on demand */
+  char prefix[128];
+  struct gpu_arena *enc_weights; /* that encoder's weights, once loaded */
+  bool enc_pending;              /* checked, not loaded yet */
 };
 
 #define SCRATCH_ELEMS (4 << 20) /* 16 MiB of patches; convolutions chunk through it */

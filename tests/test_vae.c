@@ -204,6 +204,74 @@ static void taesd_golden(bool fp16) {
   safetensors_close(gold);
 }
 
+/* The checkpoint at `from` without tensor `drop` (all F32), written to `to`. */
+static void copy_without(const char *from, const char *to, const char *drop) {
+  struct safetensors *st = NULL;
+  CHECK_OK(safetensors_open(from, &st));
+  if (!st) return;
+  int n = safetensors_count(st), k = 0;
+  float **data = calloc((size_t)n, sizeof *data);
+  struct st_writer *w = NULL;
+  CHECK_OK(st_writer_create(&w));
+  for (int i = 0; i < n && w; i++) {
+    const struct st_tensor *t = safetensors_at(st, i);
+    if (!strcmp(t->name, drop)) continue;
+    data[k] = malloc((size_t)(t->numel ? t->numel : 1) * 4);
+    CHECK_OK(safetensors_read_f32(st, t, data[k]));
+    CHECK_OK(st_writer_add(w, t->name, ST_F32, t->ndim, t->shape, data[k]));
+    k++;
+  }
+  if (w) CHECK_OK(st_writer_finish(w, to));
+  st_writer_destroy(w);
+  for (int i = 0; i < k; i++) free(data[i]);
+  free(data);
+  safetensors_close(st);
+}
+
+/* The encoder on demand (as sd_model loads it): not in the weights until the first encode, then
+ * the same bits as an encoder loaded with the decoder; its tensors still checked at load (a missing
+ * one is an error there, not at the first encode). */
+static void encoder_on_demand(const char *ckpt, const char *dir) {
+  struct safetensors *st = NULL;
+  CHECK_OK(safetensors_open(ckpt, &st));
+  if (!st) return;
+  struct vae *eager = NULL, *lazy = NULL;
+  CHECK_OK(vae_load(gpu, st, &(struct vae_options){.encoder = true}, &eager));
+  CHECK_OK(vae_load(gpu, st, &(struct vae_options){.encoder = true, .encoder_on_demand = true}, &lazy));
+  if (eager && lazy) {
+    uint64_t before = vae_weight_bytes(lazy);
+    CHECK_MSG(before < vae_weight_bytes(eager), "on demand: %llu weight bytes before the first encode, eager %llu",
+              (unsigned long long)before, (unsigned long long)vae_weight_bytes(eager));
+    int H = 64, W = 64, f = vae_factor(eager);
+    size_t ni = 3 * (size_t)H * W, nz = (size_t)vae_latent_channels(eager) * (H / f) * (W / f);
+    float *image = malloc(ni * 4), *m[2], *l[2];
+    test_random(image, ni, 71);
+    for (int k = 0; k < 2; k++) {
+      m[k] = malloc(nz * 4), l[k] = malloc(nz * 4);
+      CHECK_OK(vae_encode(k ? lazy : eager, image, 1, H, W, VAE_TILING_OFF, m[k], l[k]));
+    }
+    CHECK_MSG(!memcmp(m[0], m[1], nz * 4) && !memcmp(l[0], l[1], nz * 4), "the encoder on demand encodes differently");
+    CHECK_MSG(vae_weight_bytes(lazy) == vae_weight_bytes(eager), "on demand: %llu weight bytes after the first encode, eager %llu",
+              (unsigned long long)vae_weight_bytes(lazy), (unsigned long long)vae_weight_bytes(eager));
+    for (int k = 0; k < 2; k++) free(m[k]), free(l[k]);
+    free(image);
+  }
+  vae_destroy(eager), vae_destroy(lazy);
+  safetensors_close(st);
+  char bad[600];
+  snprintf(bad, sizeof bad, "%s/no_conv_out.safetensors", dir);
+  copy_without(ckpt, bad, "first_stage_model.encoder.conv_out.weight");
+  CHECK_OK(safetensors_open(bad, &st));
+  struct vae *v = NULL;
+  enum status s = st ? vae_load(gpu, st, &(struct vae_options){.encoder = true, .encoder_on_demand = true}, &v) : STATUS_OK;
+  CHECK_MSG(s == STATUS_FORMAT && !v && strstr(status_message(), "encoder.conv_out.weight"),
+            "an encoder tensor missing, on demand: %s", status_message());
+  vae_destroy(v);
+  safetensors_close(st);
+  unlink(bad);
+  printf("  VAE encoder on demand: loaded at the first encode, same bits, checked at load\n");
+}
+
 int main(void) {
   int rc = 0;
   char gpath[1024], dpath[1024], dir[256], ckpt[512];
@@ -224,6 +292,7 @@ int main(void) {
   golden("tiny fp16", ckpt, gold, true, 2e-2, 2e-2);
   encoder_golden("tiny fp32", ckpt, "ref/goldens/vae_enc_tiny_64.safetensors", false, 1e-4, 1e-4);
   encoder_golden("tiny fp16", ckpt, "ref/goldens/vae_enc_tiny_64.safetensors", true, 2e-2, 2e-2);
+  encoder_on_demand(ckpt, dir);
   tiling(ckpt);
   taesd_golden(false);
   taesd_golden(true);
