@@ -166,8 +166,16 @@ static int bench_ops(struct gpu *g, double peak) {
       {77, 768, 3072, DT_F16, "CLIP fc2"},      {1024, 1024, 1024, DT_F16, "1024^3"},
       {77, 768, 768, DT_F32, "CLIP q/k/v/out"}, {1024, 1024, 1024, DT_F32, "1024^3"},
   };
-  printf("device: %s (%s); measured fp32 FMA peak %.1f GFLOP/s (all kernels compute in fp32; f16 is storage)\n",
-         gpu_info(g)->name, gpu_info(g)->type, peak);
+  double peak16 = 0;
+  if (bench_peak16(g, &peak16)) {
+    cli_fail("bench", "fp16 peak");
+    return 1;
+  }
+  char p16[96];
+  if (peak16 > 0) snprintf(p16, sizeof p16, "fp16 FMA peak %.1f GFLOP/s", peak16);
+  else snprintf(p16, sizeof p16, "no fp16 arithmetic");
+  printf("device: %s (%s); measured fp32 FMA peak %.1f GFLOP/s, %s (all kernels compute in fp32 and are rated "
+         "against the fp32 peak; f16 is storage)\n", gpu_info(g)->name, gpu_info(g)->type, peak, p16);
   printf("each kernel variant, whichever this device would pick (VKDIFFUSION_KERNELS picks for the model runs)\n\n");
   printf("%-54s %10s %10s %8s\n", "op", "ms", "GFLOP/s", "% peak");
   const enum linear_variant lvs[] = {LINEAR_TILED, LINEAR_SHARED};

@@ -47,6 +47,7 @@ struct gpu_device_info {
   const char *type; /* "discrete", "integrated", "virtual", "cpu", "other" */
   uint64_t memory_bytes; /* the largest device-local heap */
   bool fp16;             /* 16-bit storage buffers (fp16 weights) */
+  bool shader_float16;   /* fp16 arithmetic in shaders (only bench's fp16 peak uses it; kernels compute in fp32) */
   uint32_t subgroup_size;
   bool subgroup_arithmetic; /* subgroupAdd & co. in compute shaders (the _subgroup kernels) */
   uint64_t max_storage_buffer_range;

@@ -247,12 +247,21 @@ static enum status device_create(struct gpu *g) {
     return status_set(STATUS_UNSUPPORTED, "device '%s' has no compute queue", g->info.name);
   bool timestamps = qp[g->queue_family].timestampValidBits > 0;
 
-  VkPhysicalDevice16BitStorageFeatures s16q = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES};
+  /* fp16 arithmetic (only the fp16 peak shader uses it): Vulkan 1.2's feature, or its extension */
+  bool f16_ext = g->info.api_version < VK_API_VERSION_1_2 && has_extension(g->phys, VK_KHR_SHADER_FLOAT16_INT8_EXTENSION_NAME);
+  bool f16_query = g->info.api_version >= VK_API_VERSION_1_2 || f16_ext;
+  VkPhysicalDeviceShaderFloat16Int8Features f16q = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES};
+  VkPhysicalDevice16BitStorageFeatures s16q = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES,
+                                               .pNext = f16_query ? &f16q : NULL};
   VkPhysicalDeviceFeatures2 fq = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &s16q};
   vkGetPhysicalDeviceFeatures2(g->phys, &fq);
   g->fp16 = s16q.storageBuffer16BitAccess;
+  g->info.shader_float16 = f16_query && f16q.shaderFloat16;
 
+  VkPhysicalDeviceShaderFloat16Int8Features f16 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES,
+                                                   .shaderFloat16 = VK_TRUE};
   VkPhysicalDevice16BitStorageFeatures s16 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES,
+                                              .pNext = g->info.shader_float16 ? &f16 : NULL,
                                               .storageBuffer16BitAccess = g->fp16};
   VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &s16};
   f2.features.shaderInt64 = VK_FALSE;
@@ -261,12 +270,12 @@ static enum status device_create(struct gpu *g) {
                                  .queueFamilyIndex = g->queue_family,
                                  .queueCount = 1,
                                  .pQueuePriorities = &prio};
-  const char *exts[] = {VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME};
+  const char *exts[] = {VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME, VK_KHR_SHADER_FLOAT16_INT8_EXTENSION_NAME};
   VkDeviceCreateInfo dci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
                             .pNext = &f2,
                             .queueCreateInfoCount = 1,
                             .pQueueCreateInfos = &qci,
-                            .enabledExtensionCount = 1,
+                            .enabledExtensionCount = g->info.shader_float16 && f16_ext ? 2 : 1,
                             .ppEnabledExtensionNames = exts};
   VK_TRY(vkCreateDevice(g->phys, &dci, NULL, &g->device));
   vkGetDeviceQueue(g->device, g->queue_family, 0, &g->queue);

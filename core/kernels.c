@@ -30,6 +30,7 @@
   X(linear_tiled, 4, linear_push)            \
   X(linear_shared, 4, linear_push)           \
   X(peak, 1, peak_push)                      \
+  X(peak16, 1, peak_push)                    \
   X(timestep_embedding, 2, timestep_push)    \
   X(upsample, 2, upsample_push)              \
   X(wino_filter, 2, wino_push)               \

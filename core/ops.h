@@ -129,6 +129,8 @@ enum status op_gather_rows(struct gpu *g, const struct gpu_tensor *index, const 
                            const struct gpu_tensor *y);
 /* FMA throughput probe: `groups` work groups of 256 invocations, 64 flops per iteration each. */
 enum status op_peak(struct gpu *g, const struct gpu_tensor *y, uint32_t groups, uint32_t iters);
+/* The same in fp16 arithmetic (UNSUPPORTED without gpu_info()->shader_float16). */
+enum status op_peak16(struct gpu *g, const struct gpu_tensor *y, uint32_t groups, uint32_t iters);
 
 /* Shape as text, "[77, 768]", for error messages. */
 const char *shape_str(const struct gpu_tensor *t, char *buf, size_t n);

@@ -376,6 +376,54 @@ static void test_group_norm(int64_t N, int64_t C, int64_t P, int groups, bool si
   if (gpu_info(g)->subgroup_arithmetic) test_group_norm_v(N, C, P, groups, silu, GN_SUBGROUP);
 }
 
+/* The peak-FLOPs probes against the same chains in C: fp32 (fmaf, bound 1e-5) and, where the
+ * device has fp16 arithmetic, fp16 (each step rounded to half; x 0.5 + 0.25, so an exact product
+ * rounds the same fused or not; bound 1e-3); 2 groups, 37 and 5 iterations. */
+static float half_round(float x) { return half_to_float(half_from_float(x)); }
+
+static void test_peak(void) {
+  const uint32_t groups = 2, iters = 37, iters16 = 5, n = groups * 256; /* 5: the start still shows */
+  float ref[512], ref16[512];
+  for (uint32_t i = 0; i < n; i++) {
+    float s = (float)i * 1e-9f, a[8], sum[4] = {0};
+    for (int c = 0; c < 8; c++) a[c] = c ? s + 0.1f * (float)c : s;
+    /* the shader's vec4 chains hold the same value in each component */
+    for (uint32_t k = 0; k < iters; k++)
+      for (int c = 0; c < 8; c++) a[c] = fmaf(a[c], 0.999999f, 1e-7f);
+    float t = a[0];
+    for (int c = 1; c < 8; c++) t += a[c];
+    sum[0] = sum[1] = sum[2] = sum[3] = t;
+    ref[i] = sum[0] + sum[1] + sum[2] + sum[3];
+    float h = half_round((float)(i % 64u) * 1e-3f), m = 0.5f, cc = 0.25f, b[8];
+    for (int c = 0; c < 8; c++) b[c] = c ? half_round(h + half_round(0.1f * (float)c)) : h;
+    for (uint32_t k = 0; k < iters16; k++)
+      for (int c = 0; c < 8; c++) b[c] = half_round(fmaf(b[c], m, cc));
+    float t16 = 0;
+    for (int c = 0; c < 8; c++) t16 += b[c];
+    ref16[i] = 4 * t16;
+  }
+  struct gpu_tensor y = output(1, (int64_t[]){n});
+  CHECK_OK(gpu_begin(g));
+  CHECK_OK(op_peak(g, &y, groups, iters));
+  CHECK_OK(gpu_submit(g));
+  float *got = download(&y);
+  CHECK_CLOSE("peak (fp32 FMA chains)", got, ref, n, 1e-5, 1e-5);
+  free(got);
+  if (gpu_info(g)->shader_float16) {
+    CHECK_OK(gpu_begin(g));
+    CHECK_OK(op_peak16(g, &y, groups, iters16));
+    CHECK_OK(gpu_submit(g));
+    got = download(&y);
+    CHECK_CLOSE("peak16 (fp16 FMA chains)", got, ref16, n, 1e-3, 1e-3);
+    free(got);
+  } else {
+    CHECK_OK(gpu_begin(g));
+    CHECK_MSG(op_peak16(g, &y, groups, iters) == STATUS_UNSUPPORTED, "peak16 without shaderFloat16 is not refused");
+    CHECK_OK(gpu_submit(g));
+    printf("  peak16: no fp16 arithmetic on this device (refused)\n");
+  }
+}
+
 static void test_small_ops(void) {
   gpu_arena_reset(arena, 0);
   /* upsample */
@@ -955,6 +1003,7 @@ int main(void) {
   test_group_norm(1, 8, 5120, 2, false);     /* 20480 values a group: within the small kernel's loop limit */
   test_group_norm(1, 8, 512 * 512, 2, false); /* 1 M values a group (the VAE at 512²): cooperative only */
   test_small_ops();
+  test_peak();
   test_residual_and_nchw();
   test_gather(8, 616, 768);
   test_gather(1, 7, 769);
