@@ -337,6 +337,9 @@ enum status gpu_create(const struct gpu_options *opt, struct gpu **out) {
   struct gpu_options o = opt ? *opt : (struct gpu_options){.device_index = -1, .validation = -1, .profile = -1};
   enum status st = STATUS_OK;
   *out = NULL;
+  const char *xfer = getenv("VKDIFFUSION_TRANSFER"); /* staged: always through the staging buffer */
+  if (xfer && *xfer && strcmp(xfer, "staged") && strcmp(xfer, "auto"))
+    return status_set(STATUS_INVALID_ARGUMENT, "VKDIFFUSION_TRANSFER='%s': expected auto or staged", xfer);
   struct gpu *g = calloc(1, sizeof *g);
   if (!g) return status_set(STATUS_OUT_OF_MEMORY, "out of host memory");
   g->val.enabled = env_flag("VKDIFFUSION_VALIDATION", o.validation);
@@ -359,11 +362,6 @@ enum status gpu_create(const struct gpu_options *opt, struct gpu **out) {
     VK_TRY(create(g->instance, &mci, NULL, &g->messenger));
   }
   if ((st = pick_device(g, o.device_index))) goto fail;
-  const char *xfer = getenv("VKDIFFUSION_TRANSFER"); /* staged: always through the staging buffer */
-  if (xfer && *xfer && strcmp(xfer, "staged") && strcmp(xfer, "auto")) {
-    st = status_set(STATUS_INVALID_ARGUMENT, "VKDIFFUSION_TRANSFER='%s': expected auto or staged", xfer);
-    goto fail;
-  }
   g->cmds.direct = !(xfer && strcmp(xfer, "staged") == 0);
   if ((st = device_create(g))) goto fail;
   *out = g;
