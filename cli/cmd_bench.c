@@ -341,7 +341,8 @@ static int bench_encode(int argc, char **argv, long device) {
              n > 1 ? "s" : " ", per * 1e3, per * n, flops / per * 1e-9, 100 * flops / per * 1e-9 / peak);
     if (!rc && n > 1) printf("batch %d throughput: %.2fx batch 1\n", n, per1 / per);
   }
-  printf("peak device memory: %.1f MB (weights, activations for 8 prompts, the staging buffer where transfers stage)\n", gpu_memory_peak(g) / 1e6);
+  printf("peak device memory: %.1f MB (weights, activations for 8 prompts, the staging buffer where transfers stage)\n",
+         gpu_memory_peak(g) / 1e6);
   free(ids), free(ids2), free(ctx), free(y);
   textenc_cond_destroy(c);
   return cli_finish_gpu(g, rc);

@@ -248,9 +248,11 @@ static enum status device_create(struct gpu *g) {
   bool timestamps = qp[g->queue_family].timestampValidBits > 0;
 
   /* fp16 arithmetic (only the fp16 peak shader uses it): Vulkan 1.2's feature, or its extension */
-  bool f16_ext = g->info.api_version < VK_API_VERSION_1_2 && has_extension(g->phys, VK_KHR_SHADER_FLOAT16_INT8_EXTENSION_NAME);
+  const VkStructureType f16_type = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES;
+  bool f16_ext = g->info.api_version < VK_API_VERSION_1_2 &&
+                 has_extension(g->phys, VK_KHR_SHADER_FLOAT16_INT8_EXTENSION_NAME);
   bool f16_query = g->info.api_version >= VK_API_VERSION_1_2 || f16_ext;
-  VkPhysicalDeviceShaderFloat16Int8Features f16q = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES};
+  VkPhysicalDeviceShaderFloat16Int8Features f16q = {.sType = f16_type};
   VkPhysicalDevice16BitStorageFeatures s16q = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES,
                                                .pNext = f16_query ? &f16q : NULL};
   VkPhysicalDeviceFeatures2 fq = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &s16q};
@@ -258,8 +260,7 @@ static enum status device_create(struct gpu *g) {
   g->fp16 = s16q.storageBuffer16BitAccess;
   g->info.shader_float16 = f16_query && f16q.shaderFloat16;
 
-  VkPhysicalDeviceShaderFloat16Int8Features f16 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES,
-                                                   .shaderFloat16 = VK_TRUE};
+  VkPhysicalDeviceShaderFloat16Int8Features f16 = {.sType = f16_type, .shaderFloat16 = VK_TRUE};
   VkPhysicalDevice16BitStorageFeatures s16 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES,
                                               .pNext = g->info.shader_float16 ? &f16 : NULL,
                                               .storageBuffer16BitAccess = g->fp16};

@@ -722,7 +722,8 @@ enum status op_peak(struct gpu *g, const struct gpu_tensor *y, uint32_t groups, 
 
 enum status op_peak16(struct gpu *g, const struct gpu_tensor *y, uint32_t groups, uint32_t iters) {
   if (!gpu_info(g)->shader_float16) return status_set(STATUS_UNSUPPORTED, "peak16: the device has no fp16 arithmetic");
-  if (!is_f32(y) || gpu_tensor_numel(y) < (int64_t)groups * 256) return shape_error("peak16", "y", y, "[groups * 256] f32");
+  if (!is_f32(y) || gpu_tensor_numel(y) < (int64_t)groups * 256)
+    return shape_error("peak16", "y", y, "[groups * 256] f32");
   struct peak_push p = {.iters = iters};
   uint32_t spec[] = {256};
   struct gpu_arg args[] = {{y, 0}};
