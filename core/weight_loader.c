@@ -248,11 +248,11 @@ static enum status load_raw16(struct weight_loader *l, const struct st_tensor *t
   enum status s = layout == WL_PLAIN ? device_tensor(l, DT_F16, t->ndim, plain, out, &dst)
                                      : device_tensor(l, DT_F16, 2, dshape, out, &dst);
   if (s) return s;
-  const uint16_t *v = src; /* the values in the device layout */
+  uint16_t *direct = gpu_tensor_host(l->g, dst); /* NULL: laid out in l->half and uploaded */
+  const uint16_t *v = src;                       /* the values in the device layout */
   if (kp != inner || layout == WL_TRANSPOSE) {
-    uint16_t *lay = gpu_tensor_host(l->g, dst); /* laid out in place, or in l->half and uploaded */
-    if (!lay && (s = reserve(l, n))) return s;
-    if (!lay) lay = l->half;
+    if (!direct && (s = reserve(l, n))) return s;
+    uint16_t *lay = direct ? direct : l->half;
     if (layout == WL_CONV) { /* [Co, C, k, k] -> [Co, Kp], zero padded */
       for (int64_t r = 0; r < rows; r++) {
         memcpy(lay + r * kp, src + r * inner, (size_t)inner * sizeof *src);
@@ -262,9 +262,9 @@ static enum status load_raw16(struct weight_loader *l, const struct st_tensor *t
       for (int64_t r = 0; r < shape[0]; r++)
         for (int64_t c = 0; c < shape[1]; c++) lay[c * shape[0] + r] = src[r * shape[1] + c];
     }
-    v = lay == l->half ? lay : NULL;
+    v = lay;
   }
-  if (v) s = gpu_upload(l->g, dst, v, (size_t)n * 2);
+  if (v != direct) s = gpu_upload(l->g, dst, v, (size_t)n * 2); /* a memcpy when mapped */
   safetensors_release(l->st, t); /* the file's pages go back once uploaded (read again if needed) */
   return s;
 }

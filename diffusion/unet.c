@@ -400,9 +400,7 @@ void unet_release_activations(struct unet *u) {
 void unet_destroy(struct unet *u) {
   if (!u) return;
   free_all_layers(&(struct loading){.u = u});
-  gpu_recording_destroy(u->rec);
-  gpu_arena_destroy(u->temps);
-  gpu_arena_destroy(u->persist);
+  unet_release_activations(u);
   gpu_arena_destroy(u->weights);
   weight_registry_free(&u->reg);
   free(u);

@@ -121,8 +121,8 @@ static enum status load_all(struct weight_loader *l, void *model) {
   if ((s = weight_dims(l, "decoder.conv_out.weight", 4, sh))) return s;
   v->out_channels = (int)sh[0];
   if ((s = conv(l, dt, "decoder.conv_out", c0, v->out_channels, 3, &v->out_w, &v->out_b))) return s;
-  if (!v->has_encoder) return STATUS_OK;
-  return load_encoder(l, dt, v->z_channels, v->levels, &v->enc); /* checked only, when pending */
+  if (!v->has_encoder || v->enc_pending) return STATUS_OK; /* on demand: checked by vae_load, loaded later */
+  return load_encoder(l, dt, v->z_channels, v->levels, &v->enc);
 }
 
 static enum status load_encoder_only(struct weight_loader *l, void *model) {
@@ -148,8 +148,7 @@ void vae_release_activations(struct vae *v) {
 
 void vae_destroy(struct vae *v) {
   if (!v) return;
-  gpu_arena_destroy(v->temps);
-  gpu_arena_destroy(v->persist);
+  vae_release_activations(v);
   gpu_arena_destroy(v->enc_weights);
   gpu_arena_destroy(v->weights);
   free(v);
@@ -170,15 +169,11 @@ enum status vae_load(struct gpu *g, const struct safetensors *st, const struct v
   snprintf(v->prefix, sizeof v->prefix, "%s", prefix);
   v->st = st;
   v->enc_pending = opt->encoder && opt->encoder_on_demand;
-  if (!s && v->enc_pending) { /* the decoder loads now; the encoder's tensors are only checked */
-    v->has_encoder = false;
-    s = weight_load_model(g, st, prefix, "VAE weights", load_all, NULL, v, &v->weights);
-    v->has_encoder = true;
+  if (!s) s = weight_load_model(g, st, prefix, "VAE weights", load_all, NULL, v, &v->weights);
+  if (!s && v->enc_pending) { /* the encoder's tensors only checked now */
     struct weight_loader check = {.g = g, .st = st, .prefix = prefix}; /* no arena: a measuring pass */
-    if (!s) s = load_encoder_only(&check, v);
+    s = load_encoder_only(&check, v);
     weight_loader_free(&check);
-  } else if (!s) {
-    s = weight_load_model(g, st, prefix, "VAE weights", load_all, NULL, v, &v->weights);
   }
   if (s) {
     vae_destroy(v);

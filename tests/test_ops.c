@@ -385,15 +385,14 @@ static void test_peak(void) {
   const uint32_t groups = 2, iters = 37, iters16 = 5, n = groups * 256; /* 5: the start still shows */
   float ref[512], ref16[512];
   for (uint32_t i = 0; i < n; i++) {
-    float s = (float)i * 1e-9f, a[8], sum[4] = {0};
+    float s = (float)i * 1e-9f, a[8];
     for (int c = 0; c < 8; c++) a[c] = c ? s + 0.1f * (float)c : s;
     /* the shader's vec4 chains hold the same value in each component */
     for (uint32_t k = 0; k < iters; k++)
       for (int c = 0; c < 8; c++) a[c] = fmaf(a[c], 0.999999f, 1e-7f);
     float t = a[0];
     for (int c = 1; c < 8; c++) t += a[c];
-    sum[0] = sum[1] = sum[2] = sum[3] = t;
-    ref[i] = sum[0] + sum[1] + sum[2] + sum[3];
+    ref[i] = t + t + t + t; /* t.x + t.y + t.z + t.w, in that order */
     float h = half_round((float)(i % 64u) * 1e-3f), m = 0.5f, cc = 0.25f, b[8];
     for (int c = 0; c < 8; c++) b[c] = c ? half_round(h + half_round(0.1f * (float)c)) : h;
     for (uint32_t k = 0; k < iters16; k++)
