@@ -8,10 +8,16 @@
 # Usage: tools/lavapipe_hotspots.sh [-w SECONDS_BEFORE] [-s SECONDS_SAMPLED] [-p PAGES] [-o OUT_DIR] -- CMD...
 #   e.g. tools/lavapipe_hotspots.sh -w 25 -- ./build/vkdiffusion bench unet --model sd15.safetensors --size 256
 # Writes OUT_DIR/pages.txt (share of the samples per JIT page, hottest first) and OUT_DIR/asm.txt
-# (each hot page disassembled from its lowest sampled address); prints the page summary.
+# (each hot page disassembled from its lowest sampled address); prints the page summary. The command
+# is stopped once its code is disassembled (its output: OUT_DIR/command.log).
 set -euo pipefail
 wait_s=20 sample_s=4 pages=3 out=/tmp/vkd-hotspots
+value() { # option, its value
+  [ -n "${2:-}" ] || { echo "lavapipe_hotspots: $1 needs a value" >&2; exit 2; }
+  case "$1" in -o) ;; *) [[ "$2" =~ ^[0-9]+$ ]] || { echo "lavapipe_hotspots: $1 takes a whole number, not '$2'" >&2; exit 2; } ;; esac
+}
 while [ $# -gt 0 ]; do
+  case "$1" in -w | -s | -p | -o) value "$1" "${2:-}" ;; esac
   case "$1" in
     -w) wait_s=$2; shift 2 ;;
     -s) sample_s=$2; shift 2 ;;
