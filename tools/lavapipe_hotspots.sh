@@ -12,17 +12,16 @@
 # is stopped once its code is disassembled (its output: OUT_DIR/command.log).
 set -euo pipefail
 wait_s=20 sample_s=4 pages=3 out=/tmp/vkd-hotspots
-value() { # option, its value
+value() { # option, its value: present, and a whole number except for -o
   [ -n "${2:-}" ] || { echo "lavapipe_hotspots: $1 needs a value" >&2; exit 2; }
-  case "$1" in -o) ;; *) [[ "$2" =~ ^[0-9]+$ ]] || { echo "lavapipe_hotspots: $1 takes a whole number, not '$2'" >&2; exit 2; } ;; esac
+  [ "$1" = -o ] || [[ "$2" =~ ^[0-9]+$ ]] || { echo "lavapipe_hotspots: $1 takes a whole number, not '$2'" >&2; exit 2; }
 }
 while [ $# -gt 0 ]; do
-  case "$1" in -w | -s | -p | -o) value "$1" "${2:-}" ;; esac
   case "$1" in
-    -w) wait_s=$2; shift 2 ;;
-    -s) sample_s=$2; shift 2 ;;
-    -p) pages=$2; shift 2 ;;
-    -o) out=$2; shift 2 ;;
+    -w) value "$1" "${2:-}"; wait_s=$2; shift 2 ;;
+    -s) value "$1" "${2:-}"; sample_s=$2; shift 2 ;;
+    -p) value "$1" "${2:-}"; pages=$2; shift 2 ;;
+    -o) value "$1" "${2:-}"; out=$2; shift 2 ;;
     --) shift; break ;;
     *) echo "lavapipe_hotspots: unknown option '$1' (usage: see the script's header)" >&2; exit 2 ;;
   esac
