@@ -79,6 +79,13 @@ static bool tiled_ok(struct gpu *g, const struct matmul *mm) {
          batch * mm->M * mm->K / 4 <= l->maxTexelBufferElements && batch * mm->N * mm->K / 4 <= l->maxTexelBufferElements;
 }
 
+/* The padded work of an M x N product in linear_tiled's blocks on a CPU device: rows to whole
+ * blocks, columns to whole work groups of blocks (llvmpipe pays for a work group's idle lanes) */
+static int64_t tiled_waste(int64_t M, int64_t N) {
+  int64_t cols = TILED_BN * TILED_WG;
+  return div_up(M, TILED_BM) * TILED_BM * (div_up(N, cols) * cols);
+}
+
 static enum status matmul(struct gpu *g, const struct matmul *mm, enum linear_variant variant) {
   if (mm->M == 0 || mm->N == 0) return STATUS_OK;
   struct linear_push p = {.rows = (u32)mm->M, .cols = (u32)mm->N, .inner = (u32)mm->K, .bias_mode = mm->bias_mode,
@@ -189,16 +196,18 @@ static enum status conv_im2col(struct gpu *g, const struct gpu_tensor *x, const 
   return STATUS_OK;
 }
 
-/* Winograd F(4x4, 3x3): tiles of 4x4 output pixels; per image, a chunk of nt tiles and a block of
- * cb output channels at a time, with the transformed filters U [36, cb, C], inputs V [36, nt, C]
- * and products M [36, cb, nt] side by side in the scratch buffer. */
+/* Winograd F(4x4, 3x3): tiles of 4x4 output pixels, numbered across the batch's images; a chunk
+ * of nt tiles and a block of cb output channels at a time, with the transformed filters
+ * U [36, cb, C], inputs V [36, nt, C] and products M [36, cb, nt] side by side in the scratch
+ * buffer. */
 #define WINO_TILES 4u  /* tiles an invocation of wino_input: TILES there */
 #define WINO_ALIGN 64  /* elements: each region starts on 256 bytes, the largest offset alignment Vulkan allows */
-/* CONV_AUTO: Winograd from 64 tiles in the batch. The filters are transformed at each call, a cost
+/* CONV_AUTO: Winograd from 32 tiles in the batch. The filters are transformed at each call, a cost
  * that the tiles amortise: `bench ops` on lavapipe (2 cores, one session), im2col -> Winograd:
- * 2x320x32x32 (128 tiles) 97 -> 53 ms, 2x640x32x32 428 -> 267 ms, 2x320x64x64 437 -> 172 ms;
- * 2x640x16x16 (32 tiles) 100 -> 130 ms, 2x1280x16x16 408 -> 571 ms. */
-#define WINO_MIN_TILES 64
+ * 2x320x32x32 (128 tiles) 91 -> 43 ms, 2x1280x16x16 (32 tiles) 341 -> 126-134 ms,
+ * 2x640x16x16 83 -> 47 ms, 2x64x16x16 (the demo) 2.1-2.5 ms both ways; 2x1280x8x8 (8 tiles)
+ * 81-87 -> 110-136 ms, where transforming 1280x1280 filters outweighs a product of 8 tiles. */
+#define WINO_MIN_TILES 32
 
 static int64_t align_up(int64_t v, int64_t a) { return (v + a - 1) / a * a; }
 
@@ -240,12 +249,12 @@ struct wino {
   bool per_image, has_bias, accumulate;
 };
 
-/* V = the input transform of tiles [t0, t0 + nts) of image n */
-static enum status wino_in(const struct wino *k, int64_t n, int64_t t0, int64_t nts) {
+/* V = the input transform of tiles [t0, t0 + nts) of the batch */
+static enum status wino_in(const struct wino *k, int64_t t0, int64_t nts) {
   struct gpu_tensor v = gpu_tensor_rows(&k->flat, k->v_at, 36 * nts * k->C);
   struct wino_push wp = {.channels = (u32)k->C, .height = (u32)k->H, .width = (u32)k->W, .out_height = (u32)k->Ho,
                          .out_width = (u32)k->Wo, .pad = (u32)k->pad, .tiles_w = (u32)((k->Wo + 3) / 4),
-                         .tile0 = (u32)t0, .ntiles = (u32)nts, .x_offset = (u32)(n * k->C * k->H * k->W)};
+                         .tile0 = (u32)t0, .ntiles = (u32)nts};
   uint32_t spec[] = {WG};
   struct gpu_arg args[] = {{k->x, 0}, {&v, 0}};
   return gpu_dispatch(k->g, KERNEL_wino_input, spec, 1, args, 2, &wp, sizeof wp, div_up(k->C, WG), div_up(nts, WINO_TILES), 1);
@@ -257,25 +266,31 @@ static enum status wino_filter(const struct wino *k, int64_t c0, int64_t cbs) {
   struct wino_push wp = {.channels = (u32)k->C, .c0 = (u32)c0, .cb = (u32)cbs, .kp = (u32)k->w->shape[1]};
   uint32_t spec[] = {WG};
   struct gpu_arg args[] = {{&u, 0}, {k->w, vec4_format(k->w->dtype)}};
-  return gpu_dispatch(k->g, KERNEL_wino_filter, spec, 1, args, 2, &wp, sizeof wp, div_up(k->C, WG), (uint32_t)cbs, 1);
+  return gpu_dispatch(k->g, KERNEL_wino_filter, spec, 1, args, 2, &wp, sizeof wp, div_up(k->C / 4, WG), (uint32_t)cbs, 1);
 }
 
 /* the element-wise stage, M[xi] [cbs, nts] = U[xi] [cbs, C] V[xi] [nts, C]^T for the 36 xi, then
- * the output transform into y */
-static enum status wino_out(const struct wino *k, int64_t n, int64_t t0, int64_t nts, int64_t c0, int64_t cbs) {
+ * the output transform into y. Few tiles (small maps) leave most of a work group's column blocks
+ * idle, so the product is then taken the other way round, V U^T stored transposed: 2x1280x16x16
+ * on lavapipe 425 -> 168 ms (`bench ops`, one session). */
+static enum status wino_out(const struct wino *k, int64_t t0, int64_t nts, int64_t c0, int64_t cbs) {
   struct gpu_tensor u = gpu_tensor_rows(&k->flat, 0, 36 * cbs * k->C);
   struct gpu_tensor v = gpu_tensor_rows(&k->flat, k->v_at, 36 * nts * k->C);
   struct gpu_tensor m = gpu_tensor_rows(&k->flat, k->m_at, 36 * cbs * nts);
   struct matmul mm = {.a = &u, .b = &v, .y = &m, .M = cbs, .N = nts, .K = k->C, .bias_mode = BIAS_NONE,
                       .ldy = (uint32_t)nts, .batch = 36, .a_batch = (uint32_t)(cbs * k->C / 4),
                       .b_batch = (uint32_t)(nts * k->C / 4), .y_batch = (uint32_t)(cbs * nts)};
+  if (tiled_waste(nts, cbs) < tiled_waste(cbs, nts)) { /* tiles as rows, channels as columns */
+    mm.a = &v, mm.b = &u, mm.M = nts, mm.N = cbs, mm.a_batch = (uint32_t)(nts * k->C / 4);
+    mm.b_batch = (uint32_t)(cbs * k->C / 4), mm.transpose_y = 1;
+  }
   enum status s = matmul(k->g, &mm, LINEAR_AUTO);
   if (s) return s;
   struct wino_push wp = {.channels = (u32)k->C, .height = (u32)k->H, .width = (u32)k->W, .out_height = (u32)k->Ho,
                          .out_width = (u32)k->Wo, .pad = (u32)k->pad, .tiles_w = (u32)((k->Wo + 3) / 4),
                          .tile0 = (u32)t0, .ntiles = (u32)nts, .c0 = (u32)c0, .cb = (u32)cbs,
-                         .y_offset = (u32)(n * k->Co * k->Ho * k->Wo), .bias_mode = k->has_bias ? BIAS_ROW : BIAS_NONE,
-                         .bias_offset = k->per_image ? (u32)(n * k->Co) : 0, .accumulate = k->accumulate};
+                         .out_channels = (u32)k->Co, .bias_mode = k->has_bias ? BIAS_ROW : BIAS_NONE,
+                         .bias_batch = k->per_image ? (u32)k->Co : 0, .accumulate = k->accumulate};
   uint32_t spec[] = {WG};
   struct gpu_arg args[] = {{k->bias, 0}, {k->y, 0}, {&m, 0}};
   return gpu_dispatch(k->g, KERNEL_wino_output, spec, 1, args, 3, &wp, sizeof wp, div_up(nts, WG), (uint32_t)cbs, 1);
@@ -289,35 +304,32 @@ static enum status conv_winograd(struct gpu *g, const struct gpu_tensor *x, cons
                    .pad = pad, .per_image = per_image, .has_bias = b != NULL, .accumulate = accumulate};
   k.flat = gpu_tensor_reshape(scratch, 1, (int64_t[]){gpu_tensor_numel(scratch)});
   k.v_at = align_up(36 * cb * k.C, WINO_ALIGN), k.m_at = k.v_at + align_up(36 * nt * k.C, WINO_ALIGN);
-  int64_t N = x->shape[0], T = ((k.Wo + 3) / 4) * ((k.Ho + 3) / 4), chunks = (T + nt - 1) / nt, blocks = (k.Co + cb - 1) / cb;
+  int64_t T = x->shape[0] * ((k.Wo + 3) / 4) * ((k.Ho + 3) / 4), chunks = (T + nt - 1) / nt, blocks = (k.Co + cb - 1) / cb;
   enum status s;
   /* Blocks of output channels outermost transform each filter once but every input once a block;
-   * images and chunks of tiles outermost, the reverse: the loop order that writes less. */
-  bool blocks_outer = blocks > 1 && N * chunks > 1 &&
-                      k.Co * k.C + blocks * N * T * k.C < N * chunks * k.Co * k.C + N * T * k.C;
+   * chunks of tiles outermost, the reverse: the loop order that writes less. */
+  bool blocks_outer = blocks > 1 && chunks > 1 && k.Co * k.C + blocks * T * k.C < chunks * k.Co * k.C + T * k.C;
   if (blocks_outer) {
     for (int64_t c0 = 0; c0 < k.Co; c0 += cb) {
       int64_t cbs = k.Co - c0 < cb ? k.Co - c0 : cb;
       if ((s = wino_filter(&k, c0, cbs))) return s;
-      for (int64_t n = 0; n < N; n++)
-        for (int64_t t0 = 0; t0 < T; t0 += nt) {
-          int64_t nts = T - t0 < nt ? T - t0 : nt;
-          if ((s = wino_in(&k, n, t0, nts)) || (s = wino_out(&k, n, t0, nts, c0, cbs))) return s;
-        }
+      for (int64_t t0 = 0; t0 < T; t0 += nt) {
+        int64_t nts = T - t0 < nt ? T - t0 : nt;
+        if ((s = wino_in(&k, t0, nts)) || (s = wino_out(&k, t0, nts, c0, cbs))) return s;
+      }
     }
     return STATUS_OK;
   }
-  for (int64_t n = 0; n < N; n++)
-    for (int64_t t0 = 0; t0 < T; t0 += nt) {
-      int64_t nts = T - t0 < nt ? T - t0 : nt;
-      if ((s = wino_in(&k, n, t0, nts))) return s;
-      for (int64_t c0 = 0; c0 < k.Co; c0 += cb) {
-        int64_t cbs = k.Co - c0 < cb ? k.Co - c0 : cb;
-        /* one block of every output channel: its filters are transformed once */
-        if ((blocks > 1 || (n == 0 && t0 == 0)) && (s = wino_filter(&k, c0, cbs))) return s;
-        if ((s = wino_out(&k, n, t0, nts, c0, cbs))) return s;
-      }
+  for (int64_t t0 = 0; t0 < T; t0 += nt) {
+    int64_t nts = T - t0 < nt ? T - t0 : nt;
+    if ((s = wino_in(&k, t0, nts))) return s;
+    for (int64_t c0 = 0; c0 < k.Co; c0 += cb) {
+      int64_t cbs = k.Co - c0 < cb ? k.Co - c0 : cb;
+      /* one block of every output channel: its filters are transformed once */
+      if ((blocks > 1 || t0 == 0) && (s = wino_filter(&k, c0, cbs))) return s;
+      if ((s = wino_out(&k, t0, nts, c0, cbs))) return s;
     }
+  }
   return STATUS_OK;
 }
 
@@ -386,7 +398,7 @@ static enum status conv_run(struct gpu *g, const struct gpu_tensor *x, const str
     return shape_error(op, "bias", b, "[Cout] or [N, Cout] f32");
   if (!is_f32(scratch)) return shape_error(op, "scratch", scratch, "f32");
   struct conv_out o = {.y = y, .Ho = Ho, .Wo = Wo, .tokens = tokens};
-  int64_t T = ((Ho + 3) / 4) * ((Wo + 3) / 4), nt = 0, cb = 0;
+  int64_t T = N * ((Ho + 3) / 4) * ((Wo + 3) / 4), nt = 0, cb = 0; /* tiles in the batch */
   bool wino = !tokens && wino_eligible(g, w, C, kernel, stride, pad) &&
               wino_plan(g, C, Co, T, gpu_tensor_numel(scratch), &nt, &cb);
   bool implicit = implicit_ok(g, x, w, Ho * Wo, kernel, stride, pad);
@@ -403,7 +415,7 @@ static enum status conv_run(struct gpu *g, const struct gpu_tensor *x, const str
   if (force && !strcmp(force, "im2col")) wino = implicit = false;
   if (force && !strcmp(force, "implicit")) wino = false;
   int64_t min_tiles = force && !strcmp(force, "winograd") ? 0 : WINO_MIN_TILES;
-  if (variant == CONV_AUTO) variant = wino && N * T >= min_tiles ? CONV_WINOGRAD : implicit ? CONV_IMPLICIT : CONV_IM2COL;
+  if (variant == CONV_AUTO) variant = wino && T >= min_tiles ? CONV_WINOGRAD : implicit ? CONV_IMPLICIT : CONV_IM2COL;
   if (variant == CONV_IMPLICIT) return conv_implicit(g, x, w, b, &o, kernel, stride, pad, accumulate, per_image);
   if (variant == CONV_IM2COL) return conv_im2col(g, x, w, b, &o, kernel, stride, pad, accumulate, scratch, per_image);
   return conv_winograd(g, x, w, b, y, accumulate, scratch, per_image, pad, nt, cb);

@@ -4,9 +4,12 @@
 //   G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1]
 // Computed in fp32 at each call from the convolution's own weights (f32 or f16), so the model keeps
 // one copy of them.
+// An invocation transforms 4 input channels c .. c + 3 (channels % 4 == 0): their 36 weights are
+// 9 whole texels (row o starts at a multiple of 4 and c * 9 is one), and their 4 results per xi
+// are one vec4 store.
 // Bindings: 0 u f32 [36, cb, channels]; 8 w RGBA32F or RGBA16F texels, the device layout
 //           [Cout, kp] (row o: g[o, c, ky, kx] at c * 9 + ky * 3 + kx).
-// Dispatch: (ceil(channels / WG), cb, 1).
+// Dispatch: (ceil(channels / 4 / WG), cb, 1).
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
@@ -14,11 +17,11 @@
 
 layout(local_size_x_id = 0) in;
 layout(push_constant) uniform Push { wino_push p; };
-layout(set = 0, binding = 0) writeonly buffer U { float u[]; };
+layout(set = 0, binding = 0) writeonly buffer U { vec4 u[]; };
 layout(set = 0, binding = 8) uniform samplerBuffer W;
 
-// G times a column of 3
-void gmul(float a, float b, float c, out float r[6]) {
+// G times a column of 3 (4 channels at once)
+void gmul(vec4 a, vec4 b, vec4 c, out vec4 r[6]) {
   r[0] = 0.25 * a;
   r[1] = -(a + b + c) * (1.0 / 6.0);
   r[2] = -(a - b + c) * (1.0 / 6.0);
@@ -28,19 +31,21 @@ void gmul(float a, float b, float c, out float r[6]) {
 }
 
 void main() {
-  uint c = gl_GlobalInvocationID.x, o = gl_WorkGroupID.y;
-  if (c >= p.channels) return;
-  uint base = (p.c0 + o) * p.kp + c * 9u;
-  float g[9];
-  [[unroll]] for (uint i = 0; i < 9u; i++) {
-    uint e = base + i;
-    g[i] = texelFetch(W, int(e >> 2))[e & 3u];
+  uint c4 = gl_GlobalInvocationID.x, o = gl_WorkGroupID.y;
+  if (c4 * 4u >= p.channels) return;
+  int base = int(((p.c0 + o) * p.kp + c4 * 36u) / 4u);
+  float w[36]; // channel c4 * 4 + q's 3x3 filter at w[9 q ..]
+  [[unroll]] for (int i = 0; i < 9; i++) {
+    vec4 t = texelFetch(W, base + i);
+    w[4 * i] = t.x, w[4 * i + 1] = t.y, w[4 * i + 2] = t.z, w[4 * i + 3] = t.w;
   }
-  float t[3][6]; // t[kx][i] = (G g)[i][kx]
+  vec4 g[9]; // g[e].q: element e of channel q's filter
+  [[unroll]] for (int e = 0; e < 9; e++) g[e] = vec4(w[e], w[9 + e], w[18 + e], w[27 + e]);
+  vec4 t[3][6]; // t[kx][i] = (G g)[i][kx]
   [[unroll]] for (int kx = 0; kx < 3; kx++) gmul(g[kx], g[3 + kx], g[6 + kx], t[kx]);
-  uint stride = p.cb * p.channels, at = o * p.channels + c;
+  uint stride = p.cb * p.channels / 4u, at = o * p.channels / 4u + c4;
   [[unroll]] for (int i = 0; i < 6; i++) {
-    float r[6];
+    vec4 r[6];
     gmul(t[0][i], t[1][i], t[2][i], r);
     [[unroll]] for (int j = 0; j < 6; j++) u[uint(6 * i + j) * stride + at] = r[j];
   }
