@@ -303,6 +303,10 @@ static void test_winograd(void) {
   test_conv_v(1, 16, 7, 5, 3, 3, 1, 1, DT_F16, 1 << 20, false, true, CONV_WINOGRAD);     /* Cout < 4 */
   /* scratch for 36 x (12 tiles x 32 + 32 x 32 + 32 x 12): chunks of tiles and blocks of channels */
   test_conv_v(2, 32, 30, 17, 96, 3, 1, 1, DT_F16, 36 * (12 * 32 + 32 * 32 + 32 * 12) + 3 * 64, true, true, CONV_WINOGRAD);
+  /* The element-wise product both ways round (ops.c: whichever pads linear_tiled's blocks less),
+   * each with chunks of tiles that cross from one image into the next: above, 80 tiles in chunks
+   * of 12 as the product's rows; here 162 tiles in chunks of 41 as its columns */
+  test_conv_v(2, 8, 36, 36, 12, 3, 1, 1, DT_F16, 36 * (12 * 8 + 48 * 8 + 12 * 48) + 3 * 64, true, true, CONV_WINOGRAD);
   test_conv_v(1, 512, 16, 16, 512, 3, 1, 1, DT_F16, 8 << 20, false, false, CONV_WINOGRAD); /* the VAE mid block */
   test_conv_v(1, 128, 64, 64, 128, 3, 1, 1, DT_F16, 8 << 20, false, false, CONV_AUTO);     /* the VAE at 256², auto */
   test_conv_v(1, 32, 16, 16, 32, 3, 1, 1, DT_F32, 1 << 20, false, false, CONV_IM2COL);
