@@ -112,7 +112,8 @@ static int bench_convs(struct gpu *g, double peak) {
   } cv[] = {{2, 64, 16, 16, 3, "demo U-Net, CFG"},      {2, 320, 64, 64, 3, "SD U-Net 512^2, CFG"},
             {2, 640, 32, 32, 3, "SD U-Net 512^2, CFG"}, {2, 1280, 16, 16, 3, "SD U-Net 512^2, CFG"},
             {2, 1280, 8, 8, 3, "SD U-Net 512^2, CFG"},  {2, 320, 32, 32, 3, "SD U-Net 256^2, CFG"},
-            {2, 640, 16, 16, 3, "SD U-Net 256^2, CFG"}, {1, 512, 64, 64, 3, "SD VAE 512^2"},
+            {2, 640, 16, 16, 3, "SD U-Net 256^2, CFG"}, {1, 1280, 16, 16, 3, "SD U-Net 512^2, no CFG"},
+            {1, 512, 64, 64, 3, "SD VAE 512^2"},
             {1, 256, 256, 256, 3, "SD VAE 512^2"},      {1, 128, 512, 512, 3, "SD VAE 512^2"},
             {2, 320, 64, 64, 1, "SD U-Net 512^2 proj, CFG"}, {1, 512, 64, 64, 1, "SD VAE 512^2 q/k/v"}};
   const int64_t scratch = 8 << 20; /* the U-Net's */

@@ -206,7 +206,8 @@ static enum status conv_im2col(struct gpu *g, const struct gpu_tensor *x, const 
  * that the tiles amortise: `bench ops` on lavapipe (2 cores, one session), im2col -> Winograd:
  * 2x320x32x32 (128 tiles) 91 -> 43 ms, 2x1280x16x16 (32 tiles) 341 -> 126-134 ms,
  * 2x640x16x16 83 -> 47 ms, 2x64x16x16 (the demo) 2.1-2.5 ms both ways; 2x1280x8x8 (8 tiles)
- * 81-87 -> 110-136 ms, where transforming 1280x1280 filters outweighs a product of 8 tiles. */
+ * 81-87 -> 110-136 ms, where transforming 1280x1280 filters outweighs a product of 8 tiles;
+ * 1x1280x16x16 (16 tiles, no CFG) 166-179 -> 114-217 ms, no reliable gain. */
 #define WINO_MIN_TILES 32
 
 static int64_t align_up(int64_t v, int64_t a) { return (v + a - 1) / a * a; }
