@@ -79,8 +79,9 @@ static bool tiled_ok(struct gpu *g, const struct matmul *mm) {
          batch * mm->M * mm->K / 4 <= l->maxTexelBufferElements && batch * mm->N * mm->K / 4 <= l->maxTexelBufferElements;
 }
 
-/* The padded work of an M x N product in linear_tiled's blocks on a CPU device: rows to whole
- * blocks, columns to whole work groups of blocks (llvmpipe pays for a work group's idle lanes) */
+/* The padded work of an M x N product in linear_tiled's blocks: rows to whole blocks, columns to
+ * whole work groups of blocks (llvmpipe pays for a work group's idle lanes). GPUs' linear_shared
+ * computes either orientation; the choice is for lavapipe. */
 static int64_t tiled_waste(int64_t M, int64_t N) {
   int64_t cols = TILED_BN * TILED_WG;
   return div_up(M, TILED_BM) * TILED_BM * (div_up(N, cols) * cols);

@@ -85,11 +85,10 @@ struct wino_push {
   u32 tiles_w, tile0, ntiles;  /* tiles numbered across the batch: tile g is in image g / (tiles an image) */
   u32 c0, cb;                  /* output channels [c0, c0 + cb) */
   u32 kp;                      /* row length of the convolution's device weights */
-  u32 x_offset, y_offset;      /* elements: the image's start in x, and in y */
-  u32 bias_mode, bias_offset;  /* BIAS_NONE or BIAS_ROW (b[bias_offset + channel]) */
+  u32 bias_mode;               /* BIAS_NONE or BIAS_ROW (image n: b[n * bias_batch + channel]) */
   u32 accumulate;              /* 1: add to y */
-  u32 out_channels;            /* Cout: image n's output at y_offset + n * Cout * out_height * out_width */
-  u32 bias_batch;              /* image n's bias at bias_offset + n * bias_batch (0: one bias for all) */
+  u32 out_channels;            /* Cout: image n's output starts at n * Cout * out_height * out_width */
+  u32 bias_batch;              /* bias elements between images (0: one bias for all) */
 };
 
 struct groupnorm_push {

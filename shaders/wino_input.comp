@@ -3,7 +3,7 @@
 // d the 6x6 patch of channel c under tile tile0 + t (rows 4 ty - pad .. 4 ty - pad + 5, zero outside).
 // Tiles are numbered across the batch: tile g is tile g % T of image g / T, T the tiles of an image.
 //   B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1]
-// Bindings: 0 x f32 [N, channels, height, width] (from x_offset), 1 v f32 [36, ntiles, channels].
+// Bindings: 0 x f32 [N, channels, height, width], 1 v f32 [36, ntiles, channels].
 // Dispatch: (ceil(channels / WG), ceil(ntiles / TILES), 1): TILES tiles an invocation, as llvmpipe
 // pays a fixed cost per work group.
 #version 450
@@ -36,7 +36,7 @@ void main() {
     uint t = gl_WorkGroupID.y * TILES + k;
     if (t >= p.ntiles) break;
     uint g = p.tile0 + t, n = g / T, tile = g - n * T, ty = tile / p.tiles_w, tx = tile - ty * p.tiles_w;
-    uint base = p.x_offset + (n * p.channels + c) * plane;
+    uint base = (n * p.channels + c) * plane;
     int y0 = int(ty * 4u) - int(p.pad), x0 = int(tx * 4u) - int(p.pad);
     float s[6][6]; // s[col][i] = (B^T d)[i][col]
     [[unroll]] for (int col = 0; col < 6; col++) {

@@ -2,10 +2,10 @@
 // tile tile0 + t, output channel c0 + o, are A^T m A (+ bias) with m[xi] = M[(xi * cb + o) * ntiles + t],
 // the element-wise stage's products; added to y when accumulate. Pixels past the edge are not stored.
 // Tiles are numbered across the batch: tile g is tile g % T of image g / T (bias at
-// bias_offset + n * bias_batch), T the tiles of an image.
+// n * bias_batch), T the tiles of an image.
 //   A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]
-// Bindings: 0 bias f32 (any buffer when absent), 1 y f32 [N, out_channels, out_height, out_width]
-//           (from y_offset), 2 m f32 [36, cb, ntiles].
+// Bindings: 0 bias f32 (any buffer when absent), 1 y f32 [N, out_channels, out_height, out_width],
+//           2 m f32 [36, cb, ntiles].
 // Dispatch: (ceil(ntiles / WG), cb, 1).
 #version 450
 #extension GL_GOOGLE_include_directive : require
@@ -39,8 +39,8 @@ void main() {
   }
   uint T = p.tiles_w * ((p.out_height + 3u) / 4u);
   uint ch = p.c0 + o, g = p.tile0 + t, n = g / T, tile = g - n * T, ty = tile / p.tiles_w, tx = tile - ty * p.tiles_w;
-  float b = p.bias_mode == BIAS_ROW ? bias[p.bias_offset + n * p.bias_batch + ch] : 0.0;
-  uint plane = p.y_offset + (n * p.out_channels + ch) * p.out_height * p.out_width;
+  float b = p.bias_mode == BIAS_ROW ? bias[n * p.bias_batch + ch] : 0.0;
+  uint plane = (n * p.out_channels + ch) * p.out_height * p.out_width;
   [[unroll]] for (int a = 0; a < 4; a++) {
     uint oy = ty * 4u + uint(a);
     if (oy >= p.out_height) break;
